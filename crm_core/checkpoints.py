@@ -1,0 +1,178 @@
+"""Self-describing checkpoints, loaded safely, written atomically.
+
+A checkpoint is a plain dict of tensors and primitives, so it loads with
+``torch.load(weights_only=True)``: a file crafted to run code when unpickled is refused
+instead of executed. It holds the resolved model config, class names and preprocessing,
+so :func:`load_checkpoint` rebuilds the model with nothing else (nanoGPT's ``model_args``).
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crm_core.atomic import atomic_save
+from crm_core.models import CamClassifier, ModelConfig, ReconstructNet, create_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "crm-lab-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, rebuilt into live modules."""
+
+    path: Path
+    classifier: CamClassifier
+    reconstructor: ReconstructNet | None
+    model_config: ModelConfig
+    train_config: dict[str, Any]
+    class_names: list[str]
+    image_size: int
+    dataset: str
+    step: int
+    epoch: int
+    epoch_step: int
+    weights_source: str
+    optimizers: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    classifier: CamClassifier,
+    reconstructor: ReconstructNet | None,
+    train_config: dict[str, Any],
+    image_size: int,
+    dataset: str,
+    step: int,
+    epoch: int,
+    epoch_step: int = 0,
+    optimizers: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (temp file + rename)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": classifier.cfg.to_dict(),
+        "train_config": dict(train_config),
+        "class_names": list(classifier.cfg.class_names),
+        "image_size": int(image_size),
+        "dataset": dataset,
+        "weights_source": classifier.weights_source,
+        "classifier": classifier.state_dict(),
+        "reconstructor": None if reconstructor is None else reconstructor.state_dict(),
+        "reconstructor_config": None if reconstructor is None else {
+            "num_classes": classifier.cfg.num_classes,
+            "image_size": reconstructor.image_size,
+            "cam_size": reconstructor.cam_size,
+        },
+        "optimizers": optimizers or {},
+        "step": int(step),
+        "epoch": int(epoch),
+        "epoch_step": int(epoch_step),
+        "metrics": metrics or {},
+        "extra": extra or {},
+    }
+    atomic_save(path, lambda buffer: torch.save(payload, buffer))
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load the raw dict with ``weights_only=True`` and check it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global it does not know: a pickle that wants to run code.
+        raise CheckpointError(
+            f"{path}: refused — the file contains Python objects that could execute code when loaded "
+            f"(only plain tensors and values are accepted): {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {str(exc).splitlines()[0]}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a CRM Lab checkpoint (missing format tag {FORMAT!r})")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+    for key in ("model_config", "classifier", "image_size", "class_names"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: checkpoint is missing {key!r}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild classifier (+ReconstructNet) from a checkpoint file alone."""
+    path = Path(path)
+    payload = read_checkpoint(path, map_location)
+    try:
+        model_config = ModelConfig(**payload["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+    if len(payload["class_names"]) != model_config.num_classes:
+        raise CheckpointError(
+            f"{path}: {len(payload['class_names'])} class names for a {model_config.num_classes}-class head"
+        )
+    classifier = create_model(model_config, load_pretrained=False)
+    _load_state(path, "classifier", classifier, payload["classifier"])
+    classifier.weights_source = payload.get("weights_source", "unknown")
+    reconstructor = None
+    if payload.get("reconstructor") is not None:
+        rc = payload.get("reconstructor_config") or {}
+        try:
+            reconstructor = ReconstructNet(rc["num_classes"], rc["image_size"], rc["cam_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: invalid reconstructor config {rc}: {exc}") from exc
+        _load_state(path, "reconstructor", reconstructor, payload["reconstructor"])
+    classifier.eval()
+    if reconstructor is not None:
+        reconstructor.eval()
+    return Checkpoint(
+        path=path,
+        classifier=classifier,
+        reconstructor=reconstructor,
+        model_config=model_config,
+        train_config=payload.get("train_config", {}),
+        class_names=list(payload["class_names"]),
+        image_size=int(payload["image_size"]),
+        dataset=payload.get("dataset", "unknown"),
+        step=int(payload.get("step", 0)),
+        epoch=int(payload.get("epoch", 0)),
+        epoch_step=int(payload.get("epoch_step", 0)),
+        weights_source=payload.get("weights_source", "unknown"),
+        optimizers=payload.get("optimizers", {}),
+        metrics=payload.get("metrics", {}),
+        extra=payload.get("extra", {}),
+    )
+
+
+def _load_state(path: Path, what: str, module: torch.nn.Module, state: Any) -> None:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: {what} weights are not a state dict")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: {what} weights do not match the architecture in its config: {first}") from exc

@@ -1,0 +1,76 @@
+"""Datasets, preprocessing and superpixels.
+
+`DATASETS` maps a dataset name to its class; CLIs take their `choices` from it and build
+datasets through `build_dataset`, so adding a dataset is one entry here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from torch.utils.data import Dataset
+
+from crm_core.data.errors import DatasetNotFoundError, ImageError
+from crm_core.data.pets import OxfordPets
+from crm_core.data.superpixels import (
+    SuperpixelCache,
+    boundaries_overlay,
+    slic_superpixels,
+    superpixel_mean,
+)
+from crm_core.data.synthetic import PATTERNS, SyntheticPets
+from crm_core.data.transforms import load_image, random_hflip_batch, to_uint8_image
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_ROOT",
+    "DatasetNotFoundError",
+    "ImageError",
+    "OxfordPets",
+    "PATTERNS",
+    "SuperpixelCache",
+    "SyntheticPets",
+    "boundaries_overlay",
+    "build_dataset",
+    "load_image",
+    "random_hflip_batch",
+    "slic_superpixels",
+    "superpixel_mean",
+    "to_uint8_image",
+]
+
+DATASETS: dict[str, type[Dataset]] = {
+    "synthetic": SyntheticPets,
+    "pets": OxfordPets,
+}
+
+DEFAULT_DATA_ROOT = Path("data")  # where `pets` looks when no data_root is given
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    *,
+    image_size: int,
+    data_root: Union[str, Path, None] = None,
+    num_classes: int = 4,
+    seed: int = 0,
+    superpixels: Optional[SuperpixelCache] = None,
+    download: bool = False,
+    length: Optional[int] = None,
+) -> Dataset:
+    """Build dataset `name` for `split` ("train", "val" or "test").
+
+    Arguments that do not apply are ignored: `num_classes` and `seed` shape the synthetic data
+    only (Oxford pets always has its 37 breeds); `data_root` and `download` concern pets only.
+    `length` sets the synthetic length, and truncates pets (handy for quick runs).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    if name == "synthetic":
+        return SyntheticPets(split=split, image_size=image_size, num_classes=num_classes,
+                             length=length, seed=seed, superpixels=superpixels)
+    root = DEFAULT_DATA_ROOT if data_root is None else data_root
+    return OxfordPets(root, split, image_size=image_size, download=download,
+                      superpixels=superpixels, length=length)

@@ -1,0 +1,192 @@
+"""Evaluate a checkpoint: accuracy, CAM mIoU against ground truth, object coverage, reconstruction.
+
+    python -m crm_core.evaluate --checkpoint checkpoints/drs_crm.pt --split test
+
+Writes ``runs/<name>/eval.json`` and sample panels (image | CAM | ground truth | reconstruction).
+CAMs are taken for the ground-truth class, as WSSS evaluates CAMs: image labels are known
+at training time, so the question is where the CAM puts the object, not which class wins.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from crm_core.api import CamModel, dataset_for, upsample_normalised
+from crm_core.cams.closed_form import gradcampp_closed_form
+from crm_core.cams.utils import cam_overlay, mask_outline
+from crm_core.checkpoints import CheckpointError
+from crm_core.data import DatasetNotFoundError
+from crm_core.data.transforms import to_uint8_image
+from crm_core.metrics import DEFAULT_THRESHOLDS, ThresholdCurve
+from crm_core.models import delta_override, from_tanh_range, to_tanh_range
+from crm_core.runs import RunDir
+
+log = logging.getLogger("crm_core.evaluate")
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str  # path to a .pt checkpoint
+    split: str = "test"  # train | val | test
+    limit: int | None = None  # evaluate the first N images
+    threshold: float = 0.3  # the fixed CAM threshold reported beside the best one
+    batch_size: int = 16
+    samples: int = 5  # sample panels written as PNG
+    data_root: str | None = None  # override the dataset folder recorded in the checkpoint
+    drs_delta: float | None = None  # override DRS delta at inference
+    runs_dir: str = "runs"
+    device: str = "cpu"
+
+
+def evaluate_model(
+    model: CamModel,
+    dataset: Any,
+    *,
+    limit: int | None = None,
+    threshold: float = 0.3,
+    batch_size: int = 16,
+    drs_delta: float | None = None,
+    samples: int = 0,
+    samples_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset``; returns the eval.json dict."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ValueError("nothing to evaluate: the split is empty")
+    part_names = dict(getattr(dataset, "part_names", {}))
+    curve = ThresholdCurve(DEFAULT_THRESHOLDS, tuple(sorted(part_names)))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    correct = 0
+    l1_sum = 0.0
+    panels: list[np.ndarray] = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
+            images = batch["image"].to(model.device)
+            labels = batch["label"].to(model.device)
+            with delta_override(drs_delta):
+                logits, features = model.classifier(images)
+            correct += int((logits.argmax(1) == labels).sum())
+            cams = upsample_normalised(gradcampp_closed_form(features, model.classifier.fc.weight, labels),
+                                       tuple(images.shape[-2:]))  # (B, H, W)
+            curve.add(cams, batch["mask"], batch.get("parts"))
+            recon = None
+            if model.reconstructor is not None:
+                recon = model.reconstructor(model.predict(images, drs_delta).cams)
+                l1_sum += float((recon - to_tanh_range(images)).abs().mean()) * len(images)
+            for i in range(len(images)):
+                if len(panels) >= samples:
+                    break
+                panels.append(sample_panel(images[i], cams[i], batch["mask"][i],
+                                           None if recon is None else from_tanh_range(recon[i])))
+    fixed_index = curve.index_of(threshold)
+    best_index = curve.best_index()
+    results: dict[str, Any] = {
+        "checkpoint": str(model.checkpoint.path),
+        "model": model.describe(),
+        "num_images": n,
+        "drs_delta": drs_delta,
+        "accuracy": correct / n,
+        "cam_miou_fixed": {"threshold": curve.thresholds[fixed_index], **curve.at(fixed_index)},
+        "cam_miou_best": {"threshold": curve.thresholds[best_index], **curve.at(best_index)},
+        "coverage_fixed": curve.coverage_at(fixed_index, part_names),
+        "coverage_best": curve.coverage_at(best_index, part_names),
+        "curve": [
+            {"threshold": t, **curve.at(i), "coverage": curve.coverage_at(i, part_names)}
+            for i, t in enumerate(curve.thresholds)
+        ],
+        "recon_l1": l1_sum / n if model.reconstructor is not None else None,
+    }
+    if samples_dir is not None and panels:
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        results["samples"] = []
+        for i, panel in enumerate(panels):
+            path = samples_dir / f"eval_{i:02d}.png"
+            Image.fromarray(panel).save(path)
+            results["samples"].append(str(path))
+    return results
+
+
+def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, recon: torch.Tensor | None) -> np.ndarray:
+    """image | CAM overlay | ground-truth outline | reconstruction, side by side (uint8 HxWx3)."""
+    rgb = to_uint8_image(image.cpu())
+    tiles = [rgb, cam_overlay(rgb, cam.cpu().numpy()), mask_outline(rgb, (mask.cpu().numpy() == 1))]
+    tiles.append(to_uint8_image(recon.cpu()) if recon is not None else np.zeros_like(rgb))
+    gap = np.full((rgb.shape[0], 4, 3), 255, dtype=np.uint8)
+    row: list[np.ndarray] = []
+    for tile in tiles:
+        row += [tile, gap]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def main(cfg: EvalConfig) -> dict[str, Any]:
+    model = CamModel.load(cfg.checkpoint, cfg.device)
+    dataset = dataset_for(model, cfg.split, cfg.data_root)
+    run = RunDir.create(cfg.runs_dir, model.name)
+    results = evaluate_model(model, dataset, limit=cfg.limit, threshold=cfg.threshold, batch_size=cfg.batch_size,
+                             drs_delta=cfg.drs_delta, samples=cfg.samples, samples_dir=run.samples_dir)
+    results["split"] = cfg.split
+    run.write_eval(results)
+    return results
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    fixed, best = results["cam_miou_fixed"], results["cam_miou_best"]
+    lines = [
+        results["model"],
+        f"split {results.get('split', '?')}: {results['num_images']} images",
+        f"accuracy            {results['accuracy']:.4f}",
+        f"CAM mIoU @ {fixed['threshold']:.2f}      {fixed['miou']:.4f} (fg {fixed['fg_iou']:.4f}, bg {fixed['bg_iou']:.4f})",
+        f"CAM mIoU best @ {best['threshold']:.2f} {best['miou']:.4f} (fg {best['fg_iou']:.4f}, bg {best['bg_iou']:.4f})",
+    ]
+    if results["coverage_best"]:
+        cov = ", ".join(f"{k} {v:.3f}" for k, v in results["coverage_best"].items())
+        lines.append(f"coverage @ best      {cov}")
+    if results["recon_l1"] is not None:
+        lines.append(f"reconstruction L1   {results['recon_l1']:.4f}")
+    return "\n".join(lines)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a CRM Lab checkpoint.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
+    p.add_argument("--threshold", type=float, default=0.3, help="fixed CAM threshold")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--samples", type=int, default=5, help="sample panels to save")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        log.error("--limit must be >= 1")
+        return 2
+    try:
+        results = main(EvalConfig(**vars(args)))
+    except (CheckpointError, DatasetNotFoundError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(format_summary(results))
+    log.info("wrote %s", Path(args.runs_dir) / Path(args.checkpoint).stem / "eval.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,603 @@
+"""Train a CAM classifier, optionally with the CAM-driven Reconstruction Module (CRM).
+
+    python -m crm_core.train --model resnet_drs --dataset synthetic --epochs 3 --name drs_crm
+    torchrun --nproc_per_node=2 -m crm_core.train ...   # data-parallel (gloo on CPU, nccl on GPU)
+
+Leaves ``checkpoints/<name>.pt`` and ``runs/<name>/`` (config.json, metrics.csv).
+Structure after torchvision's references: ``get_args_parser``, ``main``, ``train_one_epoch``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from crm_core.cams.closed_form import gradcampp_closed_form
+from crm_core.cams.utils import normalize_cams
+from crm_core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from crm_core.data import DATASETS, DatasetNotFoundError, SuperpixelCache, build_dataset
+from crm_core.data.transforms import random_hflip_batch
+from crm_core.losses import VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1
+from crm_core.models import MODEL_VARIANTS, ModelConfig, ReconstructNet, create_model, to_tanh_range
+from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES, CamClassifier
+from crm_core.pretrained import WeightsNotFoundError
+from crm_core.runs import MetricsWriter, RunDir
+
+log = logging.getLogger("crm_core.train")
+
+DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"  # checkpoint + run folder name
+    model: str = "resnet_drs"  # registered variant (crm_core.models.MODEL_VARIANTS)
+    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50
+    dataset: str = "synthetic"  # synthetic | pets
+    data_root: str | None = None  # dataset folder (pets)
+    download: bool = False  # let torchvision download the dataset (needs internet)
+    num_classes: int = 4  # synthetic only: number of head patterns
+    train_size: int | None = None  # synthetic only: number of training images (default 2000)
+    image_size: int | None = None  # square input size; default 112 synthetic / 224 pets
+    output_stride: int | None = None  # 16 or 32; default 16 below 224 px (keeps CAMs >= 7x7)
+    batch_size: int = 16  # per process
+    epochs: int = 3
+    steps: int | None = None  # cap on optimisation steps (all epochs together)
+    cls_lr: float = 1e-3  # Adam lr of the classifier
+    rec_lr: float = 2e-3  # Adam lr of ReconstructNet
+    crm: bool = True  # train ReconstructNet with the CAM-driven losses
+    l1_weight: float = 1.0  # w_l1
+    vgg_weight: float = 1.0  # w_vgg (0 disables the perceptual loss)
+    align_weight: float = 1.0  # w_align (0 disables superpixel alignment)
+    align_warmup: int = 1  # epochs before the alignment loss switches on
+    align_confident: float | None = 0.7  # CAM values above this stay in the alignment target
+    delta: str = "0.55"  # DRS delta: a number in (0, 1] or "learnable"
+    drs_positions: tuple[str, ...] = ("layer4_blocks",)  # where DRS layers go
+    freeze: str | None = None  # last2 | none; default last2 with imagenet weights, else none
+    weights: str | None = None  # imagenet | none | PATH; default imagenet for pets, none for synthetic
+    perceptual: str = "vgg19"  # perceptual network (vgg19) or "none"
+    perceptual_weights: str = "auto"  # imagenet | random | auto (imagenet if cached, else random) | PATH
+    perceptual_size: int | None = None  # resize images to this before VGG (speed lever); None = as is
+    n_segments: int = 64  # SLIC superpixels per image (alignment loss)
+    compactness: float = 10.0  # SLIC compactness
+    seed: int = 0
+    resume: bool = False  # continue checkpoints/<name>.pt where it stopped
+    init_from: str | None = None  # start from another checkpoint's weights (fine-tuning)
+    workers: int = 1  # DataLoader worker processes
+    log_every: int = 1  # write a metrics row every N steps
+    ckpt_every: int = 50  # save the checkpoint every N steps (and at every epoch end)
+    val_limit: int | None = 200  # validation images per epoch (None = whole split)
+    checkpoint_dir: str = "checkpoints"
+    runs_dir: str = "runs"
+    device: str = "auto"  # auto | cpu | cuda
+    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts recorded for the run
+
+    def resolve(self) -> "TrainConfig":
+        """Fill dataset-dependent defaults and validate; returns self."""
+        if self.model not in MODEL_VARIANTS:
+            raise ValueError(f"unknown model {self.model!r}; choose from {sorted(MODEL_VARIANTS)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {sorted(DATASETS)}")
+        if self.image_size is None:
+            self.image_size = DATASET_DEFAULT_SIZE.get(self.dataset, 224)
+        if self.output_stride is None:
+            self.output_stride = 16 if self.image_size < 224 else 32
+        if self.weights is None:
+            self.weights = "imagenet" if self.dataset == "pets" else "none"
+        if self.freeze is None:
+            self.freeze = "last2" if self.weights not in ("none", "random") else "none"
+        self.drs_positions = tuple(self.drs_positions)
+        checks = [
+            (self.image_size >= 32, f"image_size must be >= 32, got {self.image_size}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (all(math.isfinite(v) and v > 0 for v in (self.cls_lr, self.rec_lr)), "learning rates must be finite and > 0"),
+            (all(math.isfinite(v) and v >= 0 for v in (self.l1_weight, self.vgg_weight, self.align_weight)),
+             "loss weights must be finite and >= 0"),
+            (self.perceptual in ("vgg19", "none"), f"perceptual must be vgg19 or none, got {self.perceptual!r}"),
+            (self.n_segments >= 2, "n_segments must be >= 2"),
+            (self.log_every >= 1 and self.ckpt_every >= 1, "log_every and ckpt_every must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self.drs_delta_value()  # validates
+        return self
+
+    def drs_delta_value(self) -> float | None:
+        """The fixed delta, or None when learnable."""
+        if self.delta == "learnable":
+            return None
+        try:
+            value = float(self.delta)
+        except ValueError as exc:
+            raise ValueError(f"delta must be a number in (0, 1] or 'learnable', got {self.delta!r}") from exc
+        if not (0.0 < value <= 1.0):
+            raise ValueError(f"delta must be in (0, 1], got {value}")
+        return value
+
+    def model_config(self, class_names: list[str]) -> ModelConfig:
+        delta = self.drs_delta_value()
+        return ModelConfig(
+            variant=self.model, arch=self.arch, num_classes=len(class_names), output_stride=self.output_stride,
+            drs_delta=0.55 if delta is None else delta, drs_learnable=delta is None,
+            drs_positions=self.drs_positions, freeze=self.freeze, weights=self.weights, class_names=list(class_names),
+        )
+
+    @property
+    def uses_alignment(self) -> bool:
+        return self.crm and self.align_weight > 0
+
+    @property
+    def uses_perceptual(self) -> bool:
+        return self.crm and self.vgg_weight > 0 and self.perceptual != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["drs_positions"] = list(self.drs_positions)
+        return d
+
+
+class CRMNet(nn.Module):
+    """Classifier + ReconstructNet as one module, so one DDP wrapper syncs both.
+
+    forward returns logits, features, all-class Grad-CAM++ maps (closed form, from the same
+    forward pass, differentiable) and the reconstruction (None without CRM).
+    """
+
+    def __init__(self, classifier: CamClassifier, reconstructor: ReconstructNet | None) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.reconstructor = reconstructor
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        logits, features = self.classifier(images)
+        if self.reconstructor is None:
+            return {"logits": logits, "features": features, "cams": None, "recon": None}
+        cams = gradcampp_closed_form(features, self.classifier.fc.weight)  # (B, C, h, w)
+        cams = normalize_cams(cams)
+        return {"logits": logits, "features": features, "cams": cams, "recon": self.reconstructor(cams)}
+
+
+# -- distributed helpers -------------------------------------------------------------------
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group that torchrun describes through env vars (no-op otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available")
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(name)
+
+
+# -- data ----------------------------------------------------------------------------------
+def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, dist_info: DistInfo) -> list[list[int]]:
+    """This rank's batches of an epoch: a permutation fixed by (seed, epoch), sharded by rank.
+
+    Deterministic, so a resumed run replays exactly the batches an uninterrupted run sees.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(num_items, generator=generator).tolist()
+    per_rank = num_items // dist_info.world_size
+    mine = order[dist_info.rank * per_rank:(dist_info.rank + 1) * per_rank]
+    return [mine[i:i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
+
+
+def make_loader(dataset: torch.utils.data.Dataset, batches: list[list[int]], workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, persistent_workers=False,
+        multiprocessing_context="fork" if workers > 0 and sys.platform.startswith("linux") else None,
+    )
+
+
+def steps_per_epoch(num_items: int, cfg: TrainConfig, dist_info: DistInfo) -> int:
+    return (num_items // dist_info.world_size) // cfg.batch_size
+
+
+# -- one step / one epoch ------------------------------------------------------------------
+@dataclass
+class TrainState:
+    step: int = 0  # optimisation steps done
+    epoch: int = 0  # current epoch
+    epoch_step: int = 0  # steps done inside the current epoch
+    wall_time: float = 0.0  # seconds of training so far (carried across resumes)
+
+
+def compute_losses(
+    net: nn.Module,
+    batch: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    perceptual: VGGPerceptualLoss | None,
+    use_alignment: bool,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Forward pass and every loss term; returns total, the logged terms and the logits."""
+    images, labels = batch["image"], batch["label"]
+    out = net(images)
+    loss_cls = classification_loss(out["logits"], labels)
+    total = loss_cls
+    terms = {"loss_cls": loss_cls.detach()}
+    if out["recon"] is not None:
+        target = to_tanh_range(images)
+        loss_l1 = reconstruction_l1(out["recon"], target)
+        total = total + cfg.l1_weight * loss_l1
+        terms["loss_l1"] = loss_l1.detach()
+        if perceptual is not None:
+            loss_vgg = perceptual(out["recon"], target)
+            total = total + cfg.vgg_weight * loss_vgg
+            terms["loss_vgg"] = loss_vgg.detach()
+        if use_alignment:
+            true_cams = out["cams"][torch.arange(len(labels), device=labels.device), labels]  # (B, h, w)
+            loss_align = alignment_loss(true_cams, batch["superpixels"], cfg.align_confident)
+            total = total + cfg.align_weight * loss_align
+            terms["loss_align"] = loss_align.detach()
+    terms["loss_total"] = total.detach()
+    return total, {k: float(v) for k, v in terms.items()}, out["logits"].detach()
+
+
+def train_one_epoch(
+    net: nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    loader: torch.utils.data.DataLoader,
+    cfg: TrainConfig,
+    state: TrainState,
+    perceptual: VGGPerceptualLoss | None,
+    device: torch.device,
+    max_steps: int,
+    on_step: Any,
+    progress: tqdm | None,
+) -> None:
+    """Run the batches of ``loader`` (already positioned at ``state.epoch_step``)."""
+    net.train()
+    use_alignment = cfg.uses_alignment and state.epoch >= cfg.align_warmup
+    for batch in loader:
+        if state.step >= max_steps:
+            break
+        started = time.perf_counter()
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        # Flip decided in the main process from (seed, step): deterministic across resumes.
+        batch = random_hflip_batch(batch, torch.Generator().manual_seed(cfg.seed * 7919 + state.step))
+        for optimizer in optimizers.values():
+            # Both optimisers are zeroed every step (the project this method comes from
+            # never zeroed the reconstruction optimiser, so its gradients accumulated).
+            optimizer.zero_grad(set_to_none=True)
+        total, terms, logits = compute_losses(net, batch, cfg, perceptual, use_alignment)
+        if not torch.isfinite(total):
+            raise TrainingDiverged(
+                f"loss became {float(total.detach())} at step {state.step} (terms: {terms}); "
+                "stopped — the last good checkpoint is kept; try lower learning rates"
+            )
+        total.backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+        state.step += 1
+        state.epoch_step += 1
+        state.wall_time += time.perf_counter() - started
+        terms["accuracy"] = float((logits.argmax(1) == batch["label"]).float().mean())
+        on_step(terms)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
+    """Validation accuracy, CE and reconstruction L1 (when CRM is on)."""
+    net.eval()
+    correct = total = 0
+    ce_sum = l1_sum = 0.0
+    for batch in loader:
+        images, labels = batch["image"].to(device), batch["label"].to(device)
+        out = net(images)
+        correct += int((out["logits"].argmax(1) == labels).sum())
+        ce_sum += float(classification_loss(out["logits"], labels)) * len(labels)
+        if out["recon"] is not None:
+            l1_sum += float(reconstruction_l1(out["recon"], to_tanh_range(images))) * len(labels)
+        total += len(labels)
+    result = {"accuracy": correct / max(total, 1), "loss_cls": ce_sum / max(total, 1)}
+    if l1_sum:
+        result["loss_l1"] = l1_sum / max(total, 1)
+    return result
+
+
+# -- main ----------------------------------------------------------------------------------
+def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
+    superpixels = SuperpixelCache(n_segments=cfg.n_segments, compactness=cfg.compactness) if cfg.uses_alignment else None
+    common = dict(image_size=cfg.image_size, data_root=cfg.data_root, num_classes=cfg.num_classes, seed=cfg.seed,
+                  download=cfg.download)
+    train_set = build_dataset(cfg.dataset, "train", superpixels=superpixels, length=cfg.train_size, **common)
+    val_set = build_dataset(cfg.dataset, "val", **common)
+    if cfg.val_limit is not None and len(val_set) > cfg.val_limit:
+        val_set = torch.utils.data.Subset(val_set, range(cfg.val_limit))
+    return train_set, val_set
+
+
+def cam_size_of(classifier: CamClassifier, image_size: int) -> int:
+    with torch.no_grad():
+        was_training = classifier.training
+        classifier.eval()
+        size = classifier(torch.zeros(1, 3, image_size, image_size)).features.shape[-1]
+        classifier.train(was_training)
+    return int(size)
+
+
+class TrainingStopped(Exception):
+    """Raised inside the loop when ``should_stop`` says so; the run is saved first."""
+
+
+def main(
+    cfg: TrainConfig,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train; returns the checkpoint path. Raises on bad configuration or missing data.
+
+    Args:
+        on_progress: called after every step with the step's row (step, epoch, max_steps,
+            loss terms, accuracy, wall_time) — the dashboard draws its live chart from it.
+        should_stop: polled after every step; when it returns True the run saves its
+            checkpoint and returns early (a clean cancel, resumable with ``--resume``).
+    """
+    cfg.resolve()
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    try:
+        return _train(cfg, device, dist_info, on_progress, should_stop)
+    finally:
+        if dist_info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig,
+    device: torch.device,
+    dist_info: DistInfo,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Path:
+    torch.manual_seed(cfg.seed)
+    ckpt_path = Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
+    resume_payload = None
+    if cfg.resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"{ckpt_path}: --resume given but there is no checkpoint to resume")
+        resume_payload = load_checkpoint(ckpt_path)
+
+    train_set, val_set = build_datasets(cfg)
+    class_names = list(train_set.class_names)
+    classifier = create_model(cfg.model_config(class_names), load_pretrained=resume_payload is None and cfg.init_from is None)
+    cfg.extra["weights_source"] = classifier.weights_source
+    reconstructor = None
+    if cfg.crm:
+        cam_size = cam_size_of(classifier, cfg.image_size)
+        reconstructor = ReconstructNet(len(class_names), cfg.image_size, cam_size)
+        cfg.extra["cam_size"] = cam_size
+    if cfg.init_from:
+        _init_from(classifier, reconstructor, cfg.init_from, class_names)
+    perceptual = None
+    if cfg.uses_perceptual:
+        perceptual = VGGPerceptualLoss(cfg.perceptual_weights, size=cfg.perceptual_size).to(device)
+        cfg.extra["perceptual_weights_source"] = perceptual.weights_source
+    state = TrainState()
+    if resume_payload is not None:
+        classifier.load_state_dict(resume_payload.classifier.state_dict())
+        classifier.apply_freeze()
+        if reconstructor is not None and resume_payload.reconstructor is not None:
+            reconstructor.load_state_dict(resume_payload.reconstructor.state_dict())
+        state = TrainState(resume_payload.step, resume_payload.epoch, resume_payload.epoch_step,
+                           float(resume_payload.extra.get("wall_time", 0.0)))
+
+    net = CRMNet(classifier, reconstructor).to(device)
+    train_net: nn.Module = net
+    if dist_info.enabled:
+        train_net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    optimizers = {"cls": torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.cls_lr)}
+    if reconstructor is not None:
+        optimizers["rec"] = torch.optim.Adam(reconstructor.parameters(), lr=cfg.rec_lr)
+    if resume_payload is not None:
+        for key, optimizer in optimizers.items():
+            if key in resume_payload.optimizers:
+                optimizer.load_state_dict(resume_payload.optimizers[key])
+
+    per_epoch = steps_per_epoch(len(train_set), cfg, dist_info)
+    if per_epoch == 0:
+        raise ValueError(f"batch size {cfg.batch_size} x {dist_info.world_size} processes exceeds the {len(train_set)} training images")
+    max_steps = per_epoch * cfg.epochs if cfg.steps is None else min(cfg.steps, per_epoch * cfg.epochs)
+    cfg.extra.update({"world_size": dist_info.world_size, "device": str(device), "steps_per_epoch": per_epoch,
+                      "max_steps": max_steps, "train_images": len(train_set)})
+
+    run = RunDir.create(cfg.runs_dir, cfg.name) if dist_info.is_main else None
+    writer = None
+    if run is not None:
+        run.write_config({"train": cfg.to_dict(), "model": classifier.cfg.to_dict()})
+        if resume_payload is None and run.metrics_path.is_file():
+            run.metrics_path.unlink()  # a fresh run of the same name starts a fresh log
+        writer = MetricsWriter(run.metrics_path, resume_from_step=state.step if resume_payload is not None else None)
+    progress = tqdm(total=max_steps, initial=state.step, desc=cfg.name, unit="step", dynamic_ncols=True,
+                    disable=not dist_info.is_main or os.environ.get("CRM_LAB_NO_PROGRESS") == "1")
+    pending_terms: list[dict[str, float]] = []
+
+    def save() -> None:
+        if not dist_info.is_main:
+            return
+        save_checkpoint(
+            ckpt_path, classifier=classifier, reconstructor=reconstructor, train_config=cfg.to_dict(),
+            image_size=cfg.image_size, dataset=cfg.dataset, step=state.step, epoch=state.epoch,
+            epoch_step=state.epoch_step, optimizers={k: o.state_dict() for k, o in optimizers.items()},
+            extra={"wall_time": state.wall_time, "run_dir": str(run.path) if run else None},
+        )
+
+    def on_step(terms: dict[str, float]) -> None:
+        pending_terms.append(terms)
+        if writer is not None and state.step % cfg.log_every == 0:
+            averaged = {k: sum(t.get(k, 0.0) for t in pending_terms) / len(pending_terms) for k in pending_terms[-1]}
+            writer.write({"step": state.step, "epoch": state.epoch, "split": "train",
+                          "lr": optimizers["cls"].param_groups[0]["lr"], "wall_time": state.wall_time, **averaged})
+            pending_terms.clear()
+        if state.step % cfg.ckpt_every == 0:
+            save()
+        if on_progress is not None:
+            on_progress({"step": state.step, "epoch": state.epoch, "max_steps": max_steps,
+                         "wall_time": state.wall_time, **terms})
+        if should_stop is not None and should_stop():
+            raise TrainingStopped
+
+    try:
+        while state.step < max_steps:
+            batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, state.epoch, dist_info)[state.epoch_step:]
+            loader = make_loader(train_set, batches, cfg.workers)
+            train_one_epoch(train_net, optimizers, loader, cfg, state, perceptual, device, max_steps, on_step, progress)
+            epoch_done = state.epoch_step >= per_epoch
+            if dist_info.is_main:
+                val = evaluate(net, make_loader(val_set, _sequential_batches(len(val_set), cfg.batch_size), cfg.workers), device)
+                if writer is not None:
+                    writer.write({"step": state.step, "epoch": state.epoch, "split": "val", "wall_time": state.wall_time, **val})
+                progress.write(f"epoch {state.epoch} step {state.step}: val accuracy {val['accuracy']:.3f} "
+                               f"loss_cls {val['loss_cls']:.3f}")
+            if epoch_done:
+                state.epoch += 1
+                state.epoch_step = 0
+            save()
+    except TrainingStopped:
+        save()
+        log.info("stopped at step %d; checkpoint saved (continue with --resume)", state.step)
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    return ckpt_path
+
+
+def _sequential_batches(n: int, batch_size: int) -> list[list[int]]:
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def _init_from(classifier: CamClassifier, reconstructor: ReconstructNet | None, path: str, class_names: list[str]) -> None:
+    """Fine-tune from another checkpoint: same architecture and classes required."""
+    base = load_checkpoint(path)
+    if base.class_names != class_names:
+        raise CheckpointError(f"{path}: its classes {base.class_names} differ from the dataset's {class_names}")
+    try:
+        classifier.load_state_dict(base.classifier.state_dict())
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the requested model: {str(exc).splitlines()[0]}") from exc
+    classifier.weights_source = f"checkpoint:{Path(path).name}"
+    classifier.apply_freeze()
+    if reconstructor is not None and base.reconstructor is not None:
+        try:
+            reconstructor.load_state_dict(base.reconstructor.state_dict())
+        except RuntimeError:
+            log.warning("%s: ReconstructNet shape differs; starting the decoder from scratch", path)
+
+
+# -- CLI -----------------------------------------------------------------------------------
+def get_args_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description="Train a CAM classifier (+ CAM-driven Reconstruction Module).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--name", default=d.name, help="checkpoint and run name")
+    p.add_argument("--model", default=d.model, choices=sorted(MODEL_VARIANTS))
+    p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS))
+    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS))
+    p.add_argument("--data-root", default=None, help="dataset folder (pets)")
+    p.add_argument("--download", action="store_true", help="download the dataset (needs internet)")
+    p.add_argument("--num-classes", type=int, default=d.num_classes, help="synthetic: number of classes")
+    p.add_argument("--train-size", type=int, default=None, help="synthetic: number of training images")
+    p.add_argument("--image-size", type=int, default=None, help="default 112 synthetic, 224 pets")
+    p.add_argument("--output-stride", type=int, choices=(16, 32), default=None, help="default 16 below 224 px")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps", type=int, default=None, help="cap on optimisation steps")
+    p.add_argument("--cls-lr", type=float, default=d.cls_lr)
+    p.add_argument("--rec-lr", type=float, default=d.rec_lr)
+    p.add_argument("--no-crm", dest="crm", action="store_false", help="plain classifier, no reconstruction")
+    p.add_argument("--l1-weight", type=float, default=d.l1_weight)
+    p.add_argument("--vgg-weight", type=float, default=d.vgg_weight)
+    p.add_argument("--align-weight", type=float, default=d.align_weight)
+    p.add_argument("--align-warmup", type=int, default=d.align_warmup, help="epochs before alignment switches on")
+    p.add_argument("--delta", default=d.delta, help="DRS delta in (0, 1] or 'learnable'")
+    p.add_argument("--drs-positions", nargs="+", default=list(d.drs_positions), choices=DRS_POSITIONS)
+    p.add_argument("--freeze", choices=FREEZE_RECIPES, default=None, help="default last2 with imagenet weights")
+    p.add_argument("--weights", default=None, help="imagenet | none | PATH (default imagenet for pets)")
+    p.add_argument("--perceptual", default=d.perceptual, choices=("vgg19", "none"))
+    p.add_argument("--perceptual-weights", default=d.perceptual_weights,
+                   help="imagenet | random | auto (imagenet if cached, else random) | PATH")
+    p.add_argument("--perceptual-size", type=int, default=None, help="resize before VGG (speed lever)")
+    p.add_argument("--n-segments", type=int, default=d.n_segments)
+    p.add_argument("--compactness", type=float, default=d.compactness)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue checkpoints/<name>.pt")
+    p.add_argument("--init-from", default=None, help="start from this checkpoint's weights")
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--val-limit", type=int, default=d.val_limit)
+    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir)
+    p.add_argument("--runs-dir", default=d.runs_dir)
+    p.add_argument("--device", default=d.device)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = vars(args)
+    return TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__})
+
+
+def cli(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    try:
+        path = main(config_from_args(args))
+    except (ValueError, DatasetNotFoundError, WeightsNotFoundError, CheckpointError, TrainingDiverged, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("checkpoint: %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,420 @@
+"""The dashboard's engine: the one object that touches checkpoints, data, runs and training.
+
+``demo.layout.build_app(engine)`` receives an :class:`Engine` and the callbacks call only its
+methods, so tests can build the UI around a fake (fish-speech's ``build_app(inference_fn)``).
+Everything here talks to ``crm_core``'s public API.
+
+Shared state is deliberately small: an LRU cache of loaded checkpoints keyed by
+``(path, mtime)`` (a retrained file is reloaded, every user shares the loaded models), the lazily
+built perceptual network, and the training lock that allows one fine-tune at a time.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from crm_core.api import CamModel, dataset_for, list_checkpoints, upsample_normalised
+from crm_core.api import superpixels as slic_labels
+from crm_core.cams import CAM_METHODS, compute_cams
+from crm_core.cams.utils import to_uint8_image
+from crm_core.evaluate import evaluate_model
+from crm_core.models import LogitsOnly, delta_override, from_tanh_range, to_tanh_range
+from crm_core.runs import RunDir, list_runs
+
+log = logging.getLogger(__name__)
+
+#: Checkpoint and run names: a plain file stem, so a name can never walk out of its folder.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: The demo pair's training recipe (also the fine-tune defaults). Measured on 2 busy CPU cores:
+#: see the README; resnet18 at 64 px with output stride 16 gives 4x4 CAMs.
+DEMO_RECIPE: dict[str, Any] = dict(
+    arch="resnet18", dataset="synthetic", num_classes=4, train_size=320, image_size=64, output_stride=16,
+    batch_size=16, epochs=1000, steps=100, cls_lr=1e-3, rec_lr=2e-3, perceptual_size=32, n_segments=32,
+    align_warmup=0, val_limit=32, workers=0, log_every=1, ckpt_every=50, seed=0,
+)
+DEMO_PAIR = ("resnet", "resnet_drs")
+
+#: Our CAM methods (registry names of crm_core.cams) with a readable label.
+OWN_METHODS = {
+    "gradcampp": "Grad-CAM++ (ours, closed form)",
+    "gradcampp_hooks": "Grad-CAM++ (ours, hooks)",
+    "gradcam": "Grad-CAM (ours)",
+}
+#: Methods of the grad-cam package offered when it is importable (value prefix "pgc:").
+PACKAGE_METHODS = ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "EigenGradCAM")
+
+
+class InvalidName(ValueError):
+    """A checkpoint or run name that is not a plain name in its folder."""
+
+
+class TrainingBusy(RuntimeError):
+    """Another fine-tune holds the training lock."""
+
+
+@dataclass
+class Sample:
+    """An image the views work on, with ground truth when it comes from a dataset."""
+
+    image: np.ndarray  # uint8 (H, W, 3)
+    mask: np.ndarray | None = None  # int (H, W): 1 object, 0 background, 255 ignored
+    label: int | None = None  # image-level class index
+    class_name: str | None = None
+    index: int | None = None  # dataset index (None: uploaded)
+
+
+@dataclass
+class CamOutput:
+    cam: np.ndarray  # float32 (H, W) in [0, 1]
+    probs: dict[str, float]  # class name -> probability, every class
+    class_index: int  # the class the map explains
+    class_name: str
+    predicted: int  # argmax class index
+
+
+@dataclass
+class Reconstruction:
+    image: np.ndarray  # uint8 (S, S, 3): the input as the model sees it
+    recon: np.ndarray  # uint8 (S, S, 3): ReconstructNet's decoding of the CAMs
+    error: np.ndarray  # float32 (S, S): mean |recon - image| over channels, in [0, 1]
+    l1: float  # mean absolute error, pixel values in [0, 1]
+    perceptual: float  # VGG19 perceptual distance (training's definition, tanh range)
+
+
+@dataclass
+class RunInfo:
+    name: str
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    eval: dict[str, Any]
+
+
+@dataclass
+class FineTuneRequest:
+    """What the Fine-tune tab asks for; :meth:`Engine.train_config` turns it into a TrainConfig."""
+
+    name: str  # new checkpoint / run name
+    base: str | None = None  # checkpoint to start from (None: from scratch)
+    model: str = "resnet_drs"  # registered variant
+    dataset: str = "synthetic"
+    steps: int = 30
+    batch_size: int = 16
+    cls_lr: float = 1e-3
+    rec_lr: float = 2e-3
+    l1_weight: float = 1.0
+    vgg_weight: float = 1.0
+    align_weight: float = 1.0
+    delta: str = "0.55"  # number in (0, 1] or "learnable"
+    extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
+
+
+def package_cam_available() -> bool:
+    """Whether the optional grad-cam package (pytorch_grad_cam) is importable."""
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except Exception:  # any import failure just hides the option
+        return False
+    return True
+
+
+class Engine:
+    """Checkpoints in ``checkpoint_dir``, runs in ``runs_dir``; see the module docstring."""
+
+    def __init__(self, checkpoint_dir: str | Path = "checkpoints", runs_dir: str | Path = "runs",
+                 device: str = "cpu", cache_size: int = 6, eval_limit: int = 64) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir).resolve()
+        self.runs_dir = Path(runs_dir).resolve()
+        self.device = device
+        self.eval_limit = eval_limit
+        self._cache_size = cache_size
+        self._models: OrderedDict[tuple[str, int], CamModel] = OrderedDict()
+        self._models_lock = threading.Lock()
+        self._hooks_lock = threading.Lock()  # hook-based CAMs register hooks on shared modules
+        self._perceptual: torch.nn.Module | None = None
+        self._perceptual_lock = threading.Lock()
+        self._train_lock = threading.Lock()
+        self._job: dict[str, Any] = {}  # the running fine-tune: name, stop event, last progress row
+        self._method_labels = dict(OWN_METHODS)
+        if package_cam_available():
+            self._method_labels.update({f"pgc:{m}": f"{m} (grad-cam package)" for m in PACKAGE_METHODS})
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint_names(self) -> list[str]:
+        return [p.stem for p in list_checkpoints(self.checkpoint_dir) if NAME_RE.match(p.stem)]
+
+    def checkpoint_path(self, name: str) -> Path:
+        """Validated path of checkpoint ``name``; refuses anything but a plain existing name."""
+        path = self._path_in(self.checkpoint_dir, name, ".pt", "checkpoint")
+        if not path.is_file():
+            raise InvalidName(f"no checkpoint named {name!r} in {self.checkpoint_dir.name}/")
+        return path
+
+    @staticmethod
+    def _path_in(root: Path, name: Any, suffix: str, what: str) -> Path:
+        if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+            raise InvalidName(f"invalid {what} name {str(name)[:80]!r}: use letters, digits, '_', '-', '.'")
+        path = (root / f"{name}{suffix}").resolve()
+        if path.parent != root:
+            raise InvalidName(f"invalid {what} name {name!r}")
+        return path
+
+    def model(self, name: str) -> CamModel:
+        """The loaded checkpoint, from the LRU cache keyed by (path, mtime)."""
+        path = self.checkpoint_path(name)
+        key = (str(path), path.stat().st_mtime_ns)
+        with self._models_lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            log.info("loading checkpoint %s", path)
+            model = CamModel.load(path, self.device)
+            for old in [k for k in self._models if k[0] == key[0]]:
+                del self._models[old]  # an older version of the same file
+            self._models[key] = model
+            while len(self._models) > self._cache_size:
+                self._models.popitem(last=False)
+            return model
+
+    def describe(self, name: str) -> str:
+        return self.model(name).describe()
+
+    def class_names(self, name: str) -> list[str]:
+        return list(self.model(name).class_names)
+
+    def has_drs(self, name: str) -> bool:
+        return self.model(name).has_drs
+
+    def default_delta(self, name: str) -> float | None:
+        """The DRS delta a model was trained with (None: no DRS, or learnable)."""
+        cfg = self.model(name).checkpoint.model_config
+        return None if not cfg.drs or cfg.drs_learnable else float(cfg.drs_delta)
+
+    # -- CAM methods ---------------------------------------------------------------------
+    def cam_methods(self) -> dict[str, str]:
+        """value -> label of every CAM method on offer (grad-cam package ones only if installed)."""
+        return dict(self._method_labels)
+
+    # -- data ----------------------------------------------------------------------------
+    def dataset_length(self, name: str, split: str = "test") -> int:
+        return len(dataset_for(self.model(name), split))
+
+    def sample(self, name: str, index: int, split: str = "test") -> Sample:
+        return self.samples(name, [index], split)[0]
+
+    def samples(self, name: str, indices: Sequence[int], split: str = "test") -> list[Sample]:
+        model = self.model(name)
+        dataset = dataset_for(model, split)
+        out = []
+        for index in indices:
+            index = int(index)
+            if not 0 <= index < len(dataset):
+                raise ValueError(f"sample index must be in 0..{len(dataset) - 1}, got {index}")
+            item = dataset[index]
+            label = int(item["label"])
+            out.append(Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
+                              class_name=model.class_names[label], index=index))
+        return out
+
+    # -- inference -----------------------------------------------------------------------
+    def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
+            method: str = "gradcampp", size: tuple[int, int] | None = None) -> CamOutput:
+        """CAM of one image (uint8 HxWx3) for ``class_index`` (None: predicted), at ``size`` (default: image size)."""
+        model = self.model(name)
+        if method not in self._method_labels:
+            raise ValueError(f"unknown CAM method {method!r}; choose from {sorted(self._method_labels)}")
+        size = tuple(size or image.shape[:2])
+        x = model.preprocess(image)[None]  # (1, 3, S, S)
+        pred = model.predict(x, drs_delta)
+        probs = pred.probs[0]
+        predicted = int(probs.argmax())
+        c = predicted if class_index is None else int(class_index)
+        if not 0 <= c < len(model.class_names):
+            raise ValueError(f"class index must be in 0..{len(model.class_names) - 1}, got {c}")
+        if method == "gradcampp":
+            raw = pred.cams[0, c][None]  # (1, h, w)
+        elif method in CAM_METHODS:
+            with self._hooks_lock, delta_override(drs_delta):
+                raw = compute_cams(model.classifier, x.clone().requires_grad_(True), [c], method).cams.detach()
+        else:
+            raw = self._package_cam(model, x, c, drs_delta, method.split(":", 1)[1])
+        cam = upsample_normalised(raw.float(), size)[0].cpu().numpy().astype(np.float32)  # (H, W)
+        return CamOutput(cam=cam, probs={n: float(p) for n, p in zip(model.class_names, probs.tolist())},
+                         class_index=c, class_name=model.class_names[c], predicted=predicted)
+
+    def _package_cam(self, model: CamModel, x: torch.Tensor, c: int, drs_delta: float | None, method: str) -> torch.Tensor:
+        import pytorch_grad_cam
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cls = getattr(pytorch_grad_cam, method)
+        with self._hooks_lock, delta_override(drs_delta), torch.enable_grad():
+            with cls(model=LogitsOnly(model.classifier), target_layers=[model.classifier.feature_layer]) as cam:
+                maps = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c)])  # (1, S, S) numpy
+        return torch.from_numpy(np.nan_to_num(np.asarray(maps, dtype=np.float32))).clamp_min(0)
+
+    def cams_for_samples(self, name: str, samples: Sequence[Sample], classes: str = "label",
+                         drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Closed-form Grad-CAM++ of many dataset samples at once.
+
+        Returns (cams float32 (N, H, W) at the samples' size, predicted class indices (N,)).
+        ``classes``: "label" explains the true class (as evaluation does), "predicted" the argmax.
+        """
+        model = self.model(name)
+        if not samples:
+            return np.zeros((0, 1, 1), np.float32), np.zeros(0, np.int64)
+        images = torch.stack([model.preprocess(s.image) for s in samples])  # (N, 3, S, S)
+        pred = model.predict(images, drs_delta)
+        predicted = pred.probs.argmax(1)
+        chosen = torch.tensor([s.label for s in samples]) if classes == "label" else predicted
+        raw = pred.cams[torch.arange(len(samples)), chosen]  # (N, h, w)
+        cams = upsample_normalised(raw, tuple(samples[0].image.shape[:2]))
+        return cams.cpu().numpy().astype(np.float32), predicted.cpu().numpy()
+
+    def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
+        model = self.model(name)
+        if not model.has_reconstructor:
+            raise ValueError(f"{name} was trained without CRM: it has no ReconstructNet")
+        x = model.preprocess(image)[None]  # (1, 3, S, S)
+        recon = model.reconstruct(x, drs_delta)  # (1, 3, S, S) in [0, 1]
+        error = (recon - x).abs().mean(dim=1)[0]  # (S, S)
+        with torch.no_grad():
+            perceptual = float(self.perceptual_loss()(to_tanh_range(recon), to_tanh_range(x)))
+        return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(recon[0]), error=error.numpy(),
+                              l1=float(error.mean()), perceptual=perceptual)
+
+    def perceptual_loss(self) -> torch.nn.Module:
+        """VGG19 perceptual loss ("auto" weights: ImageNet if cached, else seeded random), built once."""
+        with self._perceptual_lock:
+            if self._perceptual is None:
+                from crm_core.losses import VGGPerceptualLoss
+
+                self._perceptual = VGGPerceptualLoss("auto").eval()
+                log.info("perceptual network: VGG19 %s", self._perceptual.weights_source)
+            return self._perceptual
+
+    def perceptual_source(self) -> str:
+        return str(getattr(self.perceptual_loss(), "weights_source", "?"))
+
+    def superpixels(self, image: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
+        """SLIC labels int32 (H, W) of a uint8 image (cached on disk by crm_core)."""
+        return slic_labels(image, n_segments=int(n_segments), compactness=float(compactness))
+
+    def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test") -> dict[str, Any]:
+        """crm_core.evaluate.evaluate_model on the first ``limit`` images of ``split``."""
+        model = self.model(name)
+        return evaluate_model(model, dataset_for(model, split), limit=limit, drs_delta=drs_delta, progress=False)
+
+    # -- runs ----------------------------------------------------------------------------
+    def run_names(self) -> list[str]:
+        return [r.name for r in list_runs(self.runs_dir) if NAME_RE.match(r.name)]
+
+    def run(self, name: str) -> RunInfo:
+        path = self._path_in(self.runs_dir, name, "", "run")
+        if not path.is_dir():
+            raise InvalidName(f"no run named {name!r} in {self.runs_dir.name}/")
+        run = RunDir(path)
+        return RunInfo(name=name, config=run.read_config(), metrics=run.read_metrics(), eval=run.read_eval())
+
+    # -- training ------------------------------------------------------------------------
+    def train_config(self, request: FineTuneRequest) -> Any:
+        """The TrainConfig a fine-tune request stands for (validated, not yet resolved)."""
+        from crm_core.train import TrainConfig
+
+        self._path_in(self.checkpoint_dir, request.name, ".pt", "checkpoint")
+        if (self.checkpoint_dir / f"{request.name}.pt").exists() or (self.runs_dir / request.name).exists():
+            raise ValueError(f"{request.name!r} already exists (checkpoint or run); choose a new name")
+        values = dict(DEMO_RECIPE)
+        init_from = None
+        if request.base:
+            base = self.model(request.base).checkpoint
+            init_from = str(base.path)
+            train = base.train_config
+            # init_from needs the base's architecture, input size and classes.
+            values.update(arch=base.model_config.arch, image_size=base.image_size,
+                          output_stride=base.model_config.output_stride, num_classes=len(base.class_names),
+                          seed=int(train.get("seed", 0)))
+            if train.get("train_size"):
+                values["train_size"] = int(train["train_size"])
+        values.update(
+            name=request.name, model=request.model, dataset=request.dataset, steps=int(request.steps),
+            batch_size=int(request.batch_size), cls_lr=float(request.cls_lr), rec_lr=float(request.rec_lr),
+            l1_weight=float(request.l1_weight), vgg_weight=float(request.vgg_weight),
+            align_weight=float(request.align_weight), delta=str(request.delta), init_from=init_from,
+            checkpoint_dir=str(self.checkpoint_dir), runs_dir=str(self.runs_dir), device=self.device,
+        )
+        values.update(request.extra)
+        cfg = TrainConfig(**values)
+        cfg.resolve()
+        return cfg
+
+    def training_status(self) -> str | None:
+        """A line about the running fine-tune, or None when idle."""
+        job = dict(self._job)
+        if not job:
+            return None
+        row = job.get("row") or {}
+        step = f"step {row.get('step', 0)}/{row.get('max_steps', '?')}"
+        return f"fine-tune {job['name']!r} is running ({step})"
+
+    def train(self, request: FineTuneRequest, on_progress: Callable[[dict[str, Any]], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path:
+        """Train (one job at a time), evaluate on a few test images, return the checkpoint path."""
+        from crm_core.train import main as train_main
+
+        if not self._train_lock.acquire(blocking=False):
+            raise TrainingBusy(f"{self.training_status() or 'another fine-tune is running'}; "
+                               "one training job at a time — try again when it finishes")
+        stop = threading.Event()
+        self._job = {"name": request.name, "stop": stop, "row": None}
+        try:
+            cfg = self.train_config(request)
+
+            def progress(row: dict[str, Any]) -> None:
+                self._job["row"] = row
+                if on_progress is not None:
+                    on_progress(row)
+
+            def stopping() -> bool:
+                return stop.is_set() or (should_stop is not None and bool(should_stop()))
+
+            log.info("fine-tune %s: %s", cfg.name, cfg.to_dict())
+            path = train_main(cfg, on_progress=progress, should_stop=stopping)
+            self.write_eval(path)
+            return path
+        finally:
+            self._job = {}
+            self._train_lock.release()
+
+    def request_stop(self, name: str) -> bool:
+        """Ask the running fine-tune ``name`` to save and return; False if it is not running."""
+        job = self._job
+        if job and job.get("name") == name:
+            job["stop"].set()
+            return True
+        return False
+
+    def write_eval(self, checkpoint: Path) -> dict[str, Any]:
+        """Evaluate a checkpoint on ``eval_limit`` test images and store eval.json in its run."""
+        model = CamModel.load(checkpoint, self.device)
+        results = evaluate_model(model, dataset_for(model, "test"), limit=self.eval_limit, progress=False)
+        results["split"] = "test"
+        RunDir.create(self.runs_dir, model.name).write_eval(results)
+        return results
+
+
+def finite(value: Any) -> float | None:
+    """float(value) when it is a finite number, else None (for tables)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

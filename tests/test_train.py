@@ -1,0 +1,179 @@
+"""Training loop, CLIs, resume, divergence and data-parallel training."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from crm_core import train as train_mod
+from crm_core.checkpoints import load_checkpoint
+from crm_core.runs import METRIC_COLUMNS, RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_cli_writes_checkpoint_run_and_every_choice(tmp_path: Path) -> None:
+    args = ["--model", "resnet_drs", "--dataset", "synthetic", "--epochs", "2", "--steps", "4", "--name", "cli",
+            "--arch", "resnet18", "--image-size", "64", "--batch-size", "4", "--num-classes", "3", "--train-size", "16",
+            "--cls-lr", "5e-4", "--rec-lr", "1e-3", "--l1-weight", "2", "--vgg-weight", "0.5", "--align-weight", "0.25",
+            "--delta", "learnable", "--freeze", "none", "--weights", "none", "--perceptual", "vgg19",
+            "--perceptual-weights", "random", "--perceptual-size", "32", "--seed", "3", "--workers", "0",
+            "--val-limit", "4", "--n-segments", "16", "--align-warmup", "0", "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
+    assert train_mod.cli(args) == 0
+    ckpt = load_checkpoint(tmp_path / "ck" / "cli.pt")
+    assert ckpt.step == 4 and ckpt.model_config.drs and ckpt.model_config.drs_learnable
+    assert ckpt.reconstructor is not None
+    for key, value in {"cls_lr": 5e-4, "rec_lr": 1e-3, "l1_weight": 2.0, "vgg_weight": 0.5, "align_weight": 0.25,
+                       "seed": 3, "delta": "learnable", "perceptual_weights": "random", "arch": "resnet18"}.items():
+        assert ckpt.train_config[key] == value
+    run = RunDir(tmp_path / "runs" / "cli")
+    config = json.loads(run.config_path.read_text())
+    assert config["train"]["l1_weight"] == 2.0 and config["train"]["extra"]["perceptual_weights_source"] == "random"
+    with open(run.metrics_path) as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == METRIC_COLUMNS
+        rows = list(reader)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [int(r["step"]) for r in train_rows] == [1, 2, 3, 4]
+    for row in train_rows:
+        for column in ("loss_total", "loss_cls", "loss_l1", "loss_vgg", "loss_align", "accuracy", "wall_time", "lr"):
+            assert row[column] != "", column
+    assert any(r["split"] == "val" for r in rows)
+
+
+def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> None:
+    from crm_core import evaluate, postprocess
+
+    ckpt = trained_pair["resnet_drs"]
+    runs = tmp_path / "runs"
+    assert evaluate.cli(["--checkpoint", str(ckpt), "--split", "test", "--limit", "12", "--runs-dir", str(runs)]) == 0
+    result = json.loads((runs / "resnet_drs" / "eval.json").read_text())
+    assert result["num_images"] == 12 and 0 <= result["accuracy"] <= 1
+    assert result["cam_miou_best"]["miou"] >= result["cam_miou_fixed"]["miou"] - 1e-12
+    assert len(result["curve"]) == 20 and set(result["coverage_best"]) == {"body", "head"}
+    assert result["recon_l1"] is not None
+    assert len(result["samples"]) == 5 and all(Path(p).is_file() for p in result["samples"])
+    out = tmp_path / "pseudo"
+    assert postprocess.cli(["--checkpoint", str(ckpt), "--out", str(out), "--split", "test", "--limit", "6",
+                            "--superpixels", "--n-segments", "16"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 6
+    from PIL import Image
+    import numpy as np
+    values = set(np.unique(np.array(Image.open(pngs[0]))).tolist())
+    assert values <= {1, 2, 3}
+    scores = json.loads((out / "scores.json").read_text())
+    assert 0 <= scores["miou"] <= 1 and scores["refined"]
+
+
+def test_both_optimisers_zeroed_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same batch twice with parameters held fixed: step 2's gradients must equal step 1's.
+
+    Without zeroing, gradients accumulate and step 2 sees twice step 1's.
+    """
+    cfg = tiny_config(tmp_path).resolve()
+    train_set, _ = train_mod.build_datasets(cfg)
+    classifier = train_mod.create_model(cfg.model_config(train_set.class_names))
+    reconstructor = train_mod.ReconstructNet(len(train_set.class_names), cfg.image_size, train_mod.cam_size_of(classifier, cfg.image_size))
+    net = train_mod.CRMNet(classifier, reconstructor)
+    optimizers = {"cls": torch.optim.Adam(classifier.parameters(), lr=1e-3),
+                  "rec": torch.optim.Adam(reconstructor.parameters(), lr=1e-3)}
+    seen: dict[str, list[torch.Tensor]] = {"cls": [], "rec": []}
+    probes = {"cls": classifier.fc.weight, "rec": reconstructor.to_rgb[0].weight}
+    for key, optimizer in optimizers.items():
+        monkeypatch.setattr(optimizer, "step", lambda key=key: seen[key].append(probes[key].grad.clone()))
+    monkeypatch.setattr(train_mod, "random_hflip_batch", lambda batch, generator: batch)
+    batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=4)))
+    state = train_mod.TrainState()
+    train_mod.train_one_epoch(net, optimizers, [batch, batch], cfg, state, None, torch.device("cpu"), 10,
+                              lambda terms: None, None)
+    assert state.step == 2
+    for key in ("cls", "rec"):
+        first, second = seen[key]
+        assert first.abs().sum() > 0
+        assert torch.allclose(first, second, rtol=1e-4, atol=1e-7), key
+
+
+def test_reconstruction_loss_trains_the_classifier_through_the_cams(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, vgg_weight=0.0, align_weight=0.0).resolve()
+    train_set, _ = train_mod.build_datasets(cfg)
+    classifier = train_mod.create_model(cfg.model_config(train_set.class_names))
+    reconstructor = train_mod.ReconstructNet(3, cfg.image_size, train_mod.cam_size_of(classifier, cfg.image_size))
+    net = train_mod.CRMNet(classifier, reconstructor).train()
+    images = next(iter(torch.utils.data.DataLoader(train_set, batch_size=4)))["image"]
+    out = net(images)
+    (out["recon"] - train_mod.to_tanh_range(images)).abs().mean().backward()
+    assert classifier.layer4[0][0].conv1.weight.grad.abs().sum() > 0
+    assert classifier.fc.weight.grad.abs().sum() > 0  # the closed-form CAM depends on the head
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
+    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
+    full = load_checkpoint(train_mod.main(tiny_config(tmp_path / "a", steps=5, ckpt_every=1, epochs=2, train_size=12)))
+    part_cfg = tiny_config(tmp_path / "b", steps=3, ckpt_every=1, epochs=2, train_size=12)
+    train_mod.main(part_cfg)
+    resumed = load_checkpoint(train_mod.main(tiny_config(tmp_path / "b", steps=5, ckpt_every=1, epochs=2, train_size=12, resume=True)))
+    assert resumed.step == full.step == 5
+    for key, value in full.classifier.state_dict().items():
+        assert torch.allclose(value.float(), resumed.classifier.state_dict()[key].float(), atol=1e-5), key
+    rows = RunDir(tmp_path / "b" / "runs" / "tiny").read_metrics()
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
+    cfg = tiny_config(tmp_path, steps=2, ckpt_every=1)
+    good = train_mod.main(cfg)
+    before = good.read_bytes()
+    real = train_mod.classification_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        return real(logits, labels) * (float("nan") if calls["n"] >= 2 else 1.0)
+
+    monkeypatch.setattr(train_mod, "classification_loss", poisoned)
+    with pytest.raises(train_mod.TrainingDiverged, match="loss became nan"):
+        train_mod.main(tiny_config(tmp_path, steps=4, ckpt_every=1, resume=True))
+    after = load_checkpoint(good)
+    assert after.step == 3  # step 3 was good and saved; step 4 diverged and saved nothing
+    assert good.read_bytes() != before
+
+
+def test_pets_offline_missing_dataset_fails_fast_with_instructions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    started = time.monotonic()
+    code = train_mod.cli(["--dataset", "pets", "--data-root", str(tmp_path / "nowhere"), "--weights", "none",
+                          "--name", "x", "--checkpoint-dir", str(tmp_path), "--runs-dir", str(tmp_path)])
+    assert code == 2 and time.monotonic() - started < 10
+    assert "images.tar.gz" in caplog.text
+
+
+def test_bad_configuration_is_refused_with_a_message() -> None:
+    for overrides, pattern in [({"steps": -1}, "steps"), ({"cls_lr": float("nan")}, "learning rates"),
+                               ({"model": "nope"}, "unknown model"), ({"delta": "2"}, "delta")]:
+        with pytest.raises(ValueError, match=pattern):
+            train_mod.TrainConfig(**overrides).resolve()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
+    env = dict(os.environ, CRM_LAB_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571", "-m", "crm_core.train",
+           "--name", "ddp", "--model", "resnet", "--arch", "resnet18", "--image-size", "64", "--batch-size", "2",
+           "--num-classes", "3", "--train-size", "16", "--steps", "2", "--val-limit", "4", "--workers", "0",
+           "--perceptual-size", "32", "--n-segments", "16", "--align-warmup", "0",
+           "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ck" / "ddp.pt")
+    assert ckpt.step == 2 and ckpt.train_config["extra"]["world_size"] == 2
+    rows = RunDir(tmp_path / "runs" / "ddp").read_metrics()
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]  # rank 0 alone writes

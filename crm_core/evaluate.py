@@ -117,10 +117,11 @@ def evaluate_model(
 
 
 def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, recon: torch.Tensor | None) -> np.ndarray:
-    """image | CAM overlay | ground-truth outline | reconstruction, side by side (uint8 HxWx3)."""
+    """image | CAM overlay | ground-truth outline [| reconstruction], side by side (uint8 HxWx3)."""
     rgb = to_uint8_image(image.cpu())
     tiles = [rgb, cam_overlay(rgb, cam.cpu().numpy()), mask_outline(rgb, (mask.cpu().numpy() == 1))]
-    tiles.append(to_uint8_image(recon.cpu()) if recon is not None else np.zeros_like(rgb))
+    if recon is not None:
+        tiles.append(to_uint8_image(recon.cpu()))
     gap = np.full((rgb.shape[0], 4, 3), 255, dtype=np.uint8)
     row: list[np.ndarray] = []
     for tile in tiles:

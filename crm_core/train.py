@@ -28,7 +28,7 @@ from crm_core.cams.utils import normalize_cams
 from crm_core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from crm_core.data import DATASETS, DatasetNotFoundError, SuperpixelCache, build_dataset
 from crm_core.data.transforms import random_hflip_batch
-from crm_core.losses import VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1
+from crm_core.losses import VGG19_LAYERS, VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1
 from crm_core.models import MODEL_VARIANTS, ModelConfig, ReconstructNet, create_model, to_tanh_range
 from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES, CamClassifier
 from crm_core.pretrained import WeightsNotFoundError
@@ -37,6 +37,16 @@ from crm_core.runs import MetricsWriter, RunDir
 log = logging.getLogger("crm_core.train")
 
 DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
+
+# Speed presets of CRM training, measured by ``python -m crm_core.bench`` (docs/benchmarks.md).
+# A preset only fills levers the user left unset (None); the resolved values are recorded.
+#   exact: the method as written -- perceptual loss on the full-size image, default memory format.
+#   fast:  perceptual loss on a quarter-size image (never below 32 px) and channels_last.
+CRM_PRESETS: dict[str, dict[str, Any]] = {
+    "exact": {"perceptual_size": None, "channels_last": False},
+    "fast": {"perceptual_size": lambda image_size: max(32, image_size // 4), "channels_last": True},
+}
+AMP_MODES = ("none", "bf16")
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,7 +82,11 @@ class TrainConfig:
     weights: str | None = None  # imagenet | none | PATH; default imagenet for pets, none for synthetic
     perceptual: str = "vgg19"  # perceptual network (vgg19) or "none"
     perceptual_weights: str = "auto"  # imagenet | random | auto (imagenet if cached, else random) | PATH
-    perceptual_size: int | None = None  # resize images to this before VGG (speed lever); None = as is
+    perceptual_size: int | None = None  # resize images to this before VGG (speed lever); None = as is / per crm_preset
+    perceptual_layers: tuple[str, ...] = tuple(VGG19_LAYERS)  # VGG19 taps of the perceptual loss (fewer = cheaper, weaker)
+    crm_preset: str = "exact"  # exact | fast: "fast" fills unset speed levers (CRM_PRESETS; docs/benchmarks.md)
+    channels_last: bool | None = None  # NHWC memory format for classifier, ReconstructNet and VGG; None = per preset
+    amp: str = "none"  # none | bf16: autocast the forward passes (pays on GPUs / CPUs with bf16 units only)
     n_segments: int = 64  # SLIC superpixels per image (alignment loss)
     compactness: float = 10.0  # SLIC compactness
     seed: int = 0
@@ -102,6 +116,14 @@ class TrainConfig:
         if self.freeze is None:
             self.freeze = "last2" if self.weights not in ("none", "random") else "none"
         self.drs_positions = tuple(self.drs_positions)
+        self.perceptual_layers = tuple(self.perceptual_layers)
+        if self.crm_preset not in CRM_PRESETS:
+            raise ValueError(f"unknown crm_preset {self.crm_preset!r}; choose from {sorted(CRM_PRESETS)}")
+        preset = CRM_PRESETS[self.crm_preset]
+        if self.perceptual_size is None and preset["perceptual_size"] is not None:
+            self.perceptual_size = preset["perceptual_size"](self.image_size)
+        if self.channels_last is None:
+            self.channels_last = preset["channels_last"]
         checks = [
             (self.image_size >= 32, f"image_size must be >= 32, got {self.image_size}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -112,6 +134,10 @@ class TrainConfig:
              "loss weights must be finite and >= 0"),
             (self.perceptual in ("vgg19", "none"), f"perceptual must be vgg19 or none, got {self.perceptual!r}"),
             (self.n_segments >= 2, "n_segments must be >= 2"),
+            (self.perceptual_size is None or self.perceptual_size >= 16, "perceptual_size must be >= 16"),
+            (len(self.perceptual_layers) > 0 and all(n in VGG19_LAYERS for n in self.perceptual_layers),
+             f"perceptual_layers must be a non-empty subset of {list(VGG19_LAYERS)}"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
             (self.log_every >= 1 and self.ckpt_every >= 1, "log_every and ckpt_every must be >= 1"),
         ]
         for ok, message in checks:
@@ -151,6 +177,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["drs_positions"] = list(self.drs_positions)
+        d["perceptual_layers"] = list(self.perceptual_layers)
         return d
 
 
@@ -278,6 +305,19 @@ def compute_losses(
     return total, {k: float(v) for k, v in terms.items()}, out["logits"].detach()
 
 
+def autocast_context(cfg: TrainConfig, device: torch.device) -> Any:
+    """bf16 autocast of the forward passes when ``cfg.amp == "bf16"`` (backward runs outside it)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+
+
+def apply_memory_format(module: nn.Module | None, cfg: TrainConfig) -> nn.Module | None:
+    """channels_last (NHWC) weights when ``cfg.channels_last``: oneDNN / cuDNN then keep every
+    activation NHWC, which the bench measured faster for these conv nets. Same maths."""
+    if module is not None and cfg.channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
 def train_one_epoch(
     net: nn.Module,
     optimizers: dict[str, torch.optim.Optimizer],
@@ -304,7 +344,8 @@ def train_one_epoch(
             # Both optimisers are zeroed every step (the project this method comes from
             # never zeroed the reconstruction optimiser, so its gradients accumulated).
             optimizer.zero_grad(set_to_none=True)
-        total, terms, logits = compute_losses(net, batch, cfg, perceptual, use_alignment)
+        with autocast_context(cfg, device):
+            total, terms, logits = compute_losses(net, batch, cfg, perceptual, use_alignment)
         if not torch.isfinite(total):
             raise TrainingDiverged(
                 f"loss became {float(total.detach())} at step {state.step} (terms: {terms}); "
@@ -419,7 +460,8 @@ def _train(
         _init_from(classifier, reconstructor, cfg.init_from, class_names)
     perceptual = None
     if cfg.uses_perceptual:
-        perceptual = VGGPerceptualLoss(cfg.perceptual_weights, size=cfg.perceptual_size).to(device)
+        perceptual = VGGPerceptualLoss(cfg.perceptual_weights, layers=cfg.perceptual_layers, size=cfg.perceptual_size)
+        perceptual = apply_memory_format(perceptual.to(device), cfg)
         cfg.extra["perceptual_weights_source"] = perceptual.weights_source
     state = TrainState()
     if resume_payload is not None:
@@ -430,7 +472,7 @@ def _train(
         state = TrainState(resume_payload.step, resume_payload.epoch, resume_payload.epoch_step,
                            float(resume_payload.extra.get("wall_time", 0.0)))
 
-    net = CRMNet(classifier, reconstructor).to(device)
+    net = apply_memory_format(CRMNet(classifier, reconstructor).to(device), cfg)
     train_net: nn.Module = net
     if dist_info.enabled:
         train_net = nn.parallel.DistributedDataParallel(
@@ -566,7 +608,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--perceptual", default=d.perceptual, choices=("vgg19", "none"))
     p.add_argument("--perceptual-weights", default=d.perceptual_weights,
                    help="imagenet | random | auto (imagenet if cached, else random) | PATH")
-    p.add_argument("--perceptual-size", type=int, default=None, help="resize before VGG (speed lever)")
+    p.add_argument("--perceptual-size", type=int, default=None, help="resize before VGG (speed lever); default per --crm-preset")
+    p.add_argument("--perceptual-layers", nargs="+", default=list(d.perceptual_layers), choices=list(VGG19_LAYERS),
+                   help="VGG19 taps of the perceptual loss")
+    p.add_argument("--crm-preset", default=d.crm_preset, choices=sorted(CRM_PRESETS),
+                   help="speed preset filling unset levers (docs/benchmarks.md)")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                   help="NHWC memory format (default per --crm-preset)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--amp", default=d.amp, choices=AMP_MODES, help="bf16 autocast of the forward passes")
     p.add_argument("--n-segments", type=int, default=d.n_segments)
     p.add_argument("--compactness", type=float, default=d.compactness)
     p.add_argument("--seed", type=int, default=d.seed)

@@ -575,9 +575,9 @@ def fine_tune(engine: Any, name: Any, base: Any, model: Any, dataset: Any, steps
 
     worker = threading.Thread(target=work, name=f"fine-tune-{request.name}", daemon=True)
     worker.start()
-    yield f"Starting **{request.name}** ({request.steps} steps)…", plots.live_figure(request.name, rows)
     last_plot = time.monotonic()
     try:
+        yield f"Starting **{request.name}** ({request.steps} steps)…", plots.live_figure(request.name, rows)
         while worker.is_alive() or not updates.empty():
             worker.join(timeout=poll_s)
             fresh = []
@@ -606,6 +606,16 @@ def fine_tune(engine: Any, name: Any, base: Any, model: Any, dataset: Any, steps
     stopped = " (stopped early; resumable)" if done < total else ""
     yield (f"✅ **{request.name}** saved as `{path.parent.name}/{path.name}` after {done} steps{stopped}; "
            f"it is now in every model menu.\n\n{engine.describe(request.name)}", plots.live_figure(request.name, rows))
+
+
+@user_errors
+def base_defaults(engine: Any, base: Any) -> tuple[dict, dict]:
+    """A base checkpoint chosen: its variant (init_from needs the same one) and its delta."""
+    if base in (None, "", NO_BASE):
+        return gr.update(), gr.update()
+    base = _model_name(engine, base, "base")
+    delta = engine.default_delta(base)
+    return gr.update(value=engine.variant(base)), gr.update(value=delta) if delta is not None else gr.update()
 
 
 @user_errors

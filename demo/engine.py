@@ -194,12 +194,25 @@ class Engine:
     def has_drs(self, name: str) -> bool:
         return self.model(name).has_drs
 
+    def variant(self, name: str) -> str:
+        return self.model(name).checkpoint.model_config.variant
+
     def default_delta(self, name: str) -> float | None:
         """The DRS delta a model was trained with (None: no DRS, or learnable)."""
         cfg = self.model(name).checkpoint.model_config
         return None if not cfg.drs or cfg.drs_learnable else float(cfg.drs_delta)
 
-    # -- CAM methods ---------------------------------------------------------------------
+    # -- registries ----------------------------------------------------------------------
+    def model_variants(self) -> list[str]:
+        from crm_core.models import MODEL_VARIANTS
+
+        return sorted(MODEL_VARIANTS)
+
+    def datasets(self) -> list[str]:
+        from crm_core.data import DATASETS
+
+        return sorted(DATASETS, key=lambda d: d != "synthetic")  # the offline default first
+
     def cam_methods(self) -> dict[str, str]:
         """value -> label of every CAM method on offer (grad-cam package ones only if installed)."""
         return dict(self._method_labels)
@@ -336,6 +349,9 @@ class Engine:
         init_from = None
         if request.base:
             base = self.model(request.base).checkpoint
+            if base.model_config.variant != request.model:
+                raise ValueError(f"base {request.base!r} is a {base.model_config.variant} model: fine-tune it as "
+                                 f"{base.model_config.variant}, or start from scratch for {request.model}")
             init_from = str(base.path)
             train = base.train_config
             # init_from needs the base's architecture, input size and classes.

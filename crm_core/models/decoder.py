@@ -34,9 +34,10 @@ class ChannelAffineLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-        var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # GroupNorm with one group is exactly this: (x - mean_CHW) / sqrt(var_CHW + eps) * w_c + b_c
+        # (biased variance). Its fused kernel replaces six elementwise passes over the largest
+        # activations of ReconstructNet -- ~25% of the decoder's step on CPU (crm_core.bench).
+        return F.group_norm(x, 1, self.weight.view(-1), self.bias.view(-1), self.eps)
 
 
 class ResBlock(nn.Module):

@@ -1,0 +1,92 @@
+"""CRM Lab dashboard: ``python app.py`` then open http://127.0.0.1:7860.
+
+On a fresh clone (no checkpoint in ``checkpoints/``) it first trains the demo pair on the synthetic
+dataset (a few minutes on a laptop CPU, offline); ``--no-bootstrap`` skips that. Parse args,
+build, launch: nothing heavy happens at import.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+log = logging.getLogger("crm_lab.app")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="CRM Lab dashboard (Gradio).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
+    p.add_argument("--runs", default="runs", help="run folder")
+    p.add_argument("--no-bootstrap", action="store_true", help="do not train the demo pair when no checkpoint exists")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--max-file-size", default="10mb", help="upload size limit")
+    p.add_argument("--eval-images", type=int, default=64, help="test images scored after each fine-tune (eval.json)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth must look like user:password")
+    return user, password
+
+
+def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
+    """Bootstrap if needed, build the UI and launch it; returns the Blocks (``.local_url`` set)."""
+    from demo.bootstrap import bootstrap_demo, needs_bootstrap
+    from demo.engine import Engine
+    from demo.layout import build_app
+
+    checkpoints, runs = Path(args.checkpoints).resolve(), Path(args.runs).resolve()
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if needs_bootstrap(checkpoints):
+        if args.no_bootstrap:
+            log.warning("no checkpoints in %s and --no-bootstrap given: the views stay empty until you fine-tune one",
+                        checkpoints)
+        else:
+            log.info("no checkpoints in %s: training the demo pair first (offline, a few minutes)", checkpoints)
+            bootstrap_demo(checkpoints, runs, device=device)
+    engine = Engine(checkpoints, runs, device=device, eval_limit=args.eval_images)
+    app = build_app(engine)
+    app.queue(default_concurrency_limit=2)
+    log.info("serving on http://%s:%d", args.host, args.port)
+    app.launch(
+        server_name=args.host, server_port=args.port, share=False, auth=parse_auth(args.auth),
+        max_file_size=args.max_file_size, allowed_paths=[str(checkpoints), str(runs)], show_error=False,
+        prevent_thread_lock=prevent_thread_lock, quiet=False, footer_links=["api"],
+    )
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        parse_auth(args.auth)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    launch(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Helpers for the dashboard tests: a fake engine, a copy of the tiny trained pair, a served app."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from demo.engine import CamOutput, FineTuneRequest, InvalidName, NAME_RE, Reconstruction, RunInfo, Sample, TrainingBusy
+
+SIZE = 32
+CLASSES = ["stripes_h", "stripes_v", "checker"]
+
+
+class _FakeModel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.image_size = SIZE
+        self.has_reconstructor = name != "plain"
+        self.has_drs = "drs" in name
+
+
+def _sample(index: int) -> Sample:
+    rng = np.random.default_rng(index)
+    image = (rng.random((SIZE, SIZE, 3)) * 80).astype(np.uint8)
+    mask = np.zeros((SIZE, SIZE), np.int64)
+    lo = 4 + index % 8
+    mask[lo:lo + 12, lo:lo + 14] = 1
+    image[mask == 1] = (200, 120, 40)
+    label = index % len(CLASSES)
+    return Sample(image=image, mask=mask, label=label, class_name=CLASSES[label], index=index)
+
+
+class FakeEngine:
+    """Same methods as demo.engine.Engine, with no model behind: for layout and callback tests."""
+
+    def __init__(self, names: tuple[str, ...] = ("resnet", "resnet_drs", "plain"), runs: tuple[str, ...] = ("resnet",),
+                 step_s: float = 0.0) -> None:
+        self.names = list(names)
+        self.runs = {name: self._metrics(name) for name in runs}
+        self.step_s = step_s
+        self.trained: list[FineTuneRequest] = []
+        self._lock = threading.Lock()
+        self._job: dict[str, Any] = {}
+
+    # checkpoints
+    def checkpoint_names(self) -> list[str]:
+        return list(self.names)
+
+    def checkpoint_path(self, name: Any) -> Path:
+        if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+            raise InvalidName(f"invalid checkpoint name {name!r}")
+        if name not in self.names:
+            raise InvalidName(f"no checkpoint named {name!r}")
+        return Path("/nonexistent") / f"{name}.pt"
+
+    def model(self, name: str) -> _FakeModel:
+        self.checkpoint_path(name)
+        return _FakeModel(name)
+
+    def describe(self, name: str) -> str:
+        return f"{name}: fake {name} model"
+
+    def class_names(self, name: str) -> list[str]:
+        return list(CLASSES)
+
+    def has_drs(self, name: str) -> bool:
+        return self.model(name).has_drs
+
+    def variant(self, name: str) -> str:
+        return "resnet_drs" if self.has_drs(name) else "resnet"
+
+    def default_delta(self, name: str) -> float | None:
+        return 0.55 if self.has_drs(name) else None
+
+    def cam_methods(self) -> dict[str, str]:
+        return {"gradcampp": "Grad-CAM++ (fake)", "gradcam": "Grad-CAM (fake)"}
+
+    def model_variants(self) -> list[str]:
+        return ["resnet", "resnet_drs"]
+
+    def datasets(self) -> list[str]:
+        return ["synthetic", "pets"]
+
+    # data
+    def dataset_length(self, name: str, split: str = "test") -> int:
+        return 40
+
+    def sample(self, name: str, index: int, split: str = "test") -> Sample:
+        return self.samples(name, [index])[0]
+
+    def samples(self, name: str, indices: Any, split: str = "test") -> list[Sample]:
+        self.checkpoint_path(name)
+        out = []
+        for index in indices:
+            if not 0 <= int(index) < 40:
+                raise ValueError(f"sample index must be in 0..39, got {index}")
+            out.append(_sample(int(index)))
+        return out
+
+    # inference
+    @staticmethod
+    def _cam(image: np.ndarray, spread: float) -> np.ndarray:
+        h, w = image.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        return np.exp(-((yy - 0.4) ** 2 + (xx - 0.4) ** 2) / spread).astype(np.float32)
+
+    def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
+            method: str = "gradcampp", size: Any = None) -> CamOutput:
+        self.checkpoint_path(name)
+        if method not in self.cam_methods():
+            raise ValueError(f"unknown CAM method {method!r}")
+        spread = 0.02 + (1.0 - (drs_delta or 0.55)) * 0.1
+        c = 2 if class_index is None else class_index
+        probs = {n: (0.7 if i == 2 else 0.15) for i, n in enumerate(CLASSES)}
+        return CamOutput(cam=self._cam(image, spread), probs=probs, class_index=c, class_name=CLASSES[c], predicted=2)
+
+    def cams_for_samples(self, name: str, samples: list[Sample], classes: str = "label",
+                         drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        cams = np.stack([self._cam(s.image, 0.01 + 0.01 * (s.index % 5)) for s in samples])
+        return cams, np.array([s.index % 2 for s in samples])
+
+    def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
+        if not self.model(name).has_reconstructor:
+            raise ValueError(f"{name} was trained without CRM")
+        recon = (image // 2).astype(np.uint8)
+        error = np.abs(recon.astype(np.float32) - image) .mean(-1) / 255.0
+        return Reconstruction(image=image, recon=recon, error=error, l1=float(error.mean()), perceptual=0.1)
+
+    def perceptual_source(self) -> str:
+        return "random (fake)"
+
+    def superpixels(self, image: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
+        h, w = image.shape[:2]
+        side = max(1, int(round(np.sqrt(n_segments))))
+        rows = np.minimum(np.arange(h) * side // h, side - 1)
+        cols = np.minimum(np.arange(w) * side // w, side - 1)
+        return (rows[:, None] * side + cols[None, :]).astype(np.int32)
+
+    def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test") -> dict:
+        d = drs_delta or 0.55
+        return {"accuracy": 0.5, "cam_miou_best": {"miou": 0.3 + 0.2 * d, "threshold": 0.3},
+                "cam_miou_fixed": {"miou": 0.2 + 0.1 * d, "threshold": 0.3}}
+
+    # runs
+    @staticmethod
+    def _metrics(name: str) -> list[dict[str, Any]]:
+        rows = [{"step": s, "epoch": 0, "split": "train", "lr": 1e-3, "loss_total": 2.0 / s, "loss_cls": 1.0 / s,
+                 "loss_l1": 0.5, "loss_vgg": 0.1, "loss_align": 0.01, "accuracy": 0.5, "wall_time": 0.5 * s}
+                for s in range(1, 11)]
+        rows.append({"step": 10, "epoch": 0, "split": "val", "loss_cls": 0.9, "accuracy": 0.6, "wall_time": 5.0})
+        return rows
+
+    def run_names(self) -> list[str]:
+        return sorted(self.runs)
+
+    def run(self, name: str) -> RunInfo:
+        if not isinstance(name, str) or name not in self.runs:
+            raise InvalidName(f"no run named {name!r}")
+        return RunInfo(name=name, config={"train": {"model": "resnet", "arch": "resnet18", "image_size": SIZE}},
+                       metrics=self.runs[name], eval={"accuracy": 0.5, "cam_miou_best": {"miou": 0.4, "threshold": 0.3}})
+
+    # training
+    def train_config(self, request: FineTuneRequest) -> FineTuneRequest:
+        if request.name in self.names:
+            raise ValueError(f"{request.name!r} already exists")
+        return request
+
+    def training_status(self) -> str | None:
+        return f"fine-tune {self._job['name']!r} is running" if self._job else None
+
+    def train(self, request: FineTuneRequest, on_progress: Callable | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path:
+        if not self._lock.acquire(blocking=False):
+            raise TrainingBusy("another fine-tune is running")
+        stop = threading.Event()
+        self._job = {"name": request.name, "stop": stop}
+        try:
+            for step in range(1, request.steps + 1):
+                time.sleep(self.step_s)
+                if on_progress is not None:
+                    on_progress({"step": step, "epoch": 0, "max_steps": request.steps, "wall_time": step * 0.1,
+                                 "loss_total": 1.0 / step, "loss_cls": 0.5 / step, "accuracy": 0.5})
+                if stop.is_set() or (should_stop is not None and should_stop()):
+                    break
+            self.trained.append(request)
+            self.names.append(request.name)
+            self.runs[request.name] = self._metrics(request.name)
+            return Path("/nonexistent") / f"{request.name}.pt"
+        finally:
+            self._job = {}
+            self._lock.release()
+
+    def request_stop(self, name: str) -> bool:
+        if self._job and self._job["name"] == name:
+            self._job["stop"].set()
+            return True
+        return False
+
+
+def copy_pair(trained_pair: dict, dest: Path) -> tuple[Path, Path]:
+    """The session's tiny trained checkpoints and runs, copied into ``dest`` (checkpoints/, runs/)."""
+    checkpoints, runs = dest / "checkpoints", dest / "runs"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    for name in ("resnet", "resnet_drs"):
+        shutil.copy2(trained_pair[name], checkpoints / f"{name}.pt")
+        source_run = Path(trained_pair["root"]) / "runs" / name
+        if source_run.is_dir() and not (runs / name).exists():
+            shutil.copytree(source_run, runs / name)
+    return checkpoints, runs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def served_app(checkpoints: Path, runs: Path, *extra_args: str) -> Iterator[str]:
+    """``app.py``'s own launch path on a free port of 127.0.0.1; yields the URL."""
+    import app as app_module
+
+    args = app_module.get_args_parser().parse_args(
+        ["--checkpoints", str(checkpoints), "--runs", str(runs), "--port", str(free_port()), "--no-bootstrap",
+         "--eval-images", "4", *extra_args])
+    blocks = app_module.launch(args, prevent_thread_lock=True)
+    try:
+        yield blocks.local_url
+    finally:
+        blocks.close()

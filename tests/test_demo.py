@@ -1,0 +1,301 @@
+"""Dashboard event functions, plots and layout, driven directly with a fake engine (no server, no model)."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from demo import callbacks as cb
+from demo import plots, render
+from demo.layout import build_app
+from demo_fixtures import SIZE, FakeEngine
+
+
+@pytest.fixture()
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+# -- Compare -------------------------------------------------------------------------------
+def test_compare_dataset_sample_gives_overlays_top5_masks_and_iou(engine: FakeEngine) -> None:
+    ov_a, ov_b, lab_a, lab_b, mask_a, mask_b, info = cb.compare(engine, "resnet", "resnet_drs", None, 3,
+                                                                cb.PREDICTED, 0.3, "gradcampp")
+    for image in (ov_a, ov_b, mask_a, mask_b):
+        assert image.shape == (render.DISPLAY, render.DISPLAY, 3) and image.dtype == np.uint8
+    assert set(lab_a) == set(engine.class_names("resnet")) and max(lab_a, key=lab_a.get) == "checker"
+    assert "test sample #3" in info and "object IoU" in info and "resnet_drs" in info
+    assert (ov_a == render.GT_COLOUR).all(axis=-1).any()  # ground-truth outline drawn
+
+
+def test_compare_class_selector_and_threshold_change_the_result(engine: FakeEngine) -> None:
+    low = cb.compare(engine, "resnet", "resnet", None, 0, "stripes_v", 0.1, "gradcam")
+    high = cb.compare(engine, "resnet", "resnet", None, 0, "stripes_v", 0.9, "gradcam")
+    assert "CAM of class **stripes_v**" in low[-1]
+    assert not np.array_equal(low[4], high[4])  # pseudo mask follows the threshold
+
+
+def test_compare_upload_from_path_and_array(engine: FakeEngine, tmp_path: Path) -> None:
+    path = tmp_path / "cat.png"
+    Image.fromarray(np.full((50, 70, 4), 120, np.uint8), "RGBA").save(path)  # alpha + odd size
+    for image in (str(path), {"path": str(path)}, np.full((40, 40, 3), 9, np.uint8)):
+        out = cb.compare(engine, "resnet", "resnet_drs", image, -1, cb.PREDICTED, 0.3, "gradcampp")
+        assert "your upload" in out[-1] and "no ground truth" in out[-1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(model_a="../../etc/passwd"), "invalid checkpoint name"),
+    (dict(model_a="/etc/passwd"), "invalid checkpoint name"),
+    (dict(model_b="missing"), "no checkpoint named"),
+    (dict(model_a=None), "choose a model A"),
+    (dict(threshold=1.5), "threshold"),
+    (dict(threshold=float("nan")), "threshold"),
+    (dict(index=2.5), "whole number"),
+    (dict(index=10**6), "sample index"),
+    (dict(index=-1, image=None), "no image"),
+    (dict(method="evil"), "unknown CAM method"),
+])
+def test_compare_refuses_bad_input_with_a_clear_message(engine: FakeEngine, kwargs: dict, message: str) -> None:
+    values = dict(model_a="resnet", model_b="resnet_drs", image=None, index=1, class_choice=cb.PREDICTED,
+                  threshold=0.3, method="gradcampp")
+    values.update(kwargs)
+    with pytest.raises(gr.Error, match=message):
+        cb.compare(engine, *values.values())
+
+
+def test_upload_that_is_not_an_image_is_a_gr_error(engine: FakeEngine, tmp_path: Path) -> None:
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(gr.Error, match="not an image"):
+        cb.compare(engine, "resnet", "resnet_drs", str(bad), -1, cb.PREDICTED, 0.3, "gradcampp")
+
+
+def test_unexpected_exception_becomes_short_message_and_is_logged(engine: FakeEngine, monkeypatch, caplog) -> None:
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("deep internal detail")
+
+    monkeypatch.setattr(engine, "cam", boom)
+    with pytest.raises(gr.Error) as info:
+        cb.compare(engine, "resnet", "resnet_drs", None, 1, cb.PREDICTED, 0.3, "gradcampp")
+    assert "ZeroDivisionError" in str(info.value) and "deep internal detail" not in str(info.value)
+    assert "Traceback" not in str(info.value) and any(r.exc_info for r in caplog.records)
+
+
+def test_startup_fills_compare_and_gallery(engine: FakeEngine) -> None:
+    out = cb.startup(engine, "resnet", "resnet_drs", cb.PREDICTED, 0.3, "gradcampp")
+    gallery, classes, index, picture = out[:4]
+    assert len(gallery) == 24 and index == 0 and picture.shape[-1] == 3
+    assert classes["choices"][0] == cb.PREDICTED
+    assert out[4].shape == (render.DISPLAY, render.DISPLAY, 3) and "fake" in out[-1]
+
+
+def test_startup_without_checkpoints_says_what_to_do() -> None:
+    out = cb.startup(FakeEngine(names=()), None, None, cb.PREDICTED, 0.3, "gradcampp")
+    assert "Fine-tune" in out[-1] and out[2] == -1
+
+
+# -- Browse --------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", cb.BROWSE_ORDERS)
+def test_browse_sorts_by_iou(engine: FakeEngine, order: str) -> None:
+    items, table, positions = cb.browse(engine, "resnet", 12, order, 0.3)
+    assert len(items) == len(table) == len(positions) == 12
+    ious = table["object IoU"].tolist()
+    if order == "best IoU first":
+        assert ious == sorted(ious, reverse=True)
+    elif order == "worst IoU first":
+        assert ious == sorted(ious)
+    else:
+        assert positions == list(range(12))
+    assert all(f"#{i} " in caption for i, (_, caption) in zip(positions, items))
+
+
+def test_browse_click_opens_the_sample_in_compare(engine: FakeEngine) -> None:
+    _, _, positions = cb.browse(engine, "resnet_drs", 8, "best IoU first", 0.3)
+    model, index, picture, tabs = cb.open_in_compare(engine, "resnet_drs", positions, 2)
+    assert model == "resnet_drs" and index == positions[2] and tabs.selected == "compare"
+    with pytest.raises(gr.Error):
+        cb.open_in_compare(engine, "resnet_drs", positions, 99)
+
+
+# -- DRS -----------------------------------------------------------------------------------
+def test_drs_view_strip_and_curve(engine: FakeEngine) -> None:
+    image_a, label_a, info = cb.drs_view(engine, "resnet_drs", "resnet", None, 5, 0.3)
+    image_b, _, _ = cb.drs_view(engine, "resnet_drs", "resnet", None, 5, 0.9)
+    assert "delta 0.30" in info and not np.array_equal(image_a, image_b)
+    strip = cb.drs_strip(engine, "resnet_drs", "resnet", None, 5)
+    assert [c.split(" ·")[0] for _, c in strip] == [f"δ = {d:.2f}" for d in cb.STRIP_DELTAS]
+    seen = []
+    figure, table = cb.drs_curve(engine, "resnet_drs", 8, progress=lambda *a, **k: seen.append(a))
+    assert isinstance(figure, go.Figure) and list(table["delta"]) == list(cb.CURVE_DELTAS) and seen
+    with pytest.raises(gr.Error, match="delta"):
+        cb.drs_view(engine, "resnet_drs", "resnet", None, 5, 0.0)
+    assert "no DRS layers" in cb.drs_model_info(engine, "resnet")[0]
+
+
+# -- Superpixels / Reconstructions ---------------------------------------------------------
+def test_superpixel_view(engine: FakeEngine) -> None:
+    bounds, raw, pooled, mask, info = cb.superpixel_view(engine, "resnet", "resnet", None, 1, 16, 10)
+    assert bounds.shape == raw.shape == pooled.shape == mask.shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert "16 superpixels" in info and "superpixel-refined" in info
+    with pytest.raises(gr.Error, match="low threshold"):
+        cb.superpixel_view(engine, "resnet", "resnet", None, 1, 16, 10, 0.8, 0.2)
+    with pytest.raises(gr.Error, match="compactness"):
+        cb.superpixel_view(engine, "resnet", "resnet", None, 1, 16, 0)
+
+
+def test_reconstructions_table_and_model_without_crm(engine: FakeEngine) -> None:
+    items, table, info = cb.reconstructions(engine, ["resnet", "plain"], "resnet", None, 0)
+    assert len(items) == 3  # input + resnet's reconstruction and error map
+    assert table.loc[0, "model"] == "resnet" and table.loc[0, "L1"] > 0
+    assert "no ReconstructNet" in table.loc[1, "note"] and "VGG19" in info
+    with pytest.raises(gr.Error, match="at least one"):
+        cb.reconstructions(engine, [], "resnet", None, 0)
+
+
+# -- Runs ----------------------------------------------------------------------------------
+def test_runs_view_and_csv(engine: FakeEngine) -> None:
+    figure, table = cb.runs_view(engine, ["resnet"], ["loss_total", "loss_l1"], 0.6, "wall time", True)
+    assert isinstance(figure, go.Figure) and figure.layout.yaxis.type == "log"
+    assert table.loc[0, "run"] == "resnet" and table.loc[0, "CAM mIoU (best thr)"] == 0.4
+    path = Path(cb.runs_csv(engine, ["resnet"]))
+    frame = pd.read_csv(path)
+    assert list(frame.columns[:3]) == ["run", "step", "epoch"] and len(frame) == 11
+    with pytest.raises(gr.Error):
+        cb.runs_view(engine, ["../secret"], ["loss_total"], 0.6, "step", False)
+    with pytest.raises(gr.Error, match="smoothing"):
+        cb.runs_view(engine, ["resnet"], ["loss_total"], 1.0, "step", False)
+
+
+def test_refresh_keeps_valid_values_and_lists_new_checkpoints(engine: FakeEngine) -> None:
+    engine.names.append("finetune-1")
+    out = cb.refresh_checkpoints(engine, "resnet_drs", "gone", None, "resnet", "resnet", ["gone"], "resnet", None)
+    assert all("finetune-1" in u["choices"] for u in out[:5])
+    assert out[0]["value"] == "resnet_drs" and out[1]["value"] == "resnet_drs"  # invalid -> default
+    assert out[6]["choices"][0] == cb.NO_BASE and out[7]["value"] == ["resnet"]
+    assert "finetune-1" in out[-1]
+
+
+# -- Fine-tune -----------------------------------------------------------------------------
+FT = dict(name="ft-a", base=cb.NO_BASE, model="resnet_drs", dataset="synthetic", steps=5, batch_size=4, cls_lr=1e-3,
+          rec_lr=2e-3, l1_weight=1.0, vgg_weight=1.0, align_weight=1.0, delta=0.55, learnable=False)
+
+
+def test_fine_tune_streams_progress_and_saves(engine: FakeEngine) -> None:
+    seen = []
+    updates = list(cb.fine_tune(engine, *FT.values(), progress=lambda *a, **k: seen.append(a), poll_s=0.01,
+                                plot_every_s=0.0))
+    assert "Starting" in updates[0][0] and "saved" in updates[-1][0] and "stopped early" not in updates[-1][0]
+    assert isinstance(updates[-1][1], go.Figure) and len(updates[-1][1].data[0].x) == 5
+    assert seen[-1][0] == (5, 5) and engine.trained[0].delta == "0.55" and "ft-a" in engine.names
+
+
+def test_fine_tune_stop_and_closing_the_generator_stop_cleanly(engine: FakeEngine) -> None:
+    engine.step_s = 0.02
+    gen = cb.fine_tune(engine, *dict(FT, steps=500).values(), poll_s=0.01, plot_every_s=0.0)
+    next(gen)
+    time.sleep(0.1)
+    assert "Stopping" in cb.stop_training(engine, "ft-a")
+    last = list(gen)[-1][0]
+    assert "stopped early" in last and engine.trained[-1].name == "ft-a"
+    gen = cb.fine_tune(engine, *dict(FT, name="ft-b", steps=500).values(), poll_s=0.01, plot_every_s=0.0)
+    next(gen)
+    gen.close()  # browser gone: the worker is told to stop and joined
+    assert engine.training_status() is None and engine.trained[-1].name == "ft-b"
+    assert "No running fine-tune" in cb.stop_training(engine, "ft-b")
+
+
+def test_second_training_job_is_told_to_wait(engine: FakeEngine) -> None:
+    engine.step_s = 0.02
+    first = cb.fine_tune(engine, *dict(FT, steps=500).values(), poll_s=0.01)
+    next(first)
+    with pytest.raises(gr.Error, match="one training job at a time"):
+        next(cb.fine_tune(engine, *dict(FT, name="ft-other").values()))
+    cb.stop_training(engine, "ft-a")
+    list(first)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(name="../evil"), "checkpoint name"), (dict(name=""), "checkpoint name"), (dict(steps=0), "steps"),
+    (dict(cls_lr=0), "learning rate"), (dict(cls_lr=float("inf")), "learning rate"), (dict(delta=0), "delta"),
+    (dict(l1_weight=-1), "L1 weight"), (dict(base="../../etc/passwd"), "invalid checkpoint name"),
+    (dict(name="resnet"), "already exists"),
+])
+def test_fine_tune_validates_inputs(engine: FakeEngine, override: dict, message: str) -> None:
+    with pytest.raises(gr.Error, match=message):
+        next(cb.fine_tune(engine, *dict(FT, **override).values()))
+
+
+def test_base_defaults_follow_the_base_checkpoint(engine: FakeEngine) -> None:
+    variant, delta = cb.base_defaults(engine, "resnet_drs")
+    assert variant["value"] == "resnet_drs" and delta["value"] == 0.55
+    assert cb.base_defaults(engine, cb.NO_BASE) == (gr.update(), gr.update())
+
+
+# -- plots and pictures --------------------------------------------------------------------
+def test_ema_is_debiased_like_tensorboard() -> None:
+    values = [1.0, 2.0, float("nan"), 3.0]
+    out = plots.ema(values, 0.6)
+    assert out[0] == pytest.approx(1.0)  # debiased: the first point is not pulled towards 0
+    last = 0.0
+    expected = []
+    for n, v in enumerate([1.0, 2.0, 3.0], start=1):
+        last = last * 0.6 + 0.4 * v
+        expected.append(last / (1 - 0.6 ** n))
+    assert [out[0], out[1], out[3]] == pytest.approx(expected) and math.isnan(out[2])
+    assert plots.ema(values, 0.0)[:2] == [1.0, 2.0]
+    with pytest.raises(ValueError):
+        plots.ema(values, 1.0)
+
+
+def test_run_colours_are_stable_and_distinct() -> None:
+    assert plots.run_colour("resnet") == plots.run_colour("resnet")
+    assert len({plots.run_colour(f"run{i}") for i in range(20)}) >= 18
+
+
+def test_loss_figure_has_raw_and_smoothed_curves_per_run_and_term() -> None:
+    rows = FakeEngine._metrics("a")
+    figure = plots.loss_figure({"a": rows, "b": rows}, ["loss_total", "loss_cls"], 0.5, "epoch", False)
+    assert len(figure.data) == 8  # 2 runs x 2 terms x (raw + smoothed)
+    raw = [t for t in figure.data if t.name == "a (raw)"]
+    assert raw and raw[0].opacity < 0.5 and raw[0].line.color == plots.run_colour("a")
+    assert len(plots.loss_figure({"a": rows}, ["accuracy"], 0.0, "step", False, split="val").data) == 1
+    with pytest.raises(ValueError):
+        plots.loss_figure({"a": rows}, ["loss_total"], 0.5, "minutes", False)
+
+
+def test_render_shapes() -> None:
+    rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
+    tri = np.array([[1, 2], [3, 2]], np.uint8).repeat(SIZE // 2, 0).repeat(SIZE // 2, 1)
+    assert render.trimap_view(rgb + 100, tri).shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert render.error_view(np.ones((SIZE, SIZE)) * 0.6)[0, 0].tolist() == [128, 0, 0]
+    assert render.upscale_labels(np.arange(4).reshape(2, 2), 4).tolist() == [[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2
+
+
+# -- layout --------------------------------------------------------------------------------
+def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None:
+    app = build_app(FakeEngine())
+    config = app.get_config_file()
+    names = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
+    assert {"compare", "startup", "browse", "drs_cam", "drs_strip", "drs_curve", "superpixels", "reconstructions",
+            "runs", "runs_csv", "fine_tune", "stop_training", "refresh_checkpoints"} <= names
+    assert None not in names
+    images = [c for c in config["components"] if c["type"] in ("image", "gallery")]
+    assert images and all(c["props"].get("format") == "png" for c in images)
+    training = [d for d in config["dependencies"] if d.get("api_name") == "fine_tune"][0]
+    assert training["show_progress_on"] and training["types"]["generator"]
+    assert app.fns[training["id"]].concurrency_limit == 1
+
+
+def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch) -> None:
+    import demo.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "package_cam_available", lambda: False)
+    labels = engine_module.Engine("/nonexistent", "/nonexistent").cam_methods()
+    assert labels and not any(k.startswith("pgc:") for k in labels)

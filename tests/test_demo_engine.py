@@ -1,0 +1,110 @@
+"""The dashboard engine on real tiny checkpoints: name validation, model cache, CAM methods, data, runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from demo import callbacks as cb
+from demo.engine import Engine, FineTuneRequest, InvalidName, TrainingBusy, package_cam_available
+from demo_fixtures import copy_pair
+
+
+@pytest.fixture()
+def engine(trained_pair: dict, tmp_path: Path) -> Engine:
+    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+    return Engine(checkpoints, runs, eval_limit=4)
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "..", "a/b", "resnet.pt/..", "", None, 3,
+                                  "x" * 200, "resnet\n"])
+def test_checkpoint_names_are_validated(engine: Engine, name: object) -> None:
+    with pytest.raises(InvalidName):
+        engine.checkpoint_path(name)  # type: ignore[arg-type]
+
+
+def test_lists_describes_and_caches_models_by_path_and_mtime(engine: Engine) -> None:
+    assert engine.checkpoint_names() == ["resnet", "resnet_drs"]
+    assert "resnet_drs" in engine.describe("resnet_drs") and "DRS" in engine.describe("resnet_drs")
+    first = engine.model("resnet")
+    assert engine.model("resnet") is first  # shared, loaded once
+    path = engine.checkpoint_path("resnet")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # "retrained"
+    second = engine.model("resnet")
+    assert second is not first and engine.model("resnet") is second
+    assert sum(key[0] == str(path) for key in engine._models) == 1  # the stale version was dropped
+
+
+def test_every_cam_method_gives_a_normalised_map(engine: Engine) -> None:
+    methods = engine.cam_methods()
+    assert "gradcampp" in methods
+    assert any(m.startswith("pgc:") for m in methods) == package_cam_available()
+    sample = engine.sample("resnet_drs", 1)
+    assert sample.image.shape == (64, 64, 3) and sample.mask.shape == (64, 64) and sample.class_name
+    for method in methods:
+        out = engine.cam("resnet_drs", sample.image, class_index=1, drs_delta=0.4, method=method)
+        assert out.cam.shape == (64, 64) and np.isfinite(out.cam).all(), method
+        assert 0.0 <= out.cam.min() and out.cam.max() <= 1.0 + 1e-6 and out.class_index == 1
+        assert sum(out.probs.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_drs_delta_changes_the_drs_model_only(engine: Engine) -> None:
+    image = engine.sample("resnet", 2).image
+    capped = engine.cam("resnet_drs", image, drs_delta=0.1).cam
+    loose = engine.cam("resnet_drs", image, drs_delta=1.0).cam
+    assert not np.allclose(capped, loose)
+    np.testing.assert_allclose(engine.cam("resnet", image, drs_delta=0.1).cam, engine.cam("resnet", image).cam)
+
+
+def test_batch_cams_reconstruction_superpixels_and_eval(engine: Engine) -> None:
+    samples = engine.samples("resnet", range(3))
+    cams, predicted = engine.cams_for_samples("resnet", samples)
+    assert cams.shape == (3, 64, 64) and predicted.shape == (3,)
+    rec = engine.reconstruct("resnet", samples[0].image)
+    assert rec.recon.shape == (64, 64, 3) and 0 <= rec.l1 <= 1 and rec.perceptual >= 0
+    assert engine.perceptual_loss() is engine.perceptual_loss()  # built once
+    labels = engine.superpixels(samples[0].image, 16, 10.0)
+    assert labels.shape == (64, 64) and labels.max() >= 3
+    assert engine.evaluate("resnet_drs", limit=4, drs_delta=0.3)["num_images"] == 4
+    with pytest.raises(ValueError, match="sample index"):
+        engine.sample("resnet", 10**6)
+
+
+def test_runs_are_read_and_names_validated(engine: Engine) -> None:
+    assert engine.run_names() == ["resnet", "resnet_drs"]
+    info = engine.run("resnet")
+    assert info.metrics and info.config["train"]["model"] == "resnet"
+    with pytest.raises(InvalidName):
+        engine.run("../checkpoints")
+    table = cb.runs_table(engine)
+    assert list(table["run"]) == ["resnet", "resnet_drs"]
+
+
+def test_fine_tune_requests_are_checked_before_training(engine: Engine) -> None:
+    cfg = engine.train_config(FineTuneRequest(name="ft", base="resnet_drs", model="resnet_drs", steps=2))
+    assert cfg.init_from.endswith("resnet_drs.pt") and cfg.image_size == 64 and cfg.num_classes == 3
+    assert cfg.checkpoint_dir == str(engine.checkpoint_dir)
+    with pytest.raises(ValueError, match="already exists"):
+        engine.train_config(FineTuneRequest(name="resnet"))
+    with pytest.raises(ValueError, match="fine-tune it as resnet_drs"):
+        engine.train_config(FineTuneRequest(name="ft", base="resnet_drs", model="resnet"))
+    with pytest.raises(ValueError, match="learning rates"):
+        engine.train_config(FineTuneRequest(name="ft", cls_lr=-1))
+    with pytest.raises(InvalidName):
+        engine.train_config(FineTuneRequest(name="../ft"))
+
+
+def test_one_training_job_at_a_time(engine: Engine) -> None:
+    assert engine._train_lock.acquire(blocking=False)
+    engine._job = {"name": "other", "stop": None, "row": {"step": 3, "max_steps": 9}}
+    try:
+        with pytest.raises(TrainingBusy, match="one training job at a time"):
+            engine.train(FineTuneRequest(name="ft", steps=1))
+        assert engine.training_status() == "fine-tune 'other' is running (step 3/9)"
+        assert not engine.request_stop("ft")
+    finally:
+        engine._job = {}
+        engine._train_lock.release()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +105,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know: a pickle that wants to run code.
-        raise CheckpointError(
-            f"{path}: refused — the file contains Python objects that could execute code when loaded "
-            f"(only plain tensors and values are accepted): {str(exc).splitlines()[0]}"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {str(exc).splitlines()[0]}") from exc
+        reason = _unpickler_reason(str(exc))
+        if "global" in reason.lower():
+            # weights_only refuses any global it does not know: a pickle that wants to run code.
+            raise CheckpointError(
+                f"{path}: refused — the file contains Python objects that could execute code when loaded "
+                f"(only plain tensors and values are accepted): {reason}"
+            ) from exc
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on damaged files; all mean the same here
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(exc).__name__}: {first}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a CRM Lab checkpoint (missing format tag {FORMAT!r})")
     if payload.get("version") != VERSION:
@@ -166,6 +169,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         metrics=payload.get("metrics", {}),
         extra=payload.get("extra", {}),
     )
+
+
+def _unpickler_reason(message: str) -> str:
+    """The informative line of torch's weights-only error (it buries it in a long help text)."""
+    for line in message.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    return (message.splitlines() or ["unpickling failed"])[0]
 
 
 def _load_state(path: Path, what: str, module: torch.nn.Module, state: Any) -> None:

@@ -85,7 +85,8 @@ class VGGPerceptualLoss(nn.Module):
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = (images + 1.0) * 0.5  # [-1, 1] -> [0, 1]
         if self.size is not None and x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            # Antialiased resizing has no bf16 CPU kernel: resize in float32 (autocast recasts for the convs).
+            x = F.interpolate(x.float(), size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
     def _tapped(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -15,6 +15,9 @@ from demo import callbacks as cb
 from demo import plots
 
 PRIVATE = dict(api_visibility="private")
+# Checkpoint and run menus accept any value: the engine validates names with a clear message, and an
+# API client can name a checkpoint trained after its session's menus were filled.
+PICK = dict(allow_custom_value=True)
 CSS = """
 .crm-small textarea, .crm-small input { font-size: 0.9em; }
 #crm-title h1 { margin-bottom: 0; }
@@ -47,11 +50,11 @@ def build_app(engine: Any) -> gr.Blocks:
             # -- 1 Compare ------------------------------------------------------------------
             with gr.Tab("Compare", id="compare") as tab_compare:
                 with gr.Row():
-                    model_a = gr.Dropdown(names, value=a0, label="Model A")
-                    model_b = gr.Dropdown(names, value=b0, label="Model B")
+                    model_a = gr.Dropdown(names, value=a0, label="Model A", **PICK)
+                    model_b = gr.Dropdown(names, value=b0, label="Model B", **PICK)
                     method = gr.Dropdown([(label, value) for value, label in methods.items()], value="gradcampp",
                                          label="CAM method")
-                    class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class")
+                    class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
                     threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Pseudo-mask threshold")
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=220):
@@ -83,7 +86,7 @@ def build_app(engine: Any) -> gr.Blocks:
             # -- 2 Browse -------------------------------------------------------------------
             with gr.Tab("Browse heatmaps", id="browse") as tab_browse:
                 with gr.Row():
-                    browse_model = gr.Dropdown(names, value=a0, label="Model")
+                    browse_model = gr.Dropdown(names, value=a0, label="Model", **PICK)
                     browse_count = gr.Slider(4, cb.MAX_BROWSE, value=24, step=4, label="Test images")
                     browse_order = gr.Radio(list(cb.BROWSE_ORDERS), value=cb.BROWSE_ORDERS[0], label="Order")
                     browse_thr = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="IoU threshold")
@@ -100,7 +103,7 @@ def build_app(engine: Any) -> gr.Blocks:
                 gr.Markdown("DRS caps each channel at `delta × its spatial max`. Move the slider to re-run the model "
                             "with another cap (image: the one selected in **Compare**).")
                 with gr.Row():
-                    drs_model = gr.Dropdown(names, value=drs0, label="DRS model")
+                    drs_model = gr.Dropdown(names, value=drs0, label="DRS model", **PICK)
                     delta = gr.Slider(0.05, 1.0, value=0.55, step=0.01, label="delta (DRS cap)", elem_id="delta-slider")
                 drs_model_md = gr.Markdown()
                 with gr.Row(equal_height=False):
@@ -121,7 +124,7 @@ def build_app(engine: Any) -> gr.Blocks:
             # -- 4 Superpixels --------------------------------------------------------------
             with gr.Tab("Superpixels", id="superpixels") as tab_sp:
                 with gr.Row():
-                    sp_model = gr.Dropdown(names, value=a0, label="Model")
+                    sp_model = gr.Dropdown(names, value=a0, label="Model", **PICK)
                     n_segments = gr.Slider(4, 256, value=64, step=1, label="SLIC n_segments")
                     compactness = gr.Slider(0.5, 50, value=10, step=0.5, label="SLIC compactness")
                     sp_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
@@ -138,8 +141,8 @@ def build_app(engine: Any) -> gr.Blocks:
             # -- 5 Reconstructions ----------------------------------------------------------
             with gr.Tab("Reconstructions", id="reconstructions") as tab_rec:
                 with gr.Row():
-                    rec_models = gr.CheckboxGroup(names, value=[m for m in dict.fromkeys([a0, b0]) if m],
-                                                  label="Models")
+                    rec_models = gr.Dropdown(names, value=[m for m in dict.fromkeys([a0, b0]) if m],
+                                             multiselect=True, label="Models", **PICK)
                     rec_btn = gr.Button("Reconstruct", variant="primary")
                 rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", columns=5, height=300,
                                          format="png", allow_preview=False)
@@ -149,7 +152,7 @@ def build_app(engine: Any) -> gr.Blocks:
             # -- 6 Runs ---------------------------------------------------------------------
             with gr.Tab("Runs", id="runs") as tab_runs:
                 with gr.Row():
-                    runs_sel = gr.CheckboxGroup(runs0, value=runs0, label="Runs")
+                    runs_sel = gr.Dropdown(runs0, value=runs0, multiselect=True, label="Runs", **PICK)
                     terms = gr.CheckboxGroup(list(plots.TERMS), value=["loss_total", "loss_cls"], label="Terms")
                 with gr.Row():
                     smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="Smoothing (debiased EMA)")
@@ -166,7 +169,7 @@ def build_app(engine: Any) -> gr.Blocks:
             with gr.Tab("Fine-tune", id="finetune") as tab_ft:
                 with gr.Row():
                     ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name")
-                    ft_base = gr.Dropdown([cb.NO_BASE] + names, value=cb.NO_BASE, label="Base checkpoint")
+                    ft_base = gr.Dropdown([cb.NO_BASE] + names, value=cb.NO_BASE, label="Base checkpoint", **PICK)
                     ft_model = gr.Radio(engine.model_variants(), value="resnet_drs", label="Model variant")
                     ft_dataset = gr.Dropdown(engine.datasets(), value="synthetic", label="Dataset")
                 with gr.Row():

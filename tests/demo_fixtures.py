@@ -1,7 +1,7 @@
 """Helpers for the dashboard tests: a fake engine, a copy of the tiny trained pair, a served app."""
 from __future__ import annotations
 
-import argparse
+import os
 import shutil
 import socket
 import threading
@@ -210,7 +210,12 @@ def copy_pair(trained_pair: dict, dest: Path) -> tuple[Path, Path]:
     checkpoints.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     for name in ("resnet", "resnet_drs"):
-        shutil.copy2(trained_pair[name], checkpoints / f"{name}.pt")
+        target = checkpoints / f"{name}.pt"
+        if not target.exists():
+            try:
+                os.link(trained_pair[name], target)  # checkpoints are large: link, do not copy
+            except OSError:
+                shutil.copy2(trained_pair[name], target)
         source_run = Path(trained_pair["root"]) / "runs" / name
         if source_run.is_dir() and not (runs / name).exists():
             shutil.copytree(source_run, runs / name)

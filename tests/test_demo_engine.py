@@ -12,9 +12,9 @@ from demo.engine import Engine, FineTuneRequest, InvalidName, TrainingBusy, pack
 from demo_fixtures import copy_pair
 
 
-@pytest.fixture()
-def engine(trained_pair: dict, tmp_path: Path) -> Engine:
-    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+@pytest.fixture(scope="module")
+def engine(trained_pair: dict, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    checkpoints, runs = copy_pair(trained_pair, tmp_path_factory.mktemp("demo_engine"))
     return Engine(checkpoints, runs, eval_limit=4)
 
 

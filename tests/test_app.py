@@ -1,0 +1,185 @@
+"""app.py served on 127.0.0.1 with real tiny checkpoints, every public endpoint driven by gradio_client."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo_fixtures import copy_pair, served_app
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_app_is_light_and_disables_analytics() -> None:
+    code = ("import os, sys; import app; "
+            "assert 'torch' not in sys.modules and 'gradio' not in sys.modules, 'heavy import'; "
+            "assert os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'; "
+            "a = app.get_args_parser().parse_args([]); assert a.host == '127.0.0.1' and a.port == 7860")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+
+
+def test_auth_argument_is_checked() -> None:
+    import app
+
+    assert app.parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
+    for bad in ("nopassword", ":x", "x:"):
+        with pytest.raises(ValueError):
+            app.parse_auth(bad)
+    assert app.main(["--auth", "nopassword"]) == 2
+
+
+@pytest.fixture(scope="module")
+def server(trained_pair: dict, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("served")
+    checkpoints, runs = copy_pair(trained_pair, root)
+    with served_app(checkpoints, runs) as url:
+        yield {"url": url, "checkpoints": checkpoints, "runs": runs, "root": root}
+
+
+@pytest.fixture(scope="module")
+def client(server: dict) -> Client:
+    return Client(server["url"], analytics_enabled=False, verbose=False)
+
+
+def _png(path: Path) -> str:
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((90, 120, 3)) * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def _median_latency(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> None:
+    api = client.view_api(return_format="dict", print_info=False)
+    public = set(api["named_endpoints"])
+    called: set[str] = set()
+
+    def call(name: str, *args):
+        called.add(name)
+        return client.predict(*args, api_name=name)
+
+    # Refresh and startup: the page opens on a filled Compare view.
+    refreshed = call("/refresh_checkpoints", "resnet", "resnet_drs", "resnet_drs", "resnet", "resnet",
+                     ["resnet", "resnet_drs"], "(none: from scratch)", ["resnet"])
+    assert "resnet_drs" in refreshed[-1]
+    start = call("/startup", "resnet", "resnet_drs", "(predicted class)", 0.3, "gradcampp")
+    gallery, _, index, picture, overlay_a = start[:5]
+    assert len(gallery) == 24 and index == 0 and Path(overlay_a).suffix == ".png"
+
+    # Compare: dataset sample, another class, an upload; gallery and sample loading.
+    out = call("/compare", "resnet", "resnet_drs", None, 2, "stripes_v", 0.4, "gradcampp")
+    assert Path(out[0]).suffix == ".png" and out[2]["label"] and len(out[2]["confidences"]) == 3
+    assert "test sample #2" in out[-1] and "object IoU" in out[-1]
+    upload = handle_file(_png(tmp_path / "mine.png"))
+    out = call("/compare", "resnet", "resnet_drs", upload, -1, "(predicted class)", 0.3, "gradcampp")
+    assert "your upload" in out[-1]
+    gallery, classes = call("/sample_gallery", "resnet_drs")
+    assert len(gallery) == 24
+    index, picture = call("/load_sample", "resnet", 5)
+    assert index == 5 and Path(picture).is_file()
+
+    # Browse, DRS, superpixels, reconstructions.
+    gallery, table = call("/browse", "resnet", 8, "best IoU first", 0.3)
+    ious = [row[-1] for row in table["data"]]
+    assert len(gallery) == 8 and ious == sorted(ious, reverse=True)
+    text, _ = call("/drs_model_info", "resnet_drs")
+    assert "DRS" in text
+    image, label, info = call("/drs_cam", "resnet_drs", "resnet", None, 3, 0.3)
+    assert Path(image).suffix == ".png" and "delta 0.30" in info
+    assert len(call("/drs_strip", "resnet_drs", "resnet", None, 3)) == 7
+    plot, table = call("/drs_curve", "resnet_drs", 4)
+    assert len(table["data"]) == 7
+    *images, info = call("/superpixels", "resnet", "resnet", None, 3, 24, 10, 0.2, 0.45)
+    assert len(images) == 4 and "superpixels" in info
+    gallery, table, info = call("/reconstructions", ["resnet", "resnet_drs"], "resnet", None, 3)
+    assert len(gallery) == 5 and len(table["data"]) == 2
+
+    # Runs: curves, table, CSV.
+    plot, table = call("/runs", ["resnet", "resnet_drs"], ["loss_total", "loss_l1"], 0.5, "wall time", True, "train")
+    assert [row[0] for row in table["data"]] == ["resnet", "resnet_drs"]
+    csv_path = call("/runs_csv", ["resnet"])
+    assert Path(csv_path).read_text().startswith("run,step,epoch")
+
+    # Fine-tune from resnet_drs, stopped after its first steps; it then shows up everywhere.
+    job = client.submit("ft-client", "resnet_drs", "resnet_drs", "synthetic", 40, 4, 1e-3, 2e-3, 1.0, 0.0, 1.0,
+                        0.55, False, api_name="/fine_tune")
+    called.add("/fine_tune")
+    deadline = time.monotonic() + 120
+    while not any("step" in str(o[0]) for o in job.outputs()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Stopping" in call("/stop_training", "ft-client")
+    status, _ = job.result(timeout=180)
+    assert "ft-client" in status and "stopped early" in status
+    assert (server["checkpoints"] / "ft-client.pt").is_file()
+    assert (server["runs"] / "ft-client" / "eval.json").is_file()
+    refreshed = client.predict("resnet", "resnet_drs", "resnet_drs", "resnet", "resnet", ["resnet"],
+                               "(none: from scratch)", [], api_name="/refresh_checkpoints")
+    assert all("ft-client" in [c[0] for c in u["choices"]] if isinstance(u, dict) else True for u in refreshed[:1])
+    assert "ft-client" in refreshed[-1]
+    out = client.predict("ft-client", "resnet", None, 1, "(predicted class)", 0.3, "gradcampp", api_name="/compare")
+    assert "ft-client" in out[-1]
+
+    assert called == public, f"endpoints not exercised: {public - called}"
+
+
+def test_bad_input_is_a_message_not_a_traceback(client: Client) -> None:
+    from gradio_client.exceptions import AppError
+
+    for args, message in [
+        (("../../etc/passwd", "resnet", None, 1, "(predicted class)", 0.3, "gradcampp"), "invalid checkpoint name"),
+        (("resnet", "resnet", None, -1, "(predicted class)", 0.3, "gradcampp"), "no image"),
+        (("resnet", "resnet", None, 1, "(predicted class)", 7, "gradcampp"), "threshold|maximum value"),
+        (("resnet", "missing", None, 1, "(predicted class)", 0.3, "gradcampp"), "no checkpoint named 'missing'"),
+    ]:
+        with pytest.raises(AppError, match=message) as info:
+            client.predict(*args, api_name="/compare")
+        assert "Traceback" not in str(info.value)
+
+
+def test_only_checkpoints_and_runs_are_served(server: dict) -> None:
+    url = server["url"].rstrip("/")
+    allowed = server["runs"] / "resnet" / "metrics.csv"
+    with urllib.request.urlopen(f"{url}/gradio_api/file={allowed}", timeout=30) as response:
+        assert response.status == 200
+    secret = server["root"] / "secret.txt"
+    secret.write_text("no")
+    for path in (secret, Path("/etc/passwd"), Path(server["checkpoints"]) / ".." / "secret.txt"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{url}/gradio_api/file={path}", timeout=30)
+        assert info.value.code in (403, 404)
+
+
+def test_latency_of_compare_and_drs_delta(client: Client, record_property) -> None:
+    compare = _median_latency(lambda: client.predict("resnet", "resnet_drs", None, 4, "(predicted class)", 0.3,
+                                                     "gradcampp", api_name="/compare"))
+    drs = _median_latency(lambda: client.predict("resnet_drs", "resnet", None, 4, 0.4, api_name="/drs_cam"))
+    record_property("compare_s", compare)
+    record_property("drs_cam_s", drs)
+    assert compare < 15 and drs < 15  # generous: 2 busy cores
+
+
+def test_auth_protects_the_app(tmp_path: Path) -> None:
+    with served_app(tmp_path / "checkpoints", tmp_path / "runs", "--auth", "ann:pw") as url:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{url.rstrip('/')}/config", timeout=30)
+        assert info.value.code == 401

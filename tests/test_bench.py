@@ -1,0 +1,109 @@
+"""crm_core.bench at tiny sizes: every section runs and returns finite numbers (no timing asserts)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytorch_grad_cam")
+
+from crm_core import bench  # noqa: E402
+
+TINY = bench.StepRecipe("tiny", "resnet18", 64, 16, 2, "none", n_segments=16)
+
+
+def _finite_stats(stats: dict) -> bool:
+    return stats["n"] >= 1 and all(math.isfinite(stats[k]) and stats[k] >= 0 for k in ("min", "median", "max"))
+
+
+def test_gradcampp_matches_package_and_times_both() -> None:
+    r = bench.bench_gradcampp(arch="resnet18", batch=2, size=64, num_classes=5, repeats=1, warmup=0)
+    assert _finite_stats(r["ours_s"]) and _finite_stats(r["package_s"])
+    assert math.isfinite(r["speedup"]) and r["speedup"] > 0
+    assert r["max_abs_diff"] <= 1e-4
+    assert math.isfinite(r["max_abs_diff_exact_eq19_vs_package"])
+
+
+def test_crm_step_levers_run_every_loss() -> None:
+    levers = [lever for lever in bench.default_levers(TINY.image_size)
+              if lever.name in ("plain", "crm_exact", "crm_fast", "crm_exact_unfused_norm", "crm_fast_bf16", "plain_bf16")]
+    r = bench.bench_crm_step(TINY, levers, repeats=1, warmup=0)
+    rows = {row["lever"]: row for row in r["rows"]}
+    assert set(rows) == {lever.name for lever in levers}
+    for row in rows.values():
+        assert _finite_stats(row["step_s"]) and math.isfinite(row["ratio_vs_plain"]) and row["ratio_vs_plain"] > 0
+    assert rows["plain"]["loss_terms"] == ["loss_cls"]
+    assert rows["crm_exact"]["loss_terms"] == ["loss_align", "loss_cls", "loss_l1", "loss_vgg"]
+    assert rows["crm_fast"]["channels_last"] and rows["crm_fast"]["perceptual_size"] == 32
+    assert rows["crm_exact"]["perceptual_size"] is None and not rows["crm_exact"]["channels_last"]
+
+
+def test_reference_norm_is_the_same_function() -> None:
+    """The bench's 'unfused' LayerNorm lever changes speed only, not the decoder's output."""
+    import torch
+
+    from crm_core.models import ReconstructNet
+
+    torch.manual_seed(0)
+    net = ReconstructNet(3, 32, 4)
+    cams = torch.rand(2, 3, 4, 4)
+    fused = net(cams)
+    with bench._norm_kernel(reference=True):
+        reference = net(cams)
+    assert torch.allclose(fused, reference, atol=1e-5)
+    assert torch.equal(net(cams), fused)  # restored
+
+
+def test_superpixel_cache_bench() -> None:
+    r = bench.bench_superpixels(image_size=64, batch=2, n_segments=16, repeats=1)
+    assert _finite_stats(r["recompute_s"]) and _finite_stats(r["cached_s"]) and r["speedup"] > 0
+
+
+def test_training_subprocess_reports_throughput_and_rss() -> None:
+    r = bench.bench_training([("tiny_crm", TINY, True, {"crm_preset": "fast", "workers": 0})], steps=3, warmup_steps=1)
+    run = r["tiny_crm"]
+    assert run["steps_timed"] == 1 and math.isfinite(run["images_per_s"]) and run["images_per_s"] > 0
+    assert run["peak_rss_mb"]["self"] > 50
+    assert run["resolved"]["channels_last"] is True
+
+
+def test_dashboard_api_latencies(trained_pair: dict) -> None:
+    image = bench._upload_image(size=80)
+    r = bench.bench_dashboard_api([trained_pair["resnet"], trained_pair["resnet_drs"]], image, repeats=1)
+    assert all(_finite_stats(r[k]) for k in ("compare_cold", "compare_warm", "drs_update"))
+
+
+def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
+    """The Markdown writer handles a document with every section (numbers faked, shapes real)."""
+    stats = {"min": 1.0, "median": 1.5, "max": 2.0, "n": 3}
+    step = bench.bench_crm_step(TINY, bench.default_levers(TINY.image_size, quick=True), repeats=1, warmup=0)
+    run = {"batch_size": 2, "images_per_s": 3.0, "step_s": 0.7, "peak_rss_mb": {"self": 500.0}}
+    doc = {
+        "gradcampp_speedup_vs_grad_cam": 2.5, "gradcampp_max_abs_diff": 1e-7, "crm_step_ratio": 1.4,
+        "crm_step_ratio_224_last2": 1.8, "train_images_per_s": 3.0, "train_peak_rss_mb": 500.0,
+        "compare_latency_s": 0.2, "drs_update_latency_s": 0.1, "cold_start_s": None,
+        "details": {
+            "machine": bench.machine_info(),
+            "gradcampp": {"config": {"arch": "resnet18", "batch": 2, "size": 64, "repeats": 1}, "ours_s": stats,
+                          "package_s": stats, "speedup": 1.0, "max_abs_diff": 0.0,
+                          "max_abs_diff_exact_eq19_vs_package": 0.01, "feature_size": [2, 2]},
+            "crm_step": {"tiny": step},
+            "training": {"tiny": run},
+            "dashboard": {"measured_through": "crm_core.api.CamModel", "checkpoints": ["a.pt", "b.pt"],
+                          "model_image_size": 64, "image_shape": [256, 256, 3], "engine": {"available": False},
+                          "api": {"compare_cold": stats, "compare_warm": stats, "drs_update": stats},
+                          "cold_start": {"available": False, "reason": "skipped"}},
+            "superpixels": {"batch": 2, "image_size": 64, "n_segments": 16, "recompute_s": stats, "cached_s": stats,
+                            "speedup": 1.0},
+            "scale": {"recipe": "tiny", "global_batch": 2, "cores": 2, "speedup_2proc": 0.9,
+                      "runs": {"a": {"nproc": 1, "threads_per_proc": 2, "per_process_batch": 2, **run},
+                               "b": {"nproc": 2, "threads_per_proc": 1, "per_process_batch": 1, **run}}},
+        },
+    }
+    out = tmp_path / "bench.md"
+    bench.write_markdown(doc, out, "python -m crm_core.bench --quick")
+    text = out.read_text()
+    assert "Reproduce: `python -m crm_core.bench --quick`" in text and "crm_fast" in text and "n/a" in text
+    json.dumps(doc, default=str)  # serialisable

@@ -40,16 +40,21 @@ def row_name(model: str, crm: bool) -> str:
 
 
 def run(steps: int | None, test_limit: int, checkpoint_dir: str, runs_dir: str, train_size: int | None,
-        extra: dict[str, Any]) -> list[dict[str, Any]]:
+        extra: dict[str, Any], reuse: bool = False) -> list[dict[str, Any]]:
     rows = []
     for model, crm in CONFIGS:
         name = row_name(model, crm)
         started = time.perf_counter()
         cfg = TrainConfig(name=name, model=model, crm=crm, steps=steps, train_size=train_size,
-                          checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, **{**RECIPE, **extra})
-        path = train_main(cfg)
-        train_s = time.perf_counter() - started
+                          checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, **{**RECIPE, **(extra if crm else {})})
+        path = Path(checkpoint_dir) / f"{name}.pt"
+        if reuse and steps is not None and path.is_file() and CamModel.load(path).checkpoint.step == steps:
+            log.info("%s: reusing the finished checkpoint %s", name, path)
+        else:
+            path = train_main(cfg)
         cam_model = CamModel.load(path)
+        train_s = float(cam_model.checkpoint.extra.get("wall_time", time.perf_counter() - started))
+        eval_started = time.perf_counter()
         test_set = dataset_for(cam_model, "test")
         evaluation = evaluate_model(cam_model, test_set, limit=test_limit, samples=5,
                                     samples_dir=RunDir(Path(runs_dir) / name).samples_dir)
@@ -57,7 +62,7 @@ def run(steps: int | None, test_limit: int, checkpoint_dir: str, runs_dir: str, 
         RunDir(Path(runs_dir) / name).write_eval(evaluation)
         pseudo = make_pseudo_masks(cam_model, dataset_for(cam_model, "test"), None, refine=True, limit=test_limit)
         rows.append({
-            "name": name, "model": model, "crm": crm, "train_s": train_s, "eval_s": time.perf_counter() - started - train_s,
+            "name": name, "model": model, "crm": crm, "train_s": train_s, "eval_s": time.perf_counter() - eval_started,
             "accuracy": evaluation["accuracy"], "miou_fixed": evaluation["cam_miou_fixed"]["miou"],
             "fixed_t": evaluation["cam_miou_fixed"]["threshold"], "miou_best": evaluation["cam_miou_best"]["miou"],
             "best_t": evaluation["cam_miou_best"]["threshold"], "head": evaluation["coverage_best"].get("head"),
@@ -97,15 +102,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--out", default=None, help="write the markdown table here")
-    p.add_argument("--perceptual-size", type=int, default=None, help="VGG input size for the CRM rows")
+    p.add_argument("--crm-preset", default=None, help="speed preset of the CRM rows (exact | fast)")
+    p.add_argument("--reuse", action="store_true", help="keep checkpoints already trained to the requested steps")
     return p
 
 
 def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
-    extra = {} if args.perceptual_size is None else {"perceptual_size": args.perceptual_size}
-    rows = run(args.steps, args.test_limit, args.checkpoint_dir, args.runs_dir, args.train_size, extra)
+    extra = {} if args.crm_preset is None else {"crm_preset": args.crm_preset}
+    rows = run(args.steps, args.test_limit, args.checkpoint_dir, args.runs_dir, args.train_size, extra, args.reuse)
     command = "python -m crm_core.results " + " ".join(argv if argv is not None else sys.argv[1:])
     table = markdown(rows, command.strip())
     print(table)

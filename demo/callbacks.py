@@ -27,6 +27,8 @@ from crm_core.data import DatasetNotFoundError, ImageError, load_image, superpix
 from crm_core.data.transforms import to_uint8_image
 from crm_core.metrics import mask_iou
 from crm_core.postprocess import pseudo_trimap
+from crm_core.pretrained import WeightsNotFoundError
+from crm_core.train import TrainingDiverged
 from crm_core.runs import METRIC_COLUMNS
 
 from demo import plots, render
@@ -41,10 +43,11 @@ CURVE_DELTAS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0)
 BROWSE_ORDERS = ("worst IoU first", "best IoU first", "dataset order")
 MAX_BROWSE = 96
 MAX_STEPS = 2000
+DEFAULT_THRESHOLD = 0.5  # CAM >= this is foreground (small demo models' CAMs are broad: 0.3 covers everything)
 
 #: Exceptions whose message is meant for the user.
 USER_ERRORS = (ValueError, InvalidName, CheckpointError, ImageError, DatasetNotFoundError, TrainingBusy,
-               FileNotFoundError, IndexError, TypeError)
+               WeightsNotFoundError, TrainingDiverged, FileNotFoundError, IndexError, TypeError)
 
 
 def _to_gr_error(exc: BaseException, where: str) -> gr.Error:
@@ -52,7 +55,8 @@ def _to_gr_error(exc: BaseException, where: str) -> gr.Error:
         return exc
     if isinstance(exc, USER_ERRORS):
         log.info("%s: %s", where, exc)
-        return gr.Error(str(exc).splitlines()[0][:500] or type(exc).__name__)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return gr.Error(message[:800] or type(exc).__name__)
     log.exception("%s failed", where)
     return gr.Error(f"{where} failed unexpectedly ({type(exc).__name__}); details are in the server log")
 
@@ -120,16 +124,12 @@ def resolve_source(engine: Any, dataset_model: Any, image: Any, index: Any) -> S
         raise gr.Error("no image: pick a dataset sample in Compare or upload an image")
     if isinstance(image, dict) and "path" in image:  # FileData from a client
         image = image["path"]
-    if isinstance(image, np.ndarray):
-        tensor = load_image(image, None)
-    elif isinstance(image, (str, Path)):
-        tensor = load_image(str(image), None)
-    else:
+    if not isinstance(image, (np.ndarray, str, Path)):
         raise gr.Error(f"cannot use an image of type {type(image).__name__}")
-    size = engine.model(_model_name(engine, dataset_model, "dataset (Compare model A)")).image_size \
-        if dataset_model else 224
-    if tensor.shape[1:] != (size, size):
-        tensor = load_image(to_uint8_image(tensor), size)
+    # Uploads are shown as the models see them: square, at model A's input size. load_image is
+    # crm_core's gate for user images (alpha, 16 bit, EXIF rotation, corrupt files, size limit).
+    size = engine.model(_model_name(engine, dataset_model, "dataset (Compare model A)")).image_size
+    tensor = load_image(str(image) if isinstance(image, Path) else image, size)
     return Sample(image=to_uint8_image(tensor))
 
 
@@ -244,6 +244,14 @@ def load_sample(engine: Any, model_a: Any, index: Any) -> tuple[int, np.ndarray]
 
 
 @user_errors
+def current_picture(engine: Any, model_a: Any, index: Any) -> Any:
+    """Model A changed: redraw the input box from its dataset (uploads stay as they are)."""
+    if index is None or index == "" or _number(index, "sample index", -1, 10**9, integer=True) < 0:
+        return gr.update()
+    return load_sample(engine, model_a, index)[1]
+
+
+@user_errors
 def compare(engine: Any, model_a: Any, model_b: Any, image: Any, index: Any, class_choice: Any,
             threshold: Any, method: Any) -> tuple:
     """Both models on one image: CAM overlays, top-5, pseudo masks and a summary."""
@@ -273,11 +281,6 @@ def compare(engine: Any, model_a: Any, model_b: Any, image: Any, index: Any, cla
                      f"**{shown}**; {iou}")
     (ov_a, lab_a, mask_a), (ov_b, lab_b, mask_b) = outputs
     return ov_a, ov_b, lab_a, lab_b, mask_a, mask_b, "\n\n".join(lines)
-
-
-@user_errors
-def describe_pair(engine: Any, model_a: Any, model_b: Any) -> str:
-    return "\n".join(f"- **{tag}:** {engine.describe(_model_name(engine, m))}" for tag, m in (("A", model_a), ("B", model_b)))
 
 
 @user_errors
@@ -321,7 +324,7 @@ def browse(engine: Any, model: Any, count: Any, order: Any, threshold: Any,
     for sample, cam, pred, iou in records:
         wrong = "" if pred == sample.label else f" · predicted {names[pred]}"
         items.append((render.overlay(sample.image, cam, sample.mask, size=render.THUMB),
-                      f"#{sample.index} {sample.class_name} · IoU {iou:.2f}{wrong}"))
+                      f"IoU {iou:.2f} · #{sample.index} {sample.class_name}{wrong}"))
         table.append({"index": sample.index, "class": sample.class_name, "predicted": names[pred],
                       "object IoU": round(float(iou), 4)})
     return items, pd.DataFrame(table, columns=["index", "class", "predicted", "object IoU"]), [r[0].index for r in records]
@@ -347,12 +350,13 @@ def drs_model_info(engine: Any, model: Any) -> tuple[str, Any]:
     delta = engine.default_delta(model)
     text = engine.describe(model)
     if not engine.has_drs(model):
-        text += "\n\n⚠️ This model has no DRS layers: the delta slider has no effect on it."
+        text += "\n\n**Note:** this model has no DRS layers: the delta slider has no effect on it."
     return text, gr.update(value=delta) if delta is not None else gr.update()
 
 
 @user_errors
-def drs_view(engine: Any, model: Any, model_a: Any, image: Any, index: Any, delta: Any, threshold: Any = 0.3) -> tuple:
+def drs_view(engine: Any, model: Any, model_a: Any, image: Any, index: Any, delta: Any,
+             threshold: Any = DEFAULT_THRESHOLD) -> tuple:
     """The DRS model re-run with every DRS layer capped at ``delta``: CAM, top-5, summary."""
     model = _model_name(engine, model)
     delta, threshold = _delta(delta), _threshold(threshold)
@@ -365,12 +369,12 @@ def drs_view(engine: Any, model: Any, model_a: Any, image: Any, index: Any, delt
              f"**delta {delta:.2f}** (trained with {trained if trained is not None else 'no fixed delta'}); "
              f"CAM of class **{out.class_name}**; {iou}"]
     if not engine.has_drs(model):
-        lines.append("⚠️ no DRS layers in this model: delta changes nothing")
+        lines.append("**Note:** no DRS layers in this model: delta changes nothing")
     return render.overlay(source.image, out.cam, source.mask), _top5(out.probs), "\n\n".join(lines)
 
 
 @user_errors
-def drs_strip(engine: Any, model: Any, model_a: Any, image: Any, index: Any, threshold: Any = 0.3) -> list:
+def drs_strip(engine: Any, model: Any, model_a: Any, image: Any, index: Any, threshold: Any = DEFAULT_THRESHOLD) -> list:
     """The same image at several deltas, side by side."""
     model = _model_name(engine, model)
     threshold = _threshold(threshold)
@@ -379,7 +383,7 @@ def drs_strip(engine: Any, model: Any, model_a: Any, image: Any, index: Any, thr
     for delta in STRIP_DELTAS:
         out = engine.cam(model, source.image, class_index=source.label if source.mask is not None else None,
                          drs_delta=delta)
-        caption = f"δ = {delta:.2f}"
+        caption = f"δ {delta:.2f}"
         if source.mask is not None:
             scores = mask_iou(torch.from_numpy(out.cam >= threshold), torch.from_numpy(source.mask))
             caption += f" · IoU {scores['fg_iou']:.2f}"
@@ -604,8 +608,16 @@ def fine_tune(engine: Any, name: Any, base: Any, model: Any, dataset: Any, steps
     done = rows[-1]["step"] if rows else 0
     total = int(rows[-1].get("max_steps", request.steps)) if rows else request.steps
     stopped = " (stopped early; resumable)" if done < total else ""
-    yield (f"✅ **{request.name}** saved as `{path.parent.name}/{path.name}` after {done} steps{stopped}; "
+    yield (f"Done: **{request.name}** saved as `{path.parent.name}/{path.name}` after {done} steps{stopped}; "
            f"it is now in every model menu.\n\n{engine.describe(request.name)}", plots.live_figure(request.name, rows))
+
+
+def select_new_run(engine: Any, selected: Any, name: Any) -> dict:
+    """After a fine-tune: its run joins the runs selected in the Runs tab."""
+    selected = [str(r) for r in (selected or [])]
+    if name in engine.run_names() and name not in selected:
+        selected.append(str(name))
+    return gr.update(value=selected)
 
 
 @user_errors

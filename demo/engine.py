@@ -5,8 +5,9 @@ methods, so tests can build the UI around a fake (fish-speech's ``build_app(infe
 Everything here talks to ``crm_core``'s public API.
 
 Shared state is deliberately small: an LRU cache of loaded checkpoints keyed by
-``(path, mtime)`` (a retrained file is reloaded, every user shares the loaded models), the lazily
-built perceptual network, and the training lock that allows one fine-tune at a time.
+``(path, mtime)`` (a retrained file is reloaded, every user shares the loaded models) with their
+one-line descriptions, the lazily built perceptual network, and the training lock that allows
+one fine-tune at a time.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from crm_core.api import superpixels as slic_labels
 from crm_core.cams import CAM_METHODS, compute_cams
 from crm_core.cams.utils import to_uint8_image
 from crm_core.evaluate import evaluate_model
-from crm_core.models import LogitsOnly, delta_override, from_tanh_range, to_tanh_range
+from crm_core.models import LogitsOnly, delta_override, to_tanh_range
 from crm_core.runs import RunDir, list_runs
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ log = logging.getLogger(__name__)
 #: Checkpoint and run names: a plain file stem, so a name can never walk out of its folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-#: The demo pair's training recipe (also the fine-tune defaults). Measured on 2 busy CPU cores:
-#: see the README; resnet18 at 64 px with output stride 16 gives 4x4 CAMs.
+#: The demo pair's training recipe (also the fine-tune defaults): resnet18 from scratch at 64 px,
+#: output stride 16 (4x4 CAMs), 100 steps of 16 images over 320 training images, full CRM (L1 +
+#: VGG19 perceptual on 32 px + superpixel alignment from the first step). About 1.8 CPU-seconds
+#: per step, so the pair trains in ~3-4 min on two idle cores (one process per model); the
+#: classifiers start to separate the classes after ~60 steps (test accuracy ~0.75-0.8 at 100).
 DEMO_RECIPE: dict[str, Any] = dict(
     arch="resnet18", dataset="synthetic", num_classes=4, train_size=320, image_size=64, output_stride=16,
     batch_size=16, epochs=1000, steps=100, cls_lr=1e-3, rec_lr=2e-3, perceptual_size=32, n_segments=32,
@@ -139,6 +143,7 @@ class Engine:
         self._cache_size = cache_size
         self._models: OrderedDict[tuple[str, int], CamModel] = OrderedDict()
         self._models_lock = threading.Lock()
+        self._descriptions: dict[tuple[str, int], str] = {}  # one line per checkpoint version
         self._hooks_lock = threading.Lock()  # hook-based CAMs register hooks on shared modules
         self._perceptual: torch.nn.Module | None = None
         self._perceptual_lock = threading.Lock()
@@ -186,7 +191,14 @@ class Engine:
             return model
 
     def describe(self, name: str) -> str:
-        return self.model(name).describe()
+        """CamModel.describe(), remembered per (path, mtime): menus list every checkpoint on each
+        refresh, and describing must not push the models in use out of the LRU cache."""
+        path = self.checkpoint_path(name)
+        key = (str(path), path.stat().st_mtime_ns)
+        if key not in self._descriptions:
+            model = self._models.get(key) or CamModel.load(path, "cpu")
+            self._descriptions[key] = model.describe()
+        return self._descriptions[key]
 
     def class_names(self, name: str) -> list[str]:
         return list(self.model(name).class_names)

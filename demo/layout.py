@@ -55,7 +55,7 @@ def build_app(engine: Any) -> gr.Blocks:
                     method = gr.Dropdown([(label, value) for value, label in methods.items()], value="gradcampp",
                                          label="CAM method")
                     class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
-                    threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Pseudo-mask threshold")
+                    threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=220):
                         input_image = gr.Image(type="filepath", format="png", label="Input (upload your own)",
@@ -79,8 +79,8 @@ def build_app(engine: Any) -> gr.Blocks:
                                       interactive=False, height=220)
                     with gr.Column(scale=2):
                         compare_md = gr.Markdown(elem_id="compare-info")
-                samples = gr.Gallery(label="Test samples of model A's dataset: click one", columns=12, rows=2,
-                                     height=200, format="png", allow_preview=False, object_fit="contain",
+                samples = gr.Gallery(label="Test samples of model A's dataset: click one", columns=8,
+                                     height=300, format="png", allow_preview=False, object_fit="contain",
                                      elem_id="sample-gallery")
 
             # -- 2 Browse -------------------------------------------------------------------
@@ -89,13 +89,14 @@ def build_app(engine: Any) -> gr.Blocks:
                     browse_model = gr.Dropdown(names, value=a0, label="Model", **PICK)
                     browse_count = gr.Slider(4, cb.MAX_BROWSE, value=24, step=4, label="Test images")
                     browse_order = gr.Radio(list(cb.BROWSE_ORDERS), value=cb.BROWSE_ORDERS[0], label="Order")
-                    browse_thr = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="IoU threshold")
+                    browse_thr = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="IoU threshold")
                     browse_btn = gr.Button("Show", variant="primary")
                 browse_gallery = gr.Gallery(label="CAM of the true class, ground truth in green: click to open in Compare",
                                             columns=8, height=480, format="png", allow_preview=False,
                                             elem_id="browse-gallery")
                 with gr.Accordion("Per-image table", open=False):
-                    browse_table = gr.Dataframe(interactive=False)
+                    browse_table = gr.Dataframe(headers=["index", "class", "predicted", "object IoU"],
+                                                interactive=False)
                 browse_positions = gr.State([])
 
             # -- 3 DRS ----------------------------------------------------------------------
@@ -119,7 +120,8 @@ def build_app(engine: Any) -> gr.Blocks:
                     curve_btn = gr.Button("Compute CAM mIoU vs delta")
                 with gr.Row():
                     curve_plot = gr.Plot(label="CAM mIoU vs delta")
-                    curve_table = gr.Dataframe(interactive=False)
+                    curve_table = gr.Dataframe(headers=["delta", "miou_best", "best_threshold", "miou_fixed",
+                                                        "accuracy"], interactive=False)
 
             # -- 4 Superpixels --------------------------------------------------------------
             with gr.Tab("Superpixels", id="superpixels") as tab_sp:
@@ -136,7 +138,7 @@ def build_app(engine: Any) -> gr.Blocks:
                                       interactive=False, height=240)
                     sp_mask = gr.Image(format="png", label="refined pseudo mask (red fg, yellow uncertain)",
                                        interactive=False, height=240)
-                sp_md = gr.Markdown()
+                sp_md = gr.Markdown(elem_id="sp-info")
 
             # -- 5 Reconstructions ----------------------------------------------------------
             with gr.Tab("Reconstructions", id="reconstructions") as tab_rec:
@@ -146,8 +148,8 @@ def build_app(engine: Any) -> gr.Blocks:
                     rec_btn = gr.Button("Reconstruct", variant="primary")
                 rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", columns=5, height=300,
                                          format="png", allow_preview=False)
-                rec_table = gr.Dataframe(interactive=False)
-                rec_md = gr.Markdown()
+                rec_table = gr.Dataframe(headers=["model", "L1", "perceptual", "note"], interactive=False)
+                rec_md = gr.Markdown(elem_id="rec-info")
 
             # -- 6 Runs ---------------------------------------------------------------------
             with gr.Tab("Runs", id="runs") as tab_runs:
@@ -160,15 +162,16 @@ def build_app(engine: Any) -> gr.Blocks:
                     split = gr.Radio(["train", "val"], value="train", label="Split")
                     log_y = gr.Checkbox(value=False, label="log scale")
                 runs_plot = gr.Plot(label="Loss curves")
-                runs_df = gr.Dataframe(interactive=False, label="Runs: config and final metrics")
+                runs_df = gr.Dataframe(interactive=False, label="Runs: config and final metrics", elem_id="runs-table")
                 with gr.Row():
                     csv_btn = gr.Button("Export metrics CSV")
-                    csv_file = gr.File(label="metrics CSV", interactive=False)
+                    csv_file = gr.File(label="metrics CSV", interactive=False, height=80)
 
             # -- 7 Fine-tune ----------------------------------------------------------------
             with gr.Tab("Fine-tune", id="finetune") as tab_ft:
                 with gr.Row():
-                    ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name")
+                    ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name",
+                                         lines=1, max_lines=1)
                     ft_base = gr.Dropdown([cb.NO_BASE] + names, value=cb.NO_BASE, label="Base checkpoint", **PICK)
                     ft_model = gr.Radio(engine.model_variants(), value="resnet_drs", label="Model variant")
                     ft_dataset = gr.Dropdown(engine.datasets(), value="synthetic", label="Dataset")
@@ -206,6 +209,7 @@ def build_app(engine: Any) -> gr.Blocks:
         gr.on([compare_btn.click, model_b.input, class_choice.input, method.input, threshold.release],
               compare, compare_in, compare_out, api_name="compare")
         model_a.input(bind(cb.sample_gallery), [model_a], [samples, class_choice], api_name="sample_gallery").then(
+            bind(cb.current_picture), [model_a, sample_index], [input_image], **PRIVATE).then(
             compare, compare_in, compare_out, **PRIVATE)
         sample_index.submit(bind(cb.load_sample), [model_a, sample_index], [sample_index, input_image],
                             api_name="load_sample").then(compare, compare_in, compare_out, **PRIVATE)
@@ -240,9 +244,10 @@ def build_app(engine: Any) -> gr.Blocks:
         drs_in = [drs_model, *source, delta]
         drs_out = [drs_image, drs_label, drs_md]
         delta.release(drs_view, drs_in, drs_out, api_name="drs_cam")
+        strip = bind(cb.drs_strip)
+        strip_btn.click(strip, [drs_model, *source], [drs_strip], api_name="drs_strip")  # public name first
         drs_model.input(bind(cb.drs_model_info), [drs_model], [drs_model_md, delta], api_name="drs_model_info").then(
-            drs_view, drs_in, drs_out, **PRIVATE)
-        strip_btn.click(bind(cb.drs_strip), [drs_model, *source], [drs_strip], api_name="drs_strip")
+            drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
 
         def curve(model: Any, limit: Any, progress: gr.Progress = gr.Progress()) -> tuple:
             return cb.drs_curve(engine, model, limit, progress=progress)
@@ -283,6 +288,7 @@ def build_app(engine: Any) -> gr.Blocks:
         ft_start.click(fine_tune, ft_in, [ft_status, ft_plot], api_name="fine_tune", concurrency_limit=1,
                        concurrency_id="training", show_progress_on=[ft_status]).then(
             refresh, pickers, pickers + [models_md], **PRIVATE).then(
+            bind(cb.select_new_run), [runs_sel, ft_name], [runs_sel], **PRIVATE).then(
             lambda: cb.suggest_name(engine), None, [ft_name], **PRIVATE)
         ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta], **PRIVATE)
         ft_stop.click(bind(cb.stop_training), [ft_name], [ft_status], api_name="stop_training")
@@ -304,5 +310,5 @@ def build_app(engine: Any) -> gr.Blocks:
             if fn is not None:
                 event = event.then(fn, inputs, outputs, **PRIVATE)
             if tab is tab_drs:
-                event.then(drs_view, drs_in, drs_out, **PRIVATE)
+                event.then(drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
     return app

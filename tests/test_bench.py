@@ -28,7 +28,7 @@ def test_gradcampp_matches_package_and_times_both() -> None:
 
 def test_crm_step_levers_run_every_loss() -> None:
     levers = [lever for lever in bench.default_levers(TINY.image_size)
-              if lever.name in ("plain", "crm_exact", "crm_fast", "crm_exact_unfused_norm", "crm_fast_bf16", "plain_bf16")]
+              if lever.name in ("plain", "crm_exact", "crm_fast", "crm_exact_unfused_norm", "crm_fast_bf16")]
     r = bench.bench_crm_step(TINY, levers, repeats=1, warmup=0)
     rows = {row["lever"]: row for row in r["rows"]}
     assert set(rows) == {lever.name for lever in levers}
@@ -37,7 +37,8 @@ def test_crm_step_levers_run_every_loss() -> None:
     assert rows["plain"]["loss_terms"] == ["loss_cls"]
     assert rows["crm_exact"]["loss_terms"] == ["loss_align", "loss_cls", "loss_l1", "loss_vgg"]
     assert rows["crm_fast"]["channels_last"] and rows["crm_fast"]["perceptual_size"] == 32
-    assert rows["crm_exact"]["perceptual_size"] is None and not rows["crm_exact"]["channels_last"]
+    assert rows["crm_exact"]["perceptual_size"] is None
+    assert rows["crm_exact_unfused_norm"]["channels_last"] is False
 
 
 def test_reference_norm_is_the_same_function() -> None:
@@ -78,7 +79,9 @@ def test_dashboard_api_latencies(trained_pair: dict) -> None:
 def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
     """The Markdown writer handles a document with every section (numbers faked, shapes real)."""
     stats = {"min": 1.0, "median": 1.5, "max": 2.0, "n": 3}
-    step = bench.bench_crm_step(TINY, bench.default_levers(TINY.image_size, quick=True), repeats=1, warmup=0)
+    row = {"lever": "crm_fast", "description": "fast", "step_s": stats, "ratio_vs_plain": 1.5, "ratio_vs_plain_min": 1.4,
+           "baseline": "plain_bf16", "ratio_vs_baseline": 1.2, "ratio_vs_baseline_min": 1.1, "compile_s": 3.0}
+    step = {"recipe": TINY.__dict__, "repeats": 1, "rows": [row], "ratio": {"crm_fast": 1.5}}
     run = {"batch_size": 2, "images_per_s": 3.0, "step_s": 0.7, "peak_rss_mb": {"self": 500.0}}
     doc = {
         "gradcampp_speedup_vs_grad_cam": 2.5, "gradcampp_max_abs_diff": 1e-7, "crm_step_ratio": 1.4,
@@ -106,4 +109,24 @@ def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
     bench.write_markdown(doc, out, "python -m crm_core.bench --quick")
     text = out.read_text()
     assert "Reproduce: `python -m crm_core.bench --quick`" in text and "crm_fast" in text and "n/a" in text
+    out.write_text("# Title\n\nanalysis before\n\n" + text.split("\n", 2)[2] + "\nanalysis after\n")
+    bench.write_markdown(doc, out, "python -m crm_core.bench")
+    again = out.read_text()
+    assert "analysis before" in again and "analysis after" in again and again.count(bench.MARK_BEGIN) == 1
     json.dumps(doc, default=str)  # serialisable
+
+
+def test_cli_end_to_end_at_toy_sizes(tmp_path: Path) -> None:
+    """The real pipeline (run_all -> JSON -> Markdown -> re-render) with the fast sections at toy sizes."""
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert bench.cli(["--tiny", "--sections", "gradcampp", "superpixels",
+                      "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    doc = json.loads(out_json.read_text())
+    for key in ("gradcampp_speedup_vs_grad_cam", "gradcampp_max_abs_diff"):
+        assert isinstance(doc[key], float) and math.isfinite(doc[key]), key
+    assert doc["gradcampp_max_abs_diff"] <= 1e-4
+    assert doc["details"]["command"].startswith("python -m crm_core.bench --tiny")
+    text = out_md.read_text()
+    assert "### 1. Grad-CAM++" in text and "### 5. Superpixels" in text
+    assert bench.cli(["--from-json", str(out_json), "--markdown", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == text

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -96,6 +95,11 @@ def test_startup_fills_compare_and_gallery(engine: FakeEngine) -> None:
     assert out[4].shape == (render.DISPLAY, render.DISPLAY, 3) and "fake" in out[-1]
 
 
+def test_changing_model_a_redraws_a_dataset_picture_but_keeps_an_upload(engine: FakeEngine) -> None:
+    assert cb.current_picture(engine, "resnet_drs", 4).shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert cb.current_picture(engine, "resnet_drs", -1) == gr.update()
+
+
 def test_startup_without_checkpoints_says_what_to_do() -> None:
     out = cb.startup(FakeEngine(names=()), None, None, cb.PREDICTED, 0.3, "gradcampp")
     assert "Fine-tune" in out[-1] and out[2] == -1
@@ -113,7 +117,7 @@ def test_browse_sorts_by_iou(engine: FakeEngine, order: str) -> None:
         assert ious == sorted(ious)
     else:
         assert positions == list(range(12))
-    assert all(f"#{i} " in caption for i, (_, caption) in zip(positions, items))
+    assert all(f"· #{i} " in caption for i, (_, caption) in zip(positions, items))
 
 
 def test_browse_click_opens_the_sample_in_compare(engine: FakeEngine) -> None:
@@ -130,7 +134,7 @@ def test_drs_view_strip_and_curve(engine: FakeEngine) -> None:
     image_b, _, _ = cb.drs_view(engine, "resnet_drs", "resnet", None, 5, 0.9)
     assert "delta 0.30" in info and not np.array_equal(image_a, image_b)
     strip = cb.drs_strip(engine, "resnet_drs", "resnet", None, 5)
-    assert [c.split(" ·")[0] for _, c in strip] == [f"δ = {d:.2f}" for d in cb.STRIP_DELTAS]
+    assert [c.split(" ·")[0] for _, c in strip] == [f"δ {d:.2f}" for d in cb.STRIP_DELTAS]
     seen = []
     figure, table = cb.drs_curve(engine, "resnet_drs", 8, progress=lambda *a, **k: seen.append(a))
     assert isinstance(figure, go.Figure) and list(table["delta"]) == list(cb.CURVE_DELTAS) and seen
@@ -283,9 +287,9 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
     app = build_app(FakeEngine())
     config = app.get_config_file()
     names = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
-    assert {"compare", "startup", "browse", "drs_cam", "drs_strip", "drs_curve", "superpixels", "reconstructions",
-            "runs", "runs_csv", "fine_tune", "stop_training", "refresh_checkpoints"} <= names
-    assert None not in names
+    assert names == {"compare", "startup", "sample_gallery", "load_sample", "browse", "drs_cam", "drs_model_info",
+                     "drs_strip", "drs_curve", "superpixels", "reconstructions", "runs", "runs_csv", "fine_tune",
+                     "stop_training", "refresh_checkpoints"}
     images = [c for c in config["components"] if c["type"] in ("image", "gallery")]
     assert images and all(c["props"].get("format") == "png" for c in images)
     training = [d for d in config["dependencies"] if d.get("api_name") == "fine_tune"][0]

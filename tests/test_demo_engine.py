@@ -44,7 +44,9 @@ def test_every_cam_method_gives_a_normalised_map(engine: Engine) -> None:
     assert any(m.startswith("pgc:") for m in methods) == package_cam_available()
     sample = engine.sample("resnet_drs", 1)
     assert sample.image.shape == (64, 64, 3) and sample.mask.shape == (64, 64) and sample.class_name
-    for method in methods:
+    # Ours, plus a gradient-based and a gradient-free method of the package (the rest share their code path).
+    for method in [m for m in methods if not m.startswith("pgc:")] + [m for m in ("pgc:GradCAM", "pgc:EigenCAM")
+                                                                        if m in methods]:
         out = engine.cam("resnet_drs", sample.image, class_index=1, drs_delta=0.4, method=method)
         assert out.cam.shape == (64, 64) and np.isfinite(out.cam).all(), method
         assert 0.0 <= out.cam.min() and out.cam.max() <= 1.0 + 1e-6 and out.class_index == 1
@@ -108,3 +110,23 @@ def test_one_training_job_at_a_time(engine: Engine) -> None:
     finally:
         engine._job = {}
         engine._train_lock.release()
+
+
+def test_bootstrap_trains_the_demo_pair_side_by_side(tmp_path: Path) -> None:
+    from demo.bootstrap import bootstrap_demo, needs_bootstrap
+
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    assert needs_bootstrap(checkpoints)
+    tiny = dict(steps=1, train_size=8, batch_size=8, val_limit=4, n_segments=16)
+    paths = bootstrap_demo(checkpoints, runs, processes=2, eval_images=4, **tiny)
+    assert [p.name for p in paths] == ["resnet.pt", "resnet_drs.pt"] and all(p.is_file() for p in paths)
+    assert not needs_bootstrap(checkpoints)
+    engine = Engine(checkpoints, runs)
+    assert engine.has_drs("resnet_drs") and not engine.has_drs("resnet")
+    assert engine.model("resnet").has_reconstructor and engine.model("resnet_drs").has_reconstructor
+    for name in ("resnet", "resnet_drs"):
+        info = engine.run(name)
+        assert info.metrics and info.eval["num_images"] == 4
+    mtime = paths[0].stat().st_mtime_ns
+    assert bootstrap_demo(checkpoints, runs, processes=2, **tiny) == paths  # nothing left to train
+    assert paths[0].stat().st_mtime_ns == mtime

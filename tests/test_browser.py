@@ -1,0 +1,114 @@
+"""The dashboard in a real chromium (Playwright): every tab, an upload, the delta slider, a fine-tune.
+
+Screenshots go to test-artifacts/ (git-ignored). Without /usr/bin/chromium the test is skipped,
+unless CRM_LAB_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo_fixtures import copy_pair, served_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# tab -> (element, text it shows once the tab's view is filled)
+TABS = {
+    "Browse heatmaps": ("#browse-gallery", "IoU"),
+    "DRS thresholds": ("#drs-info", "delta 0.55"),
+    "Superpixels": ("#sp-info", "superpixels"),
+    "Reconstructions": ("#rec-info", "L1 ="),
+    "Runs": ("#runs-table", "resnet_drs"),
+    "Fine-tune": ("#ft-status", "One training job at a time"),
+    "Compare": ("#compare-info", "test sample #3"),
+}
+
+
+def _require_browser():
+    required = os.environ.get("CRM_LAB_REQUIRE_BROWSER") == "1"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            pytest.fail("CRM_LAB_REQUIRE_BROWSER=1 but playwright is not installed")
+        pytest.skip("playwright is not installed")
+    if not CHROMIUM.is_file():
+        if required:
+            pytest.fail(f"CRM_LAB_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing")
+    return sync_playwright
+
+
+def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
+    sync_playwright = _require_browser()
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+    upload = tmp_path / "upload.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((80, 100, 3)) * 255).astype(np.uint8)).save(upload)
+
+    with served_app(checkpoints, runs) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url)
+            # The page opens on a filled Compare view (demo.load).
+            expect(page.locator("#overlay-a img")).to_be_visible(timeout=90_000)
+            expect(page.locator("#compare-info")).to_contain_text("test sample #0", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "01_compare.png"), full_page=True)
+
+            # Upload an image: index becomes -1 and both CAMs are recomputed.
+            page.locator("#input-image input[type=file]").set_input_files(str(upload))
+            expect(page.locator("#compare-info")).to_contain_text("your upload", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "02_upload.png"), full_page=True)
+            # Back to a dataset sample from the gallery.
+            page.locator("#sample-gallery").get_by_text(re.compile(r"^#3 ")).click()
+            expect(page.locator("#compare-info")).to_contain_text("test sample #3", timeout=60_000)
+
+            for i, (tab, (element, text)) in enumerate(TABS.items(), start=3):
+                page.get_by_role("tab", name=tab).click()
+                expect(page.locator(element)).to_contain_text(text, timeout=60_000)
+                if tab == "DRS thresholds":
+                    slider = page.locator("#delta-slider input[type=range]")
+                    box = slider.bounding_box()
+                    assert box is not None
+                    y = box["y"] + box["height"] / 2
+                    page.mouse.move(box["x"] + box["width"] * 0.53, y)
+                    page.mouse.down()
+                    page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=5)
+                    page.mouse.up()  # .release re-runs the DRS model with the new cap
+                    expect(page.locator("#drs-info")).not_to_contain_text("delta 0.55", timeout=60_000)
+                    expect(page.locator("#drs-info")).to_contain_text(re.compile(r"delta 0\.[0-4]\d"))
+                page.screenshot(path=str(ARTIFACTS / f"{i:02d}_{tab.split()[0].lower()}.png"), full_page=True)
+
+            # A tiny fine-tune from resnet_drs; the new checkpoint appears in the model menus.
+            page.get_by_role("tab", name="Fine-tune").click()
+            page.locator("#ft-name textarea, #ft-name input").first.fill("ft-browser")
+            page.get_by_label("Base checkpoint").click()
+            page.get_by_role("option", name="resnet_drs").click()
+            steps = page.locator("#ft-steps input[type=number]")
+            steps.fill("2")
+            steps.press("Enter")
+            page.locator("#ft-start").click()
+            expect(page.locator("#ft-status")).to_contain_text("saved", timeout=240_000)
+            page.screenshot(path=str(ARTIFACTS / "10_finetuned.png"), full_page=True)
+            assert (checkpoints / "ft-browser.pt").is_file()
+            page.get_by_role("tab", name="Compare").click()
+            page.get_by_label("Model A").click()
+            expect(page.get_by_role("option", name="ft-browser")).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "11_new_checkpoint_in_menu.png"), full_page=True)
+        finally:
+            browser.close()
+        assert not errors, errors

@@ -418,11 +418,21 @@ def bench_crm_step(recipe: StepRecipe, levers: list[Lever] | None = None, repeat
 
 # -- 3. training throughput and peak memory (subprocesses) --------------------------------
 def _peak_rss_mb() -> dict[str, float]:
-    """Peak resident set size of this process and of its waited-for children, MiB."""
+    """Peak resident set size of this process and of its waited-for children, MiB.
+
+    On Linux the process's own peak is VmHWM from /proc/self/status: ``ru_maxrss`` survives
+    ``fork`` + ``exec``, so a worker started by a big parent would report the parent's peak.
+    """
     scale = 1.0 if sys.platform == "darwin" else 1024.0  # ru_maxrss: bytes on macOS, KiB on Linux
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own = float(line.split()[1]) / 1024.0  # kB -> MiB
+    except OSError:
+        pass
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale / MB
-    return {"self": own, "children": children}
+    return {"self": own, "children_max": children}
 
 
 def _train_worker(config: dict[str, Any], out: str, warmup_steps: int) -> None:
@@ -668,8 +678,18 @@ def bench_cold_start(checkpoint_dir: Path, timeout: float = 180.0) -> dict[str, 
                 proc.wait()
 
 
+def _import_time(module: str) -> float | None:
+    """Seconds a fresh interpreter needs to ``import module`` (part of any cold start)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
 def bench_dashboard(repeats: int = 5, cold_start: bool = True, checkpoint_recipe: dict[str, Any] | None = None,
-                    workdir: str | Path | None = None) -> dict[str, Any]:
+                    workdir: str | Path | None = None, one_thread_too: bool = True) -> dict[str, Any]:
     """Compare / DRS latencies (engine callbacks when importable, and the API path) and cold start."""
     with contextlib.ExitStack() as stack:
         root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="crm_bench_dash_")))
@@ -682,7 +702,19 @@ def bench_dashboard(repeats: int = 5, cold_start: bool = True, checkpoint_recipe
                                   "model_image_size": CamModel.load(paths[0]).image_size,
                                   "api": bench_dashboard_api(paths, image, repeats)}
         result["engine"] = bench_dashboard_engine(checkpoint_dir, image, repeats)
+        if one_thread_too and torch.get_num_threads() > 1:
+            # Small models on a busy machine: a second intra-op thread can cost more (waiting for
+            # a descheduled partner at every op) than it gives. Same calls with one thread:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                result["api_1thread"] = bench_dashboard_api(paths, image, repeats)
+                result["engine_1thread"] = bench_dashboard_engine(checkpoint_dir, image, repeats)
+            finally:
+                torch.set_num_threads(threads)
         result["cold_start"] = bench_cold_start(checkpoint_dir) if cold_start else {"available": False, "reason": "skipped"}
+        if cold_start:
+            result["import_gradio_s"] = _import_time("gradio")
     source = result["engine"] if result["engine"].get("available") else result["api"]
     result["measured_through"] = "demo.callbacks (Engine)" if source is result["engine"] else "crm_core.api.CamModel"
     result["compare_latency_s"] = source["compare_cold"]["median"]
@@ -695,8 +727,10 @@ def bench_dashboard(repeats: int = 5, cold_start: bool = True, checkpoint_recipe
 # -- 5. superpixel cache -------------------------------------------------------------------
 def bench_superpixels(image_size: int = 112, batch: int = 16, n_segments: int = 64, repeats: int = 3) -> dict[str, Any]:
     """SLIC labels for one batch: recomputed vs looked up in the on-disk cache."""
+    from crm_core.data import to_uint8_image
+
     dataset = build_dataset("synthetic", "train", image_size=image_size, num_classes=4, length=batch)
-    images = [dataset[i]["image"] for i in range(batch)]
+    images = [to_uint8_image(dataset[i]["image"]) for i in range(batch)]  # uint8 HxWx3, as the datasets pass them
     with tempfile.TemporaryDirectory(prefix="crm_bench_sp_") as tmp:
         cache = SuperpixelCache(root=tmp, n_segments=n_segments)
         for image in images:
@@ -722,12 +756,13 @@ def bench_scale(recipe: StepRecipe, steps: int, global_batch: int = 16, crm_pres
         previous = os.environ.get("CRM_LAB_CACHE")
         os.environ["CRM_LAB_CACHE"] = cache
         try:
-            for nproc in (1, 2):
+            # (processes, threads each): the two ways to use the cores, and one process on one
+            # thread to tell how much a second thread buys inside one process.
+            for nproc, threads in ((1, cores), (2, max(1, cores // 2)), (1, 1)):
                 per_proc = replace(recipe, batch_size=global_batch // nproc)
                 config = training_config(per_proc, steps, True, crm_preset=crm_preset, workers=0,
                                          train_size=global_batch * steps)
                 _prefill_superpixels(config, Path(cache) / "superpixels")
-                threads = max(1, cores // nproc)
                 results[f"{nproc}proc_x_{threads}threads"] = {
                     "nproc": nproc, "threads_per_proc": threads, "per_process_batch": global_batch // nproc,
                     **run_train_subprocess(config, warmup_steps, nproc=nproc, threads=threads)}
@@ -736,7 +771,7 @@ def bench_scale(recipe: StepRecipe, steps: int, global_batch: int = 16, crm_pres
                 os.environ.pop("CRM_LAB_CACHE", None)
             else:
                 os.environ["CRM_LAB_CACHE"] = previous
-    one, two = results.values()
+    one, two = list(results.values())[:2]
     return {"recipe": recipe.name, "global_batch": global_batch, "cores": cores, "runs": results,
             "speedup_2proc": two["images_per_s"] / one["images_per_s"]}
 
@@ -902,10 +937,17 @@ def format_tables(doc: dict[str, Any]) -> str:
                   f"| DRS delta change | {_mmm(src['drs_update'])} | <= 0.5 |",
                   f"| cold start: `python app.py --no-bootstrap` to HTTP 200 | "
                   f"{_f(cold.get('seconds')) if cold.get('available') else 'n/a: ' + cold.get('reason', '')[:200]} | <= 10 |"]
+        one = r.get("engine_1thread") if r.get("engine_1thread", {}).get("available") else r.get("api_1thread")
+        if one:
+            lines += [f"| same, torch limited to 1 thread: Compare (loads) | {_mmm(one['compare_cold'])} | <= 1 |",
+                      f"| same, 1 thread: Compare (cached) | {_mmm(one['compare_warm'])} | <= 1 |",
+                      f"| same, 1 thread: DRS delta change | {_mmm(one['drs_update'])} | <= 0.5 |"]
         if r["engine"].get("available"):
             a = r["api"]
             lines += ["", f"Same actions through `crm_core.api.CamModel` only: Compare {_f(a['compare_cold']['median'], 3)} s "
                       f"(loading) / {_f(a['compare_warm']['median'], 3)} s (cached), DRS {_f(a['drs_update']['median'], 3)} s."]
+        if r.get("import_gradio_s") is not None:
+            lines += ["", f"`import gradio` alone in a fresh interpreter: {_f(r['import_gradio_s'])} s."]
         lines.append("")
     if "superpixels" in d:
         r = d["superpixels"]
@@ -921,7 +963,7 @@ def format_tables(doc: dict[str, Any]) -> str:
         for run in r["runs"].values():
             lines.append(f"| {run['nproc']} x {run['threads_per_proc']} | {run['per_process_batch']} | "
                          f"{_f(run['images_per_s'])} | {_f(run['step_s'])} |")
-        lines += ["", f"2 processes / 1 process: **{r['speedup_2proc']:.2f}x**.", ""]
+        lines += ["", f"2 processes x 1 thread / 1 process x {r['cores']} threads (images/s): **{r['speedup_2proc']:.2f}x**.", ""]
     return "\n".join(lines)
 
 

@@ -1044,6 +1044,7 @@ def cli(argv: list[str] | None = None) -> int:
     else:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the training / app subprocesses too
         doc = run_all(BenchConfig(quick=args.quick, sections=tuple(args.sections), repeats=args.repeats,
                                   compile=args.compile, tiny=args.tiny))
         doc["details"]["command"] = command

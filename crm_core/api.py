@@ -132,12 +132,15 @@ class CamModel:
         return upsample_normalised(cams, size or tuple(images.shape[-2:]))
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, drs_delta: float | None = None) -> torch.Tensor:
-        """ReconstructNet's decoding of the CAMs, (B, 3, H, W) in [0, 1]."""
+    def reconstruct(self, images: torch.Tensor, drs_delta: float | None = None, native: bool = False) -> torch.Tensor:
+        """ReconstructNet's decoding of the CAMs in [0, 1]: (B, 3, H, W) at the input size, or
+        with ``native`` at the size it decodes to (smaller when trained with ``recon_size``)."""
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
-        cams = self.predict(images, drs_delta).cams
-        return from_tanh_range(self.reconstructor(cams))
+        recon = from_tanh_range(self.reconstructor(self.predict(images, drs_delta).cams))
+        if native or recon.shape[-2:] == images.shape[-2:]:
+            return recon
+        return F.interpolate(recon, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def upsample_normalised(cams: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -27,7 +28,8 @@ from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
 from crm_core.metrics import DEFAULT_THRESHOLDS, ThresholdCurve
-from crm_core.models import delta_override, from_tanh_range, to_tanh_range
+from crm_core.losses import reconstruction_l1, reconstruction_target
+from crm_core.models import delta_override, from_tanh_range
 from crm_core.runs import RunDir
 
 log = logging.getLogger("crm_core.evaluate")
@@ -81,8 +83,8 @@ def evaluate_model(
             curve.add(cams, batch["mask"], batch.get("parts"))
             recon = None
             if model.reconstructor is not None:
-                recon = model.reconstructor(model.predict(images, drs_delta).cams)
-                l1_sum += float((recon - to_tanh_range(images)).abs().mean()) * len(images)
+                recon = model.reconstructor(model.predict(images, drs_delta).cams)  # (B, 3, r, r), r = recon size
+                l1_sum += float(reconstruction_l1(recon, reconstruction_target(images, recon))) * len(images)
             for i in range(len(images)):
                 if len(panels) >= samples:
                     break
@@ -121,6 +123,9 @@ def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, rec
     rgb = to_uint8_image(image.cpu())
     tiles = [rgb, cam_overlay(rgb, cam.cpu().numpy()), mask_outline(rgb, (mask.cpu().numpy() == 1))]
     if recon is not None:
+        if recon.shape[-2:] != image.shape[-2:]:  # decoded at a smaller recon_size: shown at the image's
+            recon = F.interpolate(recon[None].float(), size=tuple(image.shape[-2:]), mode="bilinear",
+                                  align_corners=False)[0].clamp(0, 1)
         tiles.append(to_uint8_image(recon.cpu()))
     gap = np.full((rgb.shape[0], 4, 3), 255, dtype=np.uint8)
     row: list[np.ndarray] = []

@@ -16,6 +16,7 @@ from torch import nn
 
 from crm_core.data.superpixels import superpixel_mean
 from crm_core.models.classifier import IMAGENET_MEAN, IMAGENET_STD
+from crm_core.models.decoder import to_tanh_range
 from crm_core.pretrained import resolve_weights
 
 # VGG19 ``features`` indices of relu1_1 .. relu5_1 and their weights 1/32 .. 1 (SSC / pix2pixHD).
@@ -37,6 +38,19 @@ class LossWeights:
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
+
+
+def reconstruction_target(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> ReconstructNet's target: [-1, 1], at the reconstruction's size.
+
+    A ReconstructNet trained with a smaller ``recon_size`` (a speed lever) is compared with
+    the image downsampled with antialiasing (area-like), not with a sub-sampled one.
+    """
+    target = to_tanh_range(images)
+    if target.shape[-2:] != recon.shape[-2:]:
+        target = F.interpolate(target.float(), size=tuple(recon.shape[-2:]), mode="bilinear", align_corners=False,
+                               antialias=True).to(recon.dtype)
+    return target
 
 
 def reconstruction_l1(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

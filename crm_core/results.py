@@ -30,7 +30,8 @@ log = logging.getLogger("crm_core.results")
 # One recipe for all four rows; only `model` and `crm` change between them.
 RECIPE: dict[str, Any] = dict(
     dataset="synthetic", arch="resnet18", image_size=112, output_stride=16, num_classes=4,
-    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, align_warmup=1, seed=0, workers=1, val_limit=100,
+    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, seed=0, workers=1,
+    val_limit=100,
 )
 CONFIGS = (("resnet", False), ("resnet", True), ("resnet_drs", False), ("resnet_drs", True))
 

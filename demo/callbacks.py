@@ -160,14 +160,13 @@ def _source_line(source: Sample) -> str:
 # -- checkpoints / refresh -----------------------------------------------------------------
 def checkpoints_markdown(engine: Any) -> str:
     names = engine.checkpoint_names()
+    refused = engine.refused_checkpoints()
+    lines = [f"- {engine.describe(name)}" for name in names]
     if not names:
-        return "No checkpoints yet: train one in **Fine-tune** (or restart `python app.py` to bootstrap the demo pair)."
-    lines = []
-    for name in names:
-        try:
-            lines.append(f"- {engine.describe(name)}")
-        except USER_ERRORS as exc:
-            lines.append(f"- {name}: cannot be loaded ({str(exc).splitlines()[0][:200]})")
+        lines.append("No checkpoints yet: train one in **Fine-tune** (or restart `python app.py` to bootstrap the demo pair).")
+    if refused:
+        lines.append("\n**Not listed** (cannot be loaded safely):")
+        lines += [f"- `{name}.pt`: {reason}" for name, reason in refused.items()]
     return "\n".join(lines)
 
 

@@ -22,13 +22,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from crm_core.api import CamModel, dataset_for, list_checkpoints, upsample_normalised
+from crm_core.checkpoints import CheckpointError
 from crm_core.api import superpixels as slic_labels
 from crm_core.cams import CAM_METHODS, compute_cams
 from crm_core.cams.utils import to_uint8_image
 from crm_core.evaluate import evaluate_model
-from crm_core.models import LogitsOnly, delta_override, to_tanh_range
+from crm_core.losses import reconstruction_target
+from crm_core.models import LogitsOnly, delta_override, from_tanh_range, to_tanh_range
 from crm_core.runs import RunDir, list_runs
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: classifiers start to separate the classes after ~60 steps (test accuracy ~0.75-0.8 at 100).
 DEMO_RECIPE: dict[str, Any] = dict(
     arch="resnet18", dataset="synthetic", num_classes=4, train_size=320, image_size=64, output_stride=16,
-    batch_size=16, epochs=1000, steps=100, cls_lr=1e-3, rec_lr=2e-3, perceptual_size=32, n_segments=32,
+    batch_size=16, epochs=1000, steps=100, cls_lr=1e-3, rec_lr=2e-3, n_segments=32,
     align_warmup=0, val_limit=32, workers=0, log_every=1, ckpt_every=50, seed=0,
 )
 DEMO_PAIR = ("resnet", "resnet_drs")
@@ -143,7 +146,10 @@ class Engine:
         self._cache_size = cache_size
         self._models: OrderedDict[tuple[str, int], CamModel] = OrderedDict()
         self._models_lock = threading.Lock()
-        self._descriptions: dict[tuple[str, int], str] = {}  # one line per checkpoint version
+        # One entry per checkpoint file version (path, mtime, size): its description, or why it
+        # cannot be loaded. Menus list only the loadable ones; the refused ones are reported.
+        self._checked: dict[tuple[str, int, int], tuple[bool, str]] = {}
+        self._checked_lock = threading.Lock()
         self._hooks_lock = threading.Lock()  # hook-based CAMs register hooks on shared modules
         self._perceptual: torch.nn.Module | None = None
         self._perceptual_lock = threading.Lock()
@@ -155,7 +161,32 @@ class Engine:
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint_names(self) -> list[str]:
-        return [p.stem for p in list_checkpoints(self.checkpoint_dir) if NAME_RE.match(p.stem)]
+        """Names of the checkpoints that load; see :meth:`refused_checkpoints` for the others."""
+        return [name for name, (ok, _) in self._check_all().items() if ok]
+
+    def refused_checkpoints(self) -> dict[str, str]:
+        """name -> why it cannot be loaded (truncated, not ours, a pickle that wants to run code...)."""
+        return {name: reason for name, (ok, reason) in self._check_all().items() if not ok}
+
+    def _check_all(self) -> dict[str, tuple[bool, str]]:
+        return {p.stem: self._check(p) for p in list_checkpoints(self.checkpoint_dir) if NAME_RE.match(p.stem)}
+
+    def _check(self, path: Path) -> tuple[bool, str]:
+        """(True, description) when ``path`` loads (safely: weights_only), else (False, reason)."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return False, f"cannot be read: {exc.strerror}"
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        with self._checked_lock:
+            if key not in self._checked:
+                try:
+                    loaded = self._models.get((key[0], key[1])) or CamModel.load(path, "cpu")
+                    self._checked[key] = (True, loaded.describe())
+                except (CheckpointError, OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                    log.warning("refusing checkpoint %s: %s", path, exc)
+                    self._checked[key] = (False, str(exc).splitlines()[0][:300])
+            return self._checked[key]
 
     def checkpoint_path(self, name: str) -> Path:
         """Validated path of checkpoint ``name``; refuses anything but a plain existing name."""
@@ -191,14 +222,12 @@ class Engine:
             return model
 
     def describe(self, name: str) -> str:
-        """CamModel.describe(), remembered per (path, mtime): menus list every checkpoint on each
+        """CamModel.describe(), remembered per file version: menus list every checkpoint on each
         refresh, and describing must not push the models in use out of the LRU cache."""
-        path = self.checkpoint_path(name)
-        key = (str(path), path.stat().st_mtime_ns)
-        if key not in self._descriptions:
-            model = self._models.get(key) or CamModel.load(path, "cpu")
-            self._descriptions[key] = model.describe()
-        return self._descriptions[key]
+        ok, text = self._check(self.checkpoint_path(name))
+        if not ok:
+            raise CheckpointError(f"{name}.pt cannot be loaded: {text}")
+        return text
 
     def class_names(self, name: str) -> list[str]:
         return list(self.model(name).class_names)
@@ -309,11 +338,17 @@ class Engine:
         if not model.has_reconstructor:
             raise ValueError(f"{name} was trained without CRM: it has no ReconstructNet")
         x = model.preprocess(image)[None]  # (1, 3, S, S)
-        recon = model.reconstruct(x, drs_delta)  # (1, 3, S, S) in [0, 1]
-        error = (recon - x).abs().mean(dim=1)[0]  # (S, S)
+        # Scored where it was trained: at the size ReconstructNet decodes to (r = S unless trained
+        # with a smaller recon_size), against the image downsampled the same way as in training.
+        recon = to_tanh_range(model.reconstruct(x, drs_delta, native=True))  # (1, 3, r, r) in [-1, 1]
+        target = reconstruction_target(x, recon)
+        error = (recon - target).abs().mean(dim=1, keepdim=True) * 0.5  # (1, 1, r, r), in [0, 1] image units
         with torch.no_grad():
-            perceptual = float(self.perceptual_loss()(to_tanh_range(recon), to_tanh_range(x)))
-        return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(recon[0]), error=error.numpy(),
+            perceptual = float(self.perceptual_loss()(recon, target))
+        size = tuple(x.shape[-2:])
+        shown = from_tanh_range(F.interpolate(recon, size=size, mode="bilinear", align_corners=False))  # (1, 3, S, S)
+        error_shown = F.interpolate(error, size=size, mode="nearest")[0, 0]  # (S, S)
+        return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(shown[0]), error=error_shown.numpy(),
                               l1=float(error.mean()), perceptual=perceptual)
 
     def perceptual_loss(self) -> torch.nn.Module:

@@ -58,7 +58,9 @@ def build_app(engine: Any) -> gr.Blocks:
                     threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=220):
-                        input_image = gr.Image(type="filepath", format="png", label="Input (upload your own)",
+                        # image_mode=None: gradio hands the file over undecoded, and crm_core's
+                        # load_image (alpha, 16 bit, CMYK, EXIF, pixel limit) is the one gate.
+                        input_image = gr.Image(type="filepath", format="png", image_mode=None, label="Input (upload your own)",
                                                sources=["upload", "clipboard"], height=260, elem_id="input-image")
                         with gr.Row():
                             sample_index = gr.Number(value=0, precision=0, minimum=-1, label="Test sample # (-1 = upload)",

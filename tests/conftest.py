@@ -27,7 +27,7 @@ def tiny_config(tmp_path: Path, **overrides):
 
     values = dict(
         name="tiny", model="resnet_drs", arch="resnet18", dataset="synthetic", num_classes=3, train_size=24,
-        image_size=64, batch_size=4, epochs=1, steps=3, val_limit=8, workers=0, perceptual_size=32,
+        image_size=64, batch_size=4, epochs=1, steps=3, val_limit=8, workers=0,
         n_segments=16, align_warmup=0, checkpoint_dir=str(tmp_path / "checkpoints"), runs_dir=str(tmp_path / "runs"),
     )
     values.update(overrides)

@@ -53,6 +53,9 @@ class FakeEngine:
     def checkpoint_names(self) -> list[str]:
         return list(self.names)
 
+    def refused_checkpoints(self) -> dict[str, str]:
+        return {}
+
     def checkpoint_path(self, name: Any) -> Path:
         if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
             raise InvalidName(f"invalid checkpoint name {name!r}")

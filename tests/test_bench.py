@@ -36,8 +36,8 @@ def test_crm_step_levers_run_every_loss() -> None:
         assert _finite_stats(row["step_s"]) and math.isfinite(row["ratio_vs_plain"]) and row["ratio_vs_plain"] > 0
     assert rows["plain"]["loss_terms"] == ["loss_cls"]
     assert rows["crm_exact"]["loss_terms"] == ["loss_align", "loss_cls", "loss_l1", "loss_vgg"]
-    assert rows["crm_fast"]["channels_last"] and rows["crm_fast"]["perceptual_size"] == 32
-    assert rows["crm_exact"]["perceptual_size"] is None
+    assert rows["crm_fast"]["channels_last"] and rows["crm_fast"]["recon_size"] == TINY.image_size // 4
+    assert rows["crm_exact"]["perceptual_size"] is None and rows["crm_exact"]["recon_size"] == TINY.image_size
     assert rows["crm_exact_unfused_norm"]["channels_last"] is False
 
 
@@ -85,7 +85,7 @@ def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
     run = {"batch_size": 2, "images_per_s": 3.0, "step_s": 0.7, "peak_rss_mb": {"self": 500.0}}
     doc = {
         "gradcampp_speedup_vs_grad_cam": 2.5, "gradcampp_max_abs_diff": 1e-7, "crm_step_ratio": 1.4,
-        "crm_step_ratio_224_last2": 1.8, "train_images_per_s": 3.0, "train_peak_rss_mb": 500.0,
+        "crm_step_ratio_synthetic": 1.8, "train_images_per_s": 3.0, "train_peak_rss_mb": 500.0,
         "compare_latency_s": 0.2, "drs_update_latency_s": 0.1, "cold_start_s": None,
         "details": {
             "machine": bench.machine_info(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from hostile_files import broken_checkpoints, hostile_checkpoint
 from crm_core import atomic
 from crm_core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint
 from crm_core.runs import RunDir
@@ -22,25 +22,10 @@ from crm_core.runs import RunDir
 REPO = Path(__file__).resolve().parents[1]
 
 
-class _Payload:
-    """Unpickling this calls ``Path.touch(marker)``: a real code-execution payload."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
-def _hostile_checkpoint(path: Path, marker: Path) -> Path:
-    torch.save({"format": "crm-lab-checkpoint", "version": 1, "model_config": _Payload(marker)}, path)
-    return path
-
-
 def test_pickle_payload_is_live_when_loaded_unsafely(tmp_path: Path) -> None:
     """Proves the attack file really runs code, so the refusal tests below can fail."""
     marker = tmp_path / "pwned_unsafe"
-    bad = _hostile_checkpoint(tmp_path / "evil.pt", marker)
+    bad = hostile_checkpoint(tmp_path / "evil.pt", marker)
     torch.load(bad, weights_only=False)
     assert marker.exists()
 
@@ -49,7 +34,7 @@ def test_pickle_payload_refused_by_loader_and_cli(tmp_path: Path, capsys: pytest
     from crm_core import evaluate, postprocess
 
     marker = tmp_path / "pwned"
-    bad = _hostile_checkpoint(tmp_path / "evil.pt", marker)
+    bad = hostile_checkpoint(tmp_path / "evil.pt", marker)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(bad)
     assert evaluate.cli(["--checkpoint", str(bad), "--runs-dir", str(tmp_path / "runs")]) == 2
@@ -83,13 +68,8 @@ def _variant(good: Path, tmp_path: Path, name: str, mutate) -> Path:
 ])
 def test_broken_checkpoints_name_the_file_and_the_problem(good_checkpoint: Path, tmp_path: Path, case: str, pattern: str) -> None:
     path = tmp_path / f"{case}.pt"
-    data = good_checkpoint.read_bytes()
-    if case == "empty":
-        path.write_bytes(b"")
-    elif case == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif case == "garbage":
-        path.write_bytes(os.urandom(4096))
+    if case in ("empty", "truncated", "garbage", "not_ours"):
+        path = broken_checkpoints(good_checkpoint, tmp_path)[case]
     elif case == "wrong_arch":
         path = _variant(good_checkpoint, tmp_path, path.name, lambda p: p["model_config"].update(arch="resnet34"))
     elif case == "wrong_classes":
@@ -99,8 +79,6 @@ def test_broken_checkpoints_name_the_file_and_the_problem(good_checkpoint: Path,
             p["model_config"]["num_classes"] = 5
             p["class_names"] = list("abcde")
         path = _variant(good_checkpoint, tmp_path, path.name, grow)
-    elif case == "not_ours":
-        torch.save({"state_dict": {}}, path)
     with pytest.raises(CheckpointError, match=pattern) as info:
         load_checkpoint(path)
     assert path.name in str(info.value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 from conftest import tiny_config
 from crm_core import train as train_mod
 from crm_core.checkpoints import load_checkpoint
+from crm_core.models import to_tanh_range
 from crm_core.runs import METRIC_COLUMNS, RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +112,7 @@ def test_reconstruction_loss_trains_the_classifier_through_the_cams(tmp_path: Pa
     net = train_mod.CRMNet(classifier, reconstructor).train()
     images = next(iter(torch.utils.data.DataLoader(train_set, batch_size=4)))["image"]
     out = net(images)
-    (out["recon"] - train_mod.to_tanh_range(images)).abs().mean().backward()
+    (out["recon"] - to_tanh_range(images)).abs().mean().backward()
     assert classifier.layer4[0][0].conv1.weight.grad.abs().sum() > 0
     assert classifier.fc.weight.grad.abs().sum() > 0  # the closed-form CAM depends on the head
 
@@ -126,6 +128,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> 
         assert torch.allclose(value.float(), resumed.classifier.state_dict()[key].float(), atol=1e-5), key
     rows = RunDir(tmp_path / "b" / "runs" / "tiny").read_metrics()
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5]
+
+
+def test_cosine_schedule_decays_lr_and_resumes_on_the_same_curve(tmp_path: Path) -> None:
+    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
+    common = dict(steps=5, ckpt_every=1, epochs=2, train_size=12, lr_schedule="cosine")
+    full = load_checkpoint(train_mod.main(tiny_config(tmp_path / "a", **common)))
+    # Stop cleanly after 2 steps of the same 5-step run, then resume it.
+    done: list[int] = []
+    train_mod.main(tiny_config(tmp_path / "b", **common), on_progress=lambda row: done.append(row["step"]),
+                   should_stop=lambda: len(done) >= 2)
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "tiny.pt").step == 2
+    resumed = load_checkpoint(train_mod.main(tiny_config(tmp_path / "b", resume=True, **common)))
+    for key, value in full.classifier.state_dict().items():
+        assert torch.allclose(value.float(), resumed.classifier.state_dict()[key].float(), atol=1e-5), key
+    for run in ("a", "b"):
+        rows = [r for r in RunDir(tmp_path / run / "runs" / "tiny").read_metrics() if r["split"] == "train"]
+        # Row for step s logs the lr used by optimisation step s-1 (0-based): 1e-3 * (1 + cos(pi (s-1) / 5)) / 2.
+        expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * (r["step"] - 1) / 5)) for r in rows]
+        assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+        assert [float(r["lr"]) for r in rows] == pytest.approx(expected, rel=1e-5)  # metrics.csv keeps 6 significant digits
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

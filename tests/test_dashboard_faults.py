@@ -1,0 +1,244 @@
+"""Faults pushed through the served dashboard's HTTP API (gradio_client): hostile and broken
+checkpoints in its folder, the bad-image zoo, hostile parameters, concurrent users, memory over
+many requests, two fine-tunes at once. Each: a clear message, no traceback, the next request works."""
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from demo_fixtures import copy_pair, served_app
+from hostile_files import IMAGE_ZOO, broken_checkpoints, hostile_checkpoint
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+GOOD = ["resnet", "resnet_drs"]
+COMPARE = ("(predicted class)", 0.3, "gradcampp")
+
+
+@pytest.fixture(scope="module")
+def server(trained_pair: dict, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny trained pair plus a hostile payload and four kinds of broken checkpoint."""
+    root = tmp_path_factory.mktemp("hostile")
+    checkpoints, runs = copy_pair(trained_pair, root)
+    marker = root / "pwned"
+    hostile_checkpoint(checkpoints / "evil.pt", marker)
+    broken_checkpoints(checkpoints / "resnet.pt", checkpoints)
+    wrong_arch = torch.load(checkpoints / "resnet.pt", weights_only=True)
+    wrong_arch["model_config"]["arch"] = "resnet34"
+    torch.save(wrong_arch, checkpoints / "wrong_arch.pt")
+    with served_app(checkpoints, runs) as url:
+        yield {"url": url, "checkpoints": checkpoints, "runs": runs, "root": root, "marker": marker}
+
+
+@pytest.fixture(scope="module")
+def client(server: dict) -> Client:
+    return Client(server["url"], analytics_enabled=False, verbose=False)
+
+
+def _assert_clear_error(info: pytest.ExceptionInfo, pattern: str) -> None:
+    import re
+
+    message = str(info.value)
+    assert re.search(pattern, message, re.IGNORECASE), message
+    assert "Traceback" not in message and 'File "' not in message, message
+
+
+def _normal_compare_works(client: Client) -> None:
+    out = client.predict("resnet", "resnet_drs", None, 1, *COMPARE, api_name="/compare")
+    assert "test sample #1" in out[-1]
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def test_menus_list_only_loadable_checkpoints_and_say_why_the_others_are_not(client: Client, server: dict) -> None:
+    refreshed = client.predict("resnet", "resnet_drs", "resnet_drs", "resnet", "resnet", GOOD,
+                               "(none: from scratch)", [], api_name="/refresh_checkpoints")
+    choices = [c[0] for c in refreshed[0]["choices"]]
+    assert choices == GOOD
+    report = refreshed[-1]
+    for name, why in [("evil", "refused"), ("empty", "empty"), ("truncated", "truncated or corrupt"),
+                      ("garbage", "truncated or corrupt"), ("not_ours", "not a CRM Lab checkpoint"),
+                      ("wrong_arch", "do not match")]:
+        line = next(line for line in report.splitlines() if f"`{name}.pt`" in line)
+        assert why in line, line
+    assert not server["marker"].exists(), "the pickle payload ran"
+
+
+@pytest.mark.parametrize("name,pattern", [
+    ("evil", "refused"), ("truncated", "truncated or corrupt"), ("wrong_arch", "do not match"),
+    ("../../etc/passwd", "invalid checkpoint name"), ("/etc/passwd", "invalid checkpoint name"),
+    ("missing", "no checkpoint named"),
+])
+def test_asking_for_a_bad_checkpoint_by_name_is_a_message(client: Client, server: dict, name: str, pattern: str) -> None:
+    with pytest.raises(AppError) as info:
+        client.predict(name, "resnet", None, 1, *COMPARE, api_name="/compare")
+    _assert_clear_error(info, pattern)
+    with pytest.raises(AppError) as info:
+        client.predict(name, "resnet", None, 3, 0.4, api_name="/drs_cam")
+    _assert_clear_error(info, pattern)
+    assert not server["marker"].exists(), "the pickle payload ran"
+    _normal_compare_works(client)
+
+
+# -- images ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", sorted(IMAGE_ZOO))
+def test_image_zoo_through_the_http_api(client: Client, tmp_path: Path, case: str) -> None:
+    build, accepted = IMAGE_ZOO[case]
+    upload = handle_file(str(build(tmp_path)))
+    if accepted:
+        out = client.predict("resnet", "resnet_drs", upload, -1, *COMPARE, api_name="/compare")
+        assert "your upload" in out[-1] and Path(out[0]).is_file()
+        if case == "exif_rotated_jpeg":  # 40x20 landscape shown upright: 20 wide, 40 tall, blue on top
+            shown = np.asarray(Image.open(out[0]).convert("RGB"), dtype=float)
+            assert shown[: shown.shape[0] // 4, :, 2].mean() > shown[-shown.shape[0] // 4:, :, 2].mean()
+    else:
+        with pytest.raises(AppError) as info:
+            client.predict("resnet", "resnet_drs", upload, -1, *COMPARE, api_name="/compare")
+        _assert_clear_error(info, "image|too large|megapixels|corrupt|truncated")
+    _normal_compare_works(client)
+
+
+def test_upload_above_the_size_limit_is_refused(client: Client, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((2100, 2100, 3)) * 255).astype(np.uint8)).save(big, compress_level=0)
+    assert big.stat().st_size > 10 * 1024 * 1024  # the app's --max-file-size default is 10mb
+    with pytest.raises(Exception) as info:
+        client.predict("resnet", "resnet_drs", handle_file(str(big)), -1, *COMPARE, api_name="/compare")
+    assert "size" in str(info.value).lower() or "413" in str(info.value), str(info.value)
+    _normal_compare_works(client)
+
+
+# -- hostile parameters ----------------------------------------------------------------------
+FINE_TUNE = dict(name="ok-name", base="resnet_drs", model="resnet_drs", dataset="synthetic", steps=2, batch=4,
+                 cls_lr=1e-3, rec_lr=2e-3, l1=1.0, vgg=0.0, align=1.0, delta=0.55, learnable=False)
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ({"steps": -5}, "steps"), ({"steps": 10**9}, "steps"), ({"batch": 10**6}, "batch size"),
+    ({"cls_lr": math.nan}, "learning rate"), ({"rec_lr": math.inf}, "learning rate"), ({"cls_lr": -1.0}, "learning rate"),
+    ({"model": "resnet_evil"}, "unknown model|resnet_evil"), ({"dataset": "imagenet_full"}, "unknown dataset|imagenet_full"),
+    ({"base": "../../etc/passwd"}, "invalid"), ({"name": "../../etc/passwd"}, "checkpoint name"),
+    ({"name": "resnet"}, "exists|already"), ({"delta": 7.0}, "delta"), ({"base": "evil"}, "refused"),
+])
+def test_hostile_fine_tune_parameters_are_refused_before_training(client: Client, server: dict, override: dict,
+                                                                   pattern: str) -> None:
+    args = {**FINE_TUNE, **override}
+    before = sorted(p.name for p in server["checkpoints"].iterdir())
+    with pytest.raises(AppError) as info:
+        client.predict(*args.values(), api_name="/fine_tune")
+    _assert_clear_error(info, pattern)
+    assert sorted(p.name for p in server["checkpoints"].iterdir()) == before
+    assert not server["marker"].exists()
+
+
+@pytest.mark.parametrize("endpoint,args,pattern", [
+    ("/compare", ("resnet", "resnet_drs", None, 1, "(predicted class)", math.nan, "gradcampp"), "threshold"),
+    ("/compare", ("resnet", "resnet_drs", None, 10**12, "(predicted class)", 0.3, "gradcampp"), "sample index|out of range|index"),
+    ("/compare", ("resnet", "resnet_drs", None, 1, "no_such_class", 0.3, "gradcampp"), "class"),
+    ("/compare", ("resnet", "resnet_drs", None, 1, "(predicted class)", 0.3, "os.system"), "method"),
+    ("/drs_cam", ("resnet_drs", "resnet", None, 3, -2.0), "delta"),
+    ("/superpixels", ("resnet", "resnet", None, 3, 10**7, 10, 0.2, 0.45), "superpixels|segments"),
+    ("/browse", ("resnet", 10**6, "best IoU first", 0.3), "number of|samples"),
+])
+def test_out_of_range_values_sent_straight_to_the_api(client: Client, endpoint: str, args: tuple, pattern: str) -> None:
+    with pytest.raises(AppError) as info:
+        client.predict(*args, api_name=endpoint)
+    _assert_clear_error(info, pattern)
+    _normal_compare_works(client)
+
+
+# -- load ------------------------------------------------------------------------------------
+def test_twenty_concurrent_compares_are_all_answered_correctly(server: dict) -> None:
+    clients = [Client(server["url"], analytics_enabled=False, verbose=False) for _ in range(4)]
+    indices = list(range(20))
+    expected = {i: clients[0].predict("resnet", "resnet_drs", None, i, *COMPARE, api_name="/compare") for i in indices}
+    jobs = {i: clients[i % 4].submit("resnet", "resnet_drs", None, i, *COMPARE, api_name="/compare") for i in indices}
+    for i, job in jobs.items():
+        out = job.result(timeout=300)
+        want = expected[i]
+        assert f"test sample #{i}" in out[-1]
+        assert out[2]["label"] == want[2]["label"] and out[3]["label"] == want[3]["label"]
+        got_conf = {c["label"]: c["confidence"] for c in out[2]["confidences"]}
+        want_conf = {c["label"]: c["confidence"] for c in want[2]["confidences"]}
+        assert got_conf == pytest.approx(want_conf, abs=1e-5)
+        # The overlays are the same pictures as the ones computed alone.
+        assert np.abs(np.asarray(Image.open(out[0]), float) - np.asarray(Image.open(want[0]), float)).max() <= 1
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_two_hundred_sequential_requests_keep_memory_flat(client: Client, tmp_path: Path, record_property) -> None:
+    """The app is served in this process, so this process's RSS is the server's."""
+    upload = tmp_path / "up.png"
+    Image.fromarray((np.random.default_rng(1).random((80, 60, 3)) * 255).astype(np.uint8)).save(upload)
+
+    def request(i: int) -> None:
+        if i % 4 == 3:
+            client.predict("resnet", "resnet_drs", handle_file(str(upload)), -1, *COMPARE, api_name="/compare")
+        elif i % 4 == 2:
+            client.predict("resnet_drs", "resnet", None, i % 30, 0.2 + (i % 7) / 10, api_name="/drs_cam")
+        else:
+            client.predict("resnet", "resnet_drs", None, i % 30, *COMPARE, api_name="/compare")
+
+    for i in range(30):  # warm up: caches fill, allocator settles
+        request(i)
+    before = _rss_mb()
+    samples = []
+    for i in range(200):
+        request(i)
+        if i % 50 == 49:
+            samples.append(_rss_mb())
+    after = _rss_mb()
+    record_property("rss_before_mb", round(before, 1))
+    record_property("rss_after_mb", round(after, 1))
+    print(f"RSS before {before:.1f} MiB, after 200 requests {after:.1f} MiB, samples {[round(s) for s in samples]}")
+    assert after - before < 60, f"RSS grew from {before:.0f} to {after:.0f} MiB over 200 requests"
+    # No steady climb either: the last quarter grows no more than a few MiB over the first.
+    assert samples[-1] - samples[0] < 30
+
+
+def test_two_clients_start_fine_tunes_at_once_exactly_one_trains_at_a_time(server: dict) -> None:
+    from gradio_client.utils import Status
+
+    a, b = (Client(server["url"], analytics_enabled=False, verbose=False) for _ in range(2))
+    args = {**FINE_TUNE, "steps": 3}
+    jobs = {name: c.submit(*{**args, "name": name}.values(), api_name="/fine_tune")
+            for name, c in (("ft-one", a), ("ft-two", b))}
+    waited: set[str] = set()
+    deadline = time.monotonic() + 300
+    while not all(j.done() for j in jobs.values()) and time.monotonic() < deadline:
+        waited |= {name for name, j in jobs.items() if j.status().code == Status.IN_QUEUE}
+        time.sleep(0.05)
+    assert waited, "neither request waited in the queue"
+    from crm_core.checkpoints import load_checkpoint
+    from crm_core.runs import RunDir
+
+    for name, job in jobs.items():
+        status, _ = job.result(timeout=60)
+        assert f"**{name}** saved" in status
+        checkpoint = load_checkpoint(server["checkpoints"] / f"{name}.pt")
+        assert checkpoint.step == 3
+        rows = [r for r in RunDir(server["runs"] / name).read_metrics() if r["split"] == "train"]
+        assert [r["step"] for r in rows] == [1, 2, 3]
+        assert (server["runs"] / name / "eval.json").is_file()
+    # Server-side proof that they did not overlap: the second run's folder was created only
+    # after the first run's final checkpoint was written.
+    first, second = sorted(jobs, key=lambda n: (server["runs"] / n / "config.json").stat().st_mtime_ns)
+    assert (server["checkpoints"] / f"{first}.pt").stat().st_mtime_ns <= \
+        (server["runs"] / second / "config.json").stat().st_mtime_ns

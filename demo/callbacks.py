@@ -261,6 +261,9 @@ def compare(engine: Any, model_a: Any, model_b: Any, image: Any, index: Any, cla
     method = method or "gradcampp"
     if method not in methods:
         raise gr.Error(f"unknown CAM method {method!r}")
+    if class_choice not in (None, "", PREDICTED) and not any(
+            class_choice in engine.class_names(m) for m in (model_a, model_b)):
+        raise gr.Error(f"class {str(class_choice)[:60]!r} is not a class of {model_a} or {model_b}")
     source = resolve_source(engine, model_a, image, index)
     outputs: list[Any] = []
     rows = []

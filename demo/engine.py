@@ -126,12 +126,14 @@ class FineTuneRequest:
 
 
 def package_cam_available() -> bool:
-    """Whether the optional grad-cam package (pytorch_grad_cam) is importable."""
-    try:
-        import pytorch_grad_cam  # noqa: F401
-    except Exception:  # any import failure just hides the option
-        return False
-    return True
+    """Whether the optional grad-cam package (pytorch_grad_cam) is installed.
+
+    Looked up, not imported: importing it pulls in OpenCV and costs seconds of the dashboard's
+    cold start; it is imported the first time one of its methods is chosen.
+    """
+    import importlib.util
+
+    return importlib.util.find_spec("pytorch_grad_cam") is not None
 
 
 class Engine:
@@ -185,7 +187,7 @@ class Engine:
                     self._checked[key] = (True, loaded.describe())
                 except (CheckpointError, OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                     log.warning("refusing checkpoint %s: %s", path, exc)
-                    self._checked[key] = (False, str(exc).splitlines()[0][:300])
+                    self._checked[key] = (False, self._public_message(exc, path).splitlines()[0][:300])
             return self._checked[key]
 
     def checkpoint_path(self, name: str) -> Path:
@@ -213,13 +215,20 @@ class Engine:
                 self._models.move_to_end(key)
                 return self._models[key]
             log.info("loading checkpoint %s", path)
-            model = CamModel.load(path, self.device)
+            try:
+                model = CamModel.load(path, self.device)
+            except CheckpointError as exc:
+                raise CheckpointError(self._public_message(exc, path)) from exc
             for old in [k for k in self._models if k[0] == key[0]]:
                 del self._models[old]  # an older version of the same file
             self._models[key] = model
             while len(self._models) > self._cache_size:
                 self._models.popitem(last=False)
             return model
+
+    def _public_message(self, exc: BaseException, path: Path) -> str:
+        """The error with this server's folders left out: users see ``name.pt``, not the path."""
+        return str(exc).replace(str(path), path.name).replace(str(self.checkpoint_dir) + "/", "")
 
     def describe(self, name: str) -> str:
         """CamModel.describe(), remembered per file version: menus list every checkpoint on each
@@ -306,8 +315,11 @@ class Engine:
                          class_index=c, class_name=model.class_names[c], predicted=predicted)
 
     def _package_cam(self, model: CamModel, x: torch.Tensor, c: int, drs_delta: float | None, method: str) -> torch.Tensor:
-        import pytorch_grad_cam
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        try:
+            import pytorch_grad_cam
+            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        except ImportError as exc:  # installed but broken (e.g. its OpenCV dependency)
+            raise ValueError(f"the grad-cam package cannot be imported ({exc}); use our Grad-CAM++") from exc
 
         cls = getattr(pytorch_grad_cam, method)
         with self._hooks_lock, delta_override(drs_delta), torch.enable_grad():

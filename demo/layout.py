@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 import gradio as gr
+from PIL import Image, UnidentifiedImageError
 
 from demo import callbacks as cb
 from demo import plots
@@ -22,6 +23,25 @@ CSS = """
 .crm-small textarea, .crm-small input { font-size: 0.9em; }
 #crm-title h1 { margin-bottom: 0; }
 """
+
+
+class ImageUpload(gr.Image):
+    """gr.Image whose decoding failures reach the user as a message.
+
+    gr.Image opens every upload with PIL before any event handler runs; a file that is not an
+    image would otherwise end in a generic "error" and a server-side traceback. ``is_template``
+    makes gradio draw it with the stock Image frontend.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+            name = getattr(payload, "orig_name", None) or "the upload"
+            reason = "too large" if isinstance(exc, Image.DecompressionBombError) else "not an image file PIL can read"
+            raise gr.Error(f"cannot use {name!s:.80} as an image: {reason}; upload a PNG or JPEG") from exc
 
 
 def build_app(engine: Any) -> gr.Blocks:
@@ -60,7 +80,7 @@ def build_app(engine: Any) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=220):
                         # image_mode=None: gradio hands the file over undecoded, and crm_core's
                         # load_image (alpha, 16 bit, CMYK, EXIF, pixel limit) is the one gate.
-                        input_image = gr.Image(type="filepath", format="png", image_mode=None, label="Input (upload your own)",
+                        input_image = ImageUpload(type="filepath", format="png", image_mode=None, label="Input (upload your own)",
                                                sources=["upload", "clipboard"], height=260, elem_id="input-image")
                         with gr.Row():
                             sample_index = gr.Number(value=0, precision=0, minimum=-1, label="Test sample # (-1 = upload)",

@@ -3,11 +3,8 @@ checkpoints in its folder, the bad-image zoo, hostile parameters, concurrent use
 many requests, two fine-tunes at once. Each: a clear message, no traceback, the next request works."""
 from __future__ import annotations
 
-import math
-import statistics
-import threading
+import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +44,6 @@ def client(server: dict) -> Client:
 
 
 def _assert_clear_error(info: pytest.ExceptionInfo, pattern: str) -> None:
-    import re
-
     message = str(info.value)
     assert re.search(pattern, message, re.IGNORECASE), message
     assert "Traceback" not in message and 'File "' not in message, message
@@ -71,6 +66,7 @@ def test_menus_list_only_loadable_checkpoints_and_say_why_the_others_are_not(cli
                       ("wrong_arch", "do not match")]:
         line = next(line for line in report.splitlines() if f"`{name}.pt`" in line)
         assert why in line, line
+    assert str(server["root"]) not in report, "server paths leak into the page"
     assert not server["marker"].exists(), "the pickle payload ran"
 
 
@@ -83,6 +79,7 @@ def test_asking_for_a_bad_checkpoint_by_name_is_a_message(client: Client, server
     with pytest.raises(AppError) as info:
         client.predict(name, "resnet", None, 1, *COMPARE, api_name="/compare")
     _assert_clear_error(info, pattern)
+    assert str(server["root"]) not in str(info.value), "server paths leak into the message"
     with pytest.raises(AppError) as info:
         client.predict(name, "resnet", None, 3, 0.4, api_name="/drs_cam")
     _assert_clear_error(info, pattern)
@@ -124,12 +121,16 @@ FINE_TUNE = dict(name="ok-name", base="resnet_drs", model="resnet_drs", dataset=
                  cls_lr=1e-3, rec_lr=2e-3, l1=1.0, vgg=0.0, align=1.0, delta=0.55, learnable=False)
 
 
+# gradio checks a slider's or number's bounds and a dropdown's choices itself, with a message
+# such as "Value -5 is less than minimum value 1."; anything it lets through, our callbacks check.
+BOUNDS = "minimum value|maximum value|not in the list of choices"
+
+
 @pytest.mark.parametrize("override,pattern", [
-    ({"steps": -5}, "steps"), ({"steps": 10**9}, "steps"), ({"batch": 10**6}, "batch size"),
-    ({"cls_lr": math.nan}, "learning rate"), ({"rec_lr": math.inf}, "learning rate"), ({"cls_lr": -1.0}, "learning rate"),
+    ({"steps": -5}, BOUNDS), ({"steps": 10**9}, BOUNDS), ({"batch": 10**6}, BOUNDS), ({"cls_lr": -1.0}, "learning rate"),
     ({"model": "resnet_evil"}, "unknown model|resnet_evil"), ({"dataset": "imagenet_full"}, "unknown dataset|imagenet_full"),
     ({"base": "../../etc/passwd"}, "invalid"), ({"name": "../../etc/passwd"}, "checkpoint name"),
-    ({"name": "resnet"}, "exists|already"), ({"delta": 7.0}, "delta"), ({"base": "evil"}, "refused"),
+    ({"name": "resnet"}, "exists|already"), ({"delta": 7.0}, BOUNDS), ({"base": "evil"}, "refused"),
 ])
 def test_hostile_fine_tune_parameters_are_refused_before_training(client: Client, server: dict, override: dict,
                                                                    pattern: str) -> None:
@@ -143,19 +144,58 @@ def test_hostile_fine_tune_parameters_are_refused_before_training(client: Client
 
 
 @pytest.mark.parametrize("endpoint,args,pattern", [
-    ("/compare", ("resnet", "resnet_drs", None, 1, "(predicted class)", math.nan, "gradcampp"), "threshold"),
     ("/compare", ("resnet", "resnet_drs", None, 10**12, "(predicted class)", 0.3, "gradcampp"), "sample index|out of range|index"),
-    ("/compare", ("resnet", "resnet_drs", None, 1, "no_such_class", 0.3, "gradcampp"), "class"),
-    ("/compare", ("resnet", "resnet_drs", None, 1, "(predicted class)", 0.3, "os.system"), "method"),
-    ("/drs_cam", ("resnet_drs", "resnet", None, 3, -2.0), "delta"),
-    ("/superpixels", ("resnet", "resnet", None, 3, 10**7, 10, 0.2, 0.45), "superpixels|segments"),
-    ("/browse", ("resnet", 10**6, "best IoU first", 0.3), "number of|samples"),
+    ("/compare", ("resnet", "resnet_drs", None, 1, "no_such_class", 0.3, "gradcampp"), "not a class"),
+    ("/compare", ("resnet", "resnet_drs", None, 1, "(predicted class)", 0.3, "os.system"), BOUNDS),
+    ("/drs_cam", ("resnet_drs", "resnet", None, 3, -2.0), BOUNDS),
+    ("/superpixels", ("resnet", "resnet", None, 3, 10**7, 10, 0.2, 0.45), BOUNDS),
+    ("/browse", ("resnet", 10**6, "best IoU first", 0.3), BOUNDS),
 ])
 def test_out_of_range_values_sent_straight_to_the_api(client: Client, endpoint: str, args: tuple, pattern: str) -> None:
     with pytest.raises(AppError) as info:
         client.predict(*args, api_name=endpoint)
     _assert_clear_error(info, pattern)
     _normal_compare_works(client)
+
+
+def _raw_call(url: str, api_name: str, body: str) -> tuple[str, str]:
+    """POST a hand-written JSON body to gradio's HTTP API (gradio_client cannot send NaN or
+    Infinity: they are not JSON, but Python's server-side parser accepts them); returns the
+    (event, data) that ends the result stream."""
+    import json
+    import urllib.request
+
+    base = url.rstrip("/") + f"/gradio_api/call/{api_name}"
+    request = urllib.request.Request(base, data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.loads(response.read())["event_id"]
+    event = data = ""
+    with urllib.request.urlopen(f"{base}/{event_id}", timeout=300) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = line.split(":", 1)[1].strip()
+                if event in ("complete", "error"):
+                    break
+    return event, data
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_through_raw_http_are_refused(server: dict, value: str) -> None:
+    compare = f'{{"data": ["resnet", "resnet_drs", null, 1, "(predicted class)", {value}, "gradcampp"]}}'
+    event, data = _raw_call(server["url"], "compare", compare)
+    assert event == "error" and "Traceback" not in data, (event, data)
+    assert re.search("threshold|finite|number|" + BOUNDS, data, re.IGNORECASE), data
+    fine_tune = (f'{{"data": ["nan-run", "resnet_drs", "resnet_drs", "synthetic", 2, 4, {value}, 0.002, 1.0, 0.0, '
+                 f'1.0, 0.55, false]}}')
+    event, data = _raw_call(server["url"], "fine_tune", fine_tune)
+    assert event == "error" and re.search("learning rate|finite|number|" + BOUNDS, data, re.IGNORECASE), data
+    assert not (server["checkpoints"] / "nan-run.pt").exists()
+    event, data = _raw_call(server["url"], "compare",
+                            '{"data": ["resnet", "resnet_drs", null, 1, "(predicted class)", 0.3, "gradcampp"]}')
+    assert event == "complete", data
 
 
 # -- load ------------------------------------------------------------------------------------

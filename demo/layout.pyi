@@ -1,0 +1,342 @@
+"""The dashboard's layout: ``build_app(engine) -> gr.Blocks``.
+
+Components and event wiring only; the work happens in :mod:`demo.callbacks` (plain functions of
+the engine) and the engine itself. Every public event has an ``api_name`` so gradio_client can
+drive it; pure UI plumbing (tab changes, gallery clicks) is private.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gradio as gr
+from PIL import Image, UnidentifiedImageError
+
+from demo import callbacks as cb
+from demo import plots
+
+PRIVATE = dict(api_visibility="private")
+# Checkpoint and run menus accept any value: the engine validates names with a clear message, and an
+# API client can name a checkpoint trained after its session's menus were filled.
+PICK = dict(allow_custom_value=True)
+CSS = """
+.crm-small textarea, .crm-small input { font-size: 0.9em; }
+#crm-title h1 { margin-bottom: 0; }
+"""
+
+from gradio.events import Dependency
+
+class ImageUpload(gr.Image):
+    """gr.Image whose decoding failures reach the user as a message.
+
+    gr.Image opens every upload with PIL before any event handler runs; a file that is not an
+    image would otherwise end in a generic "error" and a server-side traceback. ``is_template``
+    makes gradio draw it with the stock Image frontend.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+            name = getattr(payload, "orig_name", None) or "the upload"
+            reason = "too large" if isinstance(exc, Image.DecompressionBombError) else "not an image file PIL can read"
+            raise gr.Error(f"cannot use {name!s:.80} as an image: {reason}; upload a PNG or JPEG") from exc
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def build_app(engine: Any) -> gr.Blocks:
+    """The whole dashboard around ``engine`` (demo.engine.Engine or a test fake)."""
+    names = engine.checkpoint_names()
+    a0, b0 = cb.default_pair(names)
+    drs0 = cb.default_drs(engine, names)
+    methods = engine.cam_methods()
+    runs0 = engine.run_names()
+
+    def bind(fn: Any) -> Any:
+        """fn(engine, *inputs) -> fn(*inputs); gradio inspects the partial's remaining signature."""
+        bound = functools.partial(fn, engine)
+        bound.__name__, bound.__doc__ = fn.__name__, fn.__doc__  # type: ignore[attr-defined]
+        return bound
+
+    with gr.Blocks(title="CRM Lab", analytics_enabled=False) as app:
+        gr.Markdown("# CRM Lab\nWeakly supervised segmentation: Grad-CAM++ maps of ResNet classifiers with "
+                    "DRS (Discriminative Region Suppression) and CRM (a ReconstructNet decoding the CAMs back "
+                    "into the image).", elem_id="crm-title")
+        with gr.Accordion("Checkpoints: what each model is", open=False):
+            models_md = gr.Markdown("…")
+            refresh_btn = gr.Button("↻ Refresh checkpoint and run lists", size="sm")
+
+        with gr.Tabs(selected="compare") as tabs:
+            # -- 1 Compare ------------------------------------------------------------------
+            with gr.Tab("Compare", id="compare") as tab_compare:
+                with gr.Row():
+                    model_a = gr.Dropdown(names, value=a0, label="Model A", **PICK)
+                    model_b = gr.Dropdown(names, value=b0, label="Model B", **PICK)
+                    method = gr.Dropdown([(label, value) for value, label in methods.items()], value="gradcampp",
+                                         label="CAM method")
+                    class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
+                    threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=220):
+                        # image_mode=None: gradio hands the file over undecoded, and crm_core's
+                        # load_image (alpha, 16 bit, CMYK, EXIF, pixel limit) is the one gate.
+                        input_image = ImageUpload(type="filepath", format="png", image_mode=None, label="Input (upload your own)",
+                                               sources=["upload", "clipboard"], height=260, elem_id="input-image")
+                        with gr.Row():
+                            sample_index = gr.Number(value=0, precision=0, minimum=-1, label="Test sample # (-1 = upload)",
+                                                     elem_id="sample-index")
+                            compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+                    with gr.Column(scale=1, min_width=220):
+                        overlay_a = gr.Image(format="png", label="A: CAM overlay", interactive=False, height=260,
+                                             elem_id="overlay-a")
+                        label_a = gr.Label(num_top_classes=5, label="A: top-5")
+                    with gr.Column(scale=1, min_width=220):
+                        overlay_b = gr.Image(format="png", label="B: CAM overlay", interactive=False, height=260,
+                                             elem_id="overlay-b")
+                        label_b = gr.Label(num_top_classes=5, label="B: top-5")
+                with gr.Row(equal_height=False):
+                    mask_a = gr.Image(format="png", label="A: pseudo mask (red) vs ground truth (green)",
+                                      interactive=False, height=220)
+                    mask_b = gr.Image(format="png", label="B: pseudo mask (red) vs ground truth (green)",
+                                      interactive=False, height=220)
+                    with gr.Column(scale=2):
+                        compare_md = gr.Markdown(elem_id="compare-info")
+                samples = gr.Gallery(label="Test samples of model A's dataset: click one", columns=8,
+                                     height=300, format="png", allow_preview=False, object_fit="contain",
+                                     elem_id="sample-gallery")
+
+            # -- 2 Browse -------------------------------------------------------------------
+            with gr.Tab("Browse heatmaps", id="browse") as tab_browse:
+                with gr.Row():
+                    browse_model = gr.Dropdown(names, value=a0, label="Model", **PICK)
+                    browse_count = gr.Slider(4, cb.MAX_BROWSE, value=24, step=4, label="Test images")
+                    browse_order = gr.Radio(list(cb.BROWSE_ORDERS), value=cb.BROWSE_ORDERS[0], label="Order")
+                    browse_thr = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="IoU threshold")
+                    browse_btn = gr.Button("Show", variant="primary")
+                browse_gallery = gr.Gallery(label="CAM of the true class, ground truth in green: click to open in Compare",
+                                            columns=8, height=480, format="png", allow_preview=False,
+                                            elem_id="browse-gallery")
+                with gr.Accordion("Per-image table", open=False):
+                    browse_table = gr.Dataframe(headers=["index", "class", "predicted", "object IoU"],
+                                                interactive=False)
+                browse_positions = gr.State([])
+
+            # -- 3 DRS ----------------------------------------------------------------------
+            with gr.Tab("DRS thresholds", id="drs") as tab_drs:
+                gr.Markdown("DRS caps each channel at `delta × its spatial max`. Move the slider to re-run the model "
+                            "with another cap (image: the one selected in **Compare**).")
+                with gr.Row():
+                    drs_model = gr.Dropdown(names, value=drs0, label="DRS model", **PICK)
+                    delta = gr.Slider(0.05, 1.0, value=0.55, step=0.01, label="delta (DRS cap)", elem_id="delta-slider")
+                drs_model_md = gr.Markdown()
+                with gr.Row(equal_height=False):
+                    drs_image = gr.Image(format="png", label="CAM at this delta", interactive=False, height=280,
+                                         elem_id="drs-image")
+                    drs_label = gr.Label(num_top_classes=5, label="top-5 at this delta")
+                    drs_md = gr.Markdown(elem_id="drs-info")
+                strip_btn = gr.Button("Render the delta strip")
+                drs_strip = gr.Gallery(label="Same image, several deltas", columns=len(cb.STRIP_DELTAS), height=220,
+                                       format="png", allow_preview=False)
+                with gr.Row():
+                    curve_limit = gr.Slider(4, 200, value=32, step=4, label="Evaluation images (test split)")
+                    curve_btn = gr.Button("Compute CAM mIoU vs delta")
+                with gr.Row():
+                    curve_plot = gr.Plot(label="CAM mIoU vs delta")
+                    curve_table = gr.Dataframe(headers=["delta", "miou_best", "best_threshold", "miou_fixed",
+                                                        "accuracy"], interactive=False)
+
+            # -- 4 Superpixels --------------------------------------------------------------
+            with gr.Tab("Superpixels", id="superpixels") as tab_sp:
+                with gr.Row():
+                    sp_model = gr.Dropdown(names, value=a0, label="Model", **PICK)
+                    n_segments = gr.Slider(4, 256, value=64, step=1, label="SLIC n_segments")
+                    compactness = gr.Slider(0.5, 50, value=10, step=0.5, label="SLIC compactness")
+                    sp_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
+                    sp_high = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="foreground from")
+                with gr.Row():
+                    sp_bounds = gr.Image(format="png", label="SLIC superpixels", interactive=False, height=240)
+                    sp_raw = gr.Image(format="png", label="raw CAM", interactive=False, height=240)
+                    sp_avg = gr.Image(format="png", label="superpixel-averaged CAM (alignment target)",
+                                      interactive=False, height=240)
+                    sp_mask = gr.Image(format="png", label="refined pseudo mask (red fg, yellow uncertain)",
+                                       interactive=False, height=240)
+                sp_md = gr.Markdown(elem_id="sp-info")
+
+            # -- 5 Reconstructions ----------------------------------------------------------
+            with gr.Tab("Reconstructions", id="reconstructions") as tab_rec:
+                with gr.Row():
+                    rec_models = gr.Dropdown(names, value=[m for m in dict.fromkeys([a0, b0]) if m],
+                                             multiselect=True, label="Models", **PICK)
+                    rec_btn = gr.Button("Reconstruct", variant="primary")
+                rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", columns=5, height=300,
+                                         format="png", allow_preview=False)
+                rec_table = gr.Dataframe(headers=["model", "L1", "perceptual", "note"], interactive=False)
+                rec_md = gr.Markdown(elem_id="rec-info")
+
+            # -- 6 Runs ---------------------------------------------------------------------
+            with gr.Tab("Runs", id="runs") as tab_runs:
+                with gr.Row():
+                    runs_sel = gr.Dropdown(runs0, value=runs0, multiselect=True, label="Runs", **PICK)
+                    terms = gr.CheckboxGroup(list(plots.TERMS), value=["loss_total", "loss_cls"], label="Terms")
+                with gr.Row():
+                    smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="Smoothing (debiased EMA)")
+                    x_axis = gr.Radio(list(plots.X_AXES), value="step", label="x axis")
+                    split = gr.Radio(["train", "val"], value="train", label="Split")
+                    log_y = gr.Checkbox(value=False, label="log scale")
+                runs_plot = gr.Plot(label="Loss curves")
+                runs_df = gr.Dataframe(interactive=False, label="Runs: config and final metrics", elem_id="runs-table")
+                with gr.Row():
+                    csv_btn = gr.Button("Export metrics CSV")
+                    csv_file = gr.File(label="metrics CSV", interactive=False, height=80)
+
+            # -- 7 Fine-tune ----------------------------------------------------------------
+            with gr.Tab("Fine-tune", id="finetune") as tab_ft:
+                with gr.Row():
+                    ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name",
+                                         lines=1, max_lines=1)
+                    ft_base = gr.Dropdown([cb.NO_BASE] + names, value=cb.NO_BASE, label="Base checkpoint", **PICK)
+                    ft_model = gr.Radio(engine.model_variants(), value="resnet_drs", label="Model variant")
+                    ft_dataset = gr.Dropdown(engine.datasets(), value="synthetic", label="Dataset")
+                with gr.Row():
+                    ft_steps = gr.Slider(1, 500, value=30, step=1, label="Steps", elem_id="ft-steps")
+                    ft_batch = gr.Slider(2, 64, value=16, step=1, label="Batch size")
+                    ft_delta = gr.Slider(0.05, 1.0, value=0.55, step=0.01, label="DRS delta")
+                    ft_learnable = gr.Checkbox(value=False, label="learnable delta")
+                with gr.Row():
+                    ft_cls_lr = gr.Number(value=1e-3, label="classifier lr")
+                    ft_rec_lr = gr.Number(value=2e-3, label="ReconstructNet lr")
+                    ft_l1 = gr.Number(value=1.0, label="w L1")
+                    ft_vgg = gr.Number(value=1.0, label="w perceptual")
+                    ft_align = gr.Number(value=1.0, label="w alignment")
+                with gr.Row():
+                    ft_start = gr.Button("Start", variant="primary", elem_id="ft-start")
+                    ft_stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
+                ft_status = gr.Markdown("One training job at a time; others wait in the queue.", elem_id="ft-status")
+                ft_plot = gr.Plot(label="Live losses")
+
+        # -- wiring ---------------------------------------------------------------------------
+        source = [model_a, input_image, sample_index]
+        compare_in = [model_a, model_b, input_image, sample_index, class_choice, threshold, method]
+        compare_out = [overlay_a, overlay_b, label_a, label_b, mask_a, mask_b, compare_md]
+        pickers = [model_a, model_b, drs_model, sp_model, browse_model, rec_models, ft_base, runs_sel]
+        refresh = bind(cb.refresh_checkpoints)
+        compare = bind(cb.compare)
+
+        refresh_btn.click(refresh, pickers, pickers + [models_md], api_name="refresh_checkpoints")
+        app.load(refresh, pickers, pickers + [models_md], **PRIVATE).then(
+            bind(cb.startup), [model_a, model_b, class_choice, threshold, method],
+            [samples, class_choice, sample_index, input_image] + compare_out + [models_md], api_name="startup")
+
+        # Compare
+        gr.on([compare_btn.click, model_b.input, class_choice.input, method.input, threshold.release],
+              compare, compare_in, compare_out, api_name="compare")
+        model_a.input(bind(cb.sample_gallery), [model_a], [samples, class_choice], api_name="sample_gallery").then(
+            bind(cb.current_picture), [model_a, sample_index], [input_image], **PRIVATE).then(
+            compare, compare_in, compare_out, **PRIVATE)
+        sample_index.submit(bind(cb.load_sample), [model_a, sample_index], [sample_index, input_image],
+                            api_name="load_sample").then(compare, compare_in, compare_out, **PRIVATE)
+
+        def pick_sample(model: Any, evt: gr.SelectData) -> tuple:
+            return cb.load_sample(engine, model, evt.index)
+
+        samples.select(pick_sample, [model_a], [sample_index, input_image], **PRIVATE).then(
+            compare, compare_in, compare_out, **PRIVATE)
+        input_image.upload(lambda: -1, None, [sample_index], **PRIVATE).then(
+            compare, compare_in, compare_out, **PRIVATE)
+
+        # Browse
+        def browse(model: Any, count: Any, order: Any, thr: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+            return cb.browse(engine, model, count, order, thr, progress=progress)
+
+        browse_in = [browse_model, browse_count, browse_order, browse_thr]
+        browse_out = [browse_gallery, browse_table, browse_positions]
+        gr.on([browse_btn.click, browse_model.input, browse_order.input, browse_count.release, browse_thr.release],
+              browse, browse_in, browse_out, api_name="browse")
+
+        def open_in_compare(model: Any, positions: Any, evt: gr.SelectData) -> tuple:
+            return cb.open_in_compare(engine, model, positions, evt.index)
+
+        browse_gallery.select(open_in_compare, [browse_model, browse_positions],
+                              [model_a, sample_index, input_image, tabs], **PRIVATE).then(
+            bind(cb.sample_gallery), [model_a], [samples, class_choice], **PRIVATE).then(
+            compare, compare_in, compare_out, **PRIVATE)
+
+        # DRS
+        drs_view = bind(cb.drs_view)
+        drs_in = [drs_model, *source, delta]
+        drs_out = [drs_image, drs_label, drs_md]
+        delta.release(drs_view, drs_in, drs_out, api_name="drs_cam")
+        strip = bind(cb.drs_strip)
+        strip_btn.click(strip, [drs_model, *source], [drs_strip], api_name="drs_strip")  # public name first
+        drs_model.input(bind(cb.drs_model_info), [drs_model], [drs_model_md, delta], api_name="drs_model_info").then(
+            drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
+
+        def curve(model: Any, limit: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+            return cb.drs_curve(engine, model, limit, progress=progress)
+
+        curve_btn.click(curve, [drs_model, curve_limit], [curve_plot, curve_table], api_name="drs_curve")
+
+        # Superpixels
+        sp_in = [sp_model, *source, n_segments, compactness, sp_low, sp_high]
+        sp_out = [sp_bounds, sp_raw, sp_avg, sp_mask, sp_md]
+        gr.on([sp_model.input, n_segments.release, compactness.release, sp_low.release, sp_high.release],
+              bind(cb.superpixel_view), sp_in, sp_out, api_name="superpixels")
+
+        # Reconstructions
+        def reconstruct(models: Any, model: Any, image: Any, index: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+            return cb.reconstructions(engine, models, model, image, index, progress=progress)
+
+        rec_in = [rec_models, *source]
+        rec_out = [rec_gallery, rec_table, rec_md]
+        gr.on([rec_btn.click, rec_models.input], reconstruct, rec_in, rec_out, api_name="reconstructions")
+
+        # Runs
+        runs_in = [runs_sel, terms, smoothing, x_axis, log_y, split]
+        runs_out = [runs_plot, runs_df]
+        gr.on([runs_sel.input, terms.input, smoothing.release, x_axis.input, log_y.input, split.input],
+              bind(cb.runs_view), runs_in, runs_out, api_name="runs")
+        csv_btn.click(bind(cb.runs_csv), [runs_sel], [csv_file], api_name="runs_csv")
+
+        # Fine-tune: one job at a time (concurrency_limit=1 queues the others; the engine's lock
+        # refuses with a message anything that slips past, e.g. a second app on the same engine).
+        def fine_tune(name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch: Any, cls_lr: Any,
+                      rec_lr: Any, l1: Any, vgg: Any, align: Any, drs_delta: Any, learnable: Any,
+                      progress: gr.Progress = gr.Progress()) -> Any:
+            yield from cb.fine_tune(engine, name, base, model, dataset, steps, batch, cls_lr, rec_lr, l1, vgg, align,
+                                    drs_delta, learnable, progress=progress)
+
+        ft_in = [ft_name, ft_base, ft_model, ft_dataset, ft_steps, ft_batch, ft_cls_lr, ft_rec_lr, ft_l1, ft_vgg,
+                 ft_align, ft_delta, ft_learnable]
+        ft_start.click(fine_tune, ft_in, [ft_status, ft_plot], api_name="fine_tune", concurrency_limit=1,
+                       concurrency_id="training", show_progress_on=[ft_status]).then(
+            refresh, pickers, pickers + [models_md], **PRIVATE).then(
+            bind(cb.select_new_run), [runs_sel, ft_name], [runs_sel], **PRIVATE).then(
+            lambda: cb.suggest_name(engine), None, [ft_name], **PRIVATE)
+        ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta], **PRIVATE)
+        ft_stop.click(bind(cb.stop_training), [ft_name], [ft_status], api_name="stop_training")
+
+        # Tabs: refresh the menus (a new checkpoint appears without a restart), then fill the view.
+        def drs_text(model: Any) -> str:
+            return cb.drs_model_info(engine, model)[0]
+
+        for tab, fn, inputs, outputs in (
+            (tab_compare, None, None, None),
+            (tab_browse, browse, browse_in, browse_out),
+            (tab_drs, drs_text, [drs_model], [drs_model_md]),
+            (tab_sp, bind(cb.superpixel_view), sp_in, sp_out),
+            (tab_rec, reconstruct, rec_in, rec_out),
+            (tab_runs, bind(cb.runs_view), runs_in, runs_out),
+            (tab_ft, None, None, None),
+        ):
+            event = tab.select(refresh, pickers, pickers + [models_md], **PRIVATE)
+            if fn is not None:
+                event = event.then(fn, inputs, outputs, **PRIVATE)
+            if tab is tab_drs:
+                event.then(drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
+    return app

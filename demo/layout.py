@@ -25,23 +25,26 @@ CSS = """
 """
 
 
-class ImageUpload(gr.Image):
-    """gr.Image whose decoding failures reach the user as a message.
+def readable_upload_errors(image: gr.Image) -> gr.Image:
+    """Make ``image``'s decoding failures reach the user as a message.
 
     gr.Image opens every upload with PIL before any event handler runs; a file that is not an
-    image would otherwise end in a generic "error" and a server-side traceback. ``is_template``
-    makes gradio draw it with the stock Image frontend.
+    image would otherwise end in a generic "error" and a server-side traceback. The instance's
+    ``preprocess`` is wrapped rather than gr.Image subclassed: gradio writes a ``.pyi`` stub next
+    to the module of every component subclass.
     """
+    preprocess = image.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload: Any) -> Any:
+    def checked(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
             name = getattr(payload, "orig_name", None) or "the upload"
             reason = "too large" if isinstance(exc, Image.DecompressionBombError) else "not an image file PIL can read"
             raise gr.Error(f"cannot use {name!s:.80} as an image: {reason}; upload a PNG or JPEG") from exc
+
+    image.preprocess = checked  # type: ignore[method-assign]
+    return image
 
 
 def build_app(engine: Any) -> gr.Blocks:
@@ -80,8 +83,9 @@ def build_app(engine: Any) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=220):
                         # image_mode=None: gradio hands the file over undecoded, and crm_core's
                         # load_image (alpha, 16 bit, CMYK, EXIF, pixel limit) is the one gate.
-                        input_image = ImageUpload(type="filepath", format="png", image_mode=None, label="Input (upload your own)",
-                                               sources=["upload", "clipboard"], height=260, elem_id="input-image")
+                        input_image = readable_upload_errors(gr.Image(
+                            type="filepath", format="png", image_mode=None, label="Input (upload your own)",
+                            sources=["upload", "clipboard"], height=260, elem_id="input-image"))
                         with gr.Row():
                             sample_index = gr.Number(value=0, precision=0, minimum=-1, label="Test sample # (-1 = upload)",
                                                      elem_id="sample-index")

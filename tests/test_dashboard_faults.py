@@ -112,6 +112,7 @@ def test_upload_above_the_size_limit_is_refused(client: Client, tmp_path: Path) 
     assert big.stat().st_size > 10 * 1024 * 1024  # the app's --max-file-size default is 10mb
     with pytest.raises(Exception) as info:
         client.predict("resnet", "resnet_drs", handle_file(str(big)), -1, *COMPARE, api_name="/compare")
+    print(f"over-size upload: {info.value!s:.300}")
     assert "size" in str(info.value).lower() or "413" in str(info.value), str(info.value)
     _normal_compare_works(client)
 

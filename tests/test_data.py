@@ -340,6 +340,26 @@ def test_slic_superpixels_inputs_agree():
     assert np.array_equal(seg, slic_superpixels(as_tensor, n_segments=20))
 
 
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(8, 40), w=st.integers(8, 40), n=st.integers(2, 40), seed=st.integers(0, 2**31 - 1),
+       flat=st.booleans())
+def test_slic_labels_properties(tmp_path_factory, h, w, n, seed, flat):
+    """Any image, any segment count: labels cover every pixel with consecutive ids from 0, each
+    segment is one connected piece, and the on-disk cache returns exactly what SLIC computes."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 90, np.uint8) if flat else (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    seg = slic_superpixels(img, n_segments=n)
+    assert seg.shape == (h, w) and seg.dtype == np.int32
+    ids = np.unique(seg)
+    assert ids[0] == 0 and np.array_equal(ids, np.arange(len(ids)))
+    for label in ids:
+        assert ndimage.label(seg == label)[1] == 1, f"segment {label} is in pieces"
+    cache = SuperpixelCache(root=tmp_path_factory.mktemp("slic"), n_segments=n)
+    assert np.array_equal(cache.get(img), seg) and np.array_equal(cache.get(img), seg)
+
+
 def test_superpixel_cache_hits_keys_and_corruption(tmp_path):
     img = _image(1)
     cache = SuperpixelCache(root=tmp_path, n_segments=24)

@@ -27,7 +27,7 @@ from crm_core.cams.utils import normalize_cams
 from crm_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import load_image
-from crm_core.models import delta_override, from_tanh_range
+from crm_core.models import delta_override, from_tanh_range, resize_reconstruction
 
 __all__ = ["CamModel", "Prediction", "CheckpointError", "dataset_for", "list_checkpoints", "superpixels", "upsample_normalised"]
 
@@ -138,9 +138,7 @@ class CamModel:
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
         recon = from_tanh_range(self.reconstructor(self.predict(images, drs_delta).cams))
-        if native or recon.shape[-2:] == images.shape[-2:]:
-            return recon
-        return F.interpolate(recon, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False).clamp(0, 1)
+        return recon if native else resize_reconstruction(recon, images.shape[-2:])
 
 
 def upsample_normalised(cams: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -29,7 +28,7 @@ from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
 from crm_core.metrics import DEFAULT_THRESHOLDS, ThresholdCurve
 from crm_core.losses import reconstruction_l1, reconstruction_target
-from crm_core.models import delta_override, from_tanh_range
+from crm_core.models import delta_override, from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
 
 log = logging.getLogger("crm_core.evaluate")
@@ -123,9 +122,7 @@ def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, rec
     rgb = to_uint8_image(image.cpu())
     tiles = [rgb, cam_overlay(rgb, cam.cpu().numpy()), mask_outline(rgb, (mask.cpu().numpy() == 1))]
     if recon is not None:
-        if recon.shape[-2:] != image.shape[-2:]:  # decoded at a smaller recon_size: shown at the image's
-            recon = F.interpolate(recon[None].float(), size=tuple(image.shape[-2:]), mode="bilinear",
-                                  align_corners=False)[0].clamp(0, 1)
+        recon = resize_reconstruction(recon[None], image.shape[-2:])[0]  # a smaller recon_size: at the image's
         tiles.append(to_uint8_image(recon.cpu()))
     gap = np.full((rgb.shape[0], 4, 3), 255, dtype=np.uint8)
     row: list[np.ndarray] = []

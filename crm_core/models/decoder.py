@@ -19,6 +19,18 @@ def to_tanh_range(images: torch.Tensor) -> torch.Tensor:
     return images * 2.0 - 1.0
 
 
+def resize_reconstruction(recon: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, r, r) reconstruction -> (B, 3, H, W), bilinear, for showing it beside the image.
+
+    A ReconstructNet trained with a smaller ``recon_size`` decodes below the image size. Bilinear
+    weights are a convex combination, so values stay in the input's range.
+    """
+    size = tuple(int(s) for s in size)
+    if tuple(recon.shape[-2:]) == size:
+        return recon
+    return F.interpolate(recon.float(), size=size, mode="bilinear", align_corners=False)
+
+
 def from_tanh_range(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] reconstructions -> [0, 1] images."""
     return ((images + 1.0) * 0.5).clamp(0.0, 1.0)

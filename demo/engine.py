@@ -31,7 +31,7 @@ from crm_core.cams import CAM_METHODS, compute_cams
 from crm_core.cams.utils import to_uint8_image
 from crm_core.evaluate import evaluate_model
 from crm_core.losses import reconstruction_target
-from crm_core.models import LogitsOnly, delta_override, from_tanh_range, to_tanh_range
+from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
 from crm_core.runs import RunDir, list_runs
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Engine:
         with self._checked_lock:
             if key not in self._checked:
                 try:
-                    loaded = self._models.get((key[0], key[1])) or CamModel.load(path, "cpu")
+                    loaded = self._models.get((key[0], key[1])) or self._keep_if_room(key[:2], CamModel.load(path, self.device))
                     self._checked[key] = (True, loaded.describe())
                 except (CheckpointError, OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                     log.warning("refusing checkpoint %s: %s", path, exc)
@@ -219,12 +219,26 @@ class Engine:
                 model = CamModel.load(path, self.device)
             except CheckpointError as exc:
                 raise CheckpointError(self._public_message(exc, path)) from exc
-            for old in [k for k in self._models if k[0] == key[0]]:
-                del self._models[old]  # an older version of the same file
-            self._models[key] = model
-            while len(self._models) > self._cache_size:
-                self._models.popitem(last=False)
+            self._cache_put(key, model, evict=True)
             return model
+
+    def _cache_put(self, key: tuple[str, int], model: CamModel, evict: bool) -> None:
+        """Put ``model`` in the LRU cache (caller holds ``_models_lock``), replacing older versions
+        of its file; ``evict=False`` adds it only when no model in use would have to leave."""
+        for old in [k for k in self._models if k[0] == key[0] and k != key]:
+            del self._models[old]  # an older version of the same file
+        if evict or len(self._models) < self._cache_size:
+            self._models[key] = model
+        while len(self._models) > self._cache_size:
+            self._models.popitem(last=False)
+
+    def _keep_if_room(self, key: tuple[str, int], model: CamModel) -> CamModel:
+        """A model loaded to check its file joins the cache if there is room, so the first view of
+        it (at start-up: the default pair) does not load it a second time."""
+        with self._models_lock:
+            if key not in self._models:
+                self._cache_put(key, model, evict=False)
+        return model
 
     def _public_message(self, exc: BaseException, path: Path) -> str:
         """The error with this server's folders left out: users see ``name.pt``, not the path."""
@@ -358,7 +372,7 @@ class Engine:
         with torch.no_grad():
             perceptual = float(self.perceptual_loss()(recon, target))
         size = tuple(x.shape[-2:])
-        shown = from_tanh_range(F.interpolate(recon, size=size, mode="bilinear", align_corners=False))  # (1, 3, S, S)
+        shown = from_tanh_range(resize_reconstruction(recon, size))  # (1, 3, S, S)
         error_shown = F.interpolate(error, size=size, mode="nearest")[0, 0]  # (S, S)
         return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(shown[0]), error=error_shown.numpy(),
                               l1=float(error.mean()), perceptual=perceptual)

@@ -92,8 +92,8 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
             f"{r['miou_best']:.3f} ({r['best_t']:.2f}) | {r['head']:.2f} / {r['body']:.2f} | {r['pseudo_miou']:.3f} | "
             f"{r['train_s'] / 60:.1f} min |"
         )
-    total = sum(r["train_s"] + r["eval_s"] for r in rows if r.get("in_budget", True))
-    extra = sum(r["train_s"] + r["eval_s"] for r in rows if not r.get("in_budget", True))
+    total = sum(r["train_s"] + r["eval_s"] for r in rows if r["in_budget"])
+    extra = sum(r["train_s"] + r["eval_s"] for r in rows if not r["in_budget"])
     lines += ["", f"Reproduce: `{command}` ({total / 60:.1f} min for the four rows on {platform.machine()} "
               f"with {_cpu_count()} CPU cores{f', plus {extra / 60:.1f} min for the exact-preset row' if extra else ''}; "
               f"recipe: {RECIPE})."]

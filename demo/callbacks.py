@@ -1,8 +1,10 @@
 """Event functions of the dashboard: plain functions of (engine, UI values) -> UI values.
 
 Every function takes the engine first and is testable without a server. Inputs are validated
-here and every failure reaches the user as a one-line ``gr.Error``; unexpected exceptions are
-logged with their traceback on the server and shown as a short message, never a traceback.
+here and every failure reaches the user as a one-line ``gr.Error`` whose text went through
+:func:`demo.messages.safe_message` (no server path); unexpected exceptions, our bugs among them
+(TypeError, IndexError), are logged with their traceback on the server and shown as a short
+message, never a traceback.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from crm_core.train import TrainingDiverged
 from crm_core.runs import METRIC_COLUMNS
 
 from demo import plots, render
+from demo.messages import safe_message
 from demo.engine import NAME_RE, FineTuneRequest, InvalidName, Sample, TrainingBusy, finite
 
 log = logging.getLogger(__name__)
@@ -45,20 +48,39 @@ MAX_BROWSE = 96
 MAX_STEPS = 2000
 DEFAULT_THRESHOLD = 0.5  # CAM >= this is foreground (small demo models' CAMs are broad: 0.3 covers everything)
 
-#: Exceptions whose message is meant for the user.
+#: Exceptions whose message is meant for the user (shown through safe_message). TypeError and
+#: IndexError are not among them: those are our bugs, logged with their traceback.
 USER_ERRORS = (ValueError, InvalidName, CheckpointError, ImageError, DatasetNotFoundError, TrainingBusy,
-               WeightsNotFoundError, TrainingDiverged, FileNotFoundError, IndexError, TypeError)
+               WeightsNotFoundError, TrainingDiverged, FileNotFoundError)
 
 
-def _to_gr_error(exc: BaseException, where: str) -> gr.Error:
+def _to_gr_error(exc: BaseException, where: str, upload_name: str | None = None) -> gr.Error:
+    """The one-line gr.Error a user sees for ``exc``, with no server path in it; the full text is logged."""
     if isinstance(exc, gr.Error):
-        return exc
+        message = safe_message(exc.message, upload_name)
+        if message == exc.message:
+            return exc
+        log.info("%s: %s", where, exc.message)
+        return gr.Error(message, duration=exc.duration, visible=exc.visible, title=exc.title,
+                        print_exception=exc.print_exception)
     if isinstance(exc, USER_ERRORS):
         log.info("%s: %s", where, exc)
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        message = " ".join(line.strip() for line in safe_message(exc, upload_name).splitlines() if line.strip())
         return gr.Error(message[:800] or type(exc).__name__)
     log.exception("%s failed", where)
     return gr.Error(f"{where} failed unexpectedly ({type(exc).__name__}); details are in the server log")
+
+
+def _upload_name(fn: Callable, args: tuple, kwargs: dict) -> str | None:
+    """The user's name of the file in ``fn``'s ``image`` argument (gradio keeps it as the last
+    component of the upload's path; a client's FileData has it as ``orig_name``)."""
+    try:
+        image = inspect.signature(fn).bind_partial(*args, **kwargs).arguments.get("image")
+    except TypeError:
+        return None
+    if isinstance(image, dict):
+        image = image.get("orig_name") or image.get("path")
+    return str(image) if isinstance(image, (str, Path)) and str(image) else None
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -69,7 +91,7 @@ def user_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - mapped to a user-facing message
-                raise _to_gr_error(exc, fn.__name__) from None
+                raise _to_gr_error(exc, fn.__name__, _upload_name(fn, args, kwargs)) from None
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -77,7 +99,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - mapped to a user-facing message
-            raise _to_gr_error(exc, fn.__name__) from None
+            raise _to_gr_error(exc, fn.__name__, _upload_name(fn, args, kwargs)) from None
     return wrapper
 
 

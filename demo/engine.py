@@ -33,6 +33,7 @@ from crm_core.evaluate import evaluate_model
 from crm_core.losses import reconstruction_target
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
 from crm_core.runs import RunDir, list_runs
+from demo.messages import safe_message
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class Engine:
 
     def _public_message(self, exc: BaseException, path: Path) -> str:
         """The error with this server's folders left out: users see ``name.pt``, not the path."""
-        return str(exc).replace(str(path), path.name).replace(str(self.checkpoint_dir) + "/", "")
+        return safe_message(exc, keep_name=path.name)
 
     def describe(self, name: str) -> str:
         """CamModel.describe(), remembered per file version: menus list every checkpoint on each

@@ -7,6 +7,7 @@ drive it; pure UI plumbing (tab changes, gallery clicks) is private.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import gradio as gr
@@ -14,11 +15,18 @@ from PIL import Image, UnidentifiedImageError
 
 from demo import callbacks as cb
 from demo import plots
+from demo.messages import safe_message
+
+log = logging.getLogger(__name__)
 
 PRIVATE = dict(api_visibility="private")
 # Checkpoint and run menus accept any value: the engine validates names with a clear message, and an
 # API client can name a checkpoint trained after its session's menus were filled.
 PICK = dict(allow_custom_value=True)
+# Pictures are 256 px (render.DISPLAY) plus a colour bar; their boxes leave them at >= 224 px.
+VIEW = dict(height=300, min_width=300)
+# Galleries of results: 4 columns and "contain" (not cropped: the colour bar stays) show them at >= 224 px.
+RESULTS = dict(columns=4, object_fit="contain", format="png", allow_preview=False)
 CSS = """
 .crm-small textarea, .crm-small input { font-size: 0.9em; }
 #crm-title h1 { margin-bottom: 0; }
@@ -39,9 +47,11 @@ def readable_upload_errors(image: gr.Image) -> gr.Image:
         try:
             return preprocess(payload)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-            name = getattr(payload, "orig_name", None) or "the upload"
+            log.info("upload refused: %s", exc)
+            orig_name = getattr(payload, "orig_name", None)
+            name = safe_message(orig_name or "the upload", keep_name=orig_name)[-80:]
             reason = "too large" if isinstance(exc, Image.DecompressionBombError) else "not an image file PIL can read"
-            raise gr.Error(f"cannot use {name!s:.80} as an image: {reason}; upload a PNG or JPEG") from exc
+            raise gr.Error(f"cannot use {name} as an image: {reason}; upload a PNG or JPEG") from exc
 
     image.preprocess = checked  # type: ignore[method-assign]
     return image
@@ -80,29 +90,29 @@ def build_app(engine: Any) -> gr.Blocks:
                     class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
                     threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=1, min_width=220):
+                    with gr.Column(scale=1, min_width=300):
                         # image_mode=None: gradio hands the file over undecoded, and crm_core's
                         # load_image (alpha, 16 bit, CMYK, EXIF, pixel limit) is the one gate.
                         input_image = readable_upload_errors(gr.Image(
                             type="filepath", format="png", image_mode=None, label="Input (upload your own)",
-                            sources=["upload", "clipboard"], height=260, elem_id="input-image"))
+                            sources=["upload", "clipboard"], elem_id="input-image", **VIEW))
                         with gr.Row():
                             sample_index = gr.Number(value=0, precision=0, minimum=-1, label="Test sample # (-1 = upload)",
                                                      elem_id="sample-index")
                             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
-                    with gr.Column(scale=1, min_width=220):
-                        overlay_a = gr.Image(format="png", label="A: CAM overlay", interactive=False, height=260,
+                    with gr.Column(scale=1, min_width=300):
+                        overlay_a = gr.Image(format="png", label="A: CAM overlay", interactive=False, **VIEW,
                                              elem_id="overlay-a")
                         label_a = gr.Label(num_top_classes=5, label="A: top-5")
-                    with gr.Column(scale=1, min_width=220):
-                        overlay_b = gr.Image(format="png", label="B: CAM overlay", interactive=False, height=260,
+                    with gr.Column(scale=1, min_width=300):
+                        overlay_b = gr.Image(format="png", label="B: CAM overlay", interactive=False, **VIEW,
                                              elem_id="overlay-b")
                         label_b = gr.Label(num_top_classes=5, label="B: top-5")
                 with gr.Row(equal_height=False):
                     mask_a = gr.Image(format="png", label="A: pseudo mask (red) vs ground truth (green)",
-                                      interactive=False, height=220)
+                                      interactive=False, **VIEW)
                     mask_b = gr.Image(format="png", label="B: pseudo mask (red) vs ground truth (green)",
-                                      interactive=False, height=220)
+                                      interactive=False, **VIEW)
                     with gr.Column(scale=2):
                         compare_md = gr.Markdown(elem_id="compare-info")
                 samples = gr.Gallery(label="Test samples of model A's dataset: click one", columns=8,
@@ -118,8 +128,7 @@ def build_app(engine: Any) -> gr.Blocks:
                     browse_thr = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="IoU threshold")
                     browse_btn = gr.Button("Show", variant="primary")
                 browse_gallery = gr.Gallery(label="CAM of the true class, ground truth in green: click to open in Compare",
-                                            columns=8, height=480, format="png", allow_preview=False,
-                                            elem_id="browse-gallery")
+                                            height=760, elem_id="browse-gallery", **RESULTS)
                 with gr.Accordion("Per-image table", open=False):
                     browse_table = gr.Dataframe(headers=["index", "class", "predicted", "object IoU"],
                                                 interactive=False)
@@ -134,13 +143,12 @@ def build_app(engine: Any) -> gr.Blocks:
                     delta = gr.Slider(0.05, 1.0, value=0.55, step=0.01, label="delta (DRS cap)", elem_id="delta-slider")
                 drs_model_md = gr.Markdown()
                 with gr.Row(equal_height=False):
-                    drs_image = gr.Image(format="png", label="CAM at this delta", interactive=False, height=280,
+                    drs_image = gr.Image(format="png", label="CAM at this delta", interactive=False, **VIEW,
                                          elem_id="drs-image")
                     drs_label = gr.Label(num_top_classes=5, label="top-5 at this delta")
                     drs_md = gr.Markdown(elem_id="drs-info")
                 strip_btn = gr.Button("Render the delta strip")
-                drs_strip = gr.Gallery(label="Same image, several deltas", columns=len(cb.STRIP_DELTAS), height=220,
-                                       format="png", allow_preview=False)
+                drs_strip = gr.Gallery(label="Same image, several deltas", height=640, **RESULTS)
                 with gr.Row():
                     curve_limit = gr.Slider(4, 200, value=32, step=4, label="Evaluation images (test split)")
                     curve_btn = gr.Button("Compute CAM mIoU vs delta")
@@ -158,12 +166,12 @@ def build_app(engine: Any) -> gr.Blocks:
                     sp_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
                     sp_high = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="foreground from")
                 with gr.Row():
-                    sp_bounds = gr.Image(format="png", label="SLIC superpixels", interactive=False, height=240)
-                    sp_raw = gr.Image(format="png", label="raw CAM", interactive=False, height=240)
+                    sp_bounds = gr.Image(format="png", label="SLIC superpixels", interactive=False, **VIEW)
+                    sp_raw = gr.Image(format="png", label="raw CAM", interactive=False, **VIEW)
                     sp_avg = gr.Image(format="png", label="superpixel-averaged CAM (alignment target)",
-                                      interactive=False, height=240)
+                                      interactive=False, **VIEW)
                     sp_mask = gr.Image(format="png", label="refined pseudo mask (red fg, yellow uncertain)",
-                                       interactive=False, height=240)
+                                       interactive=False, **VIEW)
                 sp_md = gr.Markdown(elem_id="sp-info")
 
             # -- 5 Reconstructions ----------------------------------------------------------
@@ -172,8 +180,7 @@ def build_app(engine: Any) -> gr.Blocks:
                     rec_models = gr.Dropdown(names, value=[m for m in dict.fromkeys([a0, b0]) if m],
                                              multiselect=True, label="Models", **PICK)
                     rec_btn = gr.Button("Reconstruct", variant="primary")
-                rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", columns=5, height=300,
-                                         format="png", allow_preview=False)
+                rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", height=640, **RESULTS)
                 rec_table = gr.Dataframe(headers=["model", "L1", "perceptual", "note"], interactive=False)
                 rec_md = gr.Markdown(elem_id="rec-info")
 

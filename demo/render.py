@@ -1,20 +1,29 @@
 """Pictures the views show: CAM overlays, pseudo masks, trimaps, error maps, superpixel boundaries.
 
-Pure numpy/torch on uint8 images, shared by the callbacks. Small model inputs (64 px) are shown
-enlarged: the picture with nearest-neighbour (the pixels the model saw), CAMs bilinearly (as CAMs
-are always upsampled).
+Pure numpy/torch/PIL on uint8 images, shared by the callbacks. Small model inputs (64 px) are
+shown enlarged, to at least 224 px: the picture with nearest-neighbour (the pixels the model saw),
+CAMs bilinearly (as CAMs are always upsampled), never in blocks. A CAM overlay keeps the image
+visible: the colour's opacity follows the CAM (0: the image as is). Every heat map carries a
+colour bar at its right (a jet strip, its top and bottom values written beside it).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from crm_core.cams.utils import cam_overlay, jet_colormap, mask_outline, upsample_cams
 from crm_core.data import boundaries_overlay
 
 DISPLAY = 256  # side of the pictures in the views, pixels
-THUMB = 160  # side of gallery thumbnails
+THUMB = 224  # side of gallery thumbnails
+CAM_ALPHA = 0.7  # opacity of the CAM colour where the CAM is 1; it falls with the CAM, to 0
+BAR_WIDTH = 44  # the colour-bar panel right of each heat map, pixels
+BAR_STRIP = (6, 18)  # columns of the jet strip in that panel
+BAR_MARGIN = 8  # rows above and below the strip
+BAR_BACKGROUND = 255
 GT_COLOUR = (0, 255, 0)  # ground-truth outline
 FG_COLOUR = np.array([255, 48, 48], dtype=np.float64)
 UNCERTAIN_COLOUR = np.array([255, 210, 0], dtype=np.float64)
@@ -49,9 +58,41 @@ def _outline(rgb: np.ndarray, gt: np.ndarray | None, size: int) -> np.ndarray:
     return mask_outline(rgb, upscale_labels(np.asarray(gt) == 1, size), color=GT_COLOUR, thickness=2)
 
 
+@functools.lru_cache(maxsize=1)
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=12)
+    except (ImportError, OSError, TypeError):  # Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def colour_bar(height: int, low: str = "0", high: str = "1") -> np.ndarray:
+    """uint8 (height, BAR_WIDTH, 3) panel: a vertical jet strip, 1 at the top and 0 at the bottom,
+    labelled ``high`` and ``low`` at its ends."""
+    panel = np.full((height, BAR_WIDTH, 3), BAR_BACKGROUND, np.uint8)
+    top, bottom = BAR_MARGIN, height - BAR_MARGIN  # strip rows [top, bottom)
+    colours = np.round(jet_colormap(np.linspace(1.0, 0.0, bottom - top)) * 255).astype(np.uint8)  # (n, 3)
+    panel[top:bottom, BAR_STRIP[0]:BAR_STRIP[1]] = colours[:, None]
+    picture = Image.fromarray(panel)
+    draw = ImageDraw.Draw(picture)
+    for text, row in ((high, top), (low, bottom - 1)):
+        left, upper, _, lower = draw.textbbox((0, 0), text, font=_font())
+        y = min(max(row - (upper + lower) // 2, 0), height - lower)  # centred on the row, inside the panel
+        draw.text((BAR_STRIP[1] + 3 - left, y), text, fill=(0, 0, 0), font=_font())
+    return np.asarray(picture)
+
+
+def with_colour_bar(picture: np.ndarray, low: str = "0", high: str = "1") -> np.ndarray:
+    """``picture`` (H, W, 3) with a :func:`colour_bar` to its right: (H, W + BAR_WIDTH, 3)."""
+    return np.concatenate([picture, colour_bar(picture.shape[0], low, high)], axis=1)
+
+
 def overlay(rgb: np.ndarray, cam: np.ndarray, gt: np.ndarray | None = None, size: int = DISPLAY) -> np.ndarray:
-    """Jet CAM over the (enlarged) image, with the ground-truth outline when there is one."""
-    return _outline(cam_overlay(upscale(rgb, size), np.clip(upscale_map(cam, size), 0, 1), alpha=0.5), gt, size)
+    """Jet CAM over the (enlarged) image, opacity following the CAM, with the ground-truth outline
+    when there is one and a 0..1 colour bar: (size, size + BAR_WIDTH, 3)."""
+    picture = cam_overlay(upscale(rgb, size), np.clip(upscale_map(cam, size), 0, 1), alpha=CAM_ALPHA,
+                          weight_by_cam=True)
+    return with_colour_bar(_outline(picture, gt, size))
 
 
 def mask_view(rgb: np.ndarray, fg: np.ndarray, gt: np.ndarray | None = None, size: int = DISPLAY) -> np.ndarray:
@@ -71,9 +112,10 @@ def trimap_view(rgb: np.ndarray, trimap: np.ndarray, gt: np.ndarray | None = Non
 
 
 def error_view(error: np.ndarray, vmax: float = 0.5, size: int = DISPLAY) -> np.ndarray:
-    """|recon - input| in [0, 1] as a jet map, 0 blue .. vmax (or more) red, on a fixed scale."""
+    """|recon - input| in [0, 1] as a jet map, 0 blue .. vmax (or more) red, on a fixed scale, with its
+    colour bar; per pixel, so enlarged by nearest neighbour like the picture."""
     heat = jet_colormap(np.clip(np.asarray(error, dtype=np.float64) / vmax, 0, 1))
-    return upscale(np.round(heat * 255).astype(np.uint8), size)
+    return with_colour_bar(upscale(np.round(heat * 255).astype(np.uint8), size), high=f"{vmax:g}+")
 
 
 def boundaries_view(rgb: np.ndarray, labels: np.ndarray, size: int = DISPLAY) -> np.ndarray:

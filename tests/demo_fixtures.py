@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -205,6 +206,12 @@ class FakeEngine:
             self._job["stop"].set()
             return True
         return False
+
+
+def assert_no_server_detail(message: str) -> None:
+    """No temp dir (gradio's upload folder is in it), home dir or working dir in a user's message."""
+    for secret in (tempfile.gettempdir(), os.path.expanduser("~"), os.getcwd()):
+        assert secret not in message, f"{secret!r} leaks into {message!r}"
 
 
 def copy_pair(trained_pair: dict, dest: Path) -> tuple[Path, Path]:

@@ -518,6 +518,16 @@ def test_cam_overlay() -> None:
     assert np.array_equal(cam_overlay(image_uint8, cam, alpha=0.0), image_uint8)
 
 
+def test_cam_overlay_weighted_by_cam() -> None:
+    image = np.full((4, 6, 3), 100, dtype=np.uint8)
+    cam = np.zeros((4, 6))
+    cam[:, 3:] = 1.0
+    out = cam_overlay(image, cam, alpha=0.7, weight_by_cam=True)
+    assert np.array_equal(out[:, :3], image[:, :3])  # CAM 0: the image as is
+    assert np.array_equal(out[:, 3:], np.round(0.3 * 100 + 0.7 * np.array([127.5, 0, 0])).astype(np.uint8)[None, None]
+                          .repeat(4, 0).repeat(3, 1))  # CAM 1: alpha of jet's dark red
+
+
 def test_mask_outline() -> None:
     image = np.zeros((10, 10, 3), dtype=np.uint8)
     mask = np.zeros((10, 10), dtype=bool)

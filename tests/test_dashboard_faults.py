@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from demo_fixtures import copy_pair, served_app
+from demo import render
+from demo_fixtures import assert_no_server_detail, copy_pair, served_app
 from hostile_files import IMAGE_ZOO, broken_checkpoints, hostile_checkpoint
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -91,29 +92,41 @@ def test_asking_for_a_bad_checkpoint_by_name_is_a_message(client: Client, server
 @pytest.mark.parametrize("case", sorted(IMAGE_ZOO))
 def test_image_zoo_through_the_http_api(client: Client, tmp_path: Path, case: str) -> None:
     build, accepted = IMAGE_ZOO[case]
-    upload = handle_file(str(build(tmp_path)))
+    path = build(tmp_path)
+    upload = handle_file(str(path))
     if accepted:
         out = client.predict("resnet", "resnet_drs", upload, -1, *COMPARE, api_name="/compare")
         assert "your upload" in out[-1] and Path(out[0]).is_file()
         if case == "exif_rotated_jpeg":  # 40x20 landscape shown upright: 20 wide, 40 tall, blue on top
-            shown = np.asarray(Image.open(out[0]).convert("RGB"), dtype=float)
+            shown = np.asarray(Image.open(out[0]).convert("RGB"), dtype=float)[:, :render.DISPLAY]  # not the colour bar
             assert shown[: shown.shape[0] // 4, :, 2].mean() > shown[-shown.shape[0] // 4:, :, 2].mean()
     else:
         with pytest.raises(AppError) as info:
             client.predict("resnet", "resnet_drs", upload, -1, *COMPARE, api_name="/compare")
         _assert_clear_error(info, "image|too large|megapixels|corrupt|truncated")
+        # Truncated PNG / JPEG, a text file, 100 megapixels: the user's file name at most, no server path.
+        assert_no_server_detail(str(info.value))
+        if case.startswith("corrupt_"):
+            assert f"{path.name}: corrupt" in str(info.value), str(info.value)
     _normal_compare_works(client)
 
 
-def test_upload_above_the_size_limit_is_refused(client: Client, tmp_path: Path) -> None:
+def test_upload_above_the_size_limit_is_refused(client: Client, server: dict, tmp_path: Path) -> None:
+    import httpx
+
     big = tmp_path / "big.png"
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((2100, 2100, 3)) * 255).astype(np.uint8)).save(big, compress_level=0)
     assert big.stat().st_size > 10 * 1024 * 1024  # the app's --max-file-size default is 10mb
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Exception) as info:  # gradio_client checks first; its message names the client's own file
         client.predict("resnet", "resnet_drs", handle_file(str(big)), -1, *COMPARE, api_name="/compare")
     print(f"over-size upload: {info.value!s:.300}")
     assert "size" in str(info.value).lower() or "413" in str(info.value), str(info.value)
+    with big.open("rb") as data:  # sent anyway: the server refuses it, with nothing of its own in the answer
+        response = httpx.post(server["url"].rstrip("/") + "/gradio_api/upload", files=[("files", ("big.png", data))],
+                              timeout=120)
+    assert response.status_code == 413 and "size" in response.text, response.text
+    assert_no_server_detail(response.text)
     _normal_compare_works(client)
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from PIL import Image
 from demo import callbacks as cb
 from demo import plots, render
 from demo.layout import build_app
-from demo_fixtures import SIZE, FakeEngine
+from demo_fixtures import SIZE, FakeEngine, assert_no_server_detail
 
 
 @pytest.fixture()
@@ -27,7 +29,9 @@ def engine() -> FakeEngine:
 def test_compare_dataset_sample_gives_overlays_top5_masks_and_iou(engine: FakeEngine) -> None:
     ov_a, ov_b, lab_a, lab_b, mask_a, mask_b, info = cb.compare(engine, "resnet", "resnet_drs", None, 3,
                                                                 cb.PREDICTED, 0.3, "gradcampp")
-    for image in (ov_a, ov_b, mask_a, mask_b):
+    for image in (ov_a, ov_b):  # picture + colour bar
+        assert image.shape == (render.DISPLAY, render.DISPLAY + render.BAR_WIDTH, 3) and image.dtype == np.uint8
+    for image in (mask_a, mask_b):
         assert image.shape == (render.DISPLAY, render.DISPLAY, 3) and image.dtype == np.uint8
     assert set(lab_a) == set(engine.class_names("resnet")) and max(lab_a, key=lab_a.get) == "checker"
     assert "test sample #3" in info and "object IoU" in info and "resnet_drs" in info
@@ -87,12 +91,47 @@ def test_unexpected_exception_becomes_short_message_and_is_logged(engine: FakeEn
     assert "Traceback" not in str(info.value) and any(r.exc_info for r in caplog.records)
 
 
+@pytest.mark.parametrize("bug", [TypeError, IndexError])
+def test_our_own_bugs_are_logged_with_traceback_not_shown(engine: FakeEngine, monkeypatch, caplog, bug) -> None:
+    def boom(*args, **kwargs):
+        raise bug(f"list index out of range in {tempfile.gettempdir()}/crm/x.py")
+
+    monkeypatch.setattr(engine, "cam", boom)
+    with pytest.raises(gr.Error) as info:
+        cb.compare(engine, "resnet", "resnet_drs", None, 1, cb.PREDICTED, 0.3, "gradcampp")
+    message = info.value.message
+    assert "failed unexpectedly" in message and "server log" in message and "out of range" not in message
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is bug]
+    assert logged and logged[0].levelname == "ERROR"
+
+
+def test_image_errors_name_the_users_file_not_the_server_path(engine: FakeEngine, tmp_path: Path, caplog) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 90, 200)).save(buffer, format="PNG")
+    upload = tmp_path / "gradio" / "3f2a9c" / "holiday photo.png"  # gradio's upload folder layout
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(buffer.getvalue()[:100])  # truncated
+    for image in (str(upload), {"path": str(upload), "orig_name": "holiday photo.png"}):
+        with caplog.at_level("INFO", logger="demo.callbacks"), pytest.raises(gr.Error) as info:
+            cb.compare(engine, "resnet", "resnet_drs", image, -1, cb.PREDICTED, 0.3, "gradcampp")
+        assert info.value.message.startswith("holiday photo.png: ") and str(tmp_path) not in info.value.message
+        assert_no_server_detail(info.value.message)
+        assert any(str(upload) in r.getMessage() for r in caplog.records)  # the full text, server side
+    # Our own gr.Error echoing a value goes through the same filter.
+    with pytest.raises(gr.Error) as info:
+        cb.compare(engine, "resnet", "resnet_drs", None, 1, os.path.expanduser("~") + "/cls", 0.3, "gradcampp")
+    assert "not a class" in info.value.message
+    assert_no_server_detail(info.value.message)
+
+
 def test_startup_fills_compare_and_gallery(engine: FakeEngine) -> None:
     out = cb.startup(engine, "resnet", "resnet_drs", cb.PREDICTED, 0.3, "gradcampp")
     gallery, classes, index, picture = out[:4]
     assert len(gallery) == 24 and index == 0 and picture.shape[-1] == 3
     assert classes["choices"][0] == cb.PREDICTED
-    assert out[4].shape == (render.DISPLAY, render.DISPLAY, 3) and "fake" in out[-1]
+    assert out[4].shape == (render.DISPLAY, render.DISPLAY + render.BAR_WIDTH, 3) and "fake" in out[-1]
 
 
 def test_changing_model_a_redraws_a_dataset_picture_but_keeps_an_upload(engine: FakeEngine) -> None:
@@ -146,7 +185,8 @@ def test_drs_view_strip_and_curve(engine: FakeEngine) -> None:
 # -- Superpixels / Reconstructions ---------------------------------------------------------
 def test_superpixel_view(engine: FakeEngine) -> None:
     bounds, raw, pooled, mask, info = cb.superpixel_view(engine, "resnet", "resnet", None, 1, 16, 10)
-    assert bounds.shape == raw.shape == pooled.shape == mask.shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert bounds.shape == mask.shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert raw.shape == pooled.shape == (render.DISPLAY, render.DISPLAY + render.BAR_WIDTH, 3)
     assert "16 superpixels" in info and "superpixel-refined" in info
     with pytest.raises(gr.Error, match="low threshold"):
         cb.superpixel_view(engine, "resnet", "resnet", None, 1, 16, 10, 0.8, 0.2)
@@ -280,6 +320,47 @@ def test_render_shapes() -> None:
     assert render.trimap_view(rgb + 100, tri).shape == (render.DISPLAY, render.DISPLAY, 3)
     assert render.error_view(np.ones((SIZE, SIZE)) * 0.6)[0, 0].tolist() == [128, 0, 0]
     assert render.upscale_labels(np.arange(4).reshape(2, 2), 4).tolist() == [[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2
+
+
+# -- overlays ------------------------------------------------------------------------------
+def test_overlay_keeps_the_image_where_the_cam_is_zero_and_shows_the_colormap_where_it_is_one() -> None:
+    rgb = (np.random.default_rng(0).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    cam = np.zeros((render.DISPLAY, render.DISPLAY))
+    cam[:, render.DISPLAY // 2:] = 1.0
+    out = render.overlay(rgb, cam)[:, :render.DISPLAY].astype(float)
+    image = render.upscale(rgb).astype(float)
+    zero, one = cam == 0, cam == 1
+    assert np.array_equal(out[zero], image[zero])
+    heat = render.jet_colormap(1.0) * 255  # dark red
+    to_heat, to_image = np.abs(out[one] - heat).sum(-1), np.abs(out[one] - image[one]).sum(-1)
+    assert (to_heat < to_image).mean() > 0.95
+    assert np.allclose(out[one], (1 - render.CAM_ALPHA) * image[one] + render.CAM_ALPHA * heat, atol=1)
+
+
+@pytest.mark.parametrize("size", [render.DISPLAY, render.THUMB])
+def test_a_7x7_cam_is_shown_smooth_not_in_blocks(size: int) -> None:
+    assert size >= 224
+    cam = np.random.default_rng(1).random((7, 7))
+    out = render.overlay(np.full((SIZE, SIZE, 3), 128, np.uint8), cam, size=size)[:, :size]
+    colours = out.astype(np.int64) @ np.array([1, 256, 65536])  # (size, size) one int per colour
+    assert min(len(np.unique(row)) for row in colours) > 64
+    block = -(-size // 7)  # the side of a nearest-neighbour block
+    for i in range(0, size - block + 1, block):
+        for j in range(0, size - block + 1, block):
+            assert len(np.unique(colours[i:i + block, j:j + block])) > 1
+
+
+def test_every_heat_map_has_a_jet_colour_bar() -> None:
+    rgb = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    strip = slice(render.BAR_MARGIN, render.DISPLAY - render.BAR_MARGIN)
+    want = np.round(render.jet_colormap(np.linspace(1, 0, strip.stop - strip.start)) * 255)
+    for picture in (render.overlay(rgb, np.zeros((4, 4))), render.error_view(np.zeros((SIZE, SIZE)))):
+        assert picture.shape == (render.DISPLAY, render.DISPLAY + render.BAR_WIDTH, 3)
+        bar = picture[:, render.DISPLAY:].astype(float)
+        for x in range(*render.BAR_STRIP):  # top red, bottom blue, jet in between
+            assert np.abs(bar[strip, x] - want).max() <= 1
+        labels = bar[:, render.BAR_STRIP[1] + 1:]
+        assert (labels[:render.DISPLAY // 4] < 100).all(-1).any() and (labels[-render.DISPLAY // 4:] < 100).all(-1).any()
 
 
 # -- layout --------------------------------------------------------------------------------

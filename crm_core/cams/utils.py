@@ -78,7 +78,7 @@ def _cam_at(cam: ImageLike, height: int, width: int) -> np.ndarray:
     return tensor.clamp(0.0, 1.0).numpy()
 
 
-def cam_overlay(image: ImageLike, cam: ImageLike, alpha: float = 0.5) -> np.ndarray:
+def cam_overlay(image: ImageLike, cam: ImageLike, alpha: float = 0.5, *, weight_by_cam: bool = False) -> np.ndarray:
     """Blend a jet heat map of ``cam`` over ``image``.
 
     Args:
@@ -86,6 +86,9 @@ def cam_overlay(image: ImageLike, cam: ImageLike, alpha: float = 0.5) -> np.ndar
         cam: (h, w) map in [0, 1] (e.g. from :func:`normalize_cams`), resized bilinearly to
             (H, W) when it is smaller.
         alpha: weight of the heat map (0: image only, 1: heat map only).
+        weight_by_cam: weight the heat map by ``alpha * cam`` per pixel instead of ``alpha``
+            everywhere (as pytorch-grad-cam's ``show_cam_on_image`` mixes by CAM): where the CAM
+            is 0 the image shows unchanged, where it is 1 the colour takes weight ``alpha``.
 
     Returns:
         uint8 (H, W, 3).
@@ -93,8 +96,10 @@ def cam_overlay(image: ImageLike, cam: ImageLike, alpha: float = 0.5) -> np.ndar
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = to_uint8_image(image).astype(np.float64)  # (H, W, 3) in [0, 255]
-    heat = jet_colormap(_cam_at(cam, rgb.shape[0], rgb.shape[1])) * 255.0  # (H, W, 3)
-    return np.round((1.0 - alpha) * rgb + alpha * heat).clip(0, 255).astype(np.uint8)
+    values = _cam_at(cam, rgb.shape[0], rgb.shape[1])  # (H, W)
+    heat = jet_colormap(values) * 255.0  # (H, W, 3)
+    weight = alpha * values[..., None] if weight_by_cam else alpha  # (H, W, 1) or scalar
+    return np.round((1.0 - weight) * rgb + weight * heat).clip(0, 255).astype(np.uint8)
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

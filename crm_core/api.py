@@ -27,9 +27,12 @@ from crm_core.cams.utils import normalize_cams
 from crm_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import load_image
+from crm_core.metrics import CamDependence, describe_cam_dependence
 from crm_core.models import delta_override, from_tanh_range, resize_reconstruction
+from crm_core.models.crm import decoder_input
 
-__all__ = ["CamModel", "Prediction", "CheckpointError", "dataset_for", "list_checkpoints", "superpixels", "upsample_normalised"]
+__all__ = ["CamModel", "Prediction", "CheckpointError", "dataset_for", "describe_cam_dependence", "list_checkpoints",
+           "superpixels", "upsample_normalised"]
 
 
 @dataclass
@@ -128,8 +131,37 @@ class CamModel:
             classes = classes.expand(len(images))
         if classes.min() < 0 or classes.max() >= len(self.class_names):
             raise ValueError(f"class index out of range 0..{len(self.class_names) - 1}")
-        cams = gradcampp_closed_form(features, self.classifier.fc.weight, classes)  # (B, h, w)
-        return upsample_normalised(cams, size or tuple(images.shape[-2:]))
+        return self.cams_from_features(features, classes, size or tuple(images.shape[-2:]))
+
+    def cams_from_features(self, features: torch.Tensor, classes: torch.Tensor,
+                           size: int | tuple[int, int]) -> torch.Tensor:
+        """Grad-CAM++ (closed form) of one class per image from the classifier's features
+        (B, K, h, w), upsampled to ``size`` and max-normalised: (B, H, W) in [0, 1]."""
+        return upsample_normalised(gradcampp_closed_form(features, self.classifier.fc.weight, classes), size)
+
+    @property
+    def decoder_input_kind(self) -> str:
+        """What this checkpoint's ReconstructNet decodes (``crm_core.models.crm.DECODER_INPUTS``)."""
+        return str(self.checkpoint.train_config.get("decoder_input", "gradcampp"))
+
+    def decoder_input(self, features: torch.Tensor) -> torch.Tensor:
+        """The (B, C, h, w) maps this checkpoint's ReconstructNet decodes, from the classifier's features."""
+        return decoder_input(features, self.classifier.fc.weight, self.decoder_input_kind)
+
+    @torch.no_grad()
+    def cam_dependence(self, images: torch.Tensor, drs_delta: float | None = None) -> dict[str, float]:
+        """Does ReconstructNet use the CAMs? Reconstruction L1 of ``images`` (B >= 2) with their own
+        CAMs against CAMs shuffled across the batch: ``recon_l1``, ``recon_l1_shuffled``,
+        ``cam_dependence`` (~0: the decoder ignores the CAM) -- :class:`crm_core.metrics.CamDependence`."""
+        if self.reconstructor is None:
+            raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
+        images = self._batch(images)
+        with delta_override(drs_delta):
+            _, features = self.classifier(images)
+        decoder_in = self.decoder_input(features)
+        dependence = CamDependence()
+        dependence.add(self.reconstructor, decoder_in, self.reconstructor(decoder_in), images)
+        return dependence.summary()
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, drs_delta: float | None = None, native: bool = False) -> torch.Tensor:
@@ -137,7 +169,10 @@ class CamModel:
         with ``native`` at the size it decodes to (smaller when trained with ``recon_size``)."""
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
-        recon = from_tanh_range(self.reconstructor(self.predict(images, drs_delta).cams))
+        images = self._batch(images)
+        with delta_override(drs_delta):
+            _, features = self.classifier(images)
+        recon = from_tanh_range(self.reconstructor(self.decoder_input(features)))
         return recon if native else resize_reconstruction(recon, images.shape[-2:])
 
 
@@ -179,5 +214,5 @@ def dataset_for(model: "CamModel | Checkpoint", split: str, data_root: str | Non
     return build_dataset(
         checkpoint.dataset, split, image_size=checkpoint.image_size,
         data_root=data_root or train.get("data_root"), num_classes=len(checkpoint.class_names),
-        seed=int(train.get("seed", 0)), superpixels=superpixels,
+        seed=int(train.get("seed", 0)), superpixels=superpixels, appearance=train.get("appearance", "random"),
     )

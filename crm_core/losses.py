@@ -7,13 +7,12 @@ Reconstructions come out of a Tanh, so every comparison happens in [-1, 1]
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from crm_core.cams.utils import normalize_cams
 from crm_core.data.superpixels import superpixel_mean
 from crm_core.models.classifier import IMAGENET_MEAN, IMAGENET_STD
 from crm_core.models.decoder import to_tanh_range
@@ -27,13 +26,6 @@ VGG19_LAYERS: dict[str, tuple[int, float]] = {
     "relu4_1": (20, 1.0 / 4),
     "relu5_1": (29, 1.0),
 }
-
-
-@dataclass
-class LossWeights:
-    l1: float = 1.0  # w_l1: pixel L1 between reconstruction and image
-    vgg: float = 1.0  # w_vgg: VGG19 perceptual distance
-    align: float = 1.0  # w_align: CAM vs superpixel-averaged CAM
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -119,12 +111,18 @@ class VGGPerceptualLoss(nn.Module):
         return sum(w * (r - t).abs().mean() for w, r, t in zip(weights, recon_feats, target_feats))
 
 
-def _max_normalise(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Divide each (H, W) map of a (B, H, W) batch by its maximum."""
-    return maps / (maps.amax(dim=(1, 2), keepdim=True) + eps)
+def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Binary erosion of (B, H, W) masks with a ``size`` x ``size`` square (outside counts as set)."""
+    if size <= 1:
+        return mask
+    before, after = size // 2, size - 1 - size // 2  # scipy.ndimage's origin for even sizes
+    pad = (before, after, before, after)  # left, right, top, bottom
+    inverted = F.pad((~mask)[:, None].float(), pad, value=0.0)  # (B, 1, H + size - 1, W + size - 1)
+    return F.max_pool2d(inverted, size, stride=1)[:, 0] == 0
 
 
-def alignment_target(cam: torch.Tensor, segments: torch.Tensor, confident: float | None = None) -> torch.Tensor:
+def alignment_target(cam: torch.Tensor, segments: torch.Tensor, confident: float | None = None,
+                     erosion: int = 0) -> torch.Tensor:
     """The superpixel-averaged CAM, max-normalised, optionally max-ed with the confident CAM region.
 
     Args:
@@ -132,14 +130,16 @@ def alignment_target(cam: torch.Tensor, segments: torch.Tensor, confident: float
         segments: (B, H, W) SLIC labels.
         confident: CAM values above this stay in the target (the paper keeps the confident
             region so averaging cannot erase a sharp, correct peak); ``None`` disables it.
+        erosion: erode that confident region with a square of this side first (the SSC code:
+            threshold 0.3, an 8 x 8 erosion); 0 keeps it whole.
     """
-    target = _max_normalise(superpixel_mean(cam, segments))
+    target = normalize_cams(superpixel_mean(cam, segments), eps=1e-6)
     if confident is not None:
-        target = torch.maximum(target, cam * (cam >= confident))
+        target = torch.maximum(target, cam * erode(cam >= confident, erosion))
     return target
 
 
-def alignment_loss(cam: torch.Tensor, segments: torch.Tensor, confident: float | None = 0.7) -> torch.Tensor:
+def alignment_loss(cam: torch.Tensor, segments: torch.Tensor, confident: float | None = 0.7, erosion: int = 0) -> torch.Tensor:
     """MSE between the true-class CAM and its detached superpixel-aligned target.
 
     Args:
@@ -148,6 +148,6 @@ def alignment_loss(cam: torch.Tensor, segments: torch.Tensor, confident: float |
     """
     size = segments.shape[-2:]
     cam_up = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # (B, H, W)
-    cam_up = _max_normalise(cam_up)
-    target = alignment_target(cam_up.detach(), segments, confident)
+    cam_up = normalize_cams(cam_up, eps=1e-6)
+    target = alignment_target(cam_up.detach(), segments, confident, erosion)
     return F.mse_loss(cam_up, target)

@@ -32,11 +32,14 @@ def binary_counts(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def ious_from_counts(counts: torch.Tensor | np.ndarray) -> dict[str, float]:
-    """Foreground IoU, background IoU and their mean from (tp, fp, fn, tn)."""
+    """Foreground IoU, background IoU, their mean, and the background false-positive rate
+    (the share of background pixels called foreground) from (tp, fp, fn, tn)."""
     tp, fp, fn, tn = (float(c) for c in counts)
     fg = tp / (tp + fp + fn) if tp + fp + fn > 0 else float("nan")
     bg = tn / (tn + fn + fp) if tn + fn + fp > 0 else float("nan")
-    return {"fg_iou": fg, "bg_iou": bg, "miou": float(np.nanmean([fg, bg])) if not (np.isnan(fg) and np.isnan(bg)) else float("nan")}
+    miou = float(np.nanmean([fg, bg])) if not (np.isnan(fg) and np.isnan(bg)) else float("nan")
+    bg_fpr = fp / (fp + tn) if fp + tn > 0 else float("nan")
+    return {"fg_iou": fg, "bg_iou": bg, "miou": miou, "bg_fpr": bg_fpr}
 
 
 def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -92,3 +95,53 @@ class ThresholdCurve:
 
     def index_of(self, threshold: float) -> int:
         return int(np.argmin([abs(t - threshold) for t in self.thresholds]))
+
+
+def describe_cam_dependence(cam_dependence: float | None, ignore_below: float = 0.03) -> str:
+    """One line a person can read about a decoder's CAM dependence (see :class:`CamDependence`)."""
+    if cam_dependence is None or not np.isfinite(cam_dependence):
+        return "CAM dependence not measured"
+    if cam_dependence < ignore_below:
+        return f"the decoder ignores the CAM (shuffling the CAMs changes its L1 by {cam_dependence:+.1%})"
+    return f"the decoder uses the CAM (shuffled CAMs reconstruct {cam_dependence:.1%} worse)"
+
+
+@dataclass
+class CamDependence:
+    """Does ReconstructNet use its input? Reconstruction L1 with the real CAMs against CAMs
+    shuffled across the batch (each image decoded from the next image's CAMs).
+
+    A decoder that ignores the CAM (it learned the mean image) scores the same on both: its
+    ``cam_dependence`` = (L1 shuffled - L1 real) / L1 shuffled is ~0. Batches of one image have no
+    partner to shuffle with and count towards the real L1 only.
+    """
+
+    real_sum: float = 0.0
+    shuffled_sum: float = 0.0
+    paired_real_sum: float = 0.0
+    images: int = 0
+    paired: int = 0
+
+    @torch.no_grad()
+    def add(self, decoder: torch.nn.Module, decoder_in: torch.Tensor, recon: torch.Tensor, images: torch.Tensor) -> None:
+        """``decoder_in`` (B, C, h, w) what the decoder saw, ``recon`` its output, ``images`` (B, 3, H, W) in [0, 1]."""
+        from crm_core.losses import reconstruction_l1, reconstruction_target
+
+        target = reconstruction_target(images, recon)
+        real = float(reconstruction_l1(recon, target))
+        self.real_sum += real * len(images)
+        self.images += len(images)
+        if len(images) > 1:
+            shuffled = decoder(decoder_in.roll(1, dims=0))
+            self.shuffled_sum += float(reconstruction_l1(shuffled, target)) * len(images)
+            self.paired_real_sum += real * len(images)
+            self.paired += len(images)
+
+    def summary(self) -> dict[str, float]:
+        real = self.real_sum / max(self.images, 1)
+        if not self.paired:
+            return {"recon_l1": real, "recon_l1_shuffled": float("nan"), "cam_dependence": float("nan")}
+        shuffled = self.shuffled_sum / self.paired
+        paired_real = self.paired_real_sum / self.paired
+        return {"recon_l1": real, "recon_l1_shuffled": shuffled,
+                "cam_dependence": (shuffled - paired_real) / max(shuffled, 1e-12)}

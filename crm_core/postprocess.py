@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from crm_core.api import CamModel, dataset_for, upsample_normalised
+from crm_core.api import CamModel, dataset_for
 from crm_core.atomic import atomic_write_json
-from crm_core.cams.closed_form import gradcampp_closed_form
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
 from crm_core.data.superpixels import superpixel_mean
@@ -90,8 +89,7 @@ def make_pseudo_masks(
             labels = batch["label"].to(model.device)  # image-level labels are known in WSSS
             with delta_override(drs_delta):
                 _, features = model.classifier(images)
-            cams = upsample_normalised(gradcampp_closed_form(features, model.classifier.fc.weight, labels),
-                                       tuple(images.shape[-2:])).cpu()
+            cams = model.cams_from_features(features, labels, tuple(images.shape[-2:])).cpu()
             trimap = pseudo_trimap(cams, low, high, batch["superpixels"] if refine else None)
             counts += score_trimaps(trimap, batch["mask"])
             uncertain += int((trimap == UNCERTAIN).sum())

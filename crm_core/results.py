@@ -1,134 +1,393 @@
-"""The README's results table: resnet, resnet+CRM, resnet_drs, resnet_drs+CRM on synthetic pets.
+"""The README's results: every configuration over several seeds, with the untrained floor.
 
-    python -m crm_core.results --out docs/results.md
+    python -m crm_core.results --seeds 3                    # docs/results.json + docs/results.md
+    python -m crm_core.results --seeds 3 --jobs 8 --device cuda
 
-Trains the four configurations with one shared recipe (:data:`RECIPE`), evaluates each on
-the synthetic test split (accuracy, CAM mIoU at the fixed and best threshold, head/body
-coverage) and scores superpixel-refined pseudo masks. Checkpoints land in
-``checkpoints/results_*.pt`` and runs in ``runs/results_*``; the table is printed and
-written as markdown together with the exact command and the time each step took.
+Each (row, seed) trains one model with the shared recipe (:data:`RECIPE`; a row changes only
+what it names), then evaluates it on the synthetic test split at the CAM threshold chosen on
+the val split: accuracy, CAM mIoU, head and body coverage, background false-positive rate,
+the decoder's CAM dependence, train time. "floor" rows are the same architectures with no
+training step. Rows come in groups (:data:`ROWS`):
+
+- ``main``: {resnet, resnet_drs} x {no CRM, CRM} on both data appearances (``random``: the
+  reconstruction cannot use the CAM; ``informative``: it can -- ``python -m crm_core.oracle``).
+- ``floor``: untrained resnet and resnet_drs on both appearances.
+- ``ablation``: on informative data, SSC's decoder input and SSC's alignment target, and an
+  over-expanding DRS (delta 0.3) with and without CRM (the paper's claim that CRM "constrains
+  the diffusion" of attention).
+- ``legacy``: the old table's fast/exact preset check (``--exact-row``).
+
+Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
+all three, so comparisons are paired by seed. An effect is claimed only where the mean paired
+difference exceeds twice its standard error; elsewhere the table says "no effect".
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
+import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crm_core.api import CamModel, dataset_for
-from crm_core.atomic import atomic_write_text
-from crm_core.evaluate import evaluate_model
-from crm_core.postprocess import make_pseudo_masks
-from crm_core.runs import RunDir
-from crm_core.train import TrainConfig, main as train_main
+from tqdm import tqdm
+
+from crm_core.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("crm_core.results")
 
-# One recipe for all four rows; only `model` and `crm` change between them.
+# One recipe for every row: resnet18 from scratch, 112 px, stride 16 (7x7 CAMs), cosine decay.
 RECIPE: dict[str, Any] = dict(
     dataset="synthetic", arch="resnet18", image_size=112, output_stride=16, num_classes=4,
-    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, seed=0, workers=1,
-    val_limit=100,
+    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, workers=1,
+    val_limit=100, diag_every=25,
 )
-CONFIGS = (("resnet", False), ("resnet", True), ("resnet_drs", False), ("resnet_drs", True))
-# With --exact-row: the quality check of the CRM speed preset, resnet_drs + CRM as the method is
-# written (crm_preset=exact), beside the table's fast-preset row. Not part of the 4-row budget.
-EXACT_ROW = ("resnet_drs", True, "exact")
+DEFAULT_STEPS = 200
+# What "CRM" means in every CRM row (see the README's results section for how it was chosen):
+# the reconstruction L1 weighted x30 (at weight 1 its gradient on the CAM features is ~1e-2 of
+# CE's), gated by the reconstruction's specificity so that it does nothing where the decoder
+# cannot use the CAM. The perceptual term is off unless ImageNet VGG19 weights are cached.
+CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
 
 
-def row_name(model: str, crm: bool, preset: str | None = None) -> str:
-    return f"results_{model}{'_crm' if crm else ''}{'_' + preset if preset else ''}"
+@dataclass(frozen=True)
+class Row:
+    key: str  # unique id, also the checkpoint name stem
+    label: str  # what the table shows
+    group: str  # main | floor | ablation | legacy
+    appearance: str  # random | informative
+    model: str  # registered variant
+    crm: bool
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
+    untrained: bool = False  # floor: no training step
+
+    def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
+        values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
+        if self.crm:
+            values.update({**CRM_RECIPE, **crm_overrides})
+        values.update(self.overrides)
+        values["steps"] = 0 if self.untrained else steps
+        return values
 
 
-def run(steps: int | None, test_limit: int, checkpoint_dir: str, runs_dir: str, train_size: int | None,
-        extra: dict[str, Any], reuse: bool = False, exact_row: bool = False) -> list[dict[str, Any]]:
+def _rows() -> tuple[Row, ...]:
     rows = []
-    configs = [(model, crm, None) for model, crm in CONFIGS] + ([EXACT_ROW] if exact_row else [])
-    for model, crm, preset in configs:
-        name = row_name(model, crm, preset)
-        started = time.perf_counter()
-        overrides = {**(extra if crm else {}), **({"crm_preset": preset} if preset else {})}
-        cfg = TrainConfig(name=name, model=model, crm=crm, steps=steps, train_size=train_size,
-                          checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, **{**RECIPE, **overrides})
-        path = Path(checkpoint_dir) / f"{name}.pt"
-        if reuse and steps is not None and path.is_file() and CamModel.load(path).checkpoint.step == steps:
-            log.info("%s: reusing the finished checkpoint %s", name, path)
-        else:
-            path = train_main(cfg)
-        cam_model = CamModel.load(path)
-        train_s = float(cam_model.checkpoint.extra.get("wall_time", time.perf_counter() - started))
-        eval_started = time.perf_counter()
-        test_set = dataset_for(cam_model, "test")
-        evaluation = evaluate_model(cam_model, test_set, limit=test_limit, samples=5,
-                                    samples_dir=RunDir(Path(runs_dir) / name).samples_dir)
-        evaluation["split"] = "test"
-        RunDir(Path(runs_dir) / name).write_eval(evaluation)
-        pseudo = make_pseudo_masks(cam_model, dataset_for(cam_model, "test"), None, refine=True, limit=test_limit)
-        rows.append({
-            "name": name, "model": model, "crm": crm, "train_s": train_s,
-            "crm_preset": cam_model.checkpoint.train_config.get("crm_preset") if crm else None,
-            "in_budget": preset is None, "eval_s": time.perf_counter() - eval_started,
-            "accuracy": evaluation["accuracy"], "miou_fixed": evaluation["cam_miou_fixed"]["miou"],
-            "fixed_t": evaluation["cam_miou_fixed"]["threshold"], "miou_best": evaluation["cam_miou_best"]["miou"],
-            "best_t": evaluation["cam_miou_best"]["threshold"], "head": evaluation["coverage_best"].get("head"),
-            "body": evaluation["coverage_best"].get("body"), "pseudo_miou": pseudo["miou"],
-        })
-        log.info("%s: %s", name, rows[-1])
-    return rows
-
-
-def markdown(rows: list[dict[str, Any]], command: str) -> str:
-    lines = [
-        "| model | CRM | accuracy | CAM mIoU @0.30 | CAM mIoU best (t) | head / body covered @best | pseudo-mask mIoU | train time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    for appearance in ("random", "informative"):
+        for model in ("resnet", "resnet_drs"):
+            rows.append(Row(f"{appearance}_{model}_floor", f"{model} untrained (floor)", "floor", appearance, model,
+                            False, untrained=True))
+            rows.append(Row(f"{appearance}_{model}", model, "main", appearance, model, False))
+            rows.append(Row(f"{appearance}_{model}_crm", f"{model} + CRM", "main", appearance, model, True))
+    rows += [
+        Row("informative_resnet_drs_crm_sscinput", "resnet_drs + CRM, SSC decoder input (raw class scores)", "ablation",
+            "informative", "resnet_drs", True, {"decoder_input": "scores"}),
+        Row("informative_resnet_drs_crm_sscalign", "resnet_drs + CRM, SSC alignment target (0.3, 8x8 erosion)",
+            "ablation", "informative", "resnet_drs", True, {"align_confident": 0.3, "align_erosion": 8}),
+        Row("informative_resnet_drs_d03", "resnet_drs delta 0.3", "ablation", "informative", "resnet_drs", False,
+            {"delta": "0.3"}),
+        Row("informative_resnet_drs_d03_crm", "resnet_drs delta 0.3 + CRM", "ablation", "informative", "resnet_drs",
+            True, {"delta": "0.3"}),
+        Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
+            {"crm_preset": "exact"}),
     ]
-    for r in rows:
-        crm = f"yes ({r['crm_preset']})" if r["crm"] else "no"
-        lines.append(
-            f"| {r['model']} | {crm} | {r['accuracy']:.3f} | {r['miou_fixed']:.3f} | "
-            f"{r['miou_best']:.3f} ({r['best_t']:.2f}) | {r['head']:.2f} / {r['body']:.2f} | {r['pseudo_miou']:.3f} | "
-            f"{r['train_s'] / 60:.1f} min |"
-        )
-    total = sum(r["train_s"] + r["eval_s"] for r in rows if r["in_budget"])
-    extra = sum(r["train_s"] + r["eval_s"] for r in rows if not r["in_budget"])
-    lines += ["", f"Reproduce: `{command}` ({total / 60:.1f} min for the four rows on {platform.machine()} "
-              f"with {_cpu_count()} CPU cores{f', plus {extra / 60:.1f} min for the exact-preset row' if extra else ''}; "
-              f"recipe: {RECIPE})."]
+    return tuple(rows)
+
+
+ROWS: tuple[Row, ...] = _rows()
+ROW_BY_KEY = {row.key: row for row in ROWS}
+GROUPS = ("main", "floor", "ablation", "legacy")
+# Paired comparisons the table reads out: (row, baseline it is compared with).
+COMPARISONS: tuple[tuple[str, str], ...] = tuple(
+    pair for appearance in ("random", "informative") for pair in (
+        (f"{appearance}_resnet", f"{appearance}_resnet_floor"),
+        (f"{appearance}_resnet_drs", f"{appearance}_resnet"),
+        (f"{appearance}_resnet_crm", f"{appearance}_resnet"),
+        (f"{appearance}_resnet_drs_crm", f"{appearance}_resnet_drs"),
+    )
+) + (
+    ("informative_resnet_drs_crm_sscinput", "informative_resnet_drs_crm"),
+    ("informative_resnet_drs_crm_sscalign", "informative_resnet_drs_crm"),
+    ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
+    ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
+)
+# metric key -> (column title, format); "higher" says which direction is better (None: neither)
+METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "{:.3f}"),
+    "miou": ("CAM mIoU (val thr.)", "{:.3f}"),
+    "head": ("head covered", "{:.2f}"),
+    "body": ("body covered", "{:.2f}"),
+    "bg_fpr": ("background FP rate", "{:.3f}"),
+    "cam_dependence": ("CAM dependence", "{:+.2f}"),
+    "train_s": ("train time (s)", "{:.0f}"),
+}
+COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
+
+
+def checkpoint_name(row: Row, seed: int) -> str:
+    return f"results_{row.key}_s{seed}"
+
+
+def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str, runs_dir: str,
+            device: str, crm_overrides: dict[str, Any], reuse: bool, threads: int | None,
+            train_size: int | None = None) -> dict[str, Any]:
+    """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements."""
+    import torch
+
+    from crm_core.api import CamModel, dataset_for
+    from crm_core.evaluate import evaluate_model, select_threshold
+    from crm_core.runs import RunDir
+    from crm_core.train import TrainConfig, main as train_main
+
+    if threads:
+        torch.set_num_threads(threads)
+    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
+    row = ROW_BY_KEY[row_key]
+    name = checkpoint_name(row, seed)
+    fields = row.train_fields(steps, crm_overrides)
+    cfg = TrainConfig(name=name, seed=seed, checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device,
+                      train_size=train_size, **fields)
+    path = Path(checkpoint_dir) / f"{name}.pt"
+    reused = False
+    if reuse and path.is_file():
+        try:
+            old = CamModel.load(path)
+            wanted = TrainConfig(**{**asdict(cfg), "extra": {}}).resolve().to_dict()
+            reused = old.checkpoint.step == fields["steps"] and all(
+                old.checkpoint.train_config.get(k) == v for k, v in wanted.items()
+                if k not in ("extra", "device", "resume", "workers"))
+        except Exception:  # noqa: BLE001 - an unreadable old checkpoint is simply retrained
+            reused = False
+    if not reused:
+        train_main(cfg)
+    model = CamModel.load(path, device)
+    started = time.perf_counter()
+    threshold = select_threshold(model, dataset_for(model, "val"), limit=val_limit)
+    evaluation = evaluate_model(model, dataset_for(model, "test"), limit=test_limit, val_threshold=threshold,
+                                samples=5, samples_dir=RunDir(Path(runs_dir) / name).samples_dir, progress=False)
+    evaluation.update(split="test", threshold_split="val")
+    RunDir(Path(runs_dir) / name).write_eval(evaluation)
+    at = evaluation["cam_miou_val_threshold"]
+    coverage = evaluation["coverage_val_threshold"]
+    return {
+        "row": row.key, "seed": seed, "checkpoint": str(path), "reused": reused,
+        "accuracy": evaluation["accuracy"], "threshold": at["threshold"], "miou": at["miou"],
+        "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body"),
+        "miou_best_on_test": evaluation["cam_miou_best"]["miou"],
+        "cam_dependence": evaluation.get("cam_dependence"), "recon_l1": evaluation.get("recon_l1"),
+        "recon_l1_shuffled": evaluation.get("recon_l1_shuffled"),
+        "train_s": float(model.checkpoint.extra.get("wall_time", 0.0)), "eval_s": time.perf_counter() - started,
+        "notices": model.checkpoint.train_config.get("extra", {}).get("notices", []),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); NaN-free input expected."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, float]:
+    out = {}
+    for job in jobs:
+        value = job.get(metric)
+        if job["row"] == row and value is not None and math.isfinite(value):
+            out[job["seed"]] = float(value)
+    return out
+
+
+def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-row mean/std and the paired comparisons (effect = |mean diff| > 2 standard errors)."""
+    rows = {}
+    for row in ROWS:
+        stats = {}
+        for metric in METRICS:
+            values = list(_values(jobs, row.key, metric).values())
+            if values:
+                mean, std = mean_std(values)
+                stats[metric] = {"mean": mean, "std": std, "n": len(values)}
+        if stats:
+            rows[row.key] = {**asdict(row), "stats": stats}
+    comparisons = []
+    for key, base in COMPARISONS:
+        if key not in rows or base not in rows:
+            continue
+        entry: dict[str, Any] = {"row": key, "baseline": base, "metrics": {}}
+        for metric in COMPARED:
+            a, b = _values(jobs, key, metric), _values(jobs, base, metric)
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            diffs = [a[s] - b[s] for s in seeds]
+            mean, std = mean_std(diffs)
+            se = std / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+            effect = len(diffs) > 1 and abs(mean) > 2 * se
+            entry["metrics"][metric] = {"diff": mean, "se": se, "n": len(diffs), "effect": bool(effect)}
+        comparisons.append(entry)
+    return {"rows": rows, "comparisons": comparisons}
+
+
+def _cell(stats: dict[str, Any], metric: str) -> str:
+    if metric not in stats:
+        return "–"
+    fmt = METRICS[metric][1]
+    s = stats[metric]
+    return fmt.format(s["mean"]) + (f" ± {fmt.format(s['std']).lstrip('+')}" if s["n"] > 1 else "")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    summary = report["summary"]
+    lines = []
+    for appearance, title in (("random", "Random appearance (the default data: reconstruction cannot use the CAM)"),
+                              ("informative", "Informative appearance (one class-agnostic object appearance)")):
+        keys = [r.key for r in ROWS if r.appearance == appearance and r.key in summary["rows"]]
+        if not keys:
+            continue
+        lines += [f"### {title}", "",
+                  "| row | seeds | " + " | ".join(METRICS[m][0] for m in METRICS) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
+        for key in keys:
+            row = summary["rows"][key]
+            n = max(s["n"] for s in row["stats"].values())
+            group = "" if row["group"] == "main" else f" *({row['group']})*"
+            lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in METRICS) + " |")
+        lines.append("")
+    if summary["comparisons"]:
+        lines += ["### Paired differences (row − baseline, same seeds; effect: |mean| > 2 SE)", "",
+                  "| row | baseline | " + " | ".join(METRICS[m][0] for m in COMPARED) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in COMPARED) + " |"]
+        for comparison in summary["comparisons"]:
+            cells = []
+            for metric in COMPARED:
+                m = comparison["metrics"].get(metric)
+                if m is None:
+                    cells.append("–")
+                elif not m["effect"]:
+                    cells.append(f"no effect ({m['diff']:+.3f})")
+                else:
+                    cells.append(f"**{m['diff']:+.3f}** ± {m['se']:.3f}")
+            lines.append(f"| {comparison['row']} | {comparison['baseline']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    meta = report["meta"]
+    lines.append(f"Reproduce: `{meta['command']}` — {meta['wall_s'] / 60:.1f} min on {meta['machine']} "
+                 f"({meta['jobs']} parallel job(s), device {meta['device']}); recipe {json.dumps(RECIPE)}, "
+                 f"steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}.")
+    notices = sorted({n for job in report["jobs"] for n in job.get("notices", [])})
+    if notices:
+        lines += [""] + [f"Notice recorded by the runs: {n}." for n in notices]
     return "\n".join(lines) + "\n"
 
 
-def _cpu_count() -> int:
-    import os
-    return os.cpu_count() or 1
+def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str]) -> list[Row]:
+    if keys:
+        unknown = [k for k in keys if k not in ROW_BY_KEY]
+        if unknown:
+            raise ValueError(f"unknown rows {unknown}; choose from {sorted(ROW_BY_KEY)}")
+        return [ROW_BY_KEY[k] for k in keys]
+    return [r for r in ROWS if r.group in groups and r.appearance in appearances]
+
+
+def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
+        runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
+        train_size: int | None = None) -> list[dict[str, Any]]:
+    """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order."""
+    tasks = [(row.key, seed) for seed in seeds for row in rows]
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 and device == "cpu" else None
+    common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
+                  runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse, threads=threads,
+                  train_size=train_size)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    progress = tqdm(total=len(tasks), desc="results", unit="run")
+    if jobs <= 1:
+        for key, seed in tasks:
+            results[(key, seed)] = run_job(key, seed, **common)
+            log.info("%s seed %d: %s", key, seed, _short(results[(key, seed)]))
+            progress.update(1)
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, key, seed, **common): (key, seed) for key, seed in tasks}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                log.info("%s seed %d: %s", *futures[future], _short(results[futures[future]]))
+                progress.update(1)
+    progress.close()
+    return [results[task] for task in tasks]
+
+
+def _short(job: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {job[k]:.3f}" for k in ("accuracy", "miou", "head", "body", "bg_fpr")
+                     if job.get(k) is not None)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train and evaluate the four configurations of the results table.")
-    p.add_argument("--steps", type=int, default=None, help="cap per run (default: the recipe's 2 epochs)")
+    p = argparse.ArgumentParser(description="Train and evaluate the results table over several seeds.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
+    p.add_argument("--first-seed", type=int, default=0, help="first seed")
+    p.add_argument("--groups", nargs="+", default=["main", "floor", "ablation"], choices=GROUPS,
+                   help="row groups to run")
+    p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
+    p.add_argument("--appearance", nargs="+", default=["random", "informative"], choices=("random", "informative"),
+                   help="data appearances to run")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
     p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
-    p.add_argument("--test-limit", type=int, default=200)
-    p.add_argument("--checkpoint-dir", default="checkpoints")
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
+    p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--checkpoint-dir", default="checkpoints", help="where results_*.pt go")
+    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
+    p.add_argument("--out", default="docs/results.md", help="markdown table")
+    p.add_argument("--json", default="docs/results.json", help="per-seed values and the summary")
     p.add_argument("--crm-preset", default=None, help="speed preset of the CRM rows (exact | fast)")
-    p.add_argument("--reuse", action="store_true", help="keep checkpoints already trained to the requested steps")
-    p.add_argument("--exact-row", action="store_true",
-                   help="also train resnet_drs + CRM with crm_preset=exact (the speed preset's quality check)")
+    p.add_argument("--reuse", action="store_true", help="keep checkpoints already trained with the same config")
+    p.add_argument("--exact-row", action="store_true", help="also run the legacy exact-preset row")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the jobs already in --json that this run does not redo (build the table in parts)")
     return p
 
 
 def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
-    extra = {} if args.crm_preset is None else {"crm_preset": args.crm_preset}
-    rows = run(args.steps, args.test_limit, args.checkpoint_dir, args.runs_dir, args.train_size, extra, args.reuse,
-               args.exact_row)
+    if args.seeds < 1 or args.jobs < 1 or args.steps < 1:
+        log.error("--seeds, --jobs and --steps must be >= 1")
+        return 2
+    groups = list(args.groups) + (["legacy"] if args.exact_row else [])
+    try:
+        rows = select_rows(groups, args.rows, args.appearance)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    crm_overrides = {} if args.crm_preset is None else {"crm_preset": args.crm_preset}
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    started = time.perf_counter()
+    jobs = run(rows, seeds, steps=args.steps, test_limit=args.test_limit, val_limit=args.val_limit,
+               checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
+               crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size)
     command = "python -m crm_core.results " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = markdown(rows, command.strip())
+    meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
+            "device": args.device, "steps": args.steps, "seeds": seeds, "crm_recipe": {**CRM_RECIPE, **crm_overrides},
+            "recipe": RECIPE, "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores"}
+    if args.merge and args.json and Path(args.json).is_file():
+        done = {(j["row"], j["seed"]) for j in jobs}
+        old = json.loads(Path(args.json).read_text())
+        jobs = [j for j in old.get("jobs", []) if (j["row"], j["seed"]) not in done] + jobs
+        meta["merged_with"] = old.get("meta")
+    report = {"meta": meta, "jobs": jobs, "summary": summarise(jobs)}
+    table = markdown(report)
     print(table)
+    if args.json:
+        atomic_write_json(args.json, report)
     if args.out:
         atomic_write_text(args.out, table)
     return 0

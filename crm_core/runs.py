@@ -17,9 +17,16 @@ from typing import Any, Iterable
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
 
-METRIC_COLUMNS = (
+_REQUIRED_COLUMNS = (
     "step", "epoch", "split", "lr", "loss_total", "loss_cls", "loss_l1", "loss_vgg", "loss_align",
     "accuracy", "wall_time",
+)
+# Appended later, so metrics.csv files written before them still read: train rows may carry the
+# reconstruction's specificity, the CRM gate and (every --diag-every steps) each term's gradient
+# norm on the CAM features relative to CE's; val rows the decoder's CAM dependence.
+METRIC_COLUMNS = _REQUIRED_COLUMNS + (
+    "recon_specificity", "crm_gate", "grad_l1", "grad_vgg", "grad_align",
+    "recon_l1", "recon_l1_shuffled", "cam_dependence",
 )
 
 
@@ -72,7 +79,7 @@ class RunDir:
         rows = []
         with open(self.metrics_path, newline="") as handle:
             for row in csv.DictReader(handle):
-                if None in row or any(row.get(c) is None for c in METRIC_COLUMNS):
+                if None in row or any(row.get(c) is None for c in _REQUIRED_COLUMNS):
                     continue  # torn line from a killed writer
                 rows.append({k: _parse(k, v) for k, v in row.items()})
         return rows

@@ -23,15 +23,16 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from crm_core.cams.closed_form import gradcampp_closed_form
-from crm_core.cams.utils import normalize_cams
 from crm_core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from crm_core.data import DATASETS, DatasetNotFoundError, SuperpixelCache, build_dataset
+from crm_core.data.synthetic import APPEARANCES
 from crm_core.data.transforms import random_hflip_batch
 from crm_core.losses import (VGG19_LAYERS, VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1,
                              reconstruction_target)
 from crm_core.models import MODEL_VARIANTS, ModelConfig, ReconstructNet, create_model
 from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES, CamClassifier
+from crm_core.models.crm import DECODER_INPUTS, CRMNet
+from crm_core.metrics import CamDependence
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import MetricsWriter, RunDir
 
@@ -49,10 +50,11 @@ DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
 #          and the image at an eighth of it (never below 16 px, where relu5_1 is 1x1): VGG was
 #          most of what was left of CRM's cost. The CAM is 7x7 either way; the README's results
 #          table reports the CAM mIoU of both presets.
+MIN_PERCEPTUAL_SIZE = 64  # VGG19 compares at >= 64 px: at 16 px relu5_1 is a single pixel
 CRM_PRESETS: dict[str, dict[str, Any]] = {
     "exact": {"recon_size": None, "perceptual_size": None, "channels_last": True},
     "fast": {"recon_size": lambda image_size: max(16, image_size // 4),
-             "perceptual_size": lambda image_size: max(16, image_size // 8), "channels_last": True},
+             "perceptual_size": lambda image_size: max(MIN_PERCEPTUAL_SIZE, image_size // 8), "channels_last": True},
 }
 AMP_MODES = ("none", "bf16")
 
@@ -70,12 +72,13 @@ class TrainConfig:
     data_root: str | None = None  # dataset folder (pets)
     download: bool = False  # let torchvision download the dataset (needs internet)
     num_classes: int = 4  # synthetic only: number of head patterns
+    appearance: str = "random"  # synthetic only: object appearance, random | informative (crm_core.data.synthetic)
     train_size: int | None = None  # synthetic only: number of training images (default 2000)
     image_size: int | None = None  # square input size; default 112 synthetic / 224 pets
     output_stride: int | None = None  # 16 or 32; default 16 below 224 px (keeps CAMs >= 7x7)
     batch_size: int = 16  # per process
     epochs: int = 3
-    steps: int | None = None  # cap on optimisation steps (all epochs together)
+    steps: int | None = None  # cap on optimisation steps (all epochs together); 0 saves the untrained model
     cls_lr: float = 1e-3  # Adam lr of the classifier
     rec_lr: float = 2e-3  # Adam lr of ReconstructNet
     lr_schedule: str = "constant"  # constant | cosine (decays both lrs to 0 over the run's max steps)
@@ -85,6 +88,10 @@ class TrainConfig:
     align_weight: float = 1.0  # w_align (0 disables superpixel alignment)
     align_warmup: int = 1  # epochs before the alignment loss switches on
     align_confident: float | None = 0.7  # CAM values above this stay in the alignment target
+    align_erosion: int = 0  # erode that confident region with a square of this side, px (SSC: 0.3 and 8)
+    decoder_input: str = "gradcampp"  # what ReconstructNet decodes: gradcampp (max-normalised) | scores (SSC: raw class scores)
+    crm_gate: bool = False  # scale the reconstruction gradient into the classifier by how image-specific the reconstruction is
+    crm_gate_scale: float = 0.05  # specificity at which the gate is fully open
     delta: str = "0.55"  # DRS delta: a number in (0, 1] or "learnable"
     drs_positions: tuple[str, ...] = ("layer4_blocks",)  # where DRS layers go
     freeze: str | None = None  # last2 | none; default last2 with imagenet weights, else none
@@ -104,6 +111,7 @@ class TrainConfig:
     init_from: str | None = None  # start from another checkpoint's weights (fine-tuning)
     workers: int = 1  # DataLoader worker processes
     log_every: int = 1  # write a metrics row every N steps
+    diag_every: int = 25  # log each loss term's gradient norm on the CAM features, relative to CE's, every N steps (0: never)
     ckpt_every: int = 50  # save the checkpoint every N steps (and at every epoch end)
     val_limit: int | None = 200  # validation images per epoch (None = whole split)
     checkpoint_dir: str = "checkpoints"
@@ -141,19 +149,25 @@ class TrainConfig:
             (self.image_size >= 32, f"image_size must be >= 32, got {self.image_size}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.steps is None or self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (all(math.isfinite(v) and v > 0 for v in (self.cls_lr, self.rec_lr)), "learning rates must be finite and > 0"),
             (all(math.isfinite(v) and v >= 0 for v in (self.l1_weight, self.vgg_weight, self.align_weight)),
              "loss weights must be finite and >= 0"),
             (self.perceptual in ("vgg19", "none"), f"perceptual must be vgg19 or none, got {self.perceptual!r}"),
             (self.n_segments >= 2, "n_segments must be >= 2"),
-            (self.perceptual_size is None or self.perceptual_size >= 16, "perceptual_size must be >= 16"),
             (16 <= self.recon_size <= self.image_size, f"recon_size must be in [16, image_size], got {self.recon_size}"),
             (len(self.perceptual_layers) > 0 and all(n in VGG19_LAYERS for n in self.perceptual_layers),
              f"perceptual_layers must be a non-empty subset of {list(VGG19_LAYERS)}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"),
             (self.log_every >= 1 and self.ckpt_every >= 1, "log_every and ckpt_every must be >= 1"),
+            (self.diag_every >= 0, "diag_every must be >= 0"),
+            (self.appearance in APPEARANCES, f"appearance must be one of {APPEARANCES}, got {self.appearance!r}"),
+            (self.decoder_input in DECODER_INPUTS, f"decoder_input must be one of {DECODER_INPUTS}, got {self.decoder_input!r}"),
+            (self.align_erosion >= 0, "align_erosion must be >= 0"),
+            (math.isfinite(self.crm_gate_scale) and self.crm_gate_scale > 0, "crm_gate_scale must be > 0"),
+            (not self.uses_perceptual or self.perceptual_size is None or self.perceptual_size >= MIN_PERCEPTUAL_SIZE,
+             f"perceptual_size must be >= {MIN_PERCEPTUAL_SIZE} (relu5_1 of VGG19 is 1x1 at 16 px)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -194,27 +208,6 @@ class TrainConfig:
         d["drs_positions"] = list(self.drs_positions)
         d["perceptual_layers"] = list(self.perceptual_layers)
         return d
-
-
-class CRMNet(nn.Module):
-    """Classifier + ReconstructNet as one module, so one DDP wrapper syncs both.
-
-    forward returns logits, features, all-class Grad-CAM++ maps (closed form, from the same
-    forward pass, differentiable) and the reconstruction (None without CRM).
-    """
-
-    def __init__(self, classifier: CamClassifier, reconstructor: ReconstructNet | None) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.reconstructor = reconstructor
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        logits, features = self.classifier(images)
-        if self.reconstructor is None:
-            return {"logits": logits, "features": features, "cams": None, "recon": None}
-        cams = gradcampp_closed_form(features, self.classifier.fc.weight)  # (B, C, h, w)
-        cams = normalize_cams(cams)
-        return {"logits": logits, "features": features, "cams": cams, "recon": self.reconstructor(cams)}
 
 
 # -- distributed helpers -------------------------------------------------------------------
@@ -295,29 +288,73 @@ def compute_losses(
     cfg: TrainConfig,
     perceptual: VGGPerceptualLoss | None,
     use_alignment: bool,
+    diagnose: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    """Forward pass and every loss term; returns total, the logged terms and the logits."""
+    """Forward pass and every loss term; returns total, the logged terms and the logits.
+
+    With ``diagnose``, the terms also hold each loss term's gradient norm on the CAM features
+    (the classifier's last feature map) relative to CE's (``grad_l1``, ``grad_vgg``,
+    ``grad_align``): how hard each term actually pushes the CAMs, after loss weights and gate.
+    """
     images, labels = batch["image"], batch["label"]
     out = net(images)
     loss_cls = classification_loss(out["logits"], labels)
     total = loss_cls
     terms = {"loss_cls": loss_cls.detach()}
+    weighted = {"cls": loss_cls}
     if out["recon"] is not None:
         target = reconstruction_target(images, out["recon"])
         loss_l1 = reconstruction_l1(out["recon"], target)
-        total = total + cfg.l1_weight * loss_l1
+        weighted["l1"] = cfg.l1_weight * loss_l1
         terms["loss_l1"] = loss_l1.detach()
+        specificity = reconstruction_specificity(out["recon"].detach(), target)
+        terms["recon_specificity"] = specificity
+        if cfg.crm_gate:
+            gate = float(min(max(specificity / cfg.crm_gate_scale, 0.0), 1.0))
+            terms["crm_gate"] = gate
+            if out["decoder_in"].requires_grad:
+                # The decoder learns from the full loss; the classifier feels the reconstruction
+                # only as far as the reconstruction depends on the CAM (when it does not, its
+                # gradient into the CAM carries no information about the object, only noise).
+                out["decoder_in"].register_hook(lambda grad, g=gate: grad * g)
         if perceptual is not None:
             loss_vgg = perceptual(out["recon"], target)
-            total = total + cfg.vgg_weight * loss_vgg
+            weighted["vgg"] = cfg.vgg_weight * loss_vgg
             terms["loss_vgg"] = loss_vgg.detach()
         if use_alignment:
             true_cams = out["cams"][torch.arange(len(labels), device=labels.device), labels]  # (B, h, w)
-            loss_align = alignment_loss(true_cams, batch["superpixels"], cfg.align_confident)
-            total = total + cfg.align_weight * loss_align
+            loss_align = alignment_loss(true_cams, batch["superpixels"], cfg.align_confident, cfg.align_erosion)
+            weighted["align"] = cfg.align_weight * loss_align
             terms["loss_align"] = loss_align.detach()
+        total = sum(weighted.values())
+    if diagnose and out["features"].requires_grad:
+        terms.update(gradient_ratios(weighted, out["features"]))
     terms["loss_total"] = total.detach()
     return total, {k: float(v) for k, v in terms.items()}, out["logits"].detach()
+
+
+def reconstruction_specificity(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How much better each reconstruction matches its own image than the next image of the batch.
+
+    (L1 against the batch's images rolled by one - L1 against its own) / the former. ReconstructNet
+    sees nothing but the CAMs, so a decoder that ignores them outputs the same picture for every
+    image and scores ~0; free, from the training forward pass (0 for a batch of one).
+    """
+    if len(recon) < 2:
+        return recon.new_zeros(())
+    own = reconstruction_l1(recon, target)
+    other = reconstruction_l1(recon, target.roll(1, dims=0))
+    return (other - own) / other.clamp_min(1e-8)
+
+
+def gradient_ratios(weighted: dict[str, torch.Tensor], features: torch.Tensor) -> dict[str, float]:
+    """Norm of d(term)/d(features) for each weighted loss term, divided by CE's norm."""
+    norms = {}
+    for key, term in weighted.items():
+        (grad,) = torch.autograd.grad(term, features, retain_graph=True, allow_unused=True)
+        norms[key] = 0.0 if grad is None else float(grad.norm())
+    ce = max(norms.pop("cls"), 1e-12)
+    return {f"grad_{key}": value / ce for key, value in norms.items()}
 
 
 def autocast_context(cfg: TrainConfig, device: torch.device) -> Any:
@@ -382,7 +419,8 @@ def train_one_epoch(
             # never zeroed the reconstruction optimiser, so its gradients accumulated).
             optimizer.zero_grad(set_to_none=True)
         with autocast_context(cfg, device):
-            total, terms, logits = compute_losses(net, batch, cfg, perceptual, use_alignment)
+            diagnose = cfg.diag_every > 0 and state.step % cfg.diag_every == 0
+            total, terms, logits = compute_losses(net, batch, cfg, perceptual, use_alignment, diagnose)
         if not torch.isfinite(total):
             raise TrainingDiverged(
                 f"loss became {float(total.detach())} at step {state.step} (terms: {terms}); "
@@ -403,30 +441,35 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
-    """Validation accuracy, CE and reconstruction L1 (when CRM is on)."""
+def validate(net: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
+    """Validation accuracy, CE and, with CRM, reconstruction L1 and the decoder's CAM dependence."""
     net.eval()
     correct = total = 0
-    ce_sum = l1_sum = 0.0
+    ce_sum = 0.0
+    dependence = CamDependence()
     for batch in loader:
         images, labels = batch["image"].to(device), batch["label"].to(device)
         out = net(images)
         correct += int((out["logits"].argmax(1) == labels).sum())
         ce_sum += float(classification_loss(out["logits"], labels)) * len(labels)
         if out["recon"] is not None:
-            l1_sum += float(reconstruction_l1(out["recon"], reconstruction_target(images, out["recon"]))) * len(labels)
+            dependence.add(net.reconstructor, out["decoder_in"], out["recon"], images)
         total += len(labels)
     result = {"accuracy": correct / max(total, 1), "loss_cls": ce_sum / max(total, 1)}
-    if l1_sum:
-        result["loss_l1"] = l1_sum / max(total, 1)
+    if dependence.images:
+        result.update(dependence.summary())
+        result["loss_l1"] = result["recon_l1"]
     return result
+
+
+evaluate = validate  # the name this step had before; the dashboard and old scripts call it
 
 
 # -- main ----------------------------------------------------------------------------------
 def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     superpixels = SuperpixelCache(n_segments=cfg.n_segments, compactness=cfg.compactness) if cfg.uses_alignment else None
     common = dict(image_size=cfg.image_size, data_root=cfg.data_root, num_classes=cfg.num_classes, seed=cfg.seed,
-                  download=cfg.download)
+                  download=cfg.download, appearance=cfg.appearance)
     train_set = build_dataset(cfg.dataset, "train", superpixels=superpixels, length=cfg.train_size, **common)
     val_set = build_dataset(cfg.dataset, "val", **common)
     if cfg.val_limit is not None and len(val_set) > cfg.val_limit:
@@ -499,8 +542,17 @@ def _train(
     perceptual = None
     if cfg.uses_perceptual:
         perceptual = VGGPerceptualLoss(cfg.perceptual_weights, layers=cfg.perceptual_layers, size=cfg.perceptual_size)
-        perceptual = apply_memory_format(perceptual.to(device), cfg)
         cfg.extra["perceptual_weights_source"] = perceptual.weights_source
+        if cfg.perceptual_weights == "auto" and perceptual.weights_source.startswith("random"):
+            # A VGG19 with random weights sends ~1e-4 of CE's gradient: inert, yet it would be
+            # counted as "the method". Only an explicit --perceptual-weights random runs it.
+            perceptual = None
+            notice = ("perceptual loss off: no ImageNet VGG19 weights cached, and random VGG features are inert; "
+                      "pass --perceptual-weights random to run it anyway, or put the weights in torchvision's cache")
+            cfg.extra.setdefault("notices", []).append(notice)
+            log.warning("%s", notice)
+        else:
+            perceptual = apply_memory_format(perceptual.to(device), cfg)
     state = TrainState()
     if resume_payload is not None:
         classifier.load_state_dict(resume_payload.classifier.state_dict())
@@ -510,7 +562,7 @@ def _train(
         state = TrainState(resume_payload.step, resume_payload.epoch, resume_payload.epoch_step,
                            float(resume_payload.extra.get("wall_time", 0.0)))
 
-    net = apply_memory_format(CRMNet(classifier, reconstructor).to(device), cfg)
+    net = apply_memory_format(CRMNet(classifier, reconstructor, cfg.decoder_input).to(device), cfg)
     train_net: nn.Module = net
     if dist_info.enabled:
         train_net = nn.parallel.DistributedDataParallel(
@@ -554,7 +606,8 @@ def _train(
     def on_step(terms: dict[str, float]) -> None:
         pending_terms.append(terms)
         if writer is not None and state.step % cfg.log_every == 0:
-            averaged = {k: sum(t.get(k, 0.0) for t in pending_terms) / len(pending_terms) for k in pending_terms[-1]}
+            keys = {k for t in pending_terms for k in t}  # diagnostics are only in some steps' terms
+            averaged = {k: sum(t[k] for t in pending_terms if k in t) / sum(k in t for t in pending_terms) for k in keys}
             writer.write({"step": state.step, "epoch": state.epoch, "split": "train",
                           "lr": optimizers["cls"].param_groups[0]["lr"], "wall_time": state.wall_time, **averaged})
             pending_terms.clear()
@@ -566,6 +619,8 @@ def _train(
         if should_stop is not None and should_stop():
             raise TrainingStopped
 
+    if max_steps == 0:
+        save()  # --steps 0: the untrained model (the floor every results table carries)
     try:
         while state.step < max_steps:
             batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, state.epoch, dist_info)[state.epoch_step:]
@@ -573,11 +628,13 @@ def _train(
             train_one_epoch(train_net, optimizers, loader, cfg, state, perceptual, device, max_steps, on_step, progress)
             epoch_done = state.epoch_step >= per_epoch
             if dist_info.is_main:
-                val = evaluate(net, make_loader(val_set, _sequential_batches(len(val_set), cfg.batch_size), cfg.workers), device)
+                val = validate(net, make_loader(val_set, _sequential_batches(len(val_set), cfg.batch_size), cfg.workers), device)
                 if writer is not None:
                     writer.write({"step": state.step, "epoch": state.epoch, "split": "val", "wall_time": state.wall_time, **val})
+                dependence = (f", reconstruction L1 {val['recon_l1']:.4f} (shuffled CAMs {val['recon_l1_shuffled']:.4f}, "
+                              f"CAM dependence {val['cam_dependence']:+.1%})" if "recon_l1" in val else "")
                 progress.write(f"epoch {state.epoch} step {state.step}: val accuracy {val['accuracy']:.3f} "
-                               f"loss_cls {val['loss_cls']:.3f}")
+                               f"loss_cls {val['loss_cls']:.3f}{dependence}")
             if epoch_done:
                 state.epoch += 1
                 state.epoch_step = 0
@@ -620,34 +677,49 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a CAM classifier (+ CAM-driven Reconstruction Module).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default=d.name, help="checkpoint and run name")
-    p.add_argument("--model", default=d.model, choices=sorted(MODEL_VARIANTS))
-    p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS))
-    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS))
+    p.add_argument("--model", default=d.model, choices=sorted(MODEL_VARIANTS), help="registered model variant")
+    p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS), help="ResNet backbone")
+    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS), help="synthetic (offline) or Oxford-IIIT pets")
     p.add_argument("--data-root", default=None, help="dataset folder (pets)")
     p.add_argument("--download", action="store_true", help="download the dataset (needs internet)")
     p.add_argument("--num-classes", type=int, default=d.num_classes, help="synthetic: number of classes")
+    p.add_argument("--appearance", default=d.appearance, choices=APPEARANCES,
+                   help="synthetic: random object colours (reconstruction cannot use the CAM) or informative "
+                        "(one class-agnostic object appearance, where CRM's premise can hold)")
     p.add_argument("--train-size", type=int, default=None, help="synthetic: number of training images")
     p.add_argument("--image-size", type=int, default=None, help="default 112 synthetic, 224 pets")
     p.add_argument("--output-stride", type=int, choices=(16, 32), default=None, help="default 16 below 224 px")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--steps", type=int, default=None, help="cap on optimisation steps")
-    p.add_argument("--cls-lr", type=float, default=d.cls_lr)
-    p.add_argument("--rec-lr", type=float, default=d.rec_lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step and process")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
+    p.add_argument("--steps", type=int, default=None, help="cap on optimisation steps (0: save the untrained model)")
+    p.add_argument("--cls-lr", type=float, default=d.cls_lr, help="Adam learning rate of the classifier")
+    p.add_argument("--rec-lr", type=float, default=d.rec_lr, help="Adam learning rate of ReconstructNet")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES,
                    help="cosine decays both learning rates to 0 over the run (steadier final model)")
     p.add_argument("--no-crm", dest="crm", action="store_false", help="plain classifier, no reconstruction")
-    p.add_argument("--l1-weight", type=float, default=d.l1_weight)
-    p.add_argument("--vgg-weight", type=float, default=d.vgg_weight)
-    p.add_argument("--align-weight", type=float, default=d.align_weight)
+    p.add_argument("--l1-weight", type=float, default=d.l1_weight, help="weight of the reconstruction L1 term")
+    p.add_argument("--vgg-weight", type=float, default=d.vgg_weight, help="weight of the VGG19 perceptual term (0: off)")
+    p.add_argument("--align-weight", type=float, default=d.align_weight, help="weight of the superpixel alignment term (0: off)")
     p.add_argument("--align-warmup", type=int, default=d.align_warmup, help="epochs before alignment switches on")
+    p.add_argument("--align-confident", type=float, default=d.align_confident,
+                   help="CAM values above this stay in the alignment target (SSC: 0.3)")
+    p.add_argument("--align-erosion", type=int, default=d.align_erosion,
+                   help="erode that confident region with a square of this side, px (SSC: 8; 0: none)")
+    p.add_argument("--decoder-input", default=d.decoder_input, choices=DECODER_INPUTS,
+                   help="what ReconstructNet decodes: max-normalised Grad-CAM++ maps, or SSC's raw signed class scores")
+    p.add_argument("--crm-gate", action="store_true",
+                   help="scale the reconstruction gradient into the classifier by how image-specific the "
+                        "reconstruction is (0 when the decoder ignores the CAM)")
+    p.add_argument("--crm-gate-scale", type=float, default=d.crm_gate_scale,
+                   help="reconstruction specificity at which the gate is fully open")
     p.add_argument("--delta", default=d.delta, help="DRS delta in (0, 1] or 'learnable'")
-    p.add_argument("--drs-positions", nargs="+", default=list(d.drs_positions), choices=DRS_POSITIONS)
+    p.add_argument("--drs-positions", nargs="+", default=list(d.drs_positions), choices=DRS_POSITIONS,
+                   help="where DRS layers go (resnet_drs)")
     p.add_argument("--freeze", choices=FREEZE_RECIPES, default=None, help="default last2 with imagenet weights")
     p.add_argument("--weights", default=None, help="imagenet | none | PATH (default imagenet for pets)")
-    p.add_argument("--perceptual", default=d.perceptual, choices=("vgg19", "none"))
+    p.add_argument("--perceptual", default=d.perceptual, choices=("vgg19", "none"), help="perceptual network")
     p.add_argument("--perceptual-weights", default=d.perceptual_weights,
-                   help="imagenet | random | auto (imagenet if cached, else random) | PATH")
+                   help="imagenet | random | auto (imagenet if cached; else the term is off, with a notice in the run) | PATH")
     p.add_argument("--recon-size", type=int, default=None,
                    help="side ReconstructNet decodes to (default per --crm-preset: exact = image size, fast = 1/4)")
     p.add_argument("--perceptual-size", type=int, default=None, help="resize before VGG (speed lever); default per --crm-preset")
@@ -659,18 +731,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="NHWC memory format (default per --crm-preset)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--amp", default=d.amp, choices=AMP_MODES, help="bf16 autocast of the forward passes")
-    p.add_argument("--n-segments", type=int, default=d.n_segments)
-    p.add_argument("--compactness", type=float, default=d.compactness)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--n-segments", type=int, default=d.n_segments, help="SLIC superpixels per image (alignment)")
+    p.add_argument("--compactness", type=float, default=d.compactness, help="SLIC compactness")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of weights, batches, flips and synthetic data")
     p.add_argument("--resume", action="store_true", help="continue checkpoints/<name>.pt")
     p.add_argument("--init-from", default=None, help="start from this checkpoint's weights")
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--val-limit", type=int, default=d.val_limit)
-    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir)
-    p.add_argument("--runs-dir", default=d.runs_dir)
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="write a metrics.csv row every N steps")
+    p.add_argument("--diag-every", type=int, default=d.diag_every,
+                   help="log each loss term's gradient norm on the CAM features relative to CE's every N steps (0: never)")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="save the checkpoint every N steps")
+    p.add_argument("--val-limit", type=int, default=d.val_limit, help="validation images per epoch")
+    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where <name>.pt is written")
+    p.add_argument("--runs-dir", default=d.runs_dir, help="where the run folder <name>/ is written")
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     return p
 
 

@@ -27,7 +27,7 @@ import torch
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError, ImageError, load_image, superpixel_mean
 from crm_core.data.transforms import to_uint8_image
-from crm_core.metrics import mask_iou
+from crm_core.metrics import describe_cam_dependence, mask_iou
 from crm_core.postprocess import pseudo_trimap
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.train import TrainingDiverged
@@ -482,12 +482,22 @@ def reconstructions(engine: Any, models: Any, model_a: Any, image: Any, index: A
             rows.append({"model": model, "L1": None, "perceptual": None, "note": "no ReconstructNet (trained without CRM)"})
             continue
         rec = engine.reconstruct(model, source.image)
-        items.append((render.upscale(rec.recon), f"{model}: reconstruction"))
+        dependence = engine.cam_dependence(model)
+        items.append((render.upscale(rec.recon), f"{model}: reconstruction — {describe_cam_dependence(dependence['cam_dependence'])}"))
         items.append((render.error_view(rec.error), f"{model}: |error| (blue 0 → red ≥ 0.5)"))
-        rows.append({"model": model, "L1": round(rec.l1, 4), "perceptual": round(rec.perceptual, 4), "note": ""})
+        rows.append({"model": model, "L1": round(rec.l1, 4), "perceptual": round(rec.perceptual, 4),
+                     "test L1 real / shuffled CAMs": f"{dependence['recon_l1']:.4f} / {dependence['recon_l1_shuffled']:.4f}",
+                     "CAM dependence": round(dependence["cam_dependence"], 3),
+                     "note": describe_cam_dependence(dependence["cam_dependence"])})
     info = (f"{_source_line(source)}\n\nL1 = mean |reconstruction − input| (pixels in [0, 1]); perceptual = "
-            f"VGG19 relu1_1..relu5_1 feature L1, weights 1/32..1 (VGG19 weights: {engine.perceptual_source()}).")
-    return items, pd.DataFrame(rows, columns=["model", "L1", "perceptual", "note"]), info
+            f"VGG19 relu1_1..relu5_1 feature L1, weights 1/32..1 (VGG19 weights: {engine.perceptual_source()}).\n\n"
+            "CAM dependence = (L1 with CAMs shuffled across 32 test images − L1 with their own CAMs) / the former: "
+            "near 0 means the decoder ignores the CAM (it draws the same picture for every image), so the "
+            "reconstruction cannot be pushing the CAM toward the object.")
+    return items, pd.DataFrame(rows, columns=RECON_COLUMNS), info
+
+
+RECON_COLUMNS = ["model", "L1", "perceptual", "test L1 real / shuffled CAMs", "CAM dependence", "note"]
 
 
 # -- Runs ----------------------------------------------------------------------------------

@@ -156,6 +156,8 @@ class Engine:
         self._hooks_lock = threading.Lock()  # hook-based CAMs register hooks on shared modules
         self._perceptual: torch.nn.Module | None = None
         self._perceptual_lock = threading.Lock()
+        self._dependence: dict[tuple[str, int, int], dict[str, float]] = {}  # (name, step, images) -> CAM dependence
+        self._dependence_lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._job: dict[str, Any] = {}  # the running fine-tune: name, stop event, last progress row
         self._method_labels = dict(OWN_METHODS)
@@ -377,6 +379,18 @@ class Engine:
         error_shown = F.interpolate(error, size=size, mode="nearest")[0, 0]  # (S, S)
         return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(shown[0]), error=error_shown.numpy(),
                               l1=float(error.mean()), perceptual=perceptual)
+
+    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
+        """CAM dependence of ``name``'s ReconstructNet on the first ``limit`` test images (cached per
+        checkpoint version): L1 with real against batch-shuffled CAMs."""
+        model = self.model(name)
+        key = (name, model.checkpoint.step, limit)
+        with self._dependence_lock:
+            if key not in self._dependence:
+                samples = self.samples(name, range(min(limit, self.dataset_length(name))))
+                images = torch.stack([model.preprocess(s.image) for s in samples])  # (N, 3, S, S)
+                self._dependence[key] = model.cam_dependence(images)
+            return self._dependence[key]
 
     def perceptual_loss(self) -> torch.nn.Module:
         """VGG19 perceptual loss ("auto" weights: ImageNet if cached, else seeded random), built once."""

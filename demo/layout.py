@@ -181,7 +181,7 @@ def build_app(engine: Any) -> gr.Blocks:
                                              multiselect=True, label="Models", **PICK)
                     rec_btn = gr.Button("Reconstruct", variant="primary")
                 rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", height=640, **RESULTS)
-                rec_table = gr.Dataframe(headers=["model", "L1", "perceptual", "note"], interactive=False)
+                rec_table = gr.Dataframe(headers=cb.RECON_COLUMNS, interactive=False)
                 rec_md = gr.Markdown(elem_id="rec-info")
 
             # -- 6 Runs ---------------------------------------------------------------------

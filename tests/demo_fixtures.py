@@ -137,6 +137,11 @@ class FakeEngine:
         error = np.abs(recon.astype(np.float32) - image) .mean(-1) / 255.0
         return Reconstruction(image=image, recon=recon, error=error, l1=float(error.mean()), perceptual=0.1)
 
+    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
+        if not self.model(name).has_reconstructor:
+            raise ValueError(f"{name} was trained without CRM")
+        return {"recon_l1": 0.2, "recon_l1_shuffled": 0.3, "cam_dependence": 1 / 3}
+
     def perceptual_source(self) -> str:
         return "random (fake)"
 

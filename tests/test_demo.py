@@ -199,6 +199,8 @@ def test_reconstructions_table_and_model_without_crm(engine: FakeEngine) -> None
     assert len(items) == 3  # input + resnet's reconstruction and error map
     assert table.loc[0, "model"] == "resnet" and table.loc[0, "L1"] > 0
     assert "no ReconstructNet" in table.loc[1, "note"] and "VGG19" in info
+    assert table.loc[0, "CAM dependence"] > 0 and "uses the CAM" in table.loc[0, "note"] and "shuffled" in info
+    assert "uses the CAM" in items[1][1]  # the reading sits beside the picture too
     with pytest.raises(gr.Error, match="at least one"):
         cb.reconstructions(engine, [], "resnet", None, 0)
 

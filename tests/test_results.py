@@ -1,29 +1,61 @@
-"""The results-table driver: every row trained with one recipe, the exact-preset row, --reuse."""
+"""The multi-seed results driver: rows, the untrained floor, paired comparisons, --reuse, --merge."""
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
+
+import pytest
 
 from crm_core import results
 
 
-def test_results_rows_table_and_reuse(tmp_path: Path) -> None:
-    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
-    common = dict(steps=1, test_limit=4, checkpoint_dir=str(tmp_path / "ck"), runs_dir=str(tmp_path / "runs"),
-                  train_size=32, extra={})
-    rows = results.run(**common, exact_row=True)
-    assert [r["name"] for r in rows] == ["results_resnet", "results_resnet_crm", "results_resnet_drs",
-                                         "results_resnet_drs_crm", "results_resnet_drs_crm_exact"]
-    assert [r["crm_preset"] for r in rows] == [None, "fast", None, "fast", "exact"]
-    for r in rows:
-        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["miou_best"] <= 1.0 and r["miou_best"] >= r["miou_fixed"] - 1e-9
-        assert (tmp_path / "runs" / r["name"] / "eval.json").is_file()
-    table = results.markdown(rows, "python -m crm_core.results --steps 1")
-    assert "| resnet_drs | yes (exact) |" in table and "| resnet | no |" in table
-    assert "plus" in table and "exact-preset row" in table
+def test_rows_cover_the_issue_grid() -> None:
+    main = {(r.appearance, r.model, r.crm) for r in results.ROWS if r.group == "main"}
+    assert main == {(a, m, c) for a in ("random", "informative") for m in ("resnet", "resnet_drs") for c in (False, True)}
+    floors = [r for r in results.ROWS if r.group == "floor"]
+    assert floors and all(r.untrained and r.train_fields(200, {})["steps"] == 0 for r in floors)
+    crm = results.ROW_BY_KEY["informative_resnet_drs_crm"].train_fields(200, {})
+    assert crm["l1_weight"] == results.CRM_RECIPE["l1_weight"] and crm["appearance"] == "informative"
+    assert results.ROW_BY_KEY["informative_resnet_drs_d03_crm"].train_fields(200, {})["delta"] == "0.3"
+    assert all(a in results.ROW_BY_KEY and b in results.ROW_BY_KEY for a, b in results.COMPARISONS)
 
-    # --reuse keeps checkpoints already trained to the requested steps (no retraining).
+
+def test_summary_calls_an_effect_only_beyond_two_standard_errors() -> None:
+    jobs = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
+    jobs += [{"row": "random_resnet_floor", "seed": s, "miou": 0.3 + d, "body": 0.2 + e}
+             for s, (d, e) in enumerate(((0.0, 0.03), (0.005, -0.02), (-0.004, 0.0)))]
+    summary = results.summarise(jobs)
+    assert summary["rows"]["random_resnet"]["stats"]["miou"]["mean"] == pytest.approx(0.5)
+    assert summary["rows"]["random_resnet"]["stats"]["miou"]["std"] == pytest.approx(0.01)
+    (comparison,) = summary["comparisons"]
+    assert comparison["metrics"]["miou"]["effect"] and comparison["metrics"]["miou"]["diff"] == pytest.approx(0.2, abs=1e-3)
+    assert not comparison["metrics"]["body"]["effect"]  # noise around 0
+    table = results.markdown({"summary": summary, "jobs": jobs, "meta": {
+        "command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}})
+    assert "**+0.200**" in table and "no effect" in table and "(floor)" in table
+
+
+def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
+    common = ["--steps", "1", "--train-size", "32", "--test-limit", "4", "--val-limit", "4",
+              "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
+              "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json")]
+    rows = ["random_resnet_floor", "random_resnet_drs_crm"]
+    assert results.cli(["--rows", *rows, *common]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert [(j["row"], j["seed"]) for j in report["jobs"]] == [(r, 0) for r in rows]
+    floor, crm = report["jobs"]
+    assert floor["train_s"] == 0 and floor["cam_dependence"] is None
+    assert crm["cam_dependence"] is not None and crm["notices"]  # the perceptual term's notice
+    for job in report["jobs"]:
+        assert 0 <= job["miou"] <= 1 and 0 <= job["bg_fpr"] <= 1 and job["head"] is not None
+        assert (tmp_path / "runs" / results.checkpoint_name(results.ROW_BY_KEY[job["row"]], 0) / "eval.json").is_file()
+    assert "resnet untrained (floor)" in (tmp_path / "results.md").read_text()
+
+    # --reuse keeps checkpoints trained with the same config; --merge keeps the other rows' jobs.
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ck").glob("*.pt")}
-    again = results.run(**common, reuse=True)
-    assert len(again) == 4
+    assert results.cli(["--rows", "random_resnet_drs_crm", "--reuse", "--merge", *common]) == 0
     assert all((tmp_path / "ck" / p).stat().st_mtime_ns == t for p, t in stamps.items())
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(j["row"] for j in merged["jobs"]) == sorted(rows) and merged["jobs"][-1]["reused"]
+    assert results.cli(["--rows", "no_such_row", *common]) == 2

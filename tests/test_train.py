@@ -27,7 +27,7 @@ def test_train_cli_writes_checkpoint_run_and_every_choice(tmp_path: Path) -> Non
             "--arch", "resnet18", "--image-size", "64", "--batch-size", "4", "--num-classes", "3", "--train-size", "16",
             "--cls-lr", "5e-4", "--rec-lr", "1e-3", "--l1-weight", "2", "--vgg-weight", "0.5", "--align-weight", "0.25",
             "--delta", "learnable", "--freeze", "none", "--weights", "none", "--perceptual", "vgg19",
-            "--perceptual-weights", "random", "--perceptual-size", "32", "--seed", "3", "--workers", "0",
+            "--perceptual-weights", "random", "--perceptual-size", "64", "--seed", "3", "--workers", "0",
             "--val-limit", "4", "--n-segments", "16", "--align-warmup", "0", "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
     assert train_mod.cli(args) == 0
     ckpt = load_checkpoint(tmp_path / "ck" / "cli.pt")

@@ -59,18 +59,20 @@ def build_dataset(
     superpixels: Optional[SuperpixelCache] = None,
     download: bool = False,
     length: Optional[int] = None,
+    appearance: str = "random",
 ) -> Dataset:
     """Build dataset `name` for `split` ("train", "val" or "test").
 
     Arguments that do not apply are ignored: `num_classes` and `seed` shape the synthetic data
-    only (Oxford pets always has its 37 breeds); `data_root` and `download` concern pets only.
+    only (Oxford pets always has its 37 breeds), and so does `appearance` (see
+    `crm_core.data.synthetic.APPEARANCES`); `data_root` and `download` concern pets only.
     `length` sets the synthetic length, and truncates pets (handy for quick runs).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     if name == "synthetic":
         return SyntheticPets(split=split, image_size=image_size, num_classes=num_classes,
-                             length=length, seed=seed, superpixels=superpixels)
+                             length=length, seed=seed, superpixels=superpixels, appearance=appearance)
     root = DEFAULT_DATA_ROOT if data_root is None else data_root
     return OxfordPets(root, split, image_size=image_size, download=download,
                       superpixels=superpixels, length=length)

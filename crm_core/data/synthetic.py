@@ -32,6 +32,7 @@ from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import image_to_tensor
 
 __all__ = [
+    "APPEARANCES",
     "DEFAULT_LENGTHS",
     "Fill",
     "Head",
@@ -68,6 +69,25 @@ DEFAULT_LENGTHS: dict[str, int] = {"train": 2000, "val": 200, "test": 200}
 _MIN_IMAGE_SIZE = 32  # below this a head is a handful of pixels and its pattern is illegible
 _MARGIN = 0.04  # keep the animal this far (fraction of the size) from the image border
 _MIN_PERIOD_PX = 4.0  # a pattern period under 4 px aliases into mush
+# Animal size, as a fraction of the image area. Small enough that the animal can sit anywhere:
+# with bodies of 15-30% every animal covered the centre, and a fixed centred blob scored a
+# best-threshold CAM mIoU of 0.63, above every trained model (the "blob floor").
+_BODY_FRAC = (0.06, 0.12)
+_HEAD_FRAC = (0.05, 0.08)
+
+# Object appearance (``appearance=``). "random": body and background colours are drawn from the
+# same range, so knowing where the animal is does not predict its pixels and a reconstruction
+# cannot use the CAM (the oracle gain of ``python -m crm_core.oracle`` is ~0). "informative": the
+# object has one appearance for every class (bright body, dark background) -- class-agnostic, so
+# no label leaks -- and some distractors share it, so "bright" is not a free segmentation.
+APPEARANCES: tuple[str, ...] = ("random", "informative")
+_COLOUR_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "random": {"body": (0.05, 0.95), "background": (0.05, 0.95)},
+    "informative": {"body": (0.65, 0.95), "background": (0.05, 0.45)},
+}
+_SHARED_DISTRACTOR_P = 0.3  # informative: chance that a distractor takes the object's appearance
+_BODY_FILLS = ("plain", "gradient", "mottled")
+_BLOTCH_GRID = 24  # control points across the image of a decoy's texture (blotches of ~5 px at 112 px)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,12 +157,14 @@ def _related(g: np.random.Generator, c: np.ndarray, spread: float) -> np.ndarray
 
 
 def _sample_fill(g: np.random.Generator, kinds: tuple[str, ...], color: Optional[np.ndarray] = None,
-                 noisy_p: float = 0.3) -> Fill:
-    """A random fill; a fixed number of draws whatever the outcome keeps streams aligned."""
+                 noisy_p: float = 0.3, colour_range: tuple[float, float] = (0.05, 0.95)) -> Fill:
+    """A random fill with both colours in ``colour_range``; a fixed number of draws whatever the
+    outcome keeps streams aligned."""
+    lo, hi = colour_range
     kind = kinds[int(g.integers(len(kinds)))]
-    a = _color(g) if color is None else color
-    b_rel = _related(g, a, 0.35)
-    b_ind = _color(g)
+    a = _color(g, lo, hi) if color is None else color
+    b_rel = np.clip(_related(g, a, 0.35), lo, hi)
+    b_ind = _color(g, lo, hi)
     b = b_ind if g.random() < 0.3 else b_rel
     angle = float(g.uniform(0.0, 2.0 * math.pi))
     noise = float(g.uniform(0.07, 0.14) if g.random() < noisy_p else g.uniform(0.01, 0.04))
@@ -161,18 +183,19 @@ def _blob_radius(
     return r
 
 
-def _sample_animal(g: np.random.Generator, bg_mean: np.ndarray) -> tuple[Shape, Head]:
-    # Body colour: any colour, but distinguishable from the background's average colour so the
-    # ground-truth extent is visually recoverable (independent of the class).
-    body_color = _color(g)
+def _sample_animal(g: np.random.Generator, bg_mean: np.ndarray, appearance: str) -> tuple[Shape, Head]:
+    # Body colour: from the appearance's body range, and distinguishable from the background's
+    # average colour so the ground-truth extent is visually recoverable (independent of the class).
+    body_range = _COLOUR_RANGES[appearance]["body"]
+    body_color = _color(g, *body_range)
     for _ in range(20):
         if float(np.abs(body_color - bg_mean).sum()) >= 0.45:
             break
-        body_color = _color(g)
-    fill = _sample_fill(g, ("plain", "gradient", "mottled"), color=body_color, noisy_p=0.25)
+        body_color = _color(g, *body_range)
+    fill = _sample_fill(g, _BODY_FILLS, color=body_color, noisy_p=0.25, colour_range=body_range)
 
     # Body: a wobbly ellipse covering 15-30% of the image (area = pi * rx * ry).
-    frac = g.uniform(0.15, 0.30)
+    frac = g.uniform(*_BODY_FRAC)
     aspect = g.uniform(1.2, 2.0)
     ry = math.sqrt(frac / (math.pi * aspect))
     rx = aspect * ry
@@ -181,7 +204,7 @@ def _sample_animal(g: np.random.Generator, bg_mean: np.ndarray) -> tuple[Shape, 
 
     # Head: a disc of 3-6% of the image at one end of the body, its centre just outside the
     # body's boundary so the two touch and overlap a little (a neck).
-    r = math.sqrt(g.uniform(0.03, 0.06) / math.pi)
+    r = math.sqrt(g.uniform(*_HEAD_FRAC) / math.pi)
     psi = float(int(g.integers(2)) * math.pi + g.uniform(-0.6, 0.6))  # normalised angle on the body
     depth = float(g.uniform(0.25, 0.5))  # head centre this many head radii outside the boundary
     dark, bright = _color(g, 0.0, 0.35), _color(g, 0.6, 1.0)
@@ -192,22 +215,23 @@ def _sample_animal(g: np.random.Generator, bg_mean: np.ndarray) -> tuple[Shape, 
     head_noise = float(g.uniform(0.01, 0.04))
 
     ca, sa = math.cos(angle), math.sin(angle)
-    r_max = 1.0 + sum(a for _, a, _ in harmonics)
-    for _ in range(40):  # shrink the body until body + head fit inside the margins
-        rb = float(_blob_radius(harmonics, psi))
-        lx, ly = rx * rb * math.cos(psi), ry * rb * math.sin(psi)  # boundary point, body frame
-        bx, by = lx * ca - ly * sa, lx * sa + ly * ca  # ... in image frame, relative to centre
-        norm = math.hypot(bx, by)
-        hx, hy = bx + bx / norm * depth * r, by + by / norm * depth * r
-        ex = r_max * math.hypot(rx * ca, ry * sa)  # half-extents of the rotated body bbox
-        ey = r_max * math.hypot(rx * sa, ry * ca)
-        x0, x1 = min(-ex, hx - r), max(ex, hx + r)
-        y0, y1 = min(-ey, hy - r), max(ey, hy + r)
-        if x1 - x0 <= 1 - 2 * _MARGIN and y1 - y0 <= 1 - 2 * _MARGIN:
-            break
-        rx, ry = rx * 0.95, ry * 0.95
-    cx = float(g.uniform(_MARGIN - x0, max(_MARGIN - x0, 1 - _MARGIN - x1)))
-    cy = float(g.uniform(_MARGIN - y0, max(_MARGIN - y0, 1 - _MARGIN - y1)))
+    rb = float(_blob_radius(harmonics, psi))
+    lx, ly = rx * rb * math.cos(psi), ry * rb * math.sin(psi)  # boundary point, body frame
+    bx, by = lx * ca - ly * sa, lx * sa + ly * ca  # ... in image frame, relative to centre
+    norm = math.hypot(bx, by)
+    hx, hy = bx + bx / norm * depth * r, by + by / norm * depth * r  # head centre relative to the body's
+
+    # Placement: the body's centre anywhere in the inner 84% of the image, the head whole and
+    # inside the margins; the body may leave the frame (cropped, as in photos). Confining the
+    # whole animal to the frame made the centre far likelier to be object than the border, and
+    # a fixed centred blob then scored a CAM mIoU no trained model reached. A fixed number of
+    # candidate draws keeps the random streams aligned.
+    candidates = g.uniform(0.08, 0.92, (16, 2))
+    lo, hi = _MARGIN + r, 1 - _MARGIN - r
+    inside = [(x, y) for x, y in candidates if lo <= x + hx <= hi and lo <= y + hy <= hi]
+    cx, cy = inside[0] if inside else (min(max(candidates[0, 0] + hx, lo), hi) - hx,
+                                      min(max(candidates[0, 1] + hy, lo), hi) - hy)
+    cx, cy = float(cx), float(cy)
 
     body = Shape(kind="blob", cx=cx, cy=cy, rx=rx, ry=ry, angle=angle, fill=fill, harmonics=harmonics)
     head = Head(cx=cx + hx, cy=cy + hy, r=r, color_on=on, color_off=off, period=period,
@@ -215,23 +239,33 @@ def _sample_animal(g: np.random.Generator, bg_mean: np.ndarray) -> tuple[Shape, 
     return body, head
 
 
-def _sample_distractor(g: np.random.Generator) -> Shape:
-    kind = ("ellipse", "rect", "blob", "disc")[int(g.integers(4))]
+def _sample_distractor(g: np.random.Generator, appearance: str) -> Shape:
+    # disc: head-sized plain discs, so the head's *shape* does not give the class away; decoy:
+    # head-sized discs with a high-contrast texture that is no class pattern, so "textured" is
+    # not "animal" either (an untrained network's CAM is a saliency map: without decoys it found
+    # the head, and the CAM floor came close to trained models).
+    kind = ("ellipse", "rect", "blob", "disc", "decoy")[int(g.integers(5))]
     cx, cy = float(g.uniform(-0.05, 1.05)), float(g.uniform(-0.05, 1.05))
-    rx = float(g.uniform(0.06, 0.2))
+    rx = float(g.uniform(0.05, 0.17))
     ry = float(g.uniform(0.04, rx))
-    if kind == "disc":  # head-sized plain discs: the head's *shape* must not give the class away
-        rx = ry = float(math.sqrt(g.uniform(0.03, 0.06) / math.pi))
+    if kind in ("disc", "decoy"):
+        rx = ry = float(math.sqrt(g.uniform(*_HEAD_FRAC) / math.pi))
     angle = float(g.uniform(0.0, math.pi))
     harmonics = tuple((k, float(g.uniform(0.0, 0.12)), float(g.uniform(0.0, 2 * math.pi))) for k in (2, 3))
-    kinds = ("plain",) if kind == "disc" else ("plain", "gradient", "mottled")
-    fill = _sample_fill(g, kinds)
-    return Shape(kind="ellipse" if kind == "disc" else kind, cx=cx, cy=cy, rx=rx, ry=ry, angle=angle,
+    shared = appearance != "random" and g.random() < _SHARED_DISTRACTOR_P
+    colour_range = _COLOUR_RANGES[appearance]["body"] if shared else (0.05, 0.95)
+    if kind == "decoy":
+        dark, bright = _color(g, 0.0, 0.35), _color(g, 0.6, 1.0)
+        fill = Fill(kind="blotched", color_a=dark, color_b=bright, angle=0.0, noise=float(g.uniform(0.01, 0.04)),
+                    grid=g.random((_BLOTCH_GRID, _BLOTCH_GRID)).astype(np.float32))
+    else:
+        fill = _sample_fill(g, ("plain",) if kind == "disc" else _BODY_FILLS, colour_range=colour_range)
+    return Shape(kind="ellipse" if kind in ("disc", "decoy") else kind, cx=cx, cy=cy, rx=rx, ry=ry, angle=angle,
                  fill=fill, harmonics=harmonics if kind == "blob" else ())
 
 
-def sample_scene(seed: int, split: str, index: int, num_classes: int) -> Scene:
-    """Draw the scene of sample `index` of `split`.
+def sample_scene(seed: int, split: str, index: int, num_classes: int, appearance: str = "random") -> Scene:
+    """Draw the scene of sample `index` of `split` with object appearance `appearance`.
 
     The generator is seeded from (seed, split id, index), so splits never share images and a
     sample does not depend on any other. The label is `index % num_classes` (exactly balanced
@@ -241,14 +275,16 @@ def sample_scene(seed: int, split: str, index: int, num_classes: int) -> Scene:
         raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
     if not 1 <= int(num_classes) <= len(PATTERNS):
         raise ValueError(f"num_classes must be in [1, {len(PATTERNS)}], got {num_classes}")
+    if appearance not in APPEARANCES:
+        raise ValueError(f"unknown appearance {appearance!r}; choose from {list(APPEARANCES)}")
     ss = np.random.SeedSequence([int(seed), SPLITS[split], int(index)])
     g = np.random.default_rng(ss)
     noise_seed = int(g.integers(2**63 - 1))
 
-    background = _sample_fill(g, ("gradient",), noisy_p=0.4)
+    background = _sample_fill(g, ("gradient",), noisy_p=0.4, colour_range=_COLOUR_RANGES[appearance]["background"])
     bg_mean = (background.color_a + background.color_b) / 2
-    distractors = tuple(_sample_distractor(g) for _ in range(int(g.integers(3, 7))))
-    body, head = _sample_animal(g, bg_mean)
+    distractors = tuple(_sample_distractor(g, appearance) for _ in range(int(g.integers(3, 7))))
+    body, head = _sample_animal(g, bg_mean, appearance)
     return Scene(label=int(index) % int(num_classes), background=background, distractors=distractors,
                  body=body, head=head, noise_seed=noise_seed, noise=float(g.uniform(0.005, 0.02)))
 
@@ -306,6 +342,8 @@ def _render_fill(fill: Fill, size: int, noise: np.ndarray, win: Window) -> np.nd
             t = (x - 0.5) * math.cos(fill.angle) + (y - 0.5) * math.sin(fill.angle) + 0.5  # (h, w)
         elif fill.kind == "mottled":
             t = (_upsample(fill.grid, size)[win] - 0.5) * 3.0 + 0.5  # blotches with soft edges
+        elif fill.kind == "blotched":
+            t = (_upsample(fill.grid, size)[win] - 0.5) * 12.0 + 0.5  # fine, crisp, high-contrast blotches
         else:
             raise ValueError(f"unknown fill kind {fill.kind!r}")
         t = np.clip(t, 0.0, 1.0)[..., None]  # (h, w, 1)
@@ -382,6 +420,11 @@ def head_pattern(name: str, head: Head, size: int, win: Optional[Window] = None)
     return np.clip(0.5 + 1.5 * s, 0.0, 1.0)  # steep soft threshold: crisp yet not aliased to bits
 
 
+def _shade(q: np.ndarray) -> np.ndarray:
+    """Rounder look: 1 at a blob's centre, darker towards the rim (q = relative radius)."""
+    return 1.0 - 0.3 * np.clip(q, 0.0, 1.0) ** 2
+
+
 def render_scene(scene: Scene, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw `scene` at `image_size` px.
 
@@ -399,15 +442,17 @@ def render_scene(scene: Scene, image_size: int) -> tuple[np.ndarray, np.ndarray]
     img = np.asarray(_render_fill(scene.background, s, noise, full), dtype=np.float32).copy()
     for shape in scene.distractors:
         win = _shape_window(shape, s)
-        m, _ = _shape_mask(shape, s, win)
-        img[win][m] = _render_fill(shape.fill, s, noise, win)[m]
+        m, q = _shape_mask(shape, s, win)
+        rgb = _render_fill(shape.fill, s, noise, win)
+        if shape.kind == "blob":  # shaded like the body, so the rounded look is no cue either
+            rgb = rgb * _shade(q)[..., None]
+        img[win][m] = rgb[m]
 
     parts = np.zeros((s, s), dtype=np.uint8)
     body = scene.body
     win = _shape_window(body, s)
     m, q = _shape_mask(body, s, win)
-    shade = 1.0 - 0.3 * np.clip(q, 0.0, 1.0) ** 2  # rounder look: darker towards the rim
-    img[win][m] = (_render_fill(body.fill, s, noise, win) * shade[..., None])[m]
+    img[win][m] = (_render_fill(body.fill, s, noise, win) * _shade(q)[..., None])[m]
     parts[win][m] = 1
 
     head = scene.head
@@ -469,6 +514,7 @@ class SyntheticPets(Dataset):
         length: Optional[int] = None,
         seed: int = 0,
         superpixels: Optional[SuperpixelCache] = None,
+        appearance: str = "random",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
@@ -478,6 +524,8 @@ class SyntheticPets(Dataset):
             raise ValueError(f"image_size must be >= {_MIN_IMAGE_SIZE}, got {image_size}")
         if int(seed) < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
+        if appearance not in APPEARANCES:
+            raise ValueError(f"unknown appearance {appearance!r}; choose from {list(APPEARANCES)}")
         if length is not None and int(length) < 0:
             raise ValueError(f"length must be non-negative, got {length}")
         self.split = split
@@ -485,6 +533,7 @@ class SyntheticPets(Dataset):
         self.num_classes = int(num_classes)
         self.length = DEFAULT_LENGTHS[split] if length is None else int(length)
         self.seed = int(seed)
+        self.appearance = appearance
         self.superpixels = superpixels
         self.class_names: list[str] = list(PATTERNS[: self.num_classes])
 
@@ -493,7 +542,7 @@ class SyntheticPets(Dataset):
 
     def __repr__(self) -> str:
         return (f"SyntheticPets(split={self.split!r}, image_size={self.image_size}, "
-                f"num_classes={self.num_classes}, length={self.length}, seed={self.seed})")
+                f"num_classes={self.num_classes}, length={self.length}, seed={self.seed}, appearance={self.appearance!r})")
 
     def _check_index(self, index: int) -> int:
         index = int(index)
@@ -505,7 +554,7 @@ class SyntheticPets(Dataset):
 
     def scene(self, index: int) -> Scene:
         """The random parameters of sample `index` (no pixels)."""
-        return sample_scene(self.seed, self.split, self._check_index(index), self.num_classes)
+        return sample_scene(self.seed, self.split, self._check_index(index), self.num_classes, self.appearance)
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(image uint8 (S, S, 3), parts uint8 (S, S), label) of sample `index`, without torch."""

@@ -31,6 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="checkpoint folder")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="run folder")
+    p.add_argument("--results", default=str(ROOT / "docs" / "results.json"),
+                   help="the Results tab's report (python -m crm_core.results)")
     p.add_argument("--no-bootstrap", action="store_true", help="do not train the demo pair when no checkpoint exists")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--max-file-size", default="10mb", help="upload size limit")
@@ -69,7 +71,7 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
         else:
             log.info("no checkpoints in %s: training the demo pair first (offline, a few minutes)", checkpoints)
             bootstrap_demo(checkpoints, runs, device=device, eval_images=args.eval_images)
-    engine = Engine(checkpoints, runs, device=device, eval_limit=args.eval_images)
+    engine = Engine(checkpoints, runs, device=device, eval_limit=args.eval_images, results_path=Path(args.results))
     app = build_app(engine)
     app.queue(default_concurrency_limit=2)
     log.info("serving on http://%s:%d", args.host, args.port)

@@ -11,6 +11,7 @@ one fine-tune at a time.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -29,7 +30,7 @@ from crm_core.checkpoints import CheckpointError
 from crm_core.api import superpixels as slic_labels
 from crm_core.cams import CAM_METHODS, compute_cams
 from crm_core.cams.utils import to_uint8_image
-from crm_core.evaluate import evaluate_model
+from crm_core.evaluate import evaluate_model, select_threshold
 from crm_core.losses import reconstruction_target
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
 from crm_core.runs import RunDir, list_runs
@@ -37,6 +38,8 @@ from demo.messages import safe_message
 
 log = logging.getLogger(__name__)
 
+#: The repository root: a relative ``results_path`` is taken from here, not from the working dir.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Checkpoint and run names: a plain file stem, so a name can never walk out of its folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -137,13 +140,42 @@ def package_cam_available() -> bool:
     return importlib.util.find_spec("pytorch_grad_cam") is not None
 
 
+def read_results(path: Path) -> dict[str, Any] | None:
+    """The report ``python -m crm_core.results`` wrote at ``path``; None when there is none yet.
+
+    Raises ValueError (a one-line reason naming only the file) when it exists but cannot be read,
+    is not JSON, or lacks the parts the Results tab reads (jobs, summary.rows with stats).
+    """
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"{path.name} cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise ValueError(f"{path.name} is not valid JSON ({str(exc).splitlines()[0][:120]})") from exc
+    summary = report.get("summary") if isinstance(report, dict) else None
+    rows = summary.get("rows") if isinstance(summary, dict) else None
+    valid = (isinstance(rows, dict) and isinstance(report.get("jobs"), list)
+             and isinstance(summary.get("comparisons", []), list)
+             and all(isinstance(job, dict) and "row" in job for job in report["jobs"])
+             and all(isinstance(row, dict) and isinstance(row.get("stats"), dict)
+                     and all(isinstance(s, dict) and "mean" in s for s in row["stats"].values())
+                     for row in rows.values()))
+    if not valid:
+        raise ValueError(f"{path.name} is not a results report (it needs jobs and summary.rows with stats)")
+    return report
+
+
 class Engine:
     """Checkpoints in ``checkpoint_dir``, runs in ``runs_dir``; see the module docstring."""
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", runs_dir: str | Path = "runs",
-                 device: str = "cpu", cache_size: int = 6, eval_limit: int = 64) -> None:
+                 device: str = "cpu", cache_size: int = 6, eval_limit: int = 64,
+                 results_path: str | Path = Path("docs/results.json")) -> None:
         self.checkpoint_dir = Path(checkpoint_dir).resolve()
         self.runs_dir = Path(runs_dir).resolve()
+        self.results_path = REPO_ROOT / results_path  # an absolute results_path stays as it is
         self.device = device
         self.eval_limit = eval_limit
         self._cache_size = cache_size
@@ -413,6 +445,30 @@ class Engine:
         """crm_core.evaluate.evaluate_model on the first ``limit`` images of ``split``."""
         model = self.model(name)
         return evaluate_model(model, dataset_for(model, split), limit=limit, drs_delta=drs_delta, progress=False)
+
+    # -- results -------------------------------------------------------------------------
+    def results_report(self) -> dict[str, Any] | None:
+        """docs/results.json as written by ``python -m crm_core.results`` (None: not made yet).
+
+        Read on every call (when the Results tab is selected), so a new report shows without a restart.
+        """
+        return read_results(self.results_path)
+
+    def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
+        """Checkpoint ``name`` scored as the results table scores its rows: the CAM threshold is
+        chosen on the first ``limit`` val images, the metrics reported on the first ``limit`` test images."""
+        model = self.model(name)
+        threshold = select_threshold(model, dataset_for(model, "val"), limit=limit)
+        results = evaluate_model(model, dataset_for(model, "test"), limit=limit, val_threshold=threshold,
+                                 progress=False)
+        at, coverage = results["cam_miou_val_threshold"], results["coverage_val_threshold"]
+        return {
+            "name": name, "appearance": model.checkpoint.train_config.get("appearance", "random"),
+            "model": model.checkpoint.model_config.variant, "threshold": finite(at["threshold"]),
+            "accuracy": finite(results["accuracy"]), "miou": finite(at["miou"]), "bg_fpr": finite(at["bg_fpr"]),
+            "head": finite(coverage.get("head")), "body": finite(coverage.get("body")),
+            "cam_dependence": finite(results.get("cam_dependence")),
+        }
 
     # -- runs ----------------------------------------------------------------------------
     def run_names(self) -> list[str]:

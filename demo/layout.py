@@ -200,7 +200,24 @@ def build_app(engine: Any) -> gr.Blocks:
                     csv_btn = gr.Button("Export metrics CSV")
                     csv_file = gr.File(label="metrics CSV", interactive=False, height=80)
 
-            # -- 7 Fine-tune ----------------------------------------------------------------
+            # -- 7 Results ------------------------------------------------------------------
+            with gr.Tab("Results", id="results") as tab_results:
+                results_md = gr.Markdown("The results table (`docs/results.json`) loads when this tab opens.",
+                                         elem_id="results-info")
+                with gr.Row():
+                    res_appearance = gr.Dropdown(list(cb.APPEARANCES), value=cb.APPEARANCES[0],
+                                                 label="Data appearance")
+                    res_metric = gr.Dropdown([(label, key) for key, label in cb.RESULT_METRICS.items()],
+                                             value="miou", label="Metric")
+                res_plot = gr.Plot(label="One dot per seed; dashed: the untrained floor")
+                res_table = gr.Dataframe(interactive=False, label="mean ± std over seeds", elem_id="results-table")
+                res_comparisons = gr.Markdown(elem_id="results-comparisons")
+                with gr.Row():
+                    res_model = gr.Dropdown(names, value=a0, label="Your checkpoint", **PICK)
+                    res_btn = gr.Button("Evaluate it as the table does (threshold on val, scores on test)")
+                res_user = gr.State([])  # this session's evaluated checkpoints (results_row dicts)
+
+            # -- 8 Fine-tune ----------------------------------------------------------------
             with gr.Tab("Fine-tune", id="finetune") as tab_ft:
                 with gr.Row():
                     ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name",
@@ -308,6 +325,18 @@ def build_app(engine: Any) -> gr.Blocks:
               bind(cb.runs_view), runs_in, runs_out, api_name="runs")
         csv_btn.click(bind(cb.runs_csv), [runs_sel], [csv_file], api_name="runs_csv")
 
+        # Results
+        results_in = [res_appearance, res_metric, res_user]
+        results_out = [res_appearance, results_md, res_table, res_plot, res_comparisons]
+        gr.on([res_appearance.input, res_metric.input], bind(cb.results_view), results_in, results_out,
+              api_name="results")
+
+        def results_evaluate(model: Any, appearance: Any, metric: Any, rows: Any,
+                             progress: gr.Progress = gr.Progress()) -> tuple:
+            return cb.results_evaluate(engine, model, appearance, metric, rows, progress=progress)
+
+        res_btn.click(results_evaluate, [res_model, *results_in], [res_user, *results_out], api_name="results_evaluate")
+
         # Fine-tune: one job at a time (concurrency_limit=1 queues the others; the engine's lock
         # refuses with a message anything that slips past, e.g. a second app on the same engine).
         def fine_tune(name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch: Any, cls_lr: Any,
@@ -337,6 +366,7 @@ def build_app(engine: Any) -> gr.Blocks:
             (tab_sp, bind(cb.superpixel_view), sp_in, sp_out),
             (tab_rec, reconstruct, rec_in, rec_out),
             (tab_runs, bind(cb.runs_view), runs_in, runs_out),
+            (tab_results, bind(cb.results_view), results_in, results_out),  # reads the report only now
             (tab_ft, None, None, None),
         ):
             event = tab.select(refresh, pickers, pickers + [models_md], **PRIVATE)
@@ -344,4 +374,6 @@ def build_app(engine: Any) -> gr.Blocks:
                 event = event.then(fn, inputs, outputs, **PRIVATE)
             if tab is tab_drs:
                 event.then(drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
+            if tab is tab_results:
+                event.then(bind(cb.checkpoint_choices), [res_model], [res_model], **PRIVATE)
     return app

@@ -125,3 +125,30 @@ def delta_figure(points: Sequence[Mapping[str, Any]], name: str = "") -> go.Figu
                       template="plotly_white", xaxis_title="delta (DRS cap)", yaxis_title="score",
                       yaxis_range=[0, 1], margin=dict(l=50, r=20, t=50, b=40))
     return fig
+
+
+def results_figure(points: Mapping[str, Sequence[tuple[int, float]]], floors: Sequence[tuple[str, float]],
+                   metric: str, yours: Mapping[str, float] | None = None) -> go.Figure:
+    """The Results tab's strip plot: one jittered dot per (row, seed), untrained floors as dashed lines.
+
+    ``points``: row label -> [(seed, value)]; ``floors``: [(model, the floor row's mean)];
+    ``yours``: label -> value of each checkpoint the user evaluated (drawn as a star).
+    """
+    fig = go.Figure()
+    for label, values in points.items():
+        # A box with every point and no visible box is plotly's strip plot (what px.strip draws).
+        fig.add_trace(go.Box(x=[label] * len(values), y=[v for _, v in values], name=label, boxpoints="all",
+                             jitter=0.6, pointpos=0, fillcolor="rgba(0,0,0,0)", line=dict(color="rgba(0,0,0,0)"),
+                             marker=dict(size=8, color=run_colour(label)), hoveron="points",
+                             text=[f"seed {seed}" for seed, _ in values], showlegend=False))
+    for label, value in (yours or {}).items():
+        fig.add_trace(go.Scatter(x=[label], y=[value], mode="markers", name=label, showlegend=False,
+                                 marker=dict(symbol="star", size=16, color="black")))
+    for i, (model, mean) in enumerate(floors):
+        fig.add_hline(y=mean, line_dash="dash", line_color="grey", annotation_text=f"untrained floor ({model})",
+                      annotation_position="top left" if i % 2 == 0 else "bottom right")
+    fig.update_layout(height=440, template="plotly_white", margin=dict(l=50, r=20, t=40, b=120),
+                      yaxis_title=metric, xaxis_tickangle=-25, uirevision="results")
+    if not points and not yours:
+        fig.add_annotation(text="no values for this metric", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig

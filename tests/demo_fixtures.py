@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from demo.engine import CamOutput, FineTuneRequest, InvalidName, NAME_RE, Reconstruction, RunInfo, Sample, TrainingBusy
+from demo.engine import (CamOutput, FineTuneRequest, InvalidName, NAME_RE, Reconstruction, RunInfo, Sample,
+                         TrainingBusy, read_results)
 
 SIZE = 32
 CLASSES = ["stripes_h", "stripes_v", "checker"]
@@ -42,8 +43,9 @@ class FakeEngine:
     """Same methods as demo.engine.Engine, with no model behind: for layout and callback tests."""
 
     def __init__(self, names: tuple[str, ...] = ("resnet", "resnet_drs", "plain"), runs: tuple[str, ...] = ("resnet",),
-                 step_s: float = 0.0) -> None:
+                 step_s: float = 0.0, results_path: Path | None = None) -> None:
         self.names = list(names)
+        self.results_path = results_path  # None: no report (as before `python -m crm_core.results`)
         self.runs = {name: self._metrics(name) for name in runs}
         self.step_s = step_s
         self.trained: list[FineTuneRequest] = []
@@ -156,6 +158,18 @@ class FakeEngine:
         d = drs_delta or 0.55
         return {"accuracy": 0.5, "cam_miou_best": {"miou": 0.3 + 0.2 * d, "threshold": 0.3},
                 "cam_miou_fixed": {"miou": 0.2 + 0.1 * d, "threshold": 0.3}}
+
+    # results
+    def results_report(self) -> dict | None:
+        return read_results(self.results_path) if self.results_path is not None else None
+
+    def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
+        self.checkpoint_path(name)
+        drs = self.has_drs(name)
+        return {"name": name, "appearance": "informative" if "informative" in name else "random",
+                "model": self.variant(name), "threshold": 0.35, "accuracy": 0.8, "miou": 0.55 if drs else 0.45,
+                "bg_fpr": 0.1, "head": 0.9, "body": 0.4,
+                "cam_dependence": 0.2 if self.model(name).has_reconstructor else None}
 
     # runs
     @staticmethod

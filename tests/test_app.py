@@ -120,6 +120,12 @@ def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> 
     csv_path = call("/runs_csv", ["resnet"])
     assert Path(csv_path).read_text().startswith("run,step,epoch")
 
+    # Results: the report's table (or the one line saying how to make it), then a checkpoint scored as its rows are.
+    _, info, table, _, _ = call("/results", "random", "miou")
+    assert info and "\n" not in info and all("±" in str(row[3]) for row in table["data"])
+    _, _, table, _, _ = call("/results_evaluate", "resnet", "random", "miou")
+    assert "resnet (yours)" in [row[0] for row in table["data"]]
+
     # Fine-tune from resnet_drs, stopped after its first steps; it then shows up everywhere.
     job = client.submit("ft-client", "resnet_drs", "resnet_drs", "synthetic", 40, 4, 1e-3, 2e-3, 1.0, 0.0, 1.0,
                         0.55, False, api_name="/fine_tune")

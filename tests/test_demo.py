@@ -372,7 +372,9 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
     names = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
     assert names == {"compare", "startup", "sample_gallery", "load_sample", "browse", "drs_cam", "drs_model_info",
                      "drs_strip", "drs_curve", "superpixels", "reconstructions", "runs", "runs_csv", "fine_tune",
-                     "stop_training", "refresh_checkpoints"}
+                     "stop_training", "refresh_checkpoints", "results", "results_evaluate"}
+    tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
+    assert "Results" in tabs
     images = [c for c in config["components"] if c["type"] in ("image", "gallery")]
     assert images and all(c["props"].get("format") == "png" for c in images)
     training = [d for d in config["dependencies"] if d.get("api_name") == "fine_tune"][0]

@@ -23,7 +23,7 @@ from crm_core.api import CamModel, dataset_for
 from crm_core.atomic import atomic_write_json
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
-from crm_core.data.superpixels import superpixel_mean
+from crm_core.data.superpixels import prefill_superpixels, superpixel_mean
 from crm_core.metrics import binary_counts, ious_from_counts
 from crm_core.models import delta_override
 
@@ -77,6 +77,8 @@ def make_pseudo_masks(
         raise ValueError("nothing to process: the split is empty")
     if refine and getattr(dataset, "superpixels", None) is None:
         dataset.superpixels = SuperpixelCache(n_segments=n_segments, compactness=compactness)
+    if refine:
+        prefill_superpixels(dataset, indices=range(n), progress=progress)  # SLIC on every core first
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     counts = torch.zeros(2, 4, dtype=torch.int64)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from crm_core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from crm_core.data import DATASETS, DatasetNotFoundError, SuperpixelCache, build_dataset
+from crm_core.data.superpixels import prefill_superpixels
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.data.transforms import random_hflip_batch
 from crm_core.losses import (VGG19_LAYERS, VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1,
@@ -621,6 +622,8 @@ def _train(
 
     if max_steps == 0:
         save()  # --steps 0: the untrained model (the floor every results table carries)
+    elif dist_info.is_main and cfg.uses_alignment:
+        prefill_superpixels(train_set, progress=progress.disable is False)  # all cores, before SLIC holds up epoch 1
     try:
         while state.step < max_steps:
             batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, state.epoch, dist_info)[state.epoch_step:]

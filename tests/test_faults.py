@@ -122,7 +122,7 @@ def test_unwritable_run_folder_is_a_clear_error(tmp_path: Path, caplog: pytest.L
 def test_sigkill_mid_epoch_leaves_loadable_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     args = ["--name", "killed", "--model", "resnet_drs", "--arch", "resnet18", "--image-size", "64",
             "--batch-size", "4", "--num-classes", "3", "--train-size", "200", "--epochs", "1", "--steps", "10",
-            "--ckpt-every", "1", "--val-limit", "4", "--workers", "0", "--perceptual-size", "32", "--n-segments", "16",
+            "--ckpt-every", "1", "--val-limit", "4", "--workers", "0", "--perceptual-size", "64", "--n-segments", "16",
             "--align-warmup", "0", "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
     env = dict(os.environ, CRM_LAB_NO_PROGRESS="1")
     proc = subprocess.Popen([sys.executable, "-m", "crm_core.train", *args], cwd=REPO, env=env,

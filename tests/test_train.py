@@ -191,7 +191,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571", "-m", "crm_core.train",
            "--name", "ddp", "--model", "resnet", "--arch", "resnet18", "--image-size", "64", "--batch-size", "2",
            "--num-classes", "3", "--train-size", "16", "--steps", "2", "--val-limit", "4", "--workers", "0",
-           "--perceptual-size", "32", "--n-segments", "16", "--align-warmup", "0",
+           "--perceptual-size", "64", "--n-segments", "16", "--align-warmup", "0",
            "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

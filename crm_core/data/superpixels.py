@@ -10,16 +10,19 @@ skimage is imported lazily inside the functions that need it so importing this m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Iterable, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 __all__ = [
     "DEFAULT_SIGMA",
@@ -210,6 +213,36 @@ class SuperpixelCache:
                     os.unlink(tmp_name)
                 except OSError:
                     pass
+
+
+def _touch(dataset: Any, index: int) -> None:
+    dataset[index]  # computes and caches the sample's superpixels as a side effect
+
+
+def prefill_superpixels(dataset: Any, processes: int | None = None, indices: Iterable[int] | None = None,
+                        progress: bool = True) -> None:
+    """Fill ``dataset.superpixels`` (a :class:`SuperpixelCache`) for every sample in a process pool.
+
+    SLIC runs on one core per call; on a multi-core machine -- and on a GPU machine, where SLIC is
+    the bottleneck of the first epoch and of pseudo masks -- the cache is filled by all cores
+    first. The labels are the ones a lookup would compute (same key, same SLIC), so results do
+    not change; samples already cached cost a file read. ``processes`` defaults to the CPU count.
+    """
+    if getattr(dataset, "superpixels", None) is None:
+        return
+    indices = list(range(len(dataset)) if indices is None else indices)
+    processes = min(processes or os.cpu_count() or 1, len(indices))
+    if processes <= 1 or not sys.platform.startswith("linux"):
+        for index in tqdm(indices, desc="superpixels", unit="image", disable=not progress, leave=False):
+            _touch(dataset, index)
+        return
+    import multiprocessing
+
+    # fork: the dataset object need not be picklable; workers only render images and run SLIC.
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        jobs = pool.imap_unordered(functools.partial(_touch, dataset), indices, chunksize=16)
+        for _ in tqdm(jobs, total=len(indices), desc="superpixels", unit="image", disable=not progress, leave=False):
+            pass
 
 
 def superpixel_mean(values: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:

@@ -663,8 +663,10 @@ def results_view(engine: Any, appearance: Any, metric: Any, user_rows: Any = Non
     every_row = summary.get("rows") or {}
     present = {str(r.get("appearance", "random")) for r in every_row.values()}
     present |= {str(u.get("appearance")) for u in user_rows}
-    choices = [a for a in dict.fromkeys([*APPEARANCES, *sorted(present, key=str)]) if a in present]
-    appearance = appearance if appearance in choices else (choices[0] if choices else None)
+    # Every known appearance stays a choice (an API call may ask for one the report lacks yet);
+    # the default is the first one the report has.
+    choices = list(dict.fromkeys([*APPEARANCES, *sorted(present, key=str)]))
+    appearance = appearance if appearance in choices else next((a for a in choices if a in present), choices[0])
     rows = {key: r for key, r in every_row.items() if r.get("appearance", "random") == appearance}
     mine = [u for u in user_rows if str(u.get("appearance")) == appearance]
     figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric) if rows or mine else None

@@ -158,7 +158,7 @@ def test_missing_or_unreadable_report_is_one_line_with_the_command(tmp_path: Pat
     assert reason in status and "`python -m crm_core.results --seeds 3`" in status
     assert "\n" not in status and "Traceback" not in status and str(tmp_path) not in status
     assert_no_server_detail(status)
-    assert table.empty and figure is None and comparisons == "" and choices["choices"] == []
+    assert table.empty and figure is None and comparisons == "" and choices["choices"] == list(cb.APPEARANCES)
 
 
 def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_the_table_does(

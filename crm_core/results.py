@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -276,6 +276,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {comparison['row']} | {comparison['baseline']} | " + " | ".join(cells) + " |")
         lines.append("")
     meta = report["meta"]
+    if meta.get("complete") is False:
+        lines.append("**Partial report: the run is still going, or was interrupted.**")
     lines.append(f"Reproduce: `{meta['command']}` — {meta['wall_s'] / 60:.1f} min on {meta['machine']} "
                  f"({meta['jobs']} parallel job(s), device {meta['device']}); recipe {json.dumps(RECIPE)}, "
                  f"steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}.")
@@ -296,8 +298,12 @@ def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str
 
 def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
         runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
-        train_size: int | None = None) -> list[dict[str, Any]]:
-    """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order."""
+        train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
+        ) -> list[dict[str, Any]]:
+    """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order.
+
+    ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
+    interrupted run keeps what it measured)."""
     tasks = [(row.key, seed) for seed in seeds for row in rows]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 and device == "cpu" else None
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
@@ -310,6 +316,8 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
             results[(key, seed)] = run_job(key, seed, **common)
             log.info("%s seed %d: %s", key, seed, _short(results[(key, seed)]))
             progress.update(1)
+            if on_job is not None:
+                on_job([results[t] for t in tasks if t in results])
     else:
         import multiprocessing
 
@@ -319,6 +327,8 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
                 results[futures[future]] = future.result()
                 log.info("%s seed %d: %s", *futures[future], _short(results[futures[future]]))
                 progress.update(1)
+                if on_job is not None:
+                    on_job([results[t] for t in tasks if t in results])
     progress.close()
     return [results[task] for task in tasks]
 
@@ -371,25 +381,31 @@ def cli(argv: list[str] | None = None) -> int:
     crm_overrides = {} if args.crm_preset is None else {"crm_preset": args.crm_preset}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     started = time.perf_counter()
+    command = "python -m crm_core.results " + " ".join(argv if argv is not None else sys.argv[1:])
+    old = json.loads(Path(args.json).read_text()) if args.merge and args.json and Path(args.json).is_file() else None
+
+    def write(jobs: list[dict[str, Any]], complete: bool) -> str:
+        meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
+                "device": args.device, "steps": args.steps, "seeds": seeds, "complete": complete,
+                "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
+                "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores"}
+        if old is not None:
+            done = {(j["row"], j["seed"]) for j in jobs}
+            jobs = [j for j in old.get("jobs", []) if (j["row"], j["seed"]) not in done] + jobs
+            meta["merged_with"] = old.get("meta")
+        report = {"meta": meta, "jobs": jobs, "summary": summarise(jobs)}
+        table = markdown(report)
+        if args.json:
+            atomic_write_json(args.json, report)
+        if args.out:
+            atomic_write_text(args.out, table)
+        return table
+
     jobs = run(rows, seeds, steps=args.steps, test_limit=args.test_limit, val_limit=args.val_limit,
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
-               crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size)
-    command = "python -m crm_core.results " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
-            "device": args.device, "steps": args.steps, "seeds": seeds, "crm_recipe": {**CRM_RECIPE, **crm_overrides},
-            "recipe": RECIPE, "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores"}
-    if args.merge and args.json and Path(args.json).is_file():
-        done = {(j["row"], j["seed"]) for j in jobs}
-        old = json.loads(Path(args.json).read_text())
-        jobs = [j for j in old.get("jobs", []) if (j["row"], j["seed"]) not in done] + jobs
-        meta["merged_with"] = old.get("meta")
-    report = {"meta": meta, "jobs": jobs, "summary": summarise(jobs)}
-    table = markdown(report)
-    print(table)
-    if args.json:
-        atomic_write_json(args.json, report)
-    if args.out:
-        atomic_write_text(args.out, table)
+               crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
+               on_job=lambda done: write(done, complete=False))
+    print(write(jobs, complete=True))
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -232,12 +233,12 @@ def prefill_superpixels(dataset: Any, processes: int | None = None, indices: Ite
         return
     indices = list(range(len(dataset)) if indices is None else indices)
     processes = min(processes or os.cpu_count() or 1, len(indices))
-    if processes <= 1 or not sys.platform.startswith("linux"):
+    # A daemonic process (the dashboard's bootstrap trains in one) may not start a pool.
+    serial = processes <= 1 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon
+    if serial:
         for index in tqdm(indices, desc="superpixels", unit="image", disable=not progress, leave=False):
             _touch(dataset, index)
         return
-    import multiprocessing
-
     # fork: the dataset object need not be picklable; workers only render images and run SLIC.
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         jobs = pool.imap_unordered(functools.partial(_touch, dataset), indices, chunksize=16)

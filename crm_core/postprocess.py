@@ -119,19 +119,19 @@ def make_pseudo_masks(
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Write CAM pseudo-mask trimaps and score them.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="path to a .pt checkpoint")
     p.add_argument("--out", required=True, help="folder for the trimap PNGs")
-    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to make pseudo masks for")
     p.add_argument("--low", type=float, default=0.2, help="CAM below this: background")
     p.add_argument("--high", type=float, default=0.45, help="CAM at or above this: foreground")
     p.add_argument("--superpixels", action="store_true", help="refine with SLIC superpixels")
-    p.add_argument("--n-segments", type=int, default=64)
-    p.add_argument("--compactness", type=float, default=10.0)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--drs-delta", type=float, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--n-segments", type=int, default=64, help="SLIC superpixels per image (--superpixels)")
+    p.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness (--superpixels)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
+    p.add_argument("--drs-delta", type=float, default=None, help="override the DRS delta at inference")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p
 
 

@@ -732,7 +732,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="speed preset filling unset levers (docs/benchmarks.md)")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                    help="NHWC memory format (default per --crm-preset)")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="NCHW memory format")
     p.add_argument("--amp", default=d.amp, choices=AMP_MODES, help="bf16 autocast of the forward passes")
     p.add_argument("--n-segments", type=int, default=d.n_segments, help="SLIC superpixels per image (alignment)")
     p.add_argument("--compactness", type=float, default=d.compactness, help="SLIC compactness")

@@ -220,3 +220,13 @@ def test_zero_steps_saves_the_untrained_floor(tmp_path: Path, monkeypatch) -> No
     assert result["cam_miou_val_threshold"]["threshold"] == pytest.approx(threshold)
     assert 0 <= result["cam_miou_val_threshold"]["bg_fpr"] <= 1
     assert set(result["coverage_val_threshold"]) == {"head", "body"}
+
+
+@pytest.mark.parametrize("module", ["train", "evaluate", "postprocess", "results", "oracle", "bench"])
+def test_every_cli_option_has_a_help_text(module: str) -> None:
+    import importlib
+
+    parser = importlib.import_module(f"crm_core.{module}").get_args_parser()
+    missing = [action.option_strings for action in parser._actions
+               if action.option_strings and action.dest != "help" and not action.help]
+    assert not missing, missing

@@ -152,6 +152,24 @@ def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, rec
     return np.concatenate(row[:-1], axis=1)
 
 
+def training_diagnostics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The run's gradient diagnostics in one place: median of each loss term's gradient norm on
+    the CAM features relative to CE's, the mean CRM gate, and the last validation CAM dependence."""
+    out: dict[str, float] = {}
+    train = [r for r in rows if r.get("split") == "train"]
+    for key in ("grad_l1", "grad_vgg", "grad_align"):
+        values = [float(r[key]) for r in train if r.get(key) is not None]
+        if values:
+            out[f"{key}_median"] = float(np.median(values))
+    gates = [float(r["crm_gate"]) for r in train if r.get("crm_gate") is not None]
+    if gates:
+        out["crm_gate_mean"] = float(np.mean(gates))
+    val = [r for r in rows if r.get("split") == "val" and r.get("cam_dependence") is not None]
+    if val:
+        out["val_cam_dependence_last"] = float(val[-1]["cam_dependence"])
+    return out
+
+
 def select_threshold(model: CamModel, dataset: Any, *, limit: int | None = None, batch_size: int = 16,
                      drs_delta: float | None = None, progress: bool = False) -> float:
     """The CAM threshold with the best mIoU on ``dataset`` (the val split: never the reported one)."""
@@ -173,6 +191,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
                              drs_delta=cfg.drs_delta, samples=cfg.samples, samples_dir=run.samples_dir,
                              val_threshold=val_threshold)
     results["split"] = cfg.split
+    diagnostics = training_diagnostics(run.read_metrics())
+    if diagnostics:
+        results["training_diagnostics"] = diagnostics
     if val_threshold is not None:
         results["threshold_split"] = cfg.threshold_split
         if cfg.threshold_split == cfg.split:

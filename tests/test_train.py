@@ -61,7 +61,9 @@ def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> No
     assert result["num_images"] == 12 and 0 <= result["accuracy"] <= 1
     assert result["cam_miou_best"]["miou"] >= result["cam_miou_fixed"]["miou"] - 1e-12
     assert len(result["curve"]) == 20 and set(result["coverage_best"]) == {"body", "head"}
-    assert result["recon_l1"] is not None
+    assert result["recon_l1"] is not None and result["recon_l1_shuffled"] is not None and "cam_dependence" in result
+    assert result["threshold_split"] == "val" and 0 <= result["cam_miou_val_threshold"]["bg_fpr"] <= 1
+    assert set(result["coverage_val_threshold"]) == {"body", "head"}
     assert len(result["samples"]) == 5 and all(Path(p).is_file() for p in result["samples"])
     out = tmp_path / "pseudo"
     assert postprocess.cli(["--checkpoint", str(ckpt), "--out", str(out), "--split", "test", "--limit", "6",

@@ -1,9 +1,11 @@
 """Synthetic pets: an offline, deterministic benchmark that reproduces the WSSS problem.
 
-Each image holds one "animal": a large *body* whose shape, colour and texture are drawn from the
-same distribution for every class, and a small *head* (a disc touching the body) whose pattern
-alone decides the class. The background is cluttered with distractor shapes whose fills are
-never one of the head patterns. A classifier therefore only needs the head, so a plain CAM lights
+Each image holds one "animal": a *body* whose shape, colour and texture are drawn from the
+same distribution for every class, and a *head* (a disc touching the body) whose pattern
+alone decides the class. The background is cluttered with distractor shapes, head-sized discs
+and textured decoys whose fills are never one of the head patterns. The animal sits anywhere
+(its body may leave the frame), and ``appearance`` chooses whether the object's look is
+random or one class-agnostic look (see ``APPEARANCES``). A classifier therefore only needs the head, so a plain CAM lights
 the head; methods that expand CAMs (DRS, CRM) should also cover the body, and the exact part map
 measures by how much.
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from crm_core.losses import reconstruction_l1, reconstruction_target
+
 IGNORE = 255
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0, 0.05))
 
@@ -125,8 +127,6 @@ class CamDependence:
     @torch.no_grad()
     def add(self, decoder: torch.nn.Module, decoder_in: torch.Tensor, recon: torch.Tensor, images: torch.Tensor) -> None:
         """``decoder_in`` (B, C, h, w) what the decoder saw, ``recon`` its output, ``images`` (B, 3, H, W) in [0, 1]."""
-        from crm_core.losses import reconstruction_l1, reconstruction_target
-
         target = reconstruction_target(images, recon)
         real = float(reconstruction_l1(recon, target))
         self.real_sum += real * len(images)

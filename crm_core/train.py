@@ -308,7 +308,7 @@ def compute_losses(
         loss_l1 = reconstruction_l1(out["recon"], target)
         weighted["l1"] = cfg.l1_weight * loss_l1
         terms["loss_l1"] = loss_l1.detach()
-        specificity = reconstruction_specificity(out["recon"].detach(), target)
+        specificity = reconstruction_specificity(out["recon"].detach(), target, loss_l1.detach())
         terms["recon_specificity"] = specificity
         if cfg.crm_gate:
             gate = float(min(max(specificity / cfg.crm_gate_scale, 0.0), 1.0))
@@ -334,18 +334,18 @@ def compute_losses(
     return total, {k: float(v) for k, v in terms.items()}, out["logits"].detach()
 
 
-def reconstruction_specificity(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def reconstruction_specificity(recon: torch.Tensor, target: torch.Tensor, own_l1: torch.Tensor) -> torch.Tensor:
     """How much better each reconstruction matches its own image than the next image of the batch.
 
     (L1 against the batch's images rolled by one - L1 against its own) / the former. ReconstructNet
     sees nothing but the CAMs, so a decoder that ignores them outputs the same picture for every
-    image and scores ~0; free, from the training forward pass (0 for a batch of one).
+    image and scores ~0; from the training forward pass and its L1 ``own_l1``, so it costs one
+    extra L1 (0 for a batch of one).
     """
     if len(recon) < 2:
         return recon.new_zeros(())
-    own = reconstruction_l1(recon, target)
     other = reconstruction_l1(recon, target.roll(1, dims=0))
-    return (other - own) / other.clamp_min(1e-8)
+    return (other - own_l1) / other.clamp_min(1e-8)
 
 
 def gradient_ratios(weighted: dict[str, torch.Tensor], features: torch.Tensor) -> dict[str, float]:
@@ -462,8 +462,6 @@ def validate(net: nn.Module, loader: torch.utils.data.DataLoader, device: torch.
         result["loss_l1"] = result["recon_l1"]
     return result
 
-
-evaluate = validate  # the name this step had before; the dashboard and old scripts call it
 
 
 # -- main ----------------------------------------------------------------------------------

@@ -382,9 +382,26 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
     assert app.fns[training["id"]].concurrency_limit == 1
 
 
-def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch) -> None:
+def _method_menu(app: gr.Blocks) -> list[tuple[str, str]]:
+    """(label, value) pairs of the built app's "CAM method" dropdown."""
+    menus = [c for c in app.get_config_file()["components"]
+             if c["type"] == "dropdown" and c["props"].get("label") == "CAM method"]
+    assert len(menus) == 1
+    return [tuple(choice) for choice in menus[0]["props"]["choices"]]
+
+
+def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch, tmp_path: Path) -> None:
     import demo.engine as engine_module
 
-    monkeypatch.setattr(engine_module, "package_cam_available", lambda: False)
-    labels = engine_module.Engine("/nonexistent", "/nonexistent").cam_methods()
-    assert labels and not any(k.startswith("pgc:") for k in labels)
+    # The menu shows exactly the engine's methods, in its order, with its labels.
+    fake = FakeEngine()
+    assert _method_menu(build_app(fake)) == [(label, value) for value, label in fake.cam_methods().items()]
+    # The real engine (no checkpoints needed to build the app) offers the package's methods only
+    # when the package is there; our own methods always.
+    for available in (True, False):
+        monkeypatch.setattr(engine_module, "package_cam_available", lambda a=available: a)
+        engine = engine_module.Engine(tmp_path / "checkpoints", tmp_path / "runs")
+        values = [value for _, value in _method_menu(build_app(engine))]
+        assert set(engine_module.OWN_METHODS) <= set(values)
+        assert {v for v in values if v.startswith("pgc:")} == (
+            {f"pgc:{m}" for m in engine_module.PACKAGE_METHODS} if available else set())

@@ -42,13 +42,17 @@ def test_delta_override_changes_only_drs_models_and_is_restored() -> None:
     plain = create_model(ModelConfig(variant="resnet", arch="resnet18", num_classes=3, output_stride=16)).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        base = drs(x).features
+        base, plain_base = drs(x), plain(x)
         with delta_override(0.2):
-            capped = drs(x).features
-            assert torch.equal(plain(x).features, plain(x).features)
-        after = drs(x).features
-    assert not torch.allclose(base, capped)
-    assert torch.equal(base, after)
+            capped, plain_capped = drs(x), plain(x)
+        after = drs(x)
+    # a model without DRS layers ignores the override ...
+    assert torch.equal(plain_base.features, plain_capped.features)
+    assert torch.equal(plain_base.logits, plain_capped.logits)
+    # ... a DRS model's features (and so its logits) change, and are restored on exit
+    assert not torch.allclose(base.features, capped.features)
+    assert not torch.allclose(base.logits, capped.logits)
+    assert torch.equal(base.features, after.features)
     with pytest.raises(ValueError):
         with delta_override(1.5):
             pass

@@ -7,7 +7,6 @@ so :func:`load_checkpoint` rebuilds the model with nothing else (nanoGPT's ``mod
 """
 from __future__ import annotations
 
-import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ import torch
 from crm_core.atomic import atomic_save
 from crm_core.models import CamClassifier, ModelConfig, ReconstructNet, create_model
 
-log = logging.getLogger(__name__)
 
 FORMAT = "crm-lab-checkpoint"
 VERSION = 1

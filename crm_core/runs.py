@@ -132,10 +132,6 @@ class MetricsWriter:
         self._writer.writerow({c: _fmt(row.get(c)) for c in METRIC_COLUMNS})
         self._flush()
 
-    def write_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            self.write(row)
-
     def _flush(self) -> None:
         self._handle.flush()
         os.fsync(self._handle.fileno())

@@ -27,10 +27,6 @@ PICK = dict(allow_custom_value=True)
 VIEW = dict(height=300, min_width=300)
 # Galleries of results: 4 columns and "contain" (not cropped: the colour bar stays) show them at >= 224 px.
 RESULTS = dict(columns=4, object_fit="contain", format="png", allow_preview=False)
-CSS = """
-.crm-small textarea, .crm-small input { font-size: 0.9em; }
-#crm-title h1 { margin-bottom: 0; }
-"""
 
 
 def readable_upload_errors(image: gr.Image) -> gr.Image:

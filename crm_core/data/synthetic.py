@@ -21,7 +21,6 @@ generator last, so rendering one scene at 64 px and at 112 px gives the same pic
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
@@ -49,7 +48,6 @@ __all__ = [
     "trimap_from_mask",
 ]
 
-logger = logging.getLogger(__name__)
 
 # Head patterns, one per class, in class-id order. The first four are the most distinct from
 # one another, since the default benchmark uses four classes.

@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
@@ -24,6 +23,8 @@ from typing import Any, Iterable, Union
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from crm_core.atomic import atomic_open
 
 __all__ = [
     "DEFAULT_SIGMA",
@@ -198,22 +199,11 @@ class SuperpixelCache:
     @staticmethod
     def _write(path: Path, labels: np.ndarray) -> None:
         """Atomically store `labels` at `path`; failures are logged, not raised."""
-        tmp_name = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_open(path, "wb", durable=False) as fh:  # a lost entry is just recomputed
                 np.save(fh, labels, allow_pickle=False)
-            os.replace(tmp_name, path)
-            tmp_name = None
         except OSError as exc:
             logger.warning("could not write superpixel cache entry %s: %s", path, exc)
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass
 
 
 def _touch(dataset: Any, index: int) -> None:

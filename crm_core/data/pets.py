@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from crm_core.data.base import PetsDataset, SampleArrays
 from crm_core.data.errors import DatasetNotFoundError
 from crm_core.data.superpixels import SuperpixelCache
-from crm_core.data.transforms import image_to_tensor, pil_to_rgb, resize_rgb
+from crm_core.data.transforms import pil_to_rgb, resize_rgb
 
 __all__ = ["OxfordPets", "PETS_URL", "VAL_EVERY", "expected_layout"]
 
@@ -64,8 +63,8 @@ def _check_files(root: Union[str, Path], tv_split: str) -> None:
         )
 
 
-class OxfordPets(Dataset):
-    """Oxford-IIIT Pet as dicts of tensors (same keys and dtypes as `SyntheticPets`).
+class OxfordPets(PetsDataset):
+    """Oxford-IIIT Pet as dicts of tensors (`PetsDataset`: the same keys and dtypes as `SyntheticPets`).
 
     Splits: "train" = torchvision's trainval minus every 10th image, "val" = those held-out
     images, "test" = torchvision's test ("trainval" = the full trainval is also accepted).
@@ -134,14 +133,6 @@ class OxfordPets(Dataset):
         return (f"OxfordPets(root={str(self.root)!r}, split={self.split!r}, "
                 f"image_size={self.image_size}, n={len(self)})")
 
-    def _check_index(self, index: int) -> int:
-        index = int(index)
-        if index < 0:
-            index += len(self._indices)
-        if not 0 <= index < len(self._indices):
-            raise IndexError(f"index {index} out of range for {len(self._indices)} samples")
-        return index
-
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(image uint8 (S, S, 3), trimap uint8 (S, S) with values 1/2/3, label); `index` is checked."""
         image, (label, trimap) = self._tv[self._indices[index]]
@@ -162,18 +153,6 @@ class OxfordPets(Dataset):
         image, trimap, label = self._load(self._check_index(index))
         return image, _PARTS_LUT[trimap], label
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        index = self._check_index(index)
+    def arrays(self, index: int) -> SampleArrays:
         image, trimap, label = self._load(index)
-        sample = {
-            "image": image_to_tensor(image),  # (3,H,W) float [0, 1]
-            "label": torch.tensor(label, dtype=torch.int64),
-            "mask": torch.from_numpy(_MASK_LUT[trimap]),
-            "trimap": torch.from_numpy(trimap.copy()),
-            "parts": torch.from_numpy(_PARTS_LUT[trimap]),
-            "index": torch.tensor(index, dtype=torch.int64),
-        }
-        if self.superpixels is not None:
-            # Computed from the un-augmented image; flips are applied to the batch later.
-            sample["superpixels"] = torch.from_numpy(self.superpixels.get(image).astype(np.int64))
-        return sample
+        return SampleArrays(image, label, _MASK_LUT[trimap], trimap, _PARTS_LUT[trimap])

@@ -26,11 +26,9 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
+from crm_core.data.base import PetsDataset, SampleArrays
 from crm_core.data.superpixels import SuperpixelCache
-from crm_core.data.transforms import image_to_tensor
 
 __all__ = [
     "APPEARANCES",
@@ -494,12 +492,12 @@ def trimap_from_mask(fg: np.ndarray, radius: int = 1) -> np.ndarray:
 # Dataset
 
 
-class SyntheticPets(Dataset):
+class SyntheticPets(PetsDataset):
     """The synthetic benchmark as a torch Dataset (see the module docstring).
 
-    Samples are dicts of tensors: image (3, S, S) float [0, 1], label int64, mask (S, S) int64
-    (1 animal, 0 background; no 255 ignore pixels here), trimap (S, S) uint8 (1/2/3 as in
-    Oxford-IIIT Pet), parts (S, S) uint8 (0 bg, 1 body, 2 head), index int64, and
+    Samples are dicts of tensors (`PetsDataset`): image (3, S, S) float [0, 1], label int64, mask
+    (S, S) int64 (1 animal, 0 background; no 255 ignore pixels here), trimap (S, S) uint8 (1/2/3 as
+    in Oxford-IIIT Pet), parts (S, S) uint8 (0 bg, 1 body, 2 head), index int64, and
     superpixels (S, S) int64 when a `SuperpixelCache` is given.
     """
 
@@ -544,14 +542,6 @@ class SyntheticPets(Dataset):
         return (f"SyntheticPets(split={self.split!r}, image_size={self.image_size}, "
                 f"num_classes={self.num_classes}, length={self.length}, seed={self.seed}, appearance={self.appearance!r})")
 
-    def _check_index(self, index: int) -> int:
-        index = int(index)
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
-        return index
-
     def scene(self, index: int) -> Scene:
         """The random parameters of sample `index` (no pixels)."""
         return sample_scene(self.seed, self.split, self._check_index(index), self.num_classes, self.appearance)
@@ -562,19 +552,7 @@ class SyntheticPets(Dataset):
         image, parts = render_scene(scene, self.image_size)
         return image, parts, scene.label
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        index = self._check_index(index)
+    def arrays(self, index: int) -> SampleArrays:
         image, parts, label = self.render(index)
         fg = parts > 0
-        sample = {
-            "image": image_to_tensor(image),  # (3,H,W) float [0, 1]
-            "label": torch.tensor(label, dtype=torch.int64),
-            "mask": torch.from_numpy(fg.astype(np.int64)),
-            "trimap": torch.from_numpy(trimap_from_mask(fg)),
-            "parts": torch.from_numpy(parts),
-            "index": torch.tensor(index, dtype=torch.int64),
-        }
-        if self.superpixels is not None:
-            # Computed from the un-augmented image; flips are applied to the batch later.
-            sample["superpixels"] = torch.from_numpy(self.superpixels.get(image).astype(np.int64))
-        return sample
+        return SampleArrays(image, label, fg.astype(np.int64), trimap_from_mask(fg), parts)

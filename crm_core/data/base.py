@@ -1,0 +1,71 @@
+"""What every dataset of the lab hands out: the sample dict, index checking, optional superpixels.
+
+A dataset subclasses :class:`PetsDataset` and implements :meth:`PetsDataset.arrays` (the
+pixels and labels of one checked index as numpy arrays) and ``__len__``; the base class turns
+them into the sample dict that training, evaluation and the dashboard read, with the same keys
+and dtypes for every dataset.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from crm_core.data.superpixels import SuperpixelCache
+from crm_core.data.transforms import image_to_tensor
+
+
+class SampleArrays(NamedTuple):
+    """One sample before it becomes tensors."""
+
+    image: np.ndarray  # uint8 (S, S, 3)
+    label: int  # image-level class index
+    mask: np.ndarray  # int64 (S, S): 1 object, 0 background, 255 ignored
+    trimap: np.ndarray  # uint8 (S, S): 1 foreground, 2 background, 3 border (Oxford-IIIT Pet)
+    parts: np.ndarray  # uint8 (S, S): 0 background, part ids as in the dataset's ``part_names``, 255 ignored
+
+
+class PetsDataset(Dataset):
+    """Base of the lab's datasets: samples are dicts of tensors.
+
+    image (3, S, S) float [0, 1], label int64, mask (S, S) int64, trimap (S, S) uint8, parts
+    (S, S) uint8, index int64, and superpixels (S, S) int64 when ``self.superpixels`` is a
+    :class:`SuperpixelCache` (computed from the un-augmented image; flips are applied to the
+    batch later). Subclasses set ``superpixels`` and implement :meth:`arrays` and ``__len__``.
+    """
+
+    superpixels: Optional[SuperpixelCache] = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def arrays(self, index: int) -> SampleArrays:
+        """The sample at ``index`` (already checked: 0 <= index < len) as numpy arrays."""
+        raise NotImplementedError(f"{type(self).__name__} must implement arrays")
+
+    def _check_index(self, index: int) -> int:
+        """``index`` as an int in [0, len); negative indices count from the end."""
+        index = int(index)
+        length = len(self)
+        if index < 0:
+            index += length
+        if not 0 <= index < length:
+            raise IndexError(f"index {index} out of range for {length} samples")
+        return index
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        index = self._check_index(index)
+        image, label, mask, trimap, parts = self.arrays(index)
+        sample = {
+            "image": image_to_tensor(image),  # (3,H,W) float [0, 1]
+            "label": torch.tensor(label, dtype=torch.int64),
+            "mask": torch.from_numpy(mask),
+            "trimap": torch.from_numpy(trimap),
+            "parts": torch.from_numpy(parts),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+        if self.superpixels is not None:
+            sample["superpixels"] = torch.from_numpy(self.superpixels.get(image).astype(np.int64))
+        return sample

@@ -166,7 +166,20 @@ def _iou_text(cam: np.ndarray, gt: np.ndarray | None, threshold: float) -> tuple
     if gt is None:
         return "no ground truth (uploaded image)", None
     scores = mask_iou(torch.from_numpy(cam >= threshold), torch.from_numpy(np.asarray(gt)))
-    return f"object IoU **{scores['fg_iou']:.3f}** · mIoU {scores['miou']:.3f} (threshold {threshold:.2f})", scores
+    return (f"object IoU **{scores['fg_iou']:.3f}** · mIoU {scores['miou']:.3f} · background false positives "
+            f"{scores['bg_fpr']:.1%} (threshold {threshold:.2f})"), scores
+
+
+def _scores_text(engine: Any, model: str, cam: np.ndarray, gt: np.ndarray | None, threshold: float,
+                 drs_delta: float | None = None) -> str:
+    """The image's scores at the model's own CAM threshold chosen on val (the honest number), then
+    at the slider's threshold (the pseudo mask shown)."""
+    if gt is None:
+        return "no ground truth (uploaded image)"
+    chosen = engine.val_threshold(model, drs_delta=drs_delta)
+    at_val, _ = _iou_text(cam, gt, chosen)
+    at_slider, _ = _iou_text(cam, gt, threshold)
+    return f"at its val-chosen threshold: {at_val}; at the slider's: {at_slider}"
 
 
 def _top5(probs: dict[str, float]) -> dict[str, float]:
@@ -192,11 +205,16 @@ def checkpoints_markdown(engine: Any) -> str:
     return "\n".join(lines)
 
 
+#: Model B of the first view, in order of preference: the demo set's CRM model shows the
+#: contrast the lab is about (the plain CAM lights the head, CRM's the whole animal).
+PREFERRED_B = ("resnet_drs_crm", "resnet_drs")
+
+
 def default_pair(names: Sequence[str]) -> tuple[str | None, str | None]:
-    """(resnet, resnet_drs) when present, else the first two checkpoints."""
+    """(resnet, resnet_drs_crm or else resnet_drs) when present, else the first two checkpoints."""
     a = "resnet" if "resnet" in names else (names[0] if names else None)
     rest = [n for n in names if n != a]
-    b = "resnet_drs" if "resnet_drs" in rest else (rest[0] if rest else a)
+    b = next((n for n in PREFERRED_B if n in rest), rest[0] if rest else a)
     return a, b
 
 
@@ -292,7 +310,7 @@ def compare(engine: Any, model_a: Any, model_b: Any, image: Any, index: Any, cla
     for model in (model_a, model_b):
         wanted = _class_for(engine, model, class_choice)
         out = engine.cam(model, source.image, class_index=wanted, method=method)
-        iou, _ = _iou_text(out.cam, source.mask, threshold)
+        iou = _scores_text(engine, model, out.cam, source.mask, threshold)
         note = "" if wanted is not None or class_choice in (None, "", PREDICTED) else \
             f" ({class_choice!r} is not one of its classes)"
         predicted = max(out.probs, key=out.probs.get)
@@ -387,7 +405,9 @@ def drs_view(engine: Any, model: Any, model_a: Any, image: Any, index: Any, delt
     source = resolve_source(engine, model_a, image, index)
     out = engine.cam(model, source.image, class_index=source.label if source.mask is not None else None,
                      drs_delta=delta)
-    iou, _ = _iou_text(out.cam, source.mask, threshold)
+    # The threshold chosen on val at the trained delta: re-choosing it per slider move would cost a
+    # pass over the val images each time; the curve below re-chooses it per delta.
+    iou = _scores_text(engine, model, out.cam, source.mask, threshold)
     trained = engine.default_delta(model)
     lines = [_source_line(source),
              f"**delta {delta:.2f}** (trained with {trained if trained is not None else 'no fixed delta'}); "
@@ -424,9 +444,12 @@ def drs_curve(engine: Any, model: Any, limit: Any, progress: Callable | None = N
     for i, delta in enumerate(CURVE_DELTAS):
         if progress is not None:
             progress((i, len(CURVE_DELTAS)), desc=f"delta {delta:.2f}")
-        res = engine.evaluate(model, limit=limit, drs_delta=delta)
-        points.append({"delta": delta, "miou_best": res["cam_miou_best"]["miou"],
-                       "best_threshold": res["cam_miou_best"]["threshold"],
+        res = engine.evaluate(model, limit=limit, drs_delta=delta, val_threshold=True)
+        at_val = res["cam_miou_val_threshold"]
+        points.append({"delta": delta, "miou_val_threshold": at_val["miou"], "val_threshold": at_val["threshold"],
+                       "bg_fpr": at_val["bg_fpr"], **{f"{part}_covered": v for part, v in
+                                                      res.get("coverage_val_threshold", {}).items()},
+                       "miou_best": res["cam_miou_best"]["miou"], "best_threshold": res["cam_miou_best"]["threshold"],
                        "miou_fixed": res["cam_miou_fixed"]["miou"], "accuracy": res["accuracy"]})
     table = pd.DataFrame(points).round(4)
     return plots.delta_figure(points, model), table
@@ -485,6 +508,11 @@ def reconstructions(engine: Any, models: Any, model_a: Any, image: Any, index: A
         dependence = engine.cam_dependence(model)
         items.append((render.upscale(rec.recon), f"{model}: reconstruction — {describe_cam_dependence(dependence['cam_dependence'])}"))
         items.append((render.error_view(rec.error), f"{model}: |error| (blue 0 → red ≥ 0.5)"))
+        if rec.decoder_input is not None:
+            signed = rec.decoder_input_kind == "scores"
+            what = "raw class scores (SSC)" if signed else "Grad-CAM++ maps, each divided by its max"
+            items.append((render.map_strip(rec.decoder_input, list(engine.class_names(model)), signed=signed),
+                          f"{model}: decoder input — {what}, one per class; the reconstruction is drawn from these alone"))
         rows.append({"model": model, "L1": round(rec.l1, 4), "perceptual": round(rec.perceptual, 4),
                      "test L1 real / shuffled CAMs": f"{dependence['recon_l1']:.4f} / {dependence['recon_l1_shuffled']:.4f}",
                      "CAM dependence": round(dependence["cam_dependence"], 3),

@@ -176,8 +176,9 @@ def build_app(engine: Any) -> gr.Blocks:
                     rec_models = gr.Dropdown(names, value=[m for m in dict.fromkeys([a0, b0]) if m],
                                              multiselect=True, label="Models", **PICK)
                     rec_btn = gr.Button("Reconstruct", variant="primary")
-                rec_gallery = gr.Gallery(label="input · reconstruction · error map per model", height=640, **RESULTS)
-                rec_table = gr.Dataframe(headers=cb.RECON_COLUMNS, interactive=False)
+                rec_gallery = gr.Gallery(label="input · reconstruction · error map · decoder input, per model", height=640,
+                                         elem_id="rec-gallery", **RESULTS)
+                rec_table = gr.Dataframe(headers=cb.RECON_COLUMNS, interactive=False, elem_id="rec-table")
                 rec_md = gr.Markdown(elem_id="rec-info")
 
             # -- 6 Runs ---------------------------------------------------------------------
@@ -229,7 +230,7 @@ def build_app(engine: Any) -> gr.Blocks:
                 with gr.Row():
                     ft_cls_lr = gr.Number(value=1e-3, label="classifier lr")
                     ft_rec_lr = gr.Number(value=2e-3, label="ReconstructNet lr")
-                    ft_l1 = gr.Number(value=1.0, label="w L1")
+                    ft_l1 = gr.Number(value=cb.FineTuneRequest.l1_weight, label="w L1")
                     ft_vgg = gr.Number(value=1.0, label="w perceptual")
                     ft_align = gr.Number(value=1.0, label="w alignment")
                 with gr.Row():

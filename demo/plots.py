@@ -114,13 +114,18 @@ def live_figure(name: str, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
 
 
 def delta_figure(points: Sequence[Mapping[str, Any]], name: str = "") -> go.Figure:
-    """CAM mIoU (best threshold and fixed threshold) and accuracy against the DRS delta."""
+    """Against the DRS delta: CAM mIoU at the threshold chosen on val, the background
+    false-positive rate and body coverage there, mIoU at the best test threshold (optimistic, for
+    comparison) and at 0.3, and accuracy. Keys missing from ``points`` are not drawn."""
     deltas = [p["delta"] for p in points]
     fig = go.Figure()
-    for key, label in (("miou_best", "CAM mIoU (best threshold)"), ("miou_fixed", "CAM mIoU (threshold 0.3)"),
-                       ("accuracy", "accuracy")):
+    for key, label in (("miou_val_threshold", "CAM mIoU (val threshold)"), ("bg_fpr", "background false positives"),
+                       ("body_covered", "body covered"), ("miou_best", "CAM mIoU (best test threshold)"),
+                       ("miou_fixed", "CAM mIoU (threshold 0.3)"), ("accuracy", "accuracy")):
+        if not any(p.get(key) is not None for p in points):
+            continue
         fig.add_trace(go.Scatter(x=deltas, y=[p.get(key) for p in points], mode="lines+markers", name=label,
-                                 line=dict(dash="dot") if key == "accuracy" else None))
+                                 line=dict(dash="dot") if key in ("accuracy", "miou_best", "miou_fixed") else None))
     fig.update_layout(title=f"{name}: CAM mIoU vs DRS delta" if name else "CAM mIoU vs DRS delta", height=360,
                       template="plotly_white", xaxis_title="delta (DRS cap)", yaxis_title="score",
                       yaxis_range=[0, 1], margin=dict(l=50, r=20, t=50, b=40))

@@ -112,3 +112,66 @@ def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
         finally:
             browser.close()
         assert not errors, errors
+
+
+@pytest.mark.slow
+def test_first_visit_shows_the_evidence(demo_set: dict, tmp_path: Path) -> None:
+    """A new user's first visit, on models trained as the first launch trains them: the Compare
+    view opens on two visibly different CAMs with the ground truth outlined, the DRS slider moves
+    the cap, and Reconstructions and Results fill. Any console error fails the test."""
+    sync_playwright = _require_browser()
+    from playwright.sync_api import expect
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with served_app(demo_set["checkpoints"], demo_set["runs"], "--eval-images", "16") as url, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+        try:
+            page.goto(url)
+            info = page.locator("#compare-info")
+            expect(info).to_contain_text("test sample #0", timeout=120_000)
+            expect(info).to_contain_text("resnet_drs_crm")  # the pair that shows CRM: resnet vs resnet_drs_crm
+            expect(info).to_contain_text("val-chosen threshold")
+            page.screenshot(path=str(shots / "1_compare.png"), full_page=True)
+            overlays = []
+            for tag in "ab":
+                page.locator(f"#overlay-{tag} img").screenshot(path=str(shots / f"overlay_{tag}.png"))
+                overlays.append(np.asarray(Image.open(shots / f"overlay_{tag}.png").convert("RGB")).astype(np.int16))
+            a, b = overlays
+            assert a.shape == b.shape and np.abs(a - b).mean() > 3, "the two models' overlays look the same"
+            for overlay in overlays:  # the ground-truth outline (pure green) is drawn on both
+                green = (np.abs(overlay - np.array([0, 255, 0])) < 60).all(axis=-1)
+                assert green.sum() > 100, green.sum()
+
+            page.get_by_role("tab", name="DRS thresholds").click()
+            drs_info = page.locator("#drs-info")
+            expect(drs_info).to_contain_text("delta 0.55", timeout=60_000)
+            slider = page.locator("#delta-slider input[type=range]")
+            box = slider.bounding_box()
+            assert box is not None
+            y = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + box["width"] * 0.53, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=5)
+            page.mouse.up()
+            expect(drs_info).to_contain_text(re.compile(r"delta 0\.[0-4]\d"), timeout=60_000)
+            page.screenshot(path=str(shots / "2_drs.png"), full_page=True)
+
+            page.get_by_role("tab", name="Reconstructions").click()
+            expect(page.locator("#rec-info")).to_contain_text("L1 =", timeout=60_000)
+            # the CRM model's decoder uses its CAM, and the table says so beside the picture
+            expect(page.locator("#rec-table")).to_contain_text("uses the CAM", timeout=60_000)
+            page.screenshot(path=str(shots / "3_reconstructions.png"), full_page=True)
+
+            page.get_by_role("tab", name="Results").click()
+            expect(page.locator("#results-table")).to_contain_text("floor", timeout=60_000)
+            page.screenshot(path=str(shots / "4_results.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not problems, problems

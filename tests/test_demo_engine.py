@@ -112,21 +112,23 @@ def test_one_training_job_at_a_time(engine: Engine) -> None:
         engine._train_lock.release()
 
 
-def test_bootstrap_trains_the_demo_pair_side_by_side(tmp_path: Path) -> None:
+def test_bootstrap_trains_the_demo_set_side_by_side(tmp_path: Path) -> None:
     from demo.bootstrap import bootstrap_demo, needs_bootstrap
 
     checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
     assert needs_bootstrap(checkpoints)
-    tiny = dict(steps=1, train_size=8, batch_size=8, val_limit=4, n_segments=16)
-    paths = bootstrap_demo(checkpoints, runs, processes=2, eval_images=4, **tiny)
-    assert [p.name for p in paths] == ["resnet.pt", "resnet_drs.pt"] and all(p.is_file() for p in paths)
-    assert not needs_bootstrap(checkpoints)
+    tiny = dict(steps=1, train_size=8, batch_size=8, val_limit=4, n_segments=16, image_size=64)
+    paths = bootstrap_demo(checkpoints, runs, processes=3, eval_images=4, **tiny)
+    assert [p.name for p in paths] == ["resnet.pt", "resnet_drs.pt", "resnet_drs_crm.pt"]
+    assert all(p.is_file() for p in paths) and not needs_bootstrap(checkpoints)
     engine = Engine(checkpoints, runs)
-    assert engine.has_drs("resnet_drs") and not engine.has_drs("resnet")
-    assert engine.model("resnet").has_reconstructor and engine.model("resnet_drs").has_reconstructor
-    for name in ("resnet", "resnet_drs"):
+    # the two contrasts: DRS off/on (resnet, resnet_drs) and CRM off/on (resnet_drs, resnet_drs_crm)
+    assert [engine.has_drs(n) for n in ("resnet", "resnet_drs", "resnet_drs_crm")] == [False, True, True]
+    assert [engine.model(n).has_reconstructor for n in ("resnet", "resnet_drs", "resnet_drs_crm")] == [False, False, True]
+    for name in ("resnet", "resnet_drs", "resnet_drs_crm"):
         info = engine.run(name)
-        assert info.metrics and info.eval["num_images"] == 4
+        assert info.metrics and info.eval["num_images"] == 4 and info.eval["threshold_split"] == "val"
+        assert info.config["train"]["appearance"] == "informative"
     mtime = paths[0].stat().st_mtime_ns
     assert bootstrap_demo(checkpoints, runs, processes=2, **tiny) == paths  # nothing left to train
     assert paths[0].stat().st_mtime_ns == mtime

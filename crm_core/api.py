@@ -6,33 +6,35 @@
     pred = model.predict(image[None])                    # probabilities + all-class CAMs
     cam = model.cam(image[None], classes=[2])            # (1, H, W) Grad-CAM++ in [0, 1]
     cam_capped = model.cam(image[None], drs_delta=0.3)   # DRS cap overridden at inference
+    hooked = model.cam(image[None], method="gradcam")    # any method of crm_core.cams.CAM_METHODS
+    out = model.explain(image[None])                     # logits, classes, CAMs, features of one pass
     recon = model.reconstruct(image[None])               # (1, 3, H, W) in [0, 1]
     segments = superpixels(image, n_segments=64)         # cached SLIC labels
 
-Grad-CAM++ here is the closed form from the same forward pass as the logits (no backward).
+CAMs come from the registry :data:`crm_core.cams.CAM_METHODS`; its default, the closed-form
+Grad-CAM++, takes them from the same forward pass as the logits (no backward).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crm_core.cams.closed_form import gradcampp_closed_form
-from crm_core.cams.utils import normalize_cams
+from crm_core.cams import DEFAULT_CAM_METHOD, ClassSelection, class_cams, create_cam, upsample_normalised
 from crm_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import load_image
 from crm_core.metrics import CamDependence, describe_cam_dependence
-from crm_core.models import delta_override, from_tanh_range, resize_reconstruction
+from crm_core.models import ClassifierOutput, delta_override, from_tanh_range, resize_reconstruction
 from crm_core.models.crm import decoder_input
 
-__all__ = ["CamModel", "Prediction", "CheckpointError", "dataset_for", "describe_cam_dependence", "list_checkpoints",
-           "superpixels", "upsample_normalised"]
+__all__ = ["CamModel", "Explanation", "Prediction", "CheckpointError", "dataset_for", "describe_cam_dependence",
+           "list_checkpoints", "superpixels", "upsample_normalised"]
 
 
 @dataclass
@@ -44,6 +46,21 @@ class Prediction:
         """Top-k (class index, probability) per image."""
         values, indices = self.probs.topk(min(k, self.probs.shape[1]), dim=1)
         return [[(int(i), float(v)) for i, v in zip(row_i, row_v)] for row_i, row_v in zip(indices, values)]
+
+
+@dataclass
+class Explanation:
+    """One forward pass explained: what :meth:`CamModel.explain` returns."""
+
+    logits: torch.Tensor  # (B, C) logits of the pass that gave the maps
+    classes: torch.Tensor  # (B,) long: the class each map explains
+    cams: torch.Tensor  # (B, H, W) max-normalised to [0, 1]
+    features: torch.Tensor  # (B, K, h, w) the classifier's GAP input in that pass
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """(B, C) softmax probabilities."""
+        return F.softmax(self.logits, dim=1)
 
 
 class CamModel:
@@ -101,43 +118,39 @@ class CamModel:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         return images.to(self.device, torch.float32)
 
+    def _forward(self, images: torch.Tensor, drs_delta: float | None) -> ClassifierOutput:
+        """The classifier's logits and features, with the DRS delta overridden when given."""
+        with delta_override(drs_delta):
+            return self.classifier(self._batch(images))
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, drs_delta: float | None = None) -> Prediction:
-        images = self._batch(images)
-        with delta_override(drs_delta):
-            logits, features = self.classifier(images)
-        cams = normalize_cams(gradcampp_closed_form(features, self.classifier.fc.weight))  # (B, C, h, w)
-        return Prediction(F.softmax(logits, dim=1), cams)
+        """Probabilities and the default CAM method's maps of every class, from one forward pass."""
+        logits, features = self._forward(images, drs_delta)
+        return Prediction(F.softmax(logits, dim=1), class_cams(self.classifier, features))  # cams (B, C, h, w)
 
     @torch.no_grad()
-    def cam(
+    def explain(
         self,
         images: torch.Tensor,
-        classes: Sequence[int] | torch.Tensor | None = None,
+        classes: ClassSelection = None,
         drs_delta: float | None = None,
         size: int | tuple[int, int] | None = None,
-    ) -> torch.Tensor:
-        """Grad-CAM++ of ``classes`` (default: predicted) upsampled to ``size`` (default: input size).
-
-        Returns (B, H, W) max-normalised to [0, 1].
-        """
+        method: str = DEFAULT_CAM_METHOD,
+    ) -> Explanation:
+        """CAMs of ``classes`` (default: predicted; one class or one per image) by ``method`` (a name
+        in :data:`crm_core.cams.CAM_METHODS`), upsampled to ``size`` (default: input size) and
+        max-normalised, with the logits and features of the same forward pass."""
         images = self._batch(images)
         with delta_override(drs_delta):
-            logits, features = self.classifier(images)
-        if classes is None:
-            classes = logits.argmax(dim=1)
-        classes = torch.as_tensor(classes, device=self.device).long().reshape(-1)
-        if classes.numel() == 1 and len(images) > 1:
-            classes = classes.expand(len(images))
-        if classes.min() < 0 or classes.max() >= len(self.class_names):
-            raise ValueError(f"class index out of range 0..{len(self.class_names) - 1}")
-        return self.cams_from_features(features, classes, size or tuple(images.shape[-2:]))
+            result = create_cam(method, self.classifier)(images, classes)
+        cams = upsample_normalised(result.cams, size or tuple(images.shape[-2:]))  # (B, H, W)
+        return Explanation(logits=result.logits, classes=result.classes, cams=cams, features=result.activations)
 
-    def cams_from_features(self, features: torch.Tensor, classes: torch.Tensor,
-                           size: int | tuple[int, int]) -> torch.Tensor:
-        """Grad-CAM++ (closed form) of one class per image from the classifier's features
-        (B, K, h, w), upsampled to ``size`` and max-normalised: (B, H, W) in [0, 1]."""
-        return upsample_normalised(gradcampp_closed_form(features, self.classifier.fc.weight, classes), size)
+    def cam(self, images: torch.Tensor, classes: ClassSelection = None, drs_delta: float | None = None,
+            **options: Any) -> torch.Tensor:
+        """:meth:`explain`'s maps only: (B, H, W) in [0, 1] (``options``: its ``size`` and ``method``)."""
+        return self.explain(images, classes, drs_delta, **options).cams
 
     @property
     def decoder_input_kind(self) -> str:
@@ -146,7 +159,7 @@ class CamModel:
 
     def decoder_input(self, features: torch.Tensor) -> torch.Tensor:
         """The (B, C, h, w) maps this checkpoint's ReconstructNet decodes, from the classifier's features."""
-        return decoder_input(features, self.classifier.fc.weight, self.decoder_input_kind)
+        return decoder_input(self.classifier, features, self.decoder_input_kind)
 
     @torch.no_grad()
     def cam_dependence(self, images: torch.Tensor, drs_delta: float | None = None) -> dict[str, float]:
@@ -156,9 +169,7 @@ class CamModel:
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
         images = self._batch(images)
-        with delta_override(drs_delta):
-            _, features = self.classifier(images)
-        decoder_in = self.decoder_input(features)
+        decoder_in = self.decoder_input(self._forward(images, drs_delta).features)
         dependence = CamDependence()
         dependence.add(self.reconstructor, decoder_in, self.reconstructor(decoder_in), images)
         return dependence.summary()
@@ -170,18 +181,8 @@ class CamModel:
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
         images = self._batch(images)
-        with delta_override(drs_delta):
-            _, features = self.classifier(images)
-        recon = from_tanh_range(self.reconstructor(self.decoder_input(features)))
+        recon = from_tanh_range(self.reconstructor(self.decoder_input(self._forward(images, drs_delta).features)))
         return recon if native else resize_reconstruction(recon, images.shape[-2:])
-
-
-def upsample_normalised(cams: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) raw CAMs -> (B, H, W) bilinear-upsampled, max-normalised to [0, 1]."""
-    if isinstance(size, int):
-        size = (size, size)
-    up = F.interpolate(cams[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    return normalize_cams(up.clamp_min(0))
 
 
 def list_checkpoints(directory: str | os.PathLike = "checkpoints") -> list[Path]:

@@ -2,9 +2,12 @@
 
     python -m crm_core.evaluate --checkpoint checkpoints/drs_crm.pt --split test
 
-Writes ``runs/<name>/eval.json`` and sample panels (image | CAM | ground truth | reconstruction).
-CAMs are taken for the ground-truth class, as WSSS evaluates CAMs: image labels are known
-at training time, so the question is where the CAM puts the object, not which class wins.
+Writes ``runs/<name>/eval.json`` and sample panels (image | CAM | ground truth | reconstruction,
+drawn by :mod:`crm_core.viz`). CAMs are taken for the ground-truth class, as WSSS evaluates CAMs:
+image labels are known at training time, so the question is where the CAM puts the object, not
+which class wins. They come from :meth:`crm_core.api.CamModel.explain` (``--cam-method``: any name
+of :data:`crm_core.cams.CAM_METHODS`, default the closed-form Grad-CAM++), whose forward pass
+also gives the accuracy and ReconstructNet's input.
 
 The headline number is the CAM mIoU at the threshold chosen on the *val* split
 (``cam_miou_val_threshold``), reported with the object coverage and the background
@@ -27,13 +30,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from crm_core.api import CamModel, dataset_for
-from crm_core.cams.utils import cam_overlay, mask_outline
+from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
 from crm_core.metrics import DEFAULT_THRESHOLDS, CamDependence, ThresholdCurve, describe_cam_dependence
-from crm_core.models import delta_override, from_tanh_range, resize_reconstruction
+from crm_core.models import from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
+from crm_core.viz import cam_overlay, mask_outline, side_by_side
 
 log = logging.getLogger("crm_core.evaluate")
 
@@ -50,6 +54,7 @@ class EvalConfig:
     samples: int = 5  # sample panels written as PNG
     data_root: str | None = None  # override the dataset folder recorded in the checkpoint
     drs_delta: float | None = None  # override DRS delta at inference
+    cam_method: str = DEFAULT_CAM_METHOD  # CAM method, a name in crm_core.cams.CAM_METHODS
     runs_dir: str = "runs"
     device: str = "cpu"
 
@@ -67,12 +72,14 @@ def evaluate_model(
     progress: bool = True,
     val_threshold: float | None = None,
     reconstruction: bool = True,
+    cam_method: str = DEFAULT_CAM_METHOD,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``; returns the eval.json dict.
 
     ``val_threshold``: the threshold chosen on another split (:func:`select_threshold`); the
     result then has ``cam_miou_val_threshold`` and ``coverage_val_threshold`` at it.
-    ``reconstruction=False`` skips ReconstructNet (CAM metrics only).
+    ``reconstruction=False`` skips ReconstructNet (CAM metrics only). ``cam_method``: a name in
+    :data:`crm_core.cams.CAM_METHODS`.
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
@@ -87,15 +94,13 @@ def evaluate_model(
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
             images = batch["image"].to(model.device)
-            labels = batch["label"].to(model.device)
-            with delta_override(drs_delta):
-                logits, features = model.classifier(images)
-            correct += int((logits.argmax(1) == labels).sum())
-            cams = model.cams_from_features(features, labels, tuple(images.shape[-2:]))  # (B, H, W)
+            out = model.explain(images, batch["label"], drs_delta, method=cam_method)  # ground-truth class
+            correct += int((out.logits.argmax(1) == out.classes).sum())
+            cams = out.cams  # (B, H, W)
             curve.add(cams, batch["mask"], batch.get("parts"))
             recon = None
             if reconstruct:
-                decoder_in = model.decoder_input(features)  # (B, C, h, w), from the same forward pass
+                decoder_in = model.decoder_input(out.features)  # (B, C, h, w), from the same forward pass
                 recon = model.reconstructor(decoder_in)  # (B, 3, r, r), r = recon size
                 dependence.add(model.reconstructor, decoder_in, recon, images)
             for i in range(len(images)):
@@ -140,16 +145,12 @@ def evaluate_model(
 
 def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, recon: torch.Tensor | None) -> np.ndarray:
     """image | CAM overlay | ground-truth outline [| reconstruction], side by side (uint8 HxWx3)."""
-    rgb = to_uint8_image(image.cpu())
-    tiles = [rgb, cam_overlay(rgb, cam.cpu().numpy()), mask_outline(rgb, (mask.cpu().numpy() == 1))]
+    rgb = to_uint8_image(image)
+    tiles = [rgb, cam_overlay(rgb, cam), mask_outline(rgb, mask == 1)]
     if recon is not None:
         recon = resize_reconstruction(recon[None], image.shape[-2:])[0]  # a smaller recon_size: at the image's
-        tiles.append(to_uint8_image(recon.cpu()))
-    gap = np.full((rgb.shape[0], 4, 3), 255, dtype=np.uint8)
-    row: list[np.ndarray] = []
-    for tile in tiles:
-        row += [tile, gap]
-    return np.concatenate(row[:-1], axis=1)
+        tiles.append(to_uint8_image(recon))
+    return side_by_side(tiles)
 
 
 def training_diagnostics(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -171,10 +172,11 @@ def training_diagnostics(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def select_threshold(model: CamModel, dataset: Any, *, limit: int | None = None, batch_size: int = 16,
-                     drs_delta: float | None = None, progress: bool = False) -> float:
+                     drs_delta: float | None = None, progress: bool = False,
+                     cam_method: str = DEFAULT_CAM_METHOD) -> float:
     """The CAM threshold with the best mIoU on ``dataset`` (the val split: never the reported one)."""
     scan = evaluate_model(model, dataset, limit=limit, batch_size=batch_size, drs_delta=drs_delta,
-                          progress=progress, reconstruction=False)
+                          progress=progress, reconstruction=False, cam_method=cam_method)
     return float(scan["cam_miou_best"]["threshold"])
 
 
@@ -185,11 +187,11 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.threshold_split != "none":
         val_threshold = select_threshold(model, dataset_for(model, cfg.threshold_split, cfg.data_root),
                                          limit=cfg.val_limit, batch_size=cfg.batch_size, drs_delta=cfg.drs_delta,
-                                         progress=True)
+                                         progress=True, cam_method=cfg.cam_method)
     run = RunDir.create(cfg.runs_dir, model.name)
     results = evaluate_model(model, dataset, limit=cfg.limit, threshold=cfg.threshold, batch_size=cfg.batch_size,
                              drs_delta=cfg.drs_delta, samples=cfg.samples, samples_dir=run.samples_dir,
-                             val_threshold=val_threshold)
+                             val_threshold=val_threshold, cam_method=cfg.cam_method)
     results["split"] = cfg.split
     diagnostics = training_diagnostics(run.read_metrics())
     if diagnostics:
@@ -244,6 +246,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=5, help="sample panels to save")
     p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
     p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
+    p.add_argument("--cam-method", default=DEFAULT_CAM_METHOD, choices=sorted(CAM_METHODS),
+                   help="CAM method (crm_core.cams.CAM_METHODS)")
     p.add_argument("--runs-dir", default="runs", help="eval.json goes to <runs-dir>/<checkpoint name>/")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p

@@ -3,8 +3,10 @@
     python -m crm_core.postprocess --checkpoint checkpoints/drs_crm.pt --out pseudo/ --split train
 
 Each image gets a trimap PNG in the Oxford-IIIT Pet convention: 1 foreground, 2 background,
-3 uncertain (CAM between the two thresholds). With ``--superpixels`` the CAM is first
-averaged inside SLIC superpixels, so mask borders follow image edges.
+3 uncertain (CAM between the two thresholds). The CAM is the ground-truth class's, from
+:meth:`crm_core.api.CamModel.explain` (``--cam-method``: any name of
+:data:`crm_core.cams.CAM_METHODS`, default the closed-form Grad-CAM++). With ``--superpixels``
+the CAM is first averaged inside SLIC superpixels, so mask borders follow image edges.
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ from tqdm import tqdm
 
 from crm_core.api import CamModel, dataset_for
 from crm_core.atomic import atomic_write_json
+from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
 from crm_core.data.superpixels import prefill_superpixels, superpixel_mean
 from crm_core.metrics import binary_counts, ious_from_counts
-from crm_core.models import delta_override
 
 log = logging.getLogger("crm_core.postprocess")
 
@@ -69,8 +71,11 @@ def make_pseudo_masks(
     batch_size: int = 16,
     drs_delta: float | None = None,
     progress: bool = True,
+    cam_method: str = DEFAULT_CAM_METHOD,
 ) -> dict[str, Any]:
-    """Write one trimap PNG per image to ``out_dir`` (if given) and return their scores."""
+    """Write one trimap PNG per image to ``out_dir`` (if given) and return their scores.
+
+    ``cam_method``: a name in :data:`crm_core.cams.CAM_METHODS`."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("nothing to process: the split is empty")
@@ -86,11 +91,8 @@ def make_pseudo_masks(
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"pseudo masks {model.name}", unit="batch", disable=not progress):
-            images = batch["image"].to(model.device)
-            labels = batch["label"].to(model.device)  # image-level labels are known in WSSS
-            with delta_override(drs_delta):
-                _, features = model.classifier(images)
-            cams = model.cams_from_features(features, labels, tuple(images.shape[-2:])).cpu()
+            # Image-level labels are known in WSSS: the CAM of the ground-truth class.
+            cams = model.explain(batch["image"], batch["label"], drs_delta, method=cam_method).cams.cpu()
             trimap = pseudo_trimap(cams, low, high, batch["superpixels"] if refine else None)
             counts += score_trimaps(trimap, batch["mask"])
             uncertain += int((trimap == UNCERTAIN).sum())
@@ -130,6 +132,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
     p.add_argument("--drs-delta", type=float, default=None, help="override the DRS delta at inference")
+    p.add_argument("--cam-method", default=DEFAULT_CAM_METHOD, choices=sorted(CAM_METHODS),
+                   help="CAM method (crm_core.cams.CAM_METHODS)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p
 
@@ -143,7 +147,7 @@ def cli(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         results = make_pseudo_masks(model, dataset, out, low=args.low, high=args.high, refine=args.superpixels,
                                     n_segments=args.n_segments, compactness=args.compactness, limit=args.limit,
-                                    batch_size=args.batch_size, drs_delta=args.drs_delta)
+                                    batch_size=args.batch_size, drs_delta=args.drs_delta, cam_method=args.cam_method)
         results["split"] = args.split
         atomic_write_json(out / "scores.json", results)
     except (CheckpointError, DatasetNotFoundError, ValueError, OSError) as exc:

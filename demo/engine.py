@@ -11,6 +11,7 @@ one fine-tune at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,8 +29,8 @@ import torch.nn.functional as F
 from crm_core.api import CamModel, dataset_for, list_checkpoints, upsample_normalised
 from crm_core.checkpoints import CheckpointError
 from crm_core.api import superpixels as slic_labels
-from crm_core.cams import CAM_METHODS, compute_cams
-from crm_core.cams.utils import to_uint8_image
+from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
+from crm_core.data.transforms import to_uint8_image
 from crm_core.evaluate import evaluate_model, select_threshold
 from crm_core.losses import reconstruction_target
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
@@ -55,12 +56,6 @@ DEMO_RECIPE: dict[str, Any] = dict(
 )
 DEMO_PAIR = ("resnet", "resnet_drs")
 
-#: Our CAM methods (registry names of crm_core.cams) with a readable label.
-OWN_METHODS = {
-    "gradcampp": "Grad-CAM++ (ours, closed form)",
-    "gradcampp_hooks": "Grad-CAM++ (ours, hooks)",
-    "gradcam": "Grad-CAM (ours)",
-}
 #: Methods of the grad-cam package offered when it is importable (value prefix "pgc:").
 PACKAGE_METHODS = ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "EigenGradCAM")
 
@@ -192,7 +187,8 @@ class Engine:
         self._dependence_lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._job: dict[str, Any] = {}  # the running fine-tune: name, stop event, last progress row
-        self._method_labels = dict(OWN_METHODS)
+        # Our methods are crm_core.cams.CAM_METHODS, each with its label: a registered method is on the menu.
+        self._method_labels = {name: entry.label for name, entry in CAM_METHODS.items()}
         if package_cam_available():
             self._method_labels.update({f"pgc:{m}": f"{m} (grad-cam package)" for m in PACKAGE_METHODS})
 
@@ -339,29 +335,30 @@ class Engine:
 
     # -- inference -----------------------------------------------------------------------
     def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
-            method: str = "gradcampp", size: tuple[int, int] | None = None) -> CamOutput:
-        """CAM of one image (uint8 HxWx3) for ``class_index`` (None: predicted), at ``size`` (default: image size)."""
+            method: str = DEFAULT_CAM_METHOD, size: tuple[int, int] | None = None) -> CamOutput:
+        """CAM of one image (uint8 HxWx3) for ``class_index`` (None: predicted), at ``size`` (default: image size).
+
+        ``method``: a name in crm_core.cams.CAM_METHODS (through CamModel.explain) or "pgc:<class>" of
+        the grad-cam package."""
         model = self.model(name)
         if method not in self._method_labels:
             raise ValueError(f"unknown CAM method {method!r}; choose from {sorted(self._method_labels)}")
+        if class_index is not None and not 0 <= int(class_index) < len(model.class_names):
+            raise ValueError(f"class index must be in 0..{len(model.class_names) - 1}, got {class_index}")
         size = tuple(size or image.shape[:2])
         x = model.preprocess(image)[None]  # (1, 3, S, S)
-        pred = model.predict(x, drs_delta)
-        probs = pred.probs[0]
-        predicted = int(probs.argmax())
-        c = predicted if class_index is None else int(class_index)
-        if not 0 <= c < len(model.class_names):
-            raise ValueError(f"class index must be in 0..{len(model.class_names) - 1}, got {c}")
-        if method == "gradcampp":
-            raw = pred.cams[0, c][None]  # (1, h, w)
-        elif method in CAM_METHODS:
-            with self._hooks_lock, delta_override(drs_delta):
-                raw = compute_cams(model.classifier, x.clone().requires_grad_(True), [c], method).cams.detach()
+        if method in CAM_METHODS:
+            # Hook-based methods register hooks on the shared model: one at a time.
+            with self._hooks_lock if CAM_METHODS[method].uses_hooks else contextlib.nullcontext():
+                out = model.explain(x, None if class_index is None else int(class_index), drs_delta, size, method)
+            probs, c, cam = out.probs[0], int(out.classes[0]), out.cams[0]  # cam (H, W)
         else:
-            raw = self._package_cam(model, x, c, drs_delta, method.split(":", 1)[1])
-        cam = upsample_normalised(raw.float(), size)[0].cpu().numpy().astype(np.float32)  # (H, W)
-        return CamOutput(cam=cam, probs={n: float(p) for n, p in zip(model.class_names, probs.tolist())},
-                         class_index=c, class_name=model.class_names[c], predicted=predicted)
+            probs = model.predict(x, drs_delta).probs[0]
+            c = int(probs.argmax()) if class_index is None else int(class_index)
+            cam = upsample_normalised(self._package_cam(model, x, c, drs_delta, method.split(":", 1)[1]), size)[0]
+        return CamOutput(cam=cam.cpu().numpy().astype(np.float32),
+                         probs={n: float(p) for n, p in zip(model.class_names, probs.tolist())},
+                         class_index=c, class_name=model.class_names[c], predicted=int(probs.argmax()))
 
     def _package_cam(self, model: CamModel, x: torch.Tensor, c: int, drs_delta: float | None, method: str) -> torch.Tensor:
         try:
@@ -387,12 +384,9 @@ class Engine:
         if not samples:
             return np.zeros((0, 1, 1), np.float32), np.zeros(0, np.int64)
         images = torch.stack([model.preprocess(s.image) for s in samples])  # (N, 3, S, S)
-        pred = model.predict(images, drs_delta)
-        predicted = pred.probs.argmax(1)
-        chosen = torch.tensor([s.label for s in samples]) if classes == "label" else predicted
-        raw = pred.cams[torch.arange(len(samples)), chosen]  # (N, h, w)
-        cams = upsample_normalised(raw, tuple(samples[0].image.shape[:2]))
-        return cams.cpu().numpy().astype(np.float32), predicted.cpu().numpy()
+        chosen = torch.tensor([s.label for s in samples]) if classes == "label" else None  # None: predicted
+        out = model.explain(images, chosen, drs_delta, tuple(samples[0].image.shape[:2]))
+        return out.cams.cpu().numpy().astype(np.float32), out.logits.argmax(1).cpu().numpy()
 
     def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
         model = self.model(name)

@@ -1,6 +1,8 @@
-"""Pictures the views show: CAM overlays, pseudo masks, trimaps, error maps, superpixel boundaries.
+"""The dashboard's pictures at display size: CAM overlays, pseudo masks, trimaps, error maps, superpixel boundaries.
 
-Pure numpy/torch/PIL on uint8 images, shared by the callbacks. Small model inputs (64 px) are
+The drawing itself (jet colours, CAM overlays, outlines, boundaries) is :mod:`crm_core.viz`; this
+module adds what the views need on top: display sizes, colour bars with their labels, trimap
+tints. Pure numpy/torch/PIL on uint8 images, shared by the callbacks. Small model inputs (64 px) are
 shown enlarged, to at least 224 px: the picture with nearest-neighbour (the pixels the model saw),
 CAMs bilinearly (as CAMs are always upsampled), never in blocks. A CAM overlay keeps the image
 visible: the colour's opacity follows the CAM (0: the image as is). Every heat map carries a
@@ -14,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from crm_core.cams.utils import cam_overlay, jet_colormap, mask_outline, upsample_cams
-from crm_core.data import boundaries_overlay
+from crm_core.cams.utils import upsample_cams
+from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
 
 DISPLAY = 256  # side of the pictures in the views, pixels
 THUMB = 224  # side of gallery thumbnails

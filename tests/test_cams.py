@@ -22,14 +22,14 @@ from crm_core.cams import (
     ClosedFormGradCAMPlusPlus,
     GradCAM,
     GradCAMPlusPlus,
-    cam_overlay,
     capture_activations_and_grads,
+    class_cams,
     compute_cams,
+    create_cam,
     gradcampp_closed_form,
-    jet_colormap,
-    mask_outline,
     normalize_cams,
     upsample_cams,
+    upsample_normalised,
 )
 from crm_core.models import MODEL_VARIANTS, ClassifierOutput, LogitsOnly, ModelConfig, create_model, delta_override
 
@@ -454,8 +454,38 @@ def test_registry_and_compute_cams() -> None:
     assert _max_rel_diff(default.cams.detach(), hooked.cams) < 1e-5
     with pytest.raises(ValueError, match="unknown CAM method"):
         compute_cams(model, images, method="nope")
-    for method in CAM_METHODS.values():
-        assert issubclass(method, BaseCAM)
+    for name, entry in CAM_METHODS.items():
+        assert issubclass(entry.build, BaseCAM) and entry.label, name
+        assert isinstance(create_cam(name, model), entry.build)
+    assert not CAM_METHODS["gradcampp"].uses_hooks and CAM_METHODS["gradcampp_hooks"].uses_hooks
+
+
+def test_from_features_is_the_forward_pass_cam_for_one_or_every_class() -> None:
+    """Analytic methods take the CAM from features of a forward pass already run (training,
+    evaluation, the API): the same maps as calling them on images, for one class or every class."""
+    model, images = _model("resnet_drs", 16), _images()
+    classes = torch.tensor([3, 1])
+    with torch.no_grad():
+        features = model(images).features
+        closed, generic = ClosedFormGradCAMPlusPlus(model), GradCAMPlusPlus(model, gradients="analytic")
+        result = closed(images, classes)
+        assert torch.equal(result.activations, features)
+        assert torch.equal(result.cams, closed.from_features(features, classes))
+        every = closed.from_features(features)  # (B, C, h, w)
+        assert torch.equal(every, gradcampp_closed_form(features, model.fc.weight))
+        assert torch.equal(class_cams(model, features), normalize_cams(every))
+        assert _max_rel_diff(generic.from_features(features), every) < 1e-10
+        assert _max_rel_diff(generic.from_features(features, classes), every[torch.arange(2), classes]) < 1e-10
+    with pytest.raises(ValueError, match="own forward pass"):
+        GradCAMPlusPlus(model).from_features(features, classes)
+
+
+def test_upsample_normalised() -> None:
+    cams = torch.rand(2, 3, 4, dtype=torch.float64) * 5
+    up = upsample_normalised(cams, (12, 16))
+    assert up.shape == (2, 12, 16) and up.dtype == torch.float32
+    assert torch.allclose(up.amax(dim=(1, 2)), torch.ones(2))
+    assert torch.equal(up, normalize_cams(upsample_cams(cams.float(), (12, 16)).clamp_min(0)))
 
 
 def test_gradcam_override_point_matches_package() -> None:
@@ -499,49 +529,3 @@ def test_upsample_cams_shapes() -> None:
     constant = torch.full((1, 3, 4), 0.5)
     assert torch.allclose(upsample_cams(constant, (9, 9)), torch.full((1, 9, 9), 0.5))
 
-
-def test_jet_colormap_endpoints() -> None:
-    colors = jet_colormap(np.array([0.0, 0.5, 1.0]))
-    assert np.allclose(colors, [[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]])
-    assert jet_colormap(np.zeros((2, 3))).shape == (2, 3, 3)
-
-
-def test_cam_overlay() -> None:
-    image_uint8 = np.full((12, 16, 3), 100, dtype=np.uint8)
-    cam = torch.zeros(3, 4)
-    cam[0, 0] = 1.0
-    out = cam_overlay(image_uint8, cam, alpha=0.5)
-    assert out.dtype == np.uint8 and out.shape == (12, 16, 3)
-    assert tuple(out[-1, -1]) == (50, 50, 50 + 64)  # cam 0 -> dark blue (0, 0, 127.5)
-    image_float = torch.full((3, 12, 16), 100 / 255)
-    assert np.array_equal(cam_overlay(image_float, cam, alpha=0.5), out)
-    assert np.array_equal(cam_overlay(image_uint8, cam, alpha=0.0), image_uint8)
-
-
-def test_cam_overlay_weighted_by_cam() -> None:
-    image = np.full((4, 6, 3), 100, dtype=np.uint8)
-    cam = np.zeros((4, 6))
-    cam[:, 3:] = 1.0
-    out = cam_overlay(image, cam, alpha=0.7, weight_by_cam=True)
-    assert np.array_equal(out[:, :3], image[:, :3])  # CAM 0: the image as is
-    assert np.array_equal(out[:, 3:], np.round(0.3 * 100 + 0.7 * np.array([127.5, 0, 0])).astype(np.uint8)[None, None]
-                          .repeat(4, 0).repeat(3, 1))  # CAM 1: alpha of jet's dark red
-
-
-def test_mask_outline() -> None:
-    image = np.zeros((10, 10, 3), dtype=np.uint8)
-    mask = np.zeros((10, 10), dtype=bool)
-    mask[2:8, 3:9] = True
-    out = mask_outline(image, mask, color=(255, 0, 0), thickness=1)
-    drawn = out[..., 0] == 255
-    ring = mask.copy()
-    ring[3:7, 4:8] = False
-    assert np.array_equal(drawn, ring)
-    assert not image.any()  # input untouched
-    thick = mask_outline(image, mask, thickness=2)[..., 1] == 255
-    assert thick.sum() > drawn.sum() and not thick[4:6, 5:7].any()
-    # Edges cut by the image frame are not outlined.
-    full = mask_outline(image, np.ones((10, 10)), thickness=1)
-    assert not full.any()
-    with pytest.raises(ValueError):
-        mask_outline(image, np.ones((5, 5)))

@@ -16,6 +16,7 @@ from crm_core import train as train_mod
 from crm_core.data.synthetic import SyntheticPets, sample_scene
 from crm_core.losses import alignment_target, erode
 from crm_core.metrics import CamDependence, ious_from_counts
+from crm_core.models import ModelConfig, create_model
 from crm_core.models.crm import CRMNet, class_score_maps, decoder_input
 from crm_core.oracle import oracle_gain
 
@@ -130,15 +131,16 @@ def test_ssc_alignment_target_keeps_only_the_eroded_confident_region() -> None:
 
 
 def test_decoder_inputs() -> None:
-    features = torch.rand(2, 5, 3, 3)
-    weight = torch.randn(4, 5)
-    scores = decoder_input(features, weight, "scores")
-    assert torch.allclose(scores.mean(dim=(2, 3)), features.mean(dim=(2, 3)) @ weight.T, atol=1e-6)
+    classifier = create_model(ModelConfig(variant="resnet", arch="resnet18", num_classes=4), load_pretrained=False)
+    features = torch.rand(2, classifier.fc.in_features, 3, 3)
+    weight = classifier.fc.weight.detach()
+    scores = decoder_input(classifier, features, "scores").detach()
+    assert torch.allclose(scores.mean(dim=(2, 3)), features.mean(dim=(2, 3)) @ weight.T, atol=1e-5)
     assert torch.equal(scores, class_score_maps(features, weight))
-    cams = decoder_input(features, weight, "gradcampp")
+    cams = decoder_input(classifier, features, "gradcampp").detach()
     assert cams.min() >= 0 and torch.allclose(cams.amax(dim=(2, 3))[cams.amax(dim=(2, 3)) > 0], torch.tensor(1.0))
     with pytest.raises(ValueError, match="decoder input"):
-        decoder_input(features, weight, "pixels")
+        decoder_input(classifier, features, "pixels")
 
 
 def _net_and_batch(tmp_path: Path, **overrides):

@@ -28,7 +28,6 @@ from crm_core.data import (
     OxfordPets,
     SuperpixelCache,
     SyntheticPets,
-    boundaries_overlay,
     build_dataset,
     load_image,
     random_hflip_batch,
@@ -463,15 +462,6 @@ def test_superpixel_mean_properties(b, h, w, n, seed):
             sel = segments[i] == s
             torch.testing.assert_close(out[i][sel].sum(), values[i][sel].sum())
             assert torch.allclose(out[i][sel], out[i][sel][0])
-
-
-def test_boundaries_overlay():
-    img = np.full((20, 20, 3), 10, np.uint8)
-    seg = np.zeros((20, 20), np.int64)
-    seg[:, 10:] = 1
-    out = boundaries_overlay(img, torch.from_numpy(seg))
-    assert out.dtype == np.uint8 and out.shape == img.shape
-    assert (out[:, 9:11] == [255, 255, 0]).all() and (out[:, :8] == 10).all() and (img == 10).all()
 
 
 # ----------------------------------------------------------------------------------------------

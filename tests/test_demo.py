@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
+from crm_core.cams import CAM_METHODS
 from demo import callbacks as cb
 from demo import plots, render
 from demo.layout import build_app
@@ -401,7 +402,10 @@ def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch, t
     for available in (True, False):
         monkeypatch.setattr(engine_module, "package_cam_available", lambda a=available: a)
         engine = engine_module.Engine(tmp_path / "checkpoints", tmp_path / "runs")
-        values = [value for _, value in _method_menu(build_app(engine))]
-        assert set(engine_module.OWN_METHODS) <= set(values)
+        menu = _method_menu(build_app(engine))
+        values = [value for _, value in menu]
+        # Every registered CAM method, in the registry's order, with the registry's label.
+        assert [(label, value) for label, value in menu if value in CAM_METHODS] == [
+            (entry.label, name) for name, entry in CAM_METHODS.items()]
         assert {v for v in values if v.startswith("pgc:")} == (
             {f"pgc:{m}" for m in engine_module.PACKAGE_METHODS} if available else set())

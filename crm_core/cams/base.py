@@ -2,9 +2,10 @@
 
 A method is a small subclass of :class:`BaseCAM` that implements one thing,
 :meth:`BaseCAM.cam_weights`: channel weights from the target layer's activations ``A`` and the
-gradients ``g = dS_c/dA``. The base class runs the model, picks the classes, obtains ``g`` and
-forms ``CAM = relu(sum_k w_k A_k)`` (Grad-CAM, Selvaraju et al. 2017, eq. 2; Grad-CAM++ eq. 19
-feeds the same sum). Everything stays in torch, so CAMs can feed losses.
+gradients ``g = dS_c/dA``. The base class runs the model, picks the classes
+(:func:`resolve_classes`, the one place that turns a class selection into indices), obtains
+``g`` and forms ``CAM = relu(sum_k w_k A_k)`` (Grad-CAM, Selvaraju et al. 2017, eq. 2; Grad-CAM++
+eq. 19 feeds the same sum). Everything stays in torch, so CAMs can feed losses.
 
 Gradients come from one of two sources:
 
@@ -12,7 +13,13 @@ Gradients come from one of two sources:
   scores -- works for any head and any target layer.
 * ``"analytic"``: for the GAP + linear head of :class:`~crm_core.models.CamClassifier`,
   ``dS_c/dA_kij = W[c, k] / (h w)`` is known without a backward pass, so the CAM comes from the
-  same forward pass as the logits (and is differentiable end to end under autograd).
+  same forward pass as the logits (and is differentiable end to end under autograd). Such a
+  method also works on features already computed (:meth:`BaseCAM.from_features`): training,
+  evaluation and the API take the CAM from the forward pass they run anyway. A method with a
+  closed form for the whole map may override ``from_features`` instead of ``cam_weights``
+  (:class:`~crm_core.cams.gradcampp.ClosedFormGradCAMPlusPlus` does, vectorised over classes).
+
+Methods are looked up by name in :data:`crm_core.cams.registry.CAM_METHODS`.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ class CamResult:
     cams: torch.Tensor  # (B, h, w) raw non-negative maps at feature resolution (not normalised)
     logits: torch.Tensor  # (B, C) classifier logits from the same forward pass
     classes: torch.Tensor  # (B,) long: the class each map explains (argmax of logits if not given)
+    activations: torch.Tensor  # (B, K, h, w) the target layer's output A in that pass (the GAP input by default)
 
 
 def resolve_classes(classes: ClassSelection, logits: torch.Tensor) -> torch.Tensor:
@@ -66,8 +74,9 @@ def resolve_classes(classes: ClassSelection, logits: torch.Tensor) -> torch.Tens
 class BaseCAM:
     """Gradient-weighted CAM over a :class:`~crm_core.models.CamClassifier`.
 
-    Subclasses implement :meth:`cam_weights` (the one override point). Calling the object with
-    images returns a :class:`CamResult`.
+    Subclasses implement :meth:`cam_weights` (the one override point; a closed form of the whole
+    map may override :meth:`from_features` instead). Calling the object with images returns a
+    :class:`CamResult`.
 
     Args:
         model: the classifier; any module with ``feature_layer`` and a ``forward`` returning
@@ -118,25 +127,37 @@ class BaseCAM:
     def __call__(self, images: torch.Tensor, classes: ClassSelection = None) -> CamResult:
         """CAMs of ``images`` (B, 3, H, W) for ``classes`` (None: the predicted class)."""
         if self.gradient_source == "analytic":
-            activations, grads, logits, selected = self._analytic(images, classes)
-        else:
-            activations, grads, logits, selected = self._autograd(images, classes)
-        weights = self.cam_weights(activations, grads)  # (B, K)
-        cams = torch.relu(torch.einsum("bk,bkhw->bhw", weights, activations))  # (B, h, w)
-        if self.gradient_source == "autograd" and not self.create_graph:
-            cams, logits = cams.detach(), logits.detach()
-        return CamResult(cams=cams, logits=logits, classes=selected)
+            out = self.model(images)
+            selected = resolve_classes(classes, out.logits)
+            return CamResult(self.from_features(out.features, selected), out.logits, selected, out.features)
+        activations, grads, logits, selected = self._autograd(images, classes)
+        cams = self._weighted_sum(activations, grads)  # (B, h, w)
+        if not self.create_graph:
+            cams, logits, activations = cams.detach(), logits.detach(), activations.detach()
+        return CamResult(cams=cams, logits=logits, classes=selected, activations=activations)
 
-    def _analytic(
-        self, images: torch.Tensor, classes: ClassSelection
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model(images)
-        features = out.features  # (B, K, h, w)
-        selected = resolve_classes(classes, out.logits)
+    def from_features(self, features: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw maps from the GAP input ``features`` (B, K, h, w) of a forward pass already run.
+
+        Needs ``"analytic"`` gradients (no backward pass, so no second forward either). Returns
+        (B, h, w) for ``classes`` (B,), or (B, C, h, w) for every class with ``None``; keeps the
+        graph of ``features`` and of the head (differentiable).
+        """
+        if self.gradient_source != "analytic":
+            raise ValueError(f"{type(self).__name__} with {self.gradient_source} gradients needs its own forward "
+                             "pass; call it on images")
         batch, channels, h, w = features.shape
+        if classes is None:
+            every = [torch.full((batch,), c, dtype=torch.long, device=features.device)
+                     for c in range(self.model.fc.out_features)]
+            return torch.stack([self.from_features(features, c) for c in every], dim=1)  # (B, C, h, w)
         # S_c = sum_k W[c, k] mean_ij(A_kij) + b_c  =>  dS_c/dA_kij = W[c, k] / (h w) everywhere.
-        grads = (self.model.fc.weight[selected] / (h * w)).view(batch, channels, 1, 1)
-        return features, grads.expand(batch, channels, h, w), out.logits, selected
+        grads = (self.model.fc.weight[classes] / (h * w)).view(batch, channels, 1, 1)
+        return self._weighted_sum(features, grads.expand(batch, channels, h, w))
+
+    def _weighted_sum(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        weights = self.cam_weights(activations, grads)  # (B, K)
+        return torch.relu(torch.einsum("bk,bkhw->bhw", weights, activations))  # (B, h, w)
 
     def _autograd(
         self, images: torch.Tensor, classes: ClassSelection

@@ -1,7 +1,8 @@
 """Datasets, preprocessing and superpixels.
 
-`DATASETS` maps a dataset name to its class; CLIs take their `choices` from it and build
-datasets through `build_dataset`, so adding a dataset is one entry here.
+`DATASETS` maps a dataset name to its class (a `crm_core.data.base.PetsDataset`, which builds
+the sample dicts); CLIs take their `choices` from it and build datasets through
+`build_dataset`, so adding a dataset is one `PetsDataset` subclass plus one entry here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from crm_core.data.errors import DatasetNotFoundError, ImageError
 from crm_core.data.pets import OxfordPets
 from crm_core.data.superpixels import (
     SuperpixelCache,
-    boundaries_overlay,
     slic_superpixels,
     superpixel_mean,
 )
@@ -31,7 +31,6 @@ __all__ = [
     "PATTERNS",
     "SuperpixelCache",
     "SyntheticPets",
-    "boundaries_overlay",
     "build_dataset",
     "load_image",
     "random_hflip_batch",

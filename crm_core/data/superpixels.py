@@ -1,4 +1,4 @@
-"""SLIC superpixels: computation, an on-disk cache, superpixel pooling and a boundary overlay.
+"""SLIC superpixels: computation, an on-disk cache and superpixel pooling (drawn by `crm_core.viz`).
 
 The CRM alignment loss (DESIGN.md, "Loss") averages the CAM inside each SLIC superpixel. SLIC
 costs tens of milliseconds per image, far more than rendering a synthetic image, so results are
@@ -25,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 from crm_core.atomic import atomic_open
+from crm_core.data.transforms import to_uint8_image
 
 __all__ = [
     "DEFAULT_SIGMA",
     "SuperpixelCache",
-    "boundaries_overlay",
     "default_cache_root",
     "slic_superpixels",
     "superpixel_mean",
@@ -54,34 +54,6 @@ def default_cache_root() -> Path:
     base = os.environ.get("CRM_LAB_CACHE")
     root = Path(base).expanduser() if base else Path.home() / ".cache" / "crm_lab"
     return root / "superpixels"
-
-
-def _as_uint8_hwc(image: ImageLike) -> np.ndarray:
-    """Canonical form of an image for SLIC and for cache keys: contiguous uint8 (H, W, 3).
-
-    uint8 HxWx3, float [0, 1] HxWx3 and torch (3, H, W) float inputs all map to the same bytes,
-    so the same picture gets the same superpixels (and the same cache entry) whatever its type.
-    """
-    if isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(t.shape)}")
-        if t.is_floating_point():
-            t = (t.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        arr = t.to(torch.uint8).permute(1, 2, 0).numpy()  # (C,H,W) -> (H,W,C)
-    else:
-        arr = np.asarray(image)
-        if arr.dtype != np.uint8:
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise ValueError(f"expected uint8 or float [0, 1] pixels, got dtype {arr.dtype}")
-            arr = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise ValueError(f"expected an (H, W, 3) image, got shape {arr.shape}")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr)
 
 
 def _slic_uint8(image: np.ndarray, n_segments: int, compactness: float, sigma: float) -> np.ndarray:
@@ -115,7 +87,7 @@ def slic_superpixels(
     Returns:
         int32 (H, W) labels, 0-based and contiguous enough to index a per-segment table.
     """
-    return _slic_uint8(_as_uint8_hwc(image), n_segments, compactness, sigma)
+    return _slic_uint8(to_uint8_image(image), n_segments, compactness, sigma)
 
 
 @dataclass
@@ -149,7 +121,7 @@ class SuperpixelCache:
 
     def key(self, image: ImageLike) -> str:
         """Cache key of `image` under this cache's SLIC parameters."""
-        return self._key(_as_uint8_hwc(image))
+        return self._key(to_uint8_image(image))
 
     def _key(self, canonical: np.ndarray) -> str:
         h = hashlib.sha1()
@@ -169,7 +141,7 @@ class SuperpixelCache:
 
     def get(self, image: ImageLike) -> np.ndarray:
         """int32 (H, W) SLIC labels of `image`, from disk when cached, computed (and stored) otherwise."""
-        canonical = _as_uint8_hwc(image)
+        canonical = to_uint8_image(image)
         path = self._path(self._key(canonical))
         labels = self._read(path, canonical.shape[:2])
         if labels is not None:
@@ -277,29 +249,3 @@ def superpixel_mean(values: torch.Tensor, segments: torch.Tensor) -> torch.Tenso
     means = sums / counts.clamp_min(1)  # empty segments never get gathered; clamp avoids 0/0
     out = means[ids].view_as(values)  # (B,H,W)
     return out.squeeze(0) if squeeze else out
-
-
-def boundaries_overlay(
-    image: np.ndarray,
-    segments: Union[np.ndarray, torch.Tensor],
-    color: tuple[int, int, int] = (255, 255, 0),
-) -> np.ndarray:
-    """Draw superpixel boundaries on a copy of `image` for visual inspection.
-
-    Args:
-        image: uint8 (H, W, 3).
-        segments: integer (H, W) labels.
-        color: boundary colour; bright yellow by default because it stands out on most photos.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    from skimage.segmentation import find_boundaries  # lazy: skimage is slow to import
-
-    canvas = _as_uint8_hwc(image).copy()
-    seg = segments.detach().cpu().numpy() if isinstance(segments, torch.Tensor) else np.asarray(segments)
-    if seg.shape != canvas.shape[:2]:
-        raise ValueError(f"segments {seg.shape} do not match image {canvas.shape[:2]}")
-    edges = find_boundaries(seg, mode="thick")  # both sides: label 0 is a segment, not background
-    canvas[edges] = np.asarray(color, dtype=np.uint8)
-    return canvas

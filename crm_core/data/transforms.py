@@ -239,17 +239,35 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(chw.astype(np.float32) / np.float32(255.0))
 
 
-def to_uint8_image(image: torch.Tensor) -> np.ndarray:
-    """float (3, H, W) or (1, H, W) tensor in [0, 1] -> uint8 (H, W, 3) array for display/saving."""
-    t = image.detach().to("cpu", torch.float32)
-    if t.ndim == 2:
-        t = t.unsqueeze(0)
-    if t.ndim != 3 or t.shape[0] not in (1, 3):
-        raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
-    if t.shape[0] == 1:
-        t = t.expand(3, -1, -1)
-    t = (t.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return t.permute(1, 2, 0).contiguous().numpy()  # (3,H,W) -> (H,W,3)
+def to_uint8_image(image: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+    """Any image the code passes around -> contiguous uint8 (H, W, 3), the inverse of `image_to_tensor`.
+
+    The one conversion for display, saving, SLIC and superpixel cache keys:
+
+    * torch tensors are channels first, (3, H, W), (1, H, W) or (H, W); numpy arrays channels
+      last, (H, W, 3), (H, W, 1) or (H, W), or (3, H, W) when the last axis is not a channel axis.
+      One channel is repeated into three.
+    * uint8 pixels are kept; float pixels are clipped to [0, 1], scaled by 255 and rounded (half to
+      even) in the input's own precision (float32 stays float32), so ``k / 255`` maps back to ``k``.
+    """
+    channels_first = isinstance(image, torch.Tensor)
+    arr = image.detach().cpu().numpy() if channels_first else np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[None] if channels_first else arr[:, :, None]
+    if arr.ndim == 3 and not channels_first and arr.shape[-1] not in (1, 3) and arr.shape[0] in (1, 3):
+        channels_first = True  # a (3, H, W) array
+    if arr.ndim != 3 or arr.shape[0 if channels_first else -1] not in (1, 3):
+        raise ValueError(f"expected an RGB image, (3, H, W) tensor or (H, W, 3) array, got shape {arr.shape}")
+    if channels_first:
+        arr = arr.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"expected uint8 or float [0, 1] pixels, got dtype {arr.dtype}")
+        arr = arr.astype(np.promote_types(arr.dtype, np.float32), copy=False)
+        arr = np.round(np.clip(arr, 0.0, 1.0) * arr.dtype.type(255.0)).astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr)
 
 
 def random_hflip_batch(batch: dict, generator: Optional[torch.Generator]) -> dict:

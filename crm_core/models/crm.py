@@ -2,8 +2,9 @@
 
 What ReconstructNet decodes is configuration (``DECODER_INPUTS``):
 
-- ``gradcampp`` (default): the Grad-CAM++ maps of every class (closed form, from the same
-  forward pass, differentiable), each divided by its own maximum.
+- ``gradcampp`` (default): the maps of every class by the registry's default CAM method
+  (:func:`crm_core.cams.class_cams`: closed-form Grad-CAM++ from the same forward pass,
+  differentiable), each divided by its own maximum.
 - ``scores``: the raw, signed class-score maps ``W[c] . A`` of every class, unnormalised -- what
   the official SSC code decodes (``net/decoder.py`` there). Max-normalising each map raises the
   maps of absent classes to peak 1; the raw scores keep "how much" as well as "where".
@@ -13,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from crm_core.cams.closed_form import gradcampp_closed_form
-from crm_core.cams.utils import normalize_cams
+from crm_core.cams.registry import class_cams
 from crm_core.models.classifier import CamClassifier
 from crm_core.models.decoder import ReconstructNet
 
@@ -26,12 +26,13 @@ def class_score_maps(features: torch.Tensor, fc_weight: torch.Tensor) -> torch.T
     return torch.einsum("ck,bkhw->bchw", fc_weight, features)
 
 
-def decoder_input(features: torch.Tensor, fc_weight: torch.Tensor, kind: str = "gradcampp") -> torch.Tensor:
-    """What ReconstructNet decodes, (B, C, h, w), differentiable in features and head."""
+def decoder_input(classifier: CamClassifier, features: torch.Tensor, kind: str = "gradcampp") -> torch.Tensor:
+    """What ReconstructNet decodes, (B, C, h, w), from ``classifier``'s ``features`` (B, K, h, w) of a
+    forward pass already run; differentiable in features and head."""
     if kind == "gradcampp":
-        return normalize_cams(gradcampp_closed_form(features, fc_weight))
+        return class_cams(classifier, features)
     if kind == "scores":
-        return class_score_maps(features, fc_weight)
+        return class_score_maps(features, classifier.fc.weight)
     raise ValueError(f"unknown decoder input {kind!r}; choose from {list(DECODER_INPUTS)}")
 
 
@@ -56,8 +57,8 @@ class CRMNet(nn.Module):
         logits, features = self.classifier(images)
         if self.reconstructor is None:
             return {"logits": logits, "features": features, "cams": None, "decoder_in": None, "recon": None}
-        weight = self.classifier.fc.weight
-        cams = decoder_input(features, weight, "gradcampp")  # (B, C, h, w)
-        decoder_in = cams if self.decoder_input_kind == "gradcampp" else decoder_input(features, weight, self.decoder_input_kind)
+        cams = class_cams(self.classifier, features)  # (B, C, h, w), the registry's default method
+        decoder_in = cams if self.decoder_input_kind == "gradcampp" else decoder_input(
+            self.classifier, features, self.decoder_input_kind)
         return {"logits": logits, "features": features, "cams": cams, "decoder_in": decoder_in,
                 "recon": self.reconstructor(decoder_in)}

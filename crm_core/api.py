@@ -162,6 +162,14 @@ class CamModel:
         return decoder_input(self.classifier, features, self.decoder_input_kind)
 
     @torch.no_grad()
+    def decoder_maps(self, images: torch.Tensor, drs_delta: float | None = None) -> torch.Tensor:
+        """The (B, C, h, w) maps ReconstructNet decodes for ``images`` (what it "sees" of the CAMs)."""
+        images = self._batch(images)
+        with delta_override(drs_delta):
+            _, features = self.classifier(images)
+        return self.decoder_input(features)
+
+    @torch.no_grad()
     def cam_dependence(self, images: torch.Tensor, drs_delta: float | None = None) -> dict[str, float]:
         """Does ReconstructNet use the CAMs? Reconstruction L1 of ``images`` (B >= 2) with their own
         CAMs against CAMs shuffled across the batch: ``recon_l1``, ``recon_l1_shuffled``,

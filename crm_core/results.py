@@ -15,7 +15,10 @@ training step. Rows come in groups (:data:`ROWS`):
 - ``ablation``: on informative data, SSC's decoder input and SSC's alignment target, and an
   over-expanding DRS (delta 0.3) with and without CRM (the paper's claim that CRM "constrains
   the diffusion" of attention).
-- ``legacy``: the old table's fast/exact preset check (``--exact-row``).
+- ``preset``: the speed preset's check on the recipe that shows the effect -- resnet_drs + CRM on
+  informative data with the ``exact`` preset (ReconstructNet decodes at full size) against the
+  default ``fast`` one (a quarter of the size): the body coverage must agree within 0.05.
+- ``legacy``: the old table's fast/exact preset check on random data (``--exact-row``).
 
 Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
 all three, so comparisons are paired by seed. An effect is claimed only where the mean paired
@@ -60,7 +63,7 @@ CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
 class Row:
     key: str  # unique id, also the checkpoint name stem
     label: str  # what the table shows
-    group: str  # main | floor | ablation | legacy
+    group: str  # main | floor | ablation | preset | legacy
     appearance: str  # random | informative
     model: str  # registered variant
     crm: bool
@@ -93,6 +96,8 @@ def _rows() -> tuple[Row, ...]:
             {"delta": "0.3"}),
         Row("informative_resnet_drs_d03_crm", "resnet_drs delta 0.3 + CRM", "ablation", "informative", "resnet_drs",
             True, {"delta": "0.3"}),
+        Row("informative_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset (full-size reconstruction)", "preset",
+            "informative", "resnet_drs", True, {"crm_preset": "exact"}),
         Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
             {"crm_preset": "exact"}),
     ]
@@ -101,7 +106,7 @@ def _rows() -> tuple[Row, ...]:
 
 ROWS: tuple[Row, ...] = _rows()
 ROW_BY_KEY = {row.key: row for row in ROWS}
-GROUPS = ("main", "floor", "ablation", "legacy")
+GROUPS = ("main", "floor", "ablation", "preset", "legacy")
 # Paired comparisons the table reads out: (row, baseline it is compared with).
 COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     pair for appearance in ("random", "informative") for pair in (
@@ -114,6 +119,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_resnet_drs_crm_sscinput", "informative_resnet_drs_crm"),
     ("informative_resnet_drs_crm_sscalign", "informative_resnet_drs_crm"),
     ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
+    ("informative_resnet_drs_crm_exact", "informative_resnet_drs_crm"),
     ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
 )
 # metric key -> (column title, format); "higher" says which direction is better (None: neither)
@@ -343,7 +349,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
-    p.add_argument("--groups", nargs="+", default=["main", "floor", "ablation"], choices=GROUPS,
+    p.add_argument("--groups", nargs="+", default=["main", "floor", "ablation", "preset"], choices=GROUPS,
                    help="row groups to run")
     p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
     p.add_argument("--appearance", nargs="+", default=["random", "informative"], choices=("random", "informative"),

@@ -34,6 +34,8 @@ from crm_core.data.transforms import to_uint8_image
 from crm_core.evaluate import evaluate_model, select_threshold
 from crm_core.losses import reconstruction_target
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
+from crm_core.results import CRM_RECIPE as RESULTS_CRM_RECIPE
+from crm_core.results import RECIPE as RESULTS_RECIPE
 from crm_core.runs import RunDir, list_runs
 from demo.messages import safe_message
 
@@ -43,18 +45,26 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Checkpoint and run names: a plain file stem, so a name can never walk out of its folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Optimisation steps of each demo model (see DEMO_RECIPE).
+DEMO_STEPS = 100
 
-#: The demo pair's training recipe (also the fine-tune defaults): resnet18 from scratch at 64 px,
-#: output stride 16 (4x4 CAMs), 100 steps of 16 images over 320 training images, full CRM (L1 +
-#: VGG19 perceptual on 32 px + superpixel alignment from the first step). About 1.8 CPU-seconds
-#: per step, so the pair trains in ~3-4 min on two idle cores (one process per model); the
-#: classifiers start to separate the classes after ~60 steps (test accuracy ~0.75-0.8 at 100).
+#: The demo set's training recipe (also the fine-tune defaults): the results recipe
+#: (crm_core.results.RECIPE: resnet18 from scratch, 112 px, output stride 16 = 7x7 CAMs, cosine
+#: decay) on the *informative* synthetic data -- the appearance under which CRM can act
+#: (README, results) -- shortened to DEMO_STEPS steps over 640 images so that the three demo
+#: models train within the 5-minute first launch on two CPU cores (demo/bootstrap.py).
 DEMO_RECIPE: dict[str, Any] = dict(
-    arch="resnet18", dataset="synthetic", num_classes=4, train_size=320, image_size=64, output_stride=16,
-    batch_size=16, epochs=1000, steps=100, cls_lr=1e-3, rec_lr=2e-3, n_segments=32,
-    align_warmup=0, val_limit=32, workers=0, log_every=1, ckpt_every=50, seed=0,
+    RESULTS_RECIPE, appearance="informative", train_size=640, epochs=1000, steps=DEMO_STEPS, val_limit=32,
+    workers=0, log_every=1, ckpt_every=50, diag_every=20, seed=0, crm_gate=True,
+    l1_weight=RESULTS_CRM_RECIPE["l1_weight"],
 )
-DEMO_PAIR = ("resnet", "resnet_drs")
+#: The demo models, name -> what each changes on DEMO_RECIPE: the two contrasts the lab is about,
+#: resnet against resnet_drs (DRS off/on) and resnet_drs against resnet_drs_crm (CRM off/on).
+DEMO_MODELS: dict[str, dict[str, Any]] = {
+    "resnet": dict(model="resnet", crm=False),
+    "resnet_drs": dict(model="resnet_drs", crm=False),
+    "resnet_drs_crm": dict(model="resnet_drs", **RESULTS_CRM_RECIPE),
+}
 
 #: Methods of the grad-cam package offered when it is importable (value prefix "pgc:").
 PACKAGE_METHODS = ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "EigenGradCAM")
@@ -95,6 +105,8 @@ class Reconstruction:
     error: np.ndarray  # float32 (S, S): mean |recon - image| over channels, in [0, 1]
     l1: float  # mean absolute error, pixel values in [0, 1]
     perceptual: float  # VGG19 perceptual distance (training's definition, tanh range)
+    decoder_input: np.ndarray | None = None  # float32 (C, h, w): the maps ReconstructNet decoded, one per class
+    decoder_input_kind: str = "gradcampp"  # gradcampp (max-normalised, in [0, 1]) | scores (raw, signed)
 
 
 @dataclass
@@ -117,7 +129,7 @@ class FineTuneRequest:
     batch_size: int = 16
     cls_lr: float = 1e-3
     rec_lr: float = 2e-3
-    l1_weight: float = 1.0
+    l1_weight: float = DEMO_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: README, results)
     vgg_weight: float = 1.0
     align_weight: float = 1.0
     delta: str = "0.55"  # number in (0, 1] or "learnable"
@@ -184,7 +196,9 @@ class Engine:
         self._perceptual: torch.nn.Module | None = None
         self._perceptual_lock = threading.Lock()
         self._dependence: dict[tuple[str, int, int], dict[str, float]] = {}  # (name, step, images) -> CAM dependence
-        self._dependence_lock = threading.Lock()
+        # (name, step, val images, delta) -> CAM threshold chosen on val
+        self._val_thresholds: dict[tuple[str, int, int, float | None], float] = {}
+        self._dependence_lock = threading.Lock()  # guards both caches above
         self._train_lock = threading.Lock()
         self._job: dict[str, Any] = {}  # the running fine-tune: name, stop event, last progress row
         # Our methods are crm_core.cams.CAM_METHODS, each with its label: a registered method is on the menu.
@@ -404,7 +418,9 @@ class Engine:
         shown = from_tanh_range(resize_reconstruction(recon, size))  # (1, 3, S, S)
         error_shown = F.interpolate(error, size=size, mode="nearest")[0, 0]  # (S, S)
         return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(shown[0]), error=error_shown.numpy(),
-                              l1=float(error.mean()), perceptual=perceptual)
+                              l1=float(error.mean()), perceptual=perceptual,
+                              decoder_input=model.decoder_maps(x, drs_delta)[0].float().numpy(),
+                              decoder_input_kind=model.decoder_input_kind)
 
     def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
         """CAM dependence of ``name``'s ReconstructNet on the first ``limit`` test images (cached per
@@ -435,10 +451,29 @@ class Engine:
         """SLIC labels int32 (H, W) of a uint8 image (cached on disk by crm_core)."""
         return slic_labels(image, n_segments=int(n_segments), compactness=float(compactness))
 
-    def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test") -> dict[str, Any]:
-        """crm_core.evaluate.evaluate_model on the first ``limit`` images of ``split``."""
+    def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
+                 val_threshold: bool = False) -> dict[str, Any]:
+        """crm_core.evaluate.evaluate_model on the first ``limit`` images of ``split``; with
+        ``val_threshold`` also at the CAM threshold chosen on as many val images
+        (``cam_miou_val_threshold``, ``coverage_val_threshold``)."""
         model = self.model(name)
-        return evaluate_model(model, dataset_for(model, split), limit=limit, drs_delta=drs_delta, progress=False)
+        threshold = self.val_threshold(name, limit, drs_delta) if val_threshold else None
+        return evaluate_model(model, dataset_for(model, split), limit=limit, drs_delta=drs_delta,
+                              val_threshold=threshold, progress=False)
+
+    def val_threshold(self, name: str, limit: int | None = None, drs_delta: float | None = None) -> float:
+        """The CAM threshold with the best mIoU on the first ``limit`` (default ``eval_limit``) val
+        images of ``name``'s dataset, at DRS ``drs_delta`` (None: as trained); cached per checkpoint version."""
+        model = self.model(name)
+        limit = self.eval_limit if limit is None else int(limit)
+        key = (name, model.checkpoint.step, limit, drs_delta)
+        with self._dependence_lock:
+            cached = self._val_thresholds.get(key)
+        if cached is None:
+            cached = select_threshold(model, dataset_for(model, "val"), limit=limit, drs_delta=drs_delta)
+            with self._dependence_lock:
+                self._val_thresholds[key] = cached
+        return cached
 
     # -- results -------------------------------------------------------------------------
     def results_report(self) -> dict[str, Any] | None:
@@ -557,10 +592,16 @@ class Engine:
         return False
 
     def write_eval(self, checkpoint: Path) -> dict[str, Any]:
-        """Evaluate a checkpoint on ``eval_limit`` test images and store eval.json in its run."""
+        """Evaluate a checkpoint on ``eval_limit`` test images and store eval.json in its run.
+
+        The CAM threshold is chosen on as many val images (``cam_miou_val_threshold``), never
+        on the test images it is reported on.
+        """
         model = CamModel.load(checkpoint, self.device)
-        results = evaluate_model(model, dataset_for(model, "test"), limit=self.eval_limit, progress=False)
-        results["split"] = "test"
+        threshold = select_threshold(model, dataset_for(model, "val"), limit=self.eval_limit)
+        results = evaluate_model(model, dataset_for(model, "test"), limit=self.eval_limit, val_threshold=threshold,
+                                 progress=False)
+        results.update(split="test", threshold_split="val")
         RunDir.create(self.runs_dir, model.name).write_eval(results)
         return results
 

@@ -123,3 +123,29 @@ def error_view(error: np.ndarray, vmax: float = 0.5, size: int = DISPLAY) -> np.
 def boundaries_view(rgb: np.ndarray, labels: np.ndarray, size: int = DISPLAY) -> np.ndarray:
     """SLIC boundaries drawn at display resolution (thin lines) over the enlarged image."""
     return boundaries_overlay(upscale(rgb, size), upscale_labels(labels, size))
+
+
+MAP_TILE = 128  # side of each class map in a decoder-input strip, pixels
+CAPTION_HEIGHT = 18
+
+
+def map_strip(maps: np.ndarray, labels: list[str], signed: bool = False, tile: int = MAP_TILE) -> np.ndarray:
+    """One jet tile per (h, w) map of ``maps`` (C, h, w), upsampled smoothly and captioned with
+    ``labels``, side by side, with the strip's colour bar: (tile + CAPTION_HEIGHT, C * tile + BAR_WIDTH, 3).
+
+    Unsigned maps (max-normalised CAMs) are drawn on 0..1; ``signed`` maps (raw class scores) on
+    -m..m with m their largest magnitude, so 0 is the middle of the scale for every tile.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if signed:
+        m = float(np.abs(maps).max()) or 1.0
+        scaled, low, high = (maps / m + 1.0) / 2.0, f"{-m:.2g}", f"{m:.2g}"
+    else:
+        scaled, low, high = maps, "0", "1"
+    tiles = []
+    for values, label in zip(scaled, labels):
+        heat = np.round(jet_colormap(np.clip(upscale_map(values, tile), 0, 1)) * 255).astype(np.uint8)
+        caption = Image.new("RGB", (tile, CAPTION_HEIGHT), (BAR_BACKGROUND,) * 3)
+        ImageDraw.Draw(caption).text((4, 2), str(label)[:20], fill=(0, 0, 0), font=_font())
+        tiles.append(np.concatenate([heat, np.asarray(caption)], axis=0))
+    return with_colour_bar(np.concatenate(tiles, axis=1), low, high)

@@ -67,6 +67,7 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
 }
 
 #: Methods of the grad-cam package offered when it is importable (value prefix "pgc:").
+PACKAGE_REQUIREMENT = "grad-cam==1.5.7"  # as pinned in requirements-test.txt
 PACKAGE_METHODS = ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "EigenGradCAM")
 
 
@@ -325,6 +326,14 @@ class Engine:
     def cam_methods(self) -> dict[str, str]:
         """value -> label of every CAM method on offer (grad-cam package ones only if installed)."""
         return dict(self._method_labels)
+
+    def cam_methods_note(self) -> str:
+        """One line under the CAM-method menu: why the grad-cam package's methods are missing and
+        how to add them ("" when they are on offer)."""
+        if any(value.startswith("pgc:") for value in self._method_labels):
+            return ""
+        return (f"The grad-cam package's {', '.join(PACKAGE_METHODS[:3])}, ... are not offered: the package is not "
+                f"installed (it is a test dependency). Add them with `pip install {PACKAGE_REQUIREMENT}` and restart.")
 
     # -- data ----------------------------------------------------------------------------
     def dataset_length(self, name: str, split: str = "test") -> int:

@@ -82,7 +82,7 @@ def build_app(engine: Any) -> gr.Blocks:
                     model_a = gr.Dropdown(names, value=a0, label="Model A", **PICK)
                     model_b = gr.Dropdown(names, value=b0, label="Model B", **PICK)
                     method = gr.Dropdown([(label, value) for value, label in methods.items()], value="gradcampp",
-                                         label="CAM method")
+                                         label="CAM method", info=engine.cam_methods_note() or None)
                     class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
                     threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
                 with gr.Row(equal_height=False):

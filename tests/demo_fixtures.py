@@ -167,6 +167,9 @@ class FakeEngine:
             out["coverage_val_threshold"] = {"body": 1 - d, "head": 0.9}
         return out
 
+    def cam_methods_note(self) -> str:
+        return ""
+
     def val_threshold(self, name: str, limit: int | None = None, drs_delta: float | None = None) -> float:
         self.model(name)
         return 0.35

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -36,6 +36,7 @@ def test_compare_dataset_sample_gives_overlays_top5_masks_and_iou(engine: FakeEn
         assert image.shape == (render.DISPLAY, render.DISPLAY, 3) and image.dtype == np.uint8
     assert set(lab_a) == set(engine.class_names("resnet")) and max(lab_a, key=lab_a.get) == "checker"
     assert "test sample #3" in info and "object IoU" in info and "resnet_drs" in info
+    assert "val-chosen threshold" in info and "background false positives" in info
     assert (ov_a == render.GT_COLOUR).all(axis=-1).any()  # ground-truth outline drawn
 
 
@@ -178,6 +179,9 @@ def test_drs_view_strip_and_curve(engine: FakeEngine) -> None:
     seen = []
     figure, table = cb.drs_curve(engine, "resnet_drs", 8, progress=lambda *a, **k: seen.append(a))
     assert isinstance(figure, go.Figure) and list(table["delta"]) == list(cb.CURVE_DELTAS) and seen
+    # the curve reports at the threshold chosen on val, with the background false-positive rate
+    assert {"miou_val_threshold", "val_threshold", "bg_fpr", "body_covered"} <= set(table.columns)
+    assert "CAM mIoU (val threshold)" in {trace.name for trace in figure.data}
     with pytest.raises(gr.Error, match="delta"):
         cb.drs_view(engine, "resnet_drs", "resnet", None, 5, 0.0)
     assert "no DRS layers" in cb.drs_model_info(engine, "resnet")[0]
@@ -197,7 +201,13 @@ def test_superpixel_view(engine: FakeEngine) -> None:
 
 def test_reconstructions_table_and_model_without_crm(engine: FakeEngine) -> None:
     items, table, info = cb.reconstructions(engine, ["resnet", "plain"], "resnet", None, 0)
-    assert len(items) == 3  # input + resnet's reconstruction and error map
+    assert len(items) == 4  # input + resnet's reconstruction, error map and decoder input
+    strip, caption = items[3]
+    assert "decoder input" in caption and "one per class" in caption
+    # one captioned tile per class plus the colour bar, each tile coloured by its own map
+    assert strip.shape == (render.MAP_TILE + render.CAPTION_HEIGHT, 3 * render.MAP_TILE + render.BAR_WIDTH, 3)
+    tiles = [strip[:render.MAP_TILE, i * render.MAP_TILE:(i + 1) * render.MAP_TILE] for i in range(3)]
+    assert not np.array_equal(tiles[0], tiles[2])
     assert table.loc[0, "model"] == "resnet" and table.loc[0, "L1"] > 0
     assert "no ReconstructNet" in table.loc[1, "note"] and "VGG19" in info
     assert table.loc[0, "CAM dependence"] > 0 and "uses the CAM" in table.loc[0, "note"] and "shuffled" in info
@@ -243,11 +253,28 @@ def test_fine_tune_streams_progress_and_saves(engine: FakeEngine) -> None:
     assert seen[-1][0] == (5, 5) and engine.trained[0].delta == "0.55" and "ft-a" in engine.names
 
 
+def _first_step(engine: FakeEngine) -> threading.Event:
+    """An event set when the engine's fine-tune reports its first step: the job is then running."""
+    event = threading.Event()
+    train = engine.train
+
+    def observed(request, on_progress=None, should_stop=None):
+        def progress(row: dict) -> None:
+            event.set()
+            if on_progress is not None:
+                on_progress(row)
+        return train(request, on_progress=progress, should_stop=should_stop)
+
+    engine.train = observed  # this test's engine only
+    return event
+
+
 def test_fine_tune_stop_and_closing_the_generator_stop_cleanly(engine: FakeEngine) -> None:
     engine.step_s = 0.02
+    running = _first_step(engine)
     gen = cb.fine_tune(engine, *dict(FT, steps=500).values(), poll_s=0.01, plot_every_s=0.0)
     next(gen)
-    time.sleep(0.1)
+    assert running.wait(30)
     assert "Stopping" in cb.stop_training(engine, "ft-a")
     last = list(gen)[-1][0]
     assert "stopped early" in last and engine.trained[-1].name == "ft-a"
@@ -260,12 +287,14 @@ def test_fine_tune_stop_and_closing_the_generator_stop_cleanly(engine: FakeEngin
 
 def test_second_training_job_is_told_to_wait(engine: FakeEngine) -> None:
     engine.step_s = 0.02
+    running = _first_step(engine)
     first = cb.fine_tune(engine, *dict(FT, steps=500).values(), poll_s=0.01)
     next(first)
+    assert running.wait(30)  # the first job holds the engine (not just: its thread was started)
     with pytest.raises(gr.Error, match="one training job at a time"):
         next(cb.fine_tune(engine, *dict(FT, name="ft-other").values()))
-    cb.stop_training(engine, "ft-a")
-    list(first)
+    assert "Stopping" in cb.stop_training(engine, "ft-a")
+    assert "stopped early" in list(first)[-1][0]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -409,3 +438,10 @@ def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch, t
             (entry.label, name) for name, entry in CAM_METHODS.items()]
         assert {v for v in values if v.startswith("pgc:")} == (
             {f"pgc:{m}" for m in engine_module.PACKAGE_METHODS} if available else set())
+        # Without the package, the menu says in one line why its methods are missing and how to add them.
+        info = [c for c in build_app(engine).get_config_file()["components"]
+                if c["type"] == "dropdown" and c["props"].get("label") == "CAM method"][0]["props"].get("info")
+        if available:
+            assert not info
+        else:
+            assert "not installed" in info and f"pip install {engine_module.PACKAGE_REQUIREMENT}" in info

@@ -1,8 +1,12 @@
-"""Shared fixtures: tiny training configs and a session-wide pair of trained checkpoints."""
+"""Shared fixtures: tiny training configs, a session-wide pair of trained checkpoints, and
+:func:`require` for the optional test dependencies."""
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 import pytest
 import torch
@@ -12,13 +16,50 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+#: Set to 1 in CI (.ci/run): a missing test dependency then fails the tests that need it
+#: instead of skipping them (as CRM_LAB_REQUIRE_BROWSER does for the browser tests).
+REQUIRE_DEPS = "CRM_LAB_REQUIRE_DEPS"
+
+
+def require(module: str) -> ModuleType:
+    """Import the test dependency ``module`` (requirements-test.txt) for the calling test.
+
+    Missing, the test is skipped, or fails when CRM_LAB_REQUIRE_DEPS=1, so a broken install
+    cannot pass CI by skipping. Call it in a test or fixture, never at module level, where a
+    skip would silently drop every test of the file.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"{module} is not installed (pip install -r requirements-test.txt): {exc}"
+        if os.environ.get(REQUIRE_DEPS) == "1":
+            pytest.fail(f"{REQUIRE_DEPS}=1 but {message}", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def grad_cam_package() -> ModuleType:
+    """The grad-cam package (pytorch_grad_cam), the Grad-CAM++ oracle; see :func:`require`."""
+    return require("pytorch_grad_cam")
+
+
+@pytest.fixture
+def no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tqdm bars from training in this test (CRM_LAB_NO_PROGRESS=1, restored afterwards)."""
+    monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Superpixel cache and torch hub in a temp folder: tests never touch the user's caches."""
     root = tmp_path_factory.mktemp("cache")
-    os.environ["CRM_LAB_CACHE"] = str(root / "crm_lab")
-    os.environ["TORCH_HOME"] = str(root / "torch")
-    torch.hub.set_dir(str(root / "torch" / "hub"))
+    hub = torch.hub.get_dir()
+    with pytest.MonkeyPatch.context() as mp:  # session-wide, restored when the session ends
+        mp.setenv("CRM_LAB_CACHE", str(root / "crm_lab"))
+        mp.setenv("TORCH_HOME", str(root / "torch"))
+        torch.hub.set_dir(str(root / "torch" / "hub"))
+        yield
+    torch.hub.set_dir(hub)
 
 
 def tiny_config(tmp_path: Path, **overrides):
@@ -40,9 +81,10 @@ def trained_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from crm_core.train import main
 
     root = tmp_path_factory.mktemp("pair")
-    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
     paths = {}
-    for variant in ("resnet", "resnet_drs"):
-        paths[variant] = main(tiny_config(root, name=variant, model=variant, steps=2))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRM_LAB_NO_PROGRESS", "1")
+        for variant in ("resnet", "resnet_drs"):
+            paths[variant] = main(tiny_config(root, name=variant, model=variant, steps=2))
     paths["root"] = root
     return paths

@@ -49,8 +49,9 @@ def test_pickle_payload_refused_by_loader_and_cli(tmp_path: Path, capsys: pytest
 def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from crm_core.train import main
 
-    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
-    return main(tiny_config(tmp_path_factory.mktemp("good"), steps=1))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRM_LAB_NO_PROGRESS", "1")
+        return main(tiny_config(tmp_path_factory.mktemp("good"), steps=1))
 
 
 def _variant(good: Path, tmp_path: Path, name: str, mutate) -> Path:

@@ -22,7 +22,8 @@ training step. Rows come in groups (:data:`ROWS`):
 
 Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
 all three, so comparisons are paired by seed. An effect is claimed only where the mean paired
-difference exceeds twice its standard error; elsewhere the table says "no effect".
+difference exceeds twice its standard error (and a minimal size, :data:`NEGLIGIBLE`, below which it
+says "negligible"); elsewhere the table says "no effect".
 """
 from __future__ import annotations
 
@@ -133,6 +134,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "train_s": ("train time (s)", "{:.0f}"),
 }
 COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
+# Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
+# the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too
+# weak to move anything), and +0.001 mIoU is not a finding.
+NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fpr": 0.005, "accuracy": 0.005,
+                                "cam_dependence": 0.01}
 
 
 def checkpoint_name(row: Row, seed: int) -> str:
@@ -210,7 +216,8 @@ def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, floa
 
 
 def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-row mean/std and the paired comparisons (effect = |mean diff| > 2 standard errors)."""
+    """Per-row mean/std and the paired comparisons (effect = |mean diff| > 2 standard errors and
+    at least :data:`NEGLIGIBLE`)."""
     rows = {}
     for row in ROWS:
         stats = {}
@@ -234,8 +241,10 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             diffs = [a[s] - b[s] for s in seeds]
             mean, std = mean_std(diffs)
             se = std / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-            effect = len(diffs) > 1 and abs(mean) > 2 * se
-            entry["metrics"][metric] = {"diff": mean, "se": se, "n": len(diffs), "effect": bool(effect)}
+            clears_noise = len(diffs) > 1 and abs(mean) > 2 * se
+            negligible = clears_noise and abs(mean) < NEGLIGIBLE.get(metric, 0.0)
+            entry["metrics"][metric] = {"diff": mean, "se": se, "n": len(diffs),
+                                        "effect": bool(clears_noise and not negligible), "negligible": bool(negligible)}
         comparisons.append(entry)
     return {"rows": rows, "comparisons": comparisons}
 
@@ -266,7 +275,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in METRICS) + " |")
         lines.append("")
     if summary["comparisons"]:
-        lines += ["### Paired differences (row − baseline, same seeds; effect: |mean| > 2 SE)", "",
+        lines += ["### Paired differences (row − baseline, same seeds; effect: |mean| > 2 SE; negligible: "
+                  "|mean| > 2 SE but below " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items()) + ")", "",
                   "| row | baseline | " + " | ".join(METRICS[m][0] for m in COMPARED) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in COMPARED) + " |"]
         for comparison in summary["comparisons"]:
@@ -275,6 +285,8 @@ def markdown(report: dict[str, Any]) -> str:
                 m = comparison["metrics"].get(metric)
                 if m is None:
                     cells.append("–")
+                elif m.get("negligible"):
+                    cells.append(f"negligible ({m['diff']:+.3f})")
                 elif not m["effect"]:
                     cells.append(f"no effect ({m['diff']:+.3f})")
                 else:

@@ -33,6 +33,15 @@ def test_summary_calls_an_effect_only_beyond_two_standard_errors() -> None:
     table = results.markdown({"summary": summary, "jobs": jobs, "meta": {
         "command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}})
     assert "**+0.200**" in table and "no effect" in table and "(floor)" in table
+    # A tiny difference that is the same on every seed clears 2 SE (SE ~ 0) but is not a finding.
+    tiny = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
+    tiny += [{"row": "random_resnet_floor", "seed": s, "miou": 0.499 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
+    (comparison,) = results.summarise(tiny)["comparisons"]
+    miou = comparison["metrics"]["miou"]
+    assert miou["negligible"] and not miou["effect"] and miou["diff"] == pytest.approx(0.001, abs=1e-9)
+    table = results.markdown({"summary": results.summarise(tiny), "jobs": tiny, "meta": {
+        "command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}})
+    assert "negligible (+0.001)" in table
 
 
 def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The small public API for the dashboard and notebooks.
+"""crm_core's public API: what notebooks and the dashboard use.
 
     from crm_core.api import CamModel, superpixels
     model = CamModel.load("checkpoints/drs_crm.pt")
@@ -13,6 +13,16 @@
 
 CAMs come from the registry :data:`crm_core.cams.CAM_METHODS`; its default, the closed-form
 Grad-CAM++, takes them from the same forward pass as the logits (no backward).
+
+This module is also the one door of the dashboard's UI modules into ``crm_core``
+(``tests/test_layering.py`` checks it): besides the model API above, it re-exports the error
+types the UI turns into messages (:class:`CheckpointError`, :class:`DatasetNotFoundError`,
+:class:`ImageError`, :class:`WeightsNotFoundError`, :class:`TrainingDiverged`) and the few pure
+helpers the UI draws and formats with (``load_image``, ``describe_cam_dependence``,
+``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``). Importing it
+stays light: ``TrainingDiverged``, ``TrainConfig`` (crm_core.train) and ``CRM_RECIPE``
+(crm_core.results) load on first use. The dashboard's engine adapter (``demo.engine``) may use
+any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
 """
 from __future__ import annotations
 
@@ -25,16 +35,48 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crm_core.cams import DEFAULT_CAM_METHOD, ClassSelection, class_cams, create_cam, upsample_normalised
+from crm_core.cams import DEFAULT_CAM_METHOD, ClassSelection, class_cams, create_cam, upsample_cams, upsample_normalised
 from crm_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+from crm_core.data.errors import DatasetNotFoundError, ImageError
 from crm_core.data.superpixels import SuperpixelCache
-from crm_core.data.transforms import load_image
+from crm_core.data.transforms import load_image, to_uint8_image
 from crm_core.metrics import CamDependence, describe_cam_dependence
 from crm_core.models import ClassifierOutput, delta_override, from_tanh_range, resize_reconstruction
 from crm_core.models.crm import decoder_input
+from crm_core.pretrained import WeightsNotFoundError
+from crm_core.runs import METRIC_COLUMNS
+from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
 
-__all__ = ["CamModel", "Explanation", "Prediction", "CheckpointError", "dataset_for", "describe_cam_dependence",
-           "list_checkpoints", "superpixels", "upsample_normalised"]
+__all__ = [
+    # the model API
+    "CamModel", "Explanation", "Prediction", "DEFAULT_CAM_METHOD", "dataset_for", "list_checkpoints", "superpixels",
+    # errors a caller shows to its user
+    "CheckpointError", "DatasetNotFoundError", "ImageError", "TrainingDiverged", "WeightsNotFoundError",
+    # images, CAM maps and their pictures
+    "load_image", "to_uint8_image", "upsample_cams", "upsample_normalised",
+    "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline",
+    # runs and training
+    "CRM_RECIPE", "METRIC_COLUMNS", "TrainConfig", "describe_cam_dependence",
+]
+
+#: Names loaded on first use (module, attribute): importing crm_core.train costs the CLI's imports.
+_LAZY = {
+    "TrainingDiverged": ("crm_core.train", "TrainingDiverged"),  # a loss became NaN or infinite
+    "TrainConfig": ("crm_core.train", "TrainConfig"),  # what a training run is; demo's fine-tunes build one
+    "CRM_RECIPE": ("crm_core.results", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The lazily loaded names of :data:`_LAZY` (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
 
 
 @dataclass

@@ -1,8 +1,12 @@
-"""The dashboard's engine: the one object that touches checkpoints, data, runs and training.
+"""The dashboard's engine adapter: the one object that touches checkpoints, data, runs and training.
 
-``demo.layout.build_app(engine)`` receives an :class:`Engine` and the callbacks call only its
-methods, so tests can build the UI around a fake (fish-speech's ``build_app(inference_fn)``).
-Everything here talks to ``crm_core``'s public API.
+:class:`Engine` implements :class:`demo.protocol.DashboardEngine`, the surface the UI modules
+(layout, callbacks) call; ``demo.layout.build_app(engine)`` receives it, so tests build the UI
+around a fake instead (fish-speech's ``build_app(inference_fn)``). The engine work the views
+need lives here, not in the callbacks: CAMs, reconstructions, superpixel refinement, scoring a
+pseudo mask against ground truth, evaluation, fine-tuning. This module, ``demo.bootstrap`` and
+``demo.bench`` are the only dashboard modules that import ``crm_core`` beyond ``crm_core.api``
+(``tests/test_layering.py``); none of them imports gradio.
 
 Shared state is deliberately small: an LRU cache of loaded checkpoints keyed by
 ``(path, mtime)`` (a retrained file is reloaded, every user shares the loaded models) with their
@@ -14,37 +18,46 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crm_core.api import CamModel, dataset_for, list_checkpoints, upsample_normalised
+from crm_core.api import CamModel, dataset_for, list_checkpoints, load_image, upsample_normalised
 from crm_core.checkpoints import CheckpointError
 from crm_core.api import superpixels as slic_labels
-from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
+from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD, normalize_cams
+from crm_core.data import superpixel_mean
 from crm_core.data.transforms import to_uint8_image
 from crm_core.evaluate import evaluate_model, select_threshold
 from crm_core.losses import reconstruction_target
+from crm_core.metrics import mask_iou
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
+from crm_core.postprocess import FOREGROUND, pseudo_trimap
 from crm_core.results import CRM_RECIPE as RESULTS_CRM_RECIPE
 from crm_core.results import RECIPE as RESULTS_RECIPE
 from crm_core.runs import RunDir, list_runs
 from demo.messages import safe_message
+from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
+                           SuperpixelRefinement, TrainingBusy, finite)
+
+if TYPE_CHECKING:
+    from crm_core.train import TrainConfig
+
+__all__ = [  # the values of demo.protocol are re-exported: they were defined here before
+    "DEMO_MODELS", "DEMO_RECIPE", "Engine", "NAME_RE", "CamOutput", "FineTuneRequest", "InvalidName", "Reconstruction",
+    "RunInfo", "Sample", "SuperpixelRefinement", "TrainingBusy", "finite", "package_cam_available", "read_results",
+    "refine_with_superpixels", "score_pseudo_mask",
+]
 
 log = logging.getLogger(__name__)
 
 #: The repository root: a relative ``results_path`` is taken from here, not from the working dir.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: Checkpoint and run names: a plain file stem, so a name can never walk out of its folder.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Optimisation steps of each demo model (see DEMO_RECIPE).
 DEMO_STEPS = 100
 
@@ -69,72 +82,6 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
 #: Methods of the grad-cam package offered when it is importable (value prefix "pgc:").
 PACKAGE_REQUIREMENT = "grad-cam==1.5.7"  # as pinned in requirements-test.txt
 PACKAGE_METHODS = ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "EigenGradCAM")
-
-
-class InvalidName(ValueError):
-    """A checkpoint or run name that is not a plain name in its folder."""
-
-
-class TrainingBusy(RuntimeError):
-    """Another fine-tune holds the training lock."""
-
-
-@dataclass
-class Sample:
-    """An image the views work on, with ground truth when it comes from a dataset."""
-
-    image: np.ndarray  # uint8 (H, W, 3)
-    mask: np.ndarray | None = None  # int (H, W): 1 object, 0 background, 255 ignored
-    label: int | None = None  # image-level class index
-    class_name: str | None = None
-    index: int | None = None  # dataset index (None: uploaded)
-
-
-@dataclass
-class CamOutput:
-    cam: np.ndarray  # float32 (H, W) in [0, 1]
-    probs: dict[str, float]  # class name -> probability, every class
-    class_index: int  # the class the map explains
-    class_name: str
-    predicted: int  # argmax class index
-
-
-@dataclass
-class Reconstruction:
-    image: np.ndarray  # uint8 (S, S, 3): the input as the model sees it
-    recon: np.ndarray  # uint8 (S, S, 3): ReconstructNet's decoding of the CAMs
-    error: np.ndarray  # float32 (S, S): mean |recon - image| over channels, in [0, 1]
-    l1: float  # mean absolute error, pixel values in [0, 1]
-    perceptual: float  # VGG19 perceptual distance (training's definition, tanh range)
-    decoder_input: np.ndarray | None = None  # float32 (C, h, w): the maps ReconstructNet decoded, one per class
-    decoder_input_kind: str = "gradcampp"  # gradcampp (max-normalised, in [0, 1]) | scores (raw, signed)
-
-
-@dataclass
-class RunInfo:
-    name: str
-    config: dict[str, Any]
-    metrics: list[dict[str, Any]]
-    eval: dict[str, Any]
-
-
-@dataclass
-class FineTuneRequest:
-    """What the Fine-tune tab asks for; :meth:`Engine.train_config` turns it into a TrainConfig."""
-
-    name: str  # new checkpoint / run name
-    base: str | None = None  # checkpoint to start from (None: from scratch)
-    model: str = "resnet_drs"  # registered variant
-    dataset: str = "synthetic"
-    steps: int = 30
-    batch_size: int = 16
-    cls_lr: float = 1e-3
-    rec_lr: float = 2e-3
-    l1_weight: float = DEMO_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: README, results)
-    vgg_weight: float = 1.0
-    align_weight: float = 1.0
-    delta: str = "0.55"  # number in (0, 1] or "learnable"
-    extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
 
 
 def package_cam_available() -> bool:
@@ -173,6 +120,32 @@ def read_results(path: Path) -> dict[str, Any] | None:
     if not valid:
         raise ValueError(f"{path.name} is not a results report (it needs jobs and summary.rows with stats)")
     return report
+
+
+def score_pseudo_mask(cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
+    """:meth:`Engine.mask_scores` without an engine: the pseudo mask ``cam >= threshold`` against
+    ``gt`` (1 object, 0 background, 255 ignored)."""
+    return _scores(np.asarray(cam) >= threshold, gt)
+
+
+def _scores(foreground: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """crm_core.metrics.mask_iou of a boolean (H, W) foreground against ``gt``."""
+    return mask_iou(torch.from_numpy(foreground), torch.from_numpy(np.asarray(gt)))
+
+
+def refine_with_superpixels(cam: np.ndarray, labels: np.ndarray, class_name: str, low: float, high: float,
+                            mask: np.ndarray | None = None) -> SuperpixelRefinement:
+    """:meth:`Engine.superpixel_refinement` given the CAM (float (H, W) in [0, 1]) and the SLIC
+    labels (int (H, W)): the superpixel average of the CAM and the pseudo trimaps of both."""
+    cam_t = torch.from_numpy(np.asarray(cam, dtype=np.float32))  # (H, W)
+    segments = torch.from_numpy(np.asarray(labels, dtype=np.int64))  # (H, W)
+    pooled = normalize_cams(superpixel_mean(cam_t, segments))  # the alignment loss compares max-normalised maps
+    raw = pseudo_trimap(cam_t[None], low, high)[0].numpy()  # (H, W)
+    refined = pseudo_trimap(cam_t[None], low, high, segments=segments[None])[0].numpy()
+    scores = (None, None) if mask is None else tuple(_scores(t == FOREGROUND, mask) for t in (raw, refined))
+    return SuperpixelRefinement(labels=np.asarray(labels), cam=cam_t.numpy(), class_name=class_name,
+                                pooled=pooled.numpy(), raw_trimap=raw, refined_trimap=refined,
+                                raw_scores=scores[0], refined_scores=scores[1])
 
 
 class Engine:
@@ -304,6 +277,9 @@ class Engine:
     def has_drs(self, name: str) -> bool:
         return self.model(name).has_drs
 
+    def has_reconstructor(self, name: str) -> bool:
+        return self.model(name).has_reconstructor
+
     def variant(self, name: str) -> str:
         return self.model(name).checkpoint.model_config.variant
 
@@ -355,6 +331,14 @@ class Engine:
             out.append(Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
                               class_name=model.class_names[label], index=index))
         return out
+
+    def load_upload(self, name: str, image: str | Path | np.ndarray) -> Sample:
+        """A user's image (file or uint8 array) as model ``name`` sees it: square, at its input size.
+
+        crm_core's load_image is the gate for user images (alpha, 16 bit, EXIF rotation, corrupt
+        files, size limit); its errors name the file, which the UI shows as the user's upload name."""
+        size = self.model(name).image_size
+        return Sample(image=to_uint8_image(load_image(str(image) if isinstance(image, Path) else image, size)))
 
     # -- inference -----------------------------------------------------------------------
     def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
@@ -460,6 +444,20 @@ class Engine:
         """SLIC labels int32 (H, W) of a uint8 image (cached on disk by crm_core)."""
         return slic_labels(image, n_segments=int(n_segments), compactness=float(compactness))
 
+    def superpixel_refinement(self, name: str, image: np.ndarray, class_index: int | None, n_segments: int,
+                              compactness: float, low: float, high: float,
+                              mask: np.ndarray | None = None) -> SuperpixelRefinement:
+        """SLIC superpixels of ``image``, the CAM of ``class_index`` (None: predicted) averaged over
+        them, and the pseudo trimaps of both (crm_core.postprocess), scored against ``mask`` when given."""
+        labels = self.superpixels(image, n_segments, compactness)
+        out = self.cam(name, image, class_index=class_index)
+        return refine_with_superpixels(out.cam, labels, out.class_name, low, high, mask)
+
+    def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
+        """The pseudo mask ``cam >= threshold`` against ``gt``: crm_core.metrics.mask_iou's ``fg_iou``,
+        ``miou``, ``bg_fpr``, ..."""
+        return score_pseudo_mask(cam, gt, threshold)
+
     def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
                  val_threshold: bool = False) -> dict[str, Any]:
         """crm_core.evaluate.evaluate_model on the first ``limit`` images of ``split``; with
@@ -520,7 +518,7 @@ class Engine:
         return RunInfo(name=name, config=run.read_config(), metrics=run.read_metrics(), eval=run.read_eval())
 
     # -- training ------------------------------------------------------------------------
-    def train_config(self, request: FineTuneRequest) -> Any:
+    def train_config(self, request: FineTuneRequest) -> TrainConfig:
         """The TrainConfig a fine-tune request stands for (validated, not yet resolved)."""
         from crm_core.train import TrainConfig
 
@@ -614,11 +612,3 @@ class Engine:
         RunDir.create(self.runs_dir, model.name).write_eval(results)
         return results
 
-
-def finite(value: Any) -> float | None:
-    """float(value) when it is a finite number, else None (for tables)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

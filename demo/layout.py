@@ -1,7 +1,8 @@
 """The dashboard's layout: ``build_app(engine) -> gr.Blocks``.
 
-Components and event wiring only; the work happens in :mod:`demo.callbacks` (plain functions of
-the engine) and the engine itself. Every public event has an ``api_name`` so gradio_client can
+Components and event wiring only; :mod:`demo.callbacks` (one module per tab section below)
+translates between the components' values and the engine, an implementation of
+:class:`demo.protocol.DashboardEngine` that does the work. Every public event has an ``api_name`` so gradio_client can
 drive it; pure UI plumbing (tab changes, gallery clicks) is private.
 """
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
+from crm_core.api import DEFAULT_CAM_METHOD
 from demo import callbacks as cb
 from demo import plots
 from demo.messages import safe_message
+from demo.protocol import DashboardEngine, FineTuneRequest
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def readable_upload_errors(image: gr.Image) -> gr.Image:
     return image
 
 
-def build_app(engine: Any) -> gr.Blocks:
+def build_app(engine: DashboardEngine) -> gr.Blocks:
     """The whole dashboard around ``engine`` (demo.engine.Engine or a test fake)."""
     names = engine.checkpoint_names()
     a0, b0 = cb.default_pair(names)
@@ -81,7 +84,7 @@ def build_app(engine: Any) -> gr.Blocks:
                 with gr.Row():
                     model_a = gr.Dropdown(names, value=a0, label="Model A", **PICK)
                     model_b = gr.Dropdown(names, value=b0, label="Model B", **PICK)
-                    method = gr.Dropdown([(label, value) for value, label in methods.items()], value="gradcampp",
+                    method = gr.Dropdown([(label, value) for value, label in methods.items()], value=DEFAULT_CAM_METHOD,
                                          label="CAM method", info=engine.cam_methods_note() or None)
                     class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
                     threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
@@ -230,7 +233,7 @@ def build_app(engine: Any) -> gr.Blocks:
                 with gr.Row():
                     ft_cls_lr = gr.Number(value=1e-3, label="classifier lr")
                     ft_rec_lr = gr.Number(value=2e-3, label="ReconstructNet lr")
-                    ft_l1 = gr.Number(value=cb.FineTuneRequest.l1_weight, label="w L1")
+                    ft_l1 = gr.Number(value=FineTuneRequest.l1_weight, label="w L1")
                     ft_vgg = gr.Number(value=1.0, label="w perceptual")
                     ft_align = gr.Number(value=1.0, label="w alignment")
                 with gr.Row():

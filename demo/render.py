@@ -1,7 +1,7 @@
 """The dashboard's pictures at display size: CAM overlays, pseudo masks, trimaps, error maps, superpixel boundaries.
 
-The drawing itself (jet colours, CAM overlays, outlines, boundaries) is :mod:`crm_core.viz`; this
-module adds what the views need on top: display sizes, colour bars with their labels, trimap
+The drawing itself (jet colours, CAM overlays, outlines, boundaries) is :mod:`crm_core.viz`, reached
+through ``crm_core.api`` as every UI module reaches crm_core; this module adds what the views need on top: display sizes, colour bars with their labels, trimap
 tints. Pure numpy/torch/PIL on uint8 images, shared by the callbacks. Small model inputs (64 px) are
 shown enlarged, to at least 224 px: the picture with nearest-neighbour (the pixels the model saw),
 CAMs bilinearly (as CAMs are always upsampled), never in blocks. A CAM overlay keeps the image
@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from crm_core.cams.utils import upsample_cams
-from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
+from crm_core.api import boundaries_overlay, cam_overlay, jet_colormap, mask_outline, upsample_cams
 
 DISPLAY = 256  # side of the pictures in the views, pixels
 THUMB = 224  # side of gallery thumbnails

@@ -13,8 +13,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from demo.engine import (CamOutput, FineTuneRequest, InvalidName, NAME_RE, Reconstruction, RunInfo, Sample,
-                         TrainingBusy, read_results)
+from crm_core.api import TrainConfig, load_image, to_uint8_image
+from demo.engine import read_results, refine_with_superpixels, score_pseudo_mask
+from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
+                           SuperpixelRefinement, TrainingBusy)
 
 SIZE = 32
 CLASSES = ["stripes_h", "stripes_v", "checker"]
@@ -40,7 +42,9 @@ def _sample(index: int) -> Sample:
 
 
 class FakeEngine:
-    """Same methods as demo.engine.Engine, with no model behind: for layout and callback tests."""
+    """demo.protocol.DashboardEngine with no model behind, for layout and callback tests
+    (tests/test_layering.py keeps its methods in step with the protocol and demo.engine.Engine).
+    Pure steps (scoring a mask, superpixel refinement) are the engine module's own functions."""
 
     def __init__(self, names: tuple[str, ...] = ("resnet", "resnet_drs", "plain"), runs: tuple[str, ...] = ("resnet",),
                  step_s: float = 0.0, results_path: Path | None = None) -> None:
@@ -79,6 +83,9 @@ class FakeEngine:
     def has_drs(self, name: str) -> bool:
         return self.model(name).has_drs
 
+    def has_reconstructor(self, name: str) -> bool:
+        return self.model(name).has_reconstructor
+
     def variant(self, name: str) -> str:
         return "resnet_drs" if self.has_drs(name) else "resnet"
 
@@ -110,6 +117,10 @@ class FakeEngine:
             out.append(_sample(int(index)))
         return out
 
+    def load_upload(self, name: str, image: Any) -> Sample:
+        self.checkpoint_path(name)
+        return Sample(image=to_uint8_image(load_image(str(image) if isinstance(image, Path) else image, SIZE)))
+
     # inference
     @staticmethod
     def _cam(image: np.ndarray, spread: float) -> np.ndarray:
@@ -133,7 +144,7 @@ class FakeEngine:
         return cams, np.array([s.index % 2 for s in samples])
 
     def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
-        if not self.model(name).has_reconstructor:
+        if not self.has_reconstructor(name):
             raise ValueError(f"{name} was trained without CRM")
         recon = (image // 2).astype(np.uint8)
         error = np.abs(recon.astype(np.float32) - image) .mean(-1) / 255.0
@@ -142,7 +153,7 @@ class FakeEngine:
                               decoder_input=maps.astype(np.float32), decoder_input_kind="gradcampp")
 
     def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
-        if not self.model(name).has_reconstructor:
+        if not self.has_reconstructor(name):
             raise ValueError(f"{name} was trained without CRM")
         return {"recon_l1": 0.2, "recon_l1_shuffled": 0.3, "cam_dependence": 1 / 3}
 
@@ -156,8 +167,18 @@ class FakeEngine:
         cols = np.minimum(np.arange(w) * side // w, side - 1)
         return (rows[:, None] * side + cols[None, :]).astype(np.int32)
 
+    def superpixel_refinement(self, name: str, image: np.ndarray, class_index: int | None, n_segments: int,
+                              compactness: float, low: float, high: float,
+                              mask: np.ndarray | None = None) -> SuperpixelRefinement:
+        out = self.cam(name, image, class_index=class_index)
+        return refine_with_superpixels(out.cam, self.superpixels(image, n_segments, compactness), out.class_name,
+                                       low, high, mask)
+
+    def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
+        return score_pseudo_mask(cam, gt, threshold)
+
     def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
-                 val_threshold: bool = False) -> dict:
+                 val_threshold: bool = False) -> dict[str, Any]:
         d = drs_delta or 0.55
         out = {"accuracy": 0.5, "cam_miou_best": {"miou": 0.3 + 0.2 * d, "threshold": 0.3},
                "cam_miou_fixed": {"miou": 0.2 + 0.1 * d, "threshold": 0.3}}
@@ -175,7 +196,7 @@ class FakeEngine:
         return 0.35
 
     # results
-    def results_report(self) -> dict | None:
+    def results_report(self) -> dict[str, Any] | None:
         return read_results(self.results_path) if self.results_path is not None else None
 
     def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
@@ -205,10 +226,13 @@ class FakeEngine:
                        metrics=self.runs[name], eval={"accuracy": 0.5, "cam_miou_best": {"miou": 0.4, "threshold": 0.3}})
 
     # training
-    def train_config(self, request: FineTuneRequest) -> FineTuneRequest:
+    def train_config(self, request: FineTuneRequest) -> TrainConfig:
         if request.name in self.names:
             raise ValueError(f"{request.name!r} already exists")
-        return request
+        return TrainConfig(name=request.name, model=request.model, dataset=request.dataset, steps=request.steps,
+                           batch_size=request.batch_size, cls_lr=request.cls_lr, rec_lr=request.rec_lr,
+                           l1_weight=request.l1_weight, vgg_weight=request.vgg_weight,
+                           align_weight=request.align_weight, delta=request.delta, **request.extra)
 
     def training_status(self) -> str | None:
         return f"fine-tune {self._job['name']!r} is running" if self._job else None

@@ -1,0 +1,137 @@
+"""Fine-tune tab: validate a request, train in a worker thread with a live chart, stop it."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from demo import plots
+from demo.callbacks.common import _delta, _model_name, _number, user_errors
+from demo.callbacks.menus import NO_BASE
+from demo.protocol import NAME_RE, DashboardEngine, FineTuneRequest
+
+MAX_STEPS = 2000
+
+
+def suggest_name(engine: DashboardEngine, stem: str = "finetune") -> str:
+    """The first free ``<stem>-<n>`` among checkpoint and run names (the name box's default)."""
+    taken = set(engine.checkpoint_names()) | set(engine.run_names())
+    i = 1
+    while f"{stem}-{i}" in taken:
+        i += 1
+    return f"{stem}-{i}"
+
+
+def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any,
+                      batch_size: Any, cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any,
+                      delta: Any, learnable: Any) -> FineTuneRequest:
+    """The tab's values, validated, as the request the engine trains from."""
+    name = str(name or "").strip()
+    if not NAME_RE.match(name) or ".." in name:
+        raise gr.Error(f"checkpoint name {name[:60]!r}: use 1-64 letters, digits, '_', '-', '.' (no path)")
+    if base in (None, "", NO_BASE):
+        base = None
+    else:
+        base = _model_name(engine, base, "base")
+    return FineTuneRequest(
+        name=name, base=base, model=str(model), dataset=str(dataset),
+        steps=_number(steps, "steps", 1, MAX_STEPS, integer=True),
+        batch_size=_number(batch_size, "batch size", 1, 256, integer=True),
+        cls_lr=_number(cls_lr, "classifier learning rate", 0.0, 1.0, lo_open=True),
+        rec_lr=_number(rec_lr, "ReconstructNet learning rate", 0.0, 1.0, lo_open=True),
+        l1_weight=_number(l1_weight, "L1 weight", 0.0, 1000.0), vgg_weight=_number(vgg_weight, "perceptual weight", 0.0, 1000.0),
+        align_weight=_number(align_weight, "alignment weight", 0.0, 1000.0),
+        delta="learnable" if learnable else f"{_delta(delta):g}",
+    )
+
+
+@user_errors
+def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch_size: Any,
+              cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any, delta: Any,
+              learnable: Any, progress: Callable | None = None, poll_s: float = 0.5,
+              plot_every_s: float = 1.0) -> Iterator[tuple[str, Any]]:
+    """Train in a worker thread; yield (status, live loss chart) while it runs.
+
+    Closing the generator (Stop, or the browser leaving) asks the run to save and return.
+    """
+    request = fine_tune_request(engine, name, base, model, dataset, steps, batch_size, cls_lr, rec_lr,
+                                l1_weight, vgg_weight, align_weight, delta, learnable)
+    busy = engine.training_status()
+    if busy:
+        raise gr.Error(f"{busy}; one training job at a time — wait for it to finish, then start again")
+    engine.train_config(request)  # validate (name free, base compatible) before starting a thread
+    rows: list[dict[str, Any]] = []
+    updates: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["path"] = engine.train(request, on_progress=updates.put, should_stop=stop.is_set)
+        except BaseException as exc:  # noqa: BLE001 - handed to the generator, re-raised there
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"fine-tune-{request.name}", daemon=True)
+    worker.start()
+    last_plot = time.monotonic()
+    try:
+        yield f"Starting **{request.name}** ({request.steps} steps)…", plots.live_figure(request.name, rows)
+        while worker.is_alive() or not updates.empty():
+            worker.join(timeout=poll_s)
+            fresh = []
+            while not updates.empty():
+                fresh.append(updates.get_nowait())
+            if not fresh:
+                continue
+            rows.extend(fresh)
+            row = rows[-1]
+            total = int(row.get("max_steps") or request.steps)
+            if progress is not None:
+                progress((int(row["step"]), total), desc=f"training {request.name}", unit="steps")
+            if time.monotonic() - last_plot >= plot_every_s or not worker.is_alive():
+                last_plot = time.monotonic()
+                yield (f"**{request.name}**: step {row['step']}/{total}, loss {row.get('loss_total', float('nan')):.4f}",
+                       plots.live_figure(request.name, rows))
+    finally:
+        if worker.is_alive():  # generator closed early (Stop button, page closed): save and return
+            stop.set()
+            worker.join()
+    if "error" in result:
+        raise result["error"]
+    path = Path(result["path"])
+    done = rows[-1]["step"] if rows else 0
+    total = int(rows[-1].get("max_steps", request.steps)) if rows else request.steps
+    stopped = " (stopped early; resumable)" if done < total else ""
+    yield (f"Done: **{request.name}** saved as `{path.parent.name}/{path.name}` after {done} steps{stopped}; "
+           f"it is now in every model menu.\n\n{engine.describe(request.name)}", plots.live_figure(request.name, rows))
+
+
+def select_new_run(engine: DashboardEngine, selected: Any, name: Any) -> dict:
+    """After a fine-tune: its run joins the runs selected in the Runs tab."""
+    selected = [str(r) for r in (selected or [])]
+    if name in engine.run_names() and name not in selected:
+        selected.append(str(name))
+    return gr.update(value=selected)
+
+
+@user_errors
+def base_defaults(engine: DashboardEngine, base: Any) -> tuple[dict, dict]:
+    """A base checkpoint chosen: its variant (init_from needs the same one) and its delta."""
+    if base in (None, "", NO_BASE):
+        return gr.update(), gr.update()
+    base = _model_name(engine, base, "base")
+    delta = engine.default_delta(base)
+    return gr.update(value=engine.variant(base)), gr.update(value=delta) if delta is not None else gr.update()
+
+
+@user_errors
+def stop_training(engine: DashboardEngine, name: Any) -> str:
+    name = str(name or "").strip()
+    if engine.request_stop(name):
+        return f"Stopping **{name}**: it saves its checkpoint at the end of the current step."
+    status = engine.training_status()
+    return f"No running fine-tune named {name!r}." + (f" ({status})" if status else "")

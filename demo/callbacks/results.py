@@ -1,0 +1,139 @@
+"""Results tab: docs/results.json's table, strip plot and paired comparisons, with the user's checkpoints."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import pandas as pd
+
+from demo import plots
+from demo.callbacks.common import _model_name, user_errors
+from demo.messages import safe_message
+from demo.protocol import DashboardEngine, finite
+
+log = logging.getLogger(__name__)
+
+#: Metrics of docs/results.json the tab plots (key -> label); the table also shows train time.
+RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "head": "head covered",
+                  "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence"}
+RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
+RESULTS_COMMAND = "python -m crm_core.results --seeds 3"
+APPEARANCES = ("random", "informative")  # the report's data appearances, in display order
+
+
+def _result_metric(metric: Any) -> str:
+    if metric not in RESULT_METRICS:
+        raise gr.Error(f"metric must be one of {list(RESULT_METRICS)}, got {str(metric)[:40]!r}")
+    return str(metric)
+
+
+def _yours(user_row: dict[str, Any]) -> str:
+    return f"{user_row['name']} (yours)"
+
+
+def _mean_std(stats: dict[str, Any], metric: str) -> str:
+    entry = stats.get(metric) or {}
+    mean = finite(entry.get("mean"))
+    return "–" if mean is None else f"{mean:.3f} ± {finite(entry.get('std')) or 0.0:.3f}"
+
+
+def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One line per report row (mean ± std over seeds) and per checkpoint the user evaluated (one value)."""
+    records = []
+    for key, row in rows.items():
+        stats = row["stats"]
+        records.append({"row": row.get("label", key), "group": row.get("group"),
+                        "seeds": max((int(s.get("n", 1)) for s in stats.values()), default=0),
+                        **{title: _mean_std(stats, metric) for metric, title in RESULT_COLUMNS.items()}})
+    for user_row in user_rows:
+        records.append({"row": _yours(user_row), "group": "yours", "seeds": 1, **{
+            title: "–" if finite(user_row.get(metric)) is None else f"{user_row[metric]:.3f}"
+            for metric, title in RESULT_COLUMNS.items()}})
+    return pd.DataFrame(records, columns=["row", "group", "seeds", *RESULT_COLUMNS.values()])
+
+
+def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]], user_rows: Sequence[dict[str, Any]],
+                 metric: str) -> Any:
+    """The strip plot of ``metric``: a dot per (row, seed) from the report's jobs, the floors as lines."""
+    points: dict[str, list[tuple[int, float]]] = {}
+    for key, row in rows.items():
+        values = [(job.get("seed"), finite(job.get(metric))) for job in jobs if job.get("row") == key]
+        if any(v is not None for _, v in values):
+            points[row.get("label", key)] = [(seed, v) for seed, v in values if v is not None]
+    floors = [(row.get("model", key), row["stats"][metric]["mean"]) for key, row in rows.items()
+              if row.get("group") == "floor" and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
+    yours = {_yours(u): u[metric] for u in user_rows if finite(u.get(metric)) is not None}
+    return plots.results_figure(points, floors, RESULT_METRICS[metric], yours)
+
+
+def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]], metric: str) -> str:
+    """The report's paired comparisons of ``metric`` (same seeds) among ``rows``, one bullet each."""
+    labels = {key: row.get("label", key) for key, row in summary.get("rows", {}).items()}
+    lines = []
+    for comparison in summary.get("comparisons", []):
+        entry = (comparison.get("metrics") or {}).get(metric) or {}
+        diff, se = finite(entry.get("diff")), finite(entry.get("se"))
+        if comparison.get("row") not in rows or diff is None:
+            continue
+        effect = entry.get("effect") and se is not None
+        verdict = f"{diff:+.3f} ± {se:.3f} (effect)" if effect else f"no effect ({diff:+.3f})"
+        baseline = comparison.get("baseline")
+        lines.append(f"- {labels[comparison['row']]} vs {labels.get(baseline, baseline)}: {verdict}")
+    if not lines:
+        return ""
+    return (f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; an effect is a mean difference "
+            "beyond 2 standard errors):\n" + "\n".join(lines))
+
+
+def _report_line(report: dict[str, Any]) -> str:
+    meta = report.get("meta") or {}
+    seeds = meta.get("seeds") or sorted({job.get("seed") for job in report["jobs"]}, key=str)
+    wall = finite(meta.get("wall_s"))
+    made = f" in {wall / 60:.0f} min" if wall is not None else ""
+    return safe_message(f"{len(report['jobs'])} models ({meta.get('steps', '?')} steps, seeds {seeds}, "
+                        f"{meta.get('device', '?')}{made}), made by `{meta.get('command', RESULTS_COMMAND)}`. "
+                        "Threshold chosen on val, scores on test; mean ± std over seeds.")
+
+
+@user_errors
+def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_rows: Any = None) -> tuple:
+    """The Results tab: docs/results.json's rows of one data appearance (table, strip plot, comparisons),
+    with the checkpoints the user evaluated; a missing or unreadable report is one line saying how to make it."""
+    metric = _result_metric(metric)
+    user_rows = [u for u in (user_rows or []) if isinstance(u, dict) and "name" in u]
+    try:
+        report = engine.results_report()
+    except (OSError, ValueError) as exc:
+        log.warning("results report: %s", exc)
+        report, status = None, f"{' '.join(safe_message(exc).split())}; remake it with `{RESULTS_COMMAND}`"
+    else:
+        status = _report_line(report) if report else \
+            f"No results report yet (docs/results.json is missing): make it with `{RESULTS_COMMAND}`"
+    summary = (report or {}).get("summary") or {}
+    every_row = summary.get("rows") or {}
+    present = {str(r.get("appearance", "random")) for r in every_row.values()}
+    present |= {str(u.get("appearance")) for u in user_rows}
+    # Every known appearance stays a choice (an API call may ask for one the report lacks yet);
+    # the default is the first one the report has.
+    choices = list(dict.fromkeys([*APPEARANCES, *sorted(present, key=str)]))
+    appearance = appearance if appearance in choices else next((a for a in choices if a in present), choices[0])
+    rows = {key: r for key, r in every_row.items() if r.get("appearance", "random") == appearance}
+    mine = [u for u in user_rows if str(u.get("appearance")) == appearance]
+    figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric) if rows or mine else None
+    return (gr.update(choices=choices, value=appearance), status, results_table(rows, mine), figure,
+            comparisons_markdown(summary, rows, metric))
+
+
+@user_errors
+def results_evaluate(engine: DashboardEngine, model: Any, appearance: Any, metric: Any, user_rows: Any,
+                     progress: Callable | None = None) -> tuple:
+    """Score a checkpoint as the results table scores its rows (threshold on val, scores on test); it joins
+    the table and the plot as "<name> (yours)" under the appearance it was trained on."""
+    model = _model_name(engine, model, "checkpoint to evaluate")
+    metric = _result_metric(metric)
+    if progress is not None:
+        progress(0.05, desc=f"evaluating {model}: threshold on val, scores on test")
+    row = engine.results_row(model)
+    rows = [u for u in (user_rows or []) if isinstance(u, dict) and u.get("name") != model] + [row]
+    return (rows, *results_view(engine, row.get("appearance", appearance), metric, rows))

@@ -1,0 +1,248 @@
+"""The dashboard's engine surface: :class:`DashboardEngine` and the values that cross it.
+
+The UI modules (layout, callbacks, plots, render, messages) call an engine only through the
+methods listed here, and use ``crm_core`` only through ``crm_core.api``;
+:class:`demo.engine.Engine` implements the surface over ``crm_core`` and the tests'
+``FakeEngine`` implements it with no model behind. ``tests/test_layering.py`` keeps the three in
+step: same members, same parameters, same return annotations, and no engine call in the UI
+outside this list.
+
+Here live the values that cross the surface: what the engine returns (:class:`Sample`,
+:class:`CamOutput`, :class:`Reconstruction`, :class:`SuperpixelRefinement`, :class:`RunInfo`),
+what the Fine-tune tab hands it (:class:`FineTuneRequest`), the errors it raises for the user
+(:class:`InvalidName`, :class:`TrainingBusy`; the others come from ``crm_core.api``) and the
+name rule of checkpoints and runs (:data:`NAME_RE`).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD
+
+if TYPE_CHECKING:
+    from crm_core.api import TrainConfig
+
+#: Checkpoint and run names: a plain file stem, so a name can never walk out of its folder.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class InvalidName(ValueError):
+    """A checkpoint or run name that is not a plain name in its folder."""
+
+
+class TrainingBusy(RuntimeError):
+    """Another fine-tune holds the training lock."""
+
+
+@dataclass
+class Sample:
+    """An image the views work on, with ground truth when it comes from a dataset."""
+
+    image: np.ndarray  # uint8 (H, W, 3)
+    mask: np.ndarray | None = None  # int (H, W): 1 object, 0 background, 255 ignored
+    label: int | None = None  # image-level class index
+    class_name: str | None = None
+    index: int | None = None  # dataset index (None: uploaded)
+
+
+@dataclass
+class CamOutput:
+    cam: np.ndarray  # float32 (H, W) in [0, 1]
+    probs: dict[str, float]  # class name -> probability, every class
+    class_index: int  # the class the map explains
+    class_name: str
+    predicted: int  # argmax class index
+
+
+@dataclass
+class Reconstruction:
+    image: np.ndarray  # uint8 (S, S, 3): the input as the model sees it
+    recon: np.ndarray  # uint8 (S, S, 3): ReconstructNet's decoding of the CAMs
+    error: np.ndarray  # float32 (S, S): mean |recon - image| over channels, in [0, 1]
+    l1: float  # mean absolute error, pixel values in [0, 1]
+    perceptual: float  # VGG19 perceptual distance (training's definition, tanh range)
+    decoder_input: np.ndarray | None = None  # float32 (C, h, w): the maps ReconstructNet decoded, one per class
+    decoder_input_kind: str = "gradcampp"  # gradcampp (max-normalised, in [0, 1]) | scores (raw, signed)
+
+
+@dataclass
+class SuperpixelRefinement:
+    """A CAM, its superpixel average (the alignment target) and the pseudo masks of both."""
+
+    labels: np.ndarray  # int (H, W): SLIC superpixel ids
+    cam: np.ndarray  # float32 (H, W) in [0, 1]: the CAM of class_name
+    class_name: str
+    pooled: np.ndarray  # float32 (H, W): the CAM averaged per superpixel, max-normalised (as the alignment loss)
+    raw_trimap: np.ndarray  # uint8 (H, W): 1 foreground (CAM >= high), 2 background (< low), 3 uncertain
+    refined_trimap: np.ndarray  # uint8 (H, W): the same from the per-superpixel average of the CAM
+    raw_scores: dict[str, float] | None = None  # raw_trimap's foreground against the mask given (mask_scores' keys)
+    refined_scores: dict[str, float] | None = None  # refined_trimap's, likewise
+
+
+@dataclass
+class RunInfo:
+    name: str
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    eval: dict[str, Any]
+
+
+@dataclass
+class FineTuneRequest:
+    """What the Fine-tune tab asks for; :meth:`DashboardEngine.train_config` turns it into a TrainConfig."""
+
+    name: str  # new checkpoint / run name
+    base: str | None = None  # checkpoint to start from (None: from scratch)
+    model: str = "resnet_drs"  # registered variant
+    dataset: str = "synthetic"
+    steps: int = 30
+    batch_size: int = 16
+    cls_lr: float = 1e-3
+    rec_lr: float = 2e-3
+    l1_weight: float = CRM_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: README, results)
+    vgg_weight: float = 1.0
+    align_weight: float = 1.0
+    delta: str = "0.55"  # number in (0, 1] or "learnable"
+    extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
+
+
+def finite(value: Any) -> float | None:
+    """float(value) when it is a finite number, else None (for tables: the engine's results hold NaN
+    where a score is undefined)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class DashboardEngine(Protocol):
+    """Everything the dashboard asks of an engine. ``name`` is always a checkpoint name (a file
+    stem in the checkpoint folder); a bad one raises :class:`InvalidName`."""
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint_names(self) -> list[str]:
+        """Names of the checkpoints that load (menus list these)."""
+
+    def refused_checkpoints(self) -> dict[str, str]:
+        """name -> why that checkpoint file cannot be loaded."""
+
+    def checkpoint_path(self, name: str) -> Path:
+        """The path of checkpoint ``name``; InvalidName unless it is an existing plain name."""
+
+    def describe(self, name: str) -> str:
+        """One line a person can read: what the checkpoint is."""
+
+    def class_names(self, name: str) -> list[str]:
+        """The model's classes, in index order."""
+
+    def has_drs(self, name: str) -> bool:
+        """Whether the model has DRS layers (the delta slider acts on it)."""
+
+    def has_reconstructor(self, name: str) -> bool:
+        """Whether the model was trained with CRM (it has a ReconstructNet)."""
+
+    def variant(self, name: str) -> str:
+        """Its registered model variant (a fine-tune from it must use the same)."""
+
+    def default_delta(self, name: str) -> float | None:
+        """The DRS delta it was trained with (None: no DRS, or learnable)."""
+
+    # -- registries ----------------------------------------------------------------------
+    def model_variants(self) -> list[str]:
+        """Model variants a fine-tune can train."""
+
+    def datasets(self) -> list[str]:
+        """Datasets a fine-tune can train on, the offline default first."""
+
+    def cam_methods(self) -> dict[str, str]:
+        """value -> label of every CAM method on offer."""
+
+    def cam_methods_note(self) -> str:
+        """One line under the CAM-method menu about methods missing from it ("" when none are)."""
+
+    # -- images --------------------------------------------------------------------------
+    def dataset_length(self, name: str, split: str = "test") -> int:
+        """Number of images in ``split`` of the model's dataset."""
+
+    def sample(self, name: str, index: int, split: str = "test") -> Sample:
+        """Image ``index`` of ``split`` of the model's dataset, with its ground truth."""
+
+    def samples(self, name: str, indices: Sequence[int], split: str = "test") -> list[Sample]:
+        """Several of them (ValueError for an index out of range)."""
+
+    def load_upload(self, name: str, image: str | Path | np.ndarray) -> Sample:
+        """A user's image (file or uint8 array) as the model sees it: square, at its input size
+        (crm_core's load_image: alpha, 16 bit, EXIF rotation, corrupt files, size limit)."""
+
+    # -- inference -----------------------------------------------------------------------
+    def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
+            method: str = DEFAULT_CAM_METHOD, size: tuple[int, int] | None = None) -> CamOutput:
+        """CAM of one uint8 image for ``class_index`` (None: predicted) by ``method`` (a key of
+        :meth:`cam_methods`), with every class's probability."""
+
+    def cams_for_samples(self, name: str, samples: Sequence[Sample], classes: str = "label",
+                         drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(CAMs float32 (N, H, W), predicted classes (N,)) of many samples in one batch;
+        ``classes``: "label" explains the true class, "predicted" the argmax."""
+
+    def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
+        """ReconstructNet's decoding of the image's CAMs, its error map and distances."""
+
+    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
+        """Reconstruction L1 with real against batch-shuffled CAMs on ``limit`` test images
+        (``recon_l1``, ``recon_l1_shuffled``, ``cam_dependence``)."""
+
+    def perceptual_source(self) -> str:
+        """Where the perceptual network's VGG19 weights came from."""
+
+    def superpixel_refinement(self, name: str, image: np.ndarray, class_index: int | None, n_segments: int,
+                              compactness: float, low: float, high: float,
+                              mask: np.ndarray | None = None) -> SuperpixelRefinement:
+        """SLIC superpixels of the image, the CAM of ``class_index`` (None: predicted) averaged over
+        them, and the pseudo trimaps (thresholds ``low`` <= ``high``) of both, scored against ``mask``."""
+
+    def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
+        """The pseudo mask ``cam >= threshold`` against a ground-truth mask: ``fg_iou``, ``miou``,
+        ``bg_fpr`` and the other keys of crm_core.metrics."""
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
+                 val_threshold: bool = False) -> dict[str, Any]:
+        """crm_core.evaluate's report on the first ``limit`` images of ``split`` (with
+        ``val_threshold``, also at the threshold chosen on val)."""
+
+    def val_threshold(self, name: str, limit: int | None = None, drs_delta: float | None = None) -> float:
+        """The CAM threshold with the best mIoU on the first ``limit`` val images."""
+
+    def results_report(self) -> dict[str, Any] | None:
+        """docs/results.json (None: not made yet; ValueError when it cannot be read)."""
+
+    def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
+        """The checkpoint scored as the results table scores its rows."""
+
+    # -- runs and training ---------------------------------------------------------------
+    def run_names(self) -> list[str]:
+        """Names of the run folders."""
+
+    def run(self, name: str) -> RunInfo:
+        """A run's config, metrics rows and eval.json (InvalidName for an unknown run)."""
+
+    def train_config(self, request: FineTuneRequest) -> TrainConfig:
+        """The validated TrainConfig a fine-tune request stands for (ValueError when it is not valid)."""
+
+    def training_status(self) -> str | None:
+        """A line about the running fine-tune, or None when idle."""
+
+    def train(self, request: FineTuneRequest, on_progress: Callable[[dict[str, Any]], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path:
+        """Run the fine-tune (one at a time, else TrainingBusy); returns the checkpoint's path."""
+
+    def request_stop(self, name: str) -> bool:
+        """Ask the running fine-tune ``name`` to save and return; False when it is not running."""

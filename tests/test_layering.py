@@ -1,0 +1,165 @@
+"""The layering rules of crm_core and demo, checked on the source (AST), and the engine surface.
+
+1. Nothing in ``crm_core`` imports ``demo`` or ``gradio``: the engine works without the UI.
+2. Outside the adapter (demo.engine, demo.bootstrap, demo.bench), ``demo`` and ``app.py`` import
+   nothing from ``crm_core`` but ``crm_core.api``; the UI modules (layout, callbacks, plots,
+   render, messages, protocol) do not import the adapter either: they reach the engine only
+   through :class:`demo.protocol.DashboardEngine`.
+3. The adapter and the protocol do not import gradio.
+4. ``Engine`` and the tests' ``FakeEngine`` implement every member of ``DashboardEngine`` with
+   the same parameters and return annotation, and the UI calls no engine member outside it.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from demo.engine import Engine
+from demo.protocol import DashboardEngine
+from demo_fixtures import FakeEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+ADAPTER = {"demo.engine", "demo.bootstrap", "demo.bench"}  # the demo modules that may import crm_core
+GRADIO_FREE = ADAPTER - {"demo.bench"} | {"demo.protocol"}  # demo.bench times the callbacks, lazily
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def sources(*roots: str) -> list[Path]:
+    paths = []
+    for root in roots:
+        path = ROOT / root
+        paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return paths
+
+
+def imports(path: Path, module: str | None = None) -> Iterator[tuple[str, int]]:
+    """(imported module, line) of every import in ``path`` (the module ``module``, default: its
+    name in the repository), lazy ones in functions included; ``from a import b`` yields ``a.b``
+    (b may be a module) and ``importlib.import_module("x")`` yields x."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    module = module or module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            for alias in node.names:
+                yield f"{base}.{alias.name}", node.lineno
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                   or (isinstance(node.func, ast.Name) and node.func.id in ("__import__", "import_module")))):
+            yield node.args[0].value, node.lineno
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def violations(paths: list[Path], forbidden) -> list[str]:
+    found = []
+    for path in paths:
+        for module, line in imports(path):
+            if forbidden(module_name(path), module):
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return found
+
+
+def test_crm_core_imports_neither_demo_nor_gradio() -> None:
+    bad = violations(sources("crm_core"), lambda _, m: within(m, "demo") or within(m, "gradio"))
+    assert not bad, "crm_core must work without the UI:\n" + "\n".join(bad)
+
+
+def test_demo_reaches_crm_core_only_through_its_api_outside_the_adapter() -> None:
+    def forbidden(importer: str, module: str) -> bool:
+        return importer not in ADAPTER and within(module, "crm_core") and module not in ("crm_core", "crm_core.api") \
+            and not within(module, "crm_core.api")
+
+    bad = violations(sources("demo", "app.py"), forbidden)
+    assert not bad, "only demo.engine, demo.bootstrap and demo.bench may import crm_core beyond crm_core.api:\n" + \
+        "\n".join(bad)
+
+
+def test_ui_modules_reach_the_engine_only_through_the_protocol() -> None:
+    ui = [p for p in sources("demo") if module_name(p) not in ADAPTER]
+    bad = violations(ui, lambda _, m: any(within(m, a) for a in ADAPTER))
+    assert not bad, "the UI talks to demo.protocol.DashboardEngine, not to the adapter:\n" + "\n".join(bad)
+
+
+def test_engine_and_protocol_do_not_import_gradio() -> None:
+    paths = [p for p in sources("demo") if module_name(p) in GRADIO_FREE]
+    assert {module_name(p) for p in paths} == GRADIO_FREE
+    bad = violations(paths, lambda _, m: within(m, "gradio"))
+    assert not bad, "the engine works without the UI toolkit:\n" + "\n".join(bad)
+
+
+def test_the_rules_see_what_they_forbid(tmp_path: Path) -> None:
+    """The AST walk finds lazy, aliased, relative and importlib imports (a check that cannot fail is no check)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import crm_core.metrics as m\nfrom crm_core import data\nfrom crm_core.api import CamModel\n"
+                     "def f():\n    from ..engine import Engine\n    import importlib\n"
+                     "    return importlib.import_module('gradio')\n", encoding="utf-8")
+    found = set(imports(probe, "demo.callbacks.probe"))
+    assert {("crm_core.metrics", 1), ("crm_core.data", 2), ("crm_core.api.CamModel", 3), ("demo.engine.Engine", 5),
+            ("gradio", 7)} <= found
+
+
+# -- the engine surface ------------------------------------------------------------------
+MEMBERS = sorted(name for name in vars(DashboardEngine) if not name.startswith("_"))
+
+
+def _annotation(value: object) -> str:
+    """A return annotation as text, module prefixes dropped (``api.TrainConfig`` is ``TrainConfig``)."""
+    text = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
+    return re.sub(r"\b\w+\.(?=\w)", "", str(text)).replace(" ", "")
+
+
+@pytest.mark.parametrize("implementation", [Engine, FakeEngine], ids=["Engine", "FakeEngine"])
+@pytest.mark.parametrize("member", MEMBERS)
+def test_engines_implement_the_protocol(implementation: type, member: str) -> None:
+    expected = inspect.signature(getattr(DashboardEngine, member))
+    assert hasattr(implementation, member), f"{implementation.__name__} lacks {member}"
+    actual = inspect.signature(getattr(implementation, member))
+    names = [(p.name, p.kind) for p in expected.parameters.values()]
+    assert [(p.name, p.kind) for p in actual.parameters.values()] == names, \
+        f"{implementation.__name__}.{member}{actual} drifted from DashboardEngine.{member}{expected}"
+    for name, param in expected.parameters.items():
+        if param.default is not inspect.Parameter.empty:
+            assert actual.parameters[name].default is not inspect.Parameter.empty, \
+                f"{implementation.__name__}.{member}: {name} needs a default, as in the protocol"
+    assert _annotation(actual.return_annotation) == _annotation(expected.return_annotation), \
+        f"{implementation.__name__}.{member} returns {actual.return_annotation}, the protocol {expected.return_annotation}"
+
+
+def test_the_ui_uses_no_engine_member_outside_the_protocol() -> None:
+    used = set()
+    for path in [p for p in sources("demo") if module_name(p) not in ADAPTER]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine":
+                used.add((node.attr, f"{path.relative_to(ROOT)}:{node.lineno}"))
+    bad = sorted(f"{where}: engine.{attr}" for attr, where in used if attr not in MEMBERS)
+    assert not bad, "add these to demo.protocol.DashboardEngine (and both engines) or stop using them:\n" + \
+        "\n".join(bad)
+
+
+def test_fake_train_config_is_a_train_config() -> None:
+    """The fake once returned the request itself where the engine returns a TrainConfig."""
+    from crm_core.train import TrainConfig
+    from demo.protocol import FineTuneRequest
+
+    config = FakeEngine().train_config(FineTuneRequest(name="new-one", steps=3))
+    assert isinstance(config, TrainConfig) and (config.name, config.steps) == ("new-one", 3)

@@ -8,7 +8,7 @@ import dataclasses
 import io
 import socket
 import struct
-import time
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -209,13 +209,34 @@ def test_same_scene_at_two_sizes():
     assert (down & small).sum() / (down | small).sum() > 0.9
 
 
-def test_synthetic_generation_speed():
-    ds = SyntheticPets("train", image_size=112)
-    start = time.perf_counter()
-    for i in range(200):
-        ds.render(i)
-    # Loose sanity bound (about 0.7 s on an idle 2-core machine); catches per-pixel Python loops.
-    assert time.perf_counter() - start < 15.0
+def _python_events(image_size: int, indices: range) -> int:
+    """Python calls and C-function calls made while rendering ``indices`` (sys.setprofile)."""
+    ds = SyntheticPets("train", image_size=image_size)
+    ds.render(indices[0])  # lazy set-up outside the count
+    events = 0
+
+    def count(frame, event, arg) -> None:
+        nonlocal events
+        events += 1
+
+    sys.setprofile(count)
+    try:
+        for i in indices:
+            ds.render(i)
+    finally:
+        sys.setprofile(None)
+    return events
+
+
+def test_synthetic_generation_is_vectorised():
+    """Rendering runs in numpy: the Python work per image does not grow with its pixels.
+
+    Counted, not timed (speed is the benchmark's): a per-pixel Python loop at 224 px adds
+    ~50k calls per image over 32 px; the vectorised renderer makes the same calls at any size.
+    """
+    small, large = _python_events(32, range(1, 11)), _python_events(224, range(1, 11))
+    assert small > 0
+    assert large < 1.2 * small
 
 
 def test_synthetic_with_superpixels(tmp_path):
@@ -294,16 +315,21 @@ def test_pets_registry_superpixels_and_length(pets_root, tmp_path):
     assert merged["image"].shape == (2, 3, 40, 40)  # both datasets share one sample format
 
 
-def test_pets_missing_is_fast_and_offline(tmp_path, monkeypatch):
+def test_pets_missing_fails_offline_without_trying_the_network(tmp_path, monkeypatch):
+    import torchvision.datasets.oxford_iiit_pet as tv_pets
+
+    attempts = []
+
     def no_network(*args, **kwargs):
-        raise AssertionError("network access attempted")
+        attempts.append(args)
+        raise OSError("network access attempted")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    start = time.perf_counter()
+    monkeypatch.setattr(tv_pets, "download_and_extract_archive", no_network)
     with pytest.raises(DatasetNotFoundError) as info:
         build_dataset("pets", "test", image_size=64, data_root=tmp_path)
-    assert time.perf_counter() - start < 5.0
+    assert attempts == []  # never a download attempt that could hang (torchvision's or a socket)
     msg = str(info.value)
     assert isinstance(info.value, RuntimeError)
     for needle in ("images.tar.gz", "annotations.tar.gz", "robots.ox.ac.uk/~vgg/data/pets",

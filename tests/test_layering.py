@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -105,6 +107,19 @@ def test_engine_and_protocol_do_not_import_gradio() -> None:
     assert {module_name(p) for p in paths} == GRADIO_FREE
     bad = violations(paths, lambda _, m: within(m, "gradio"))
     assert not bad, "the engine works without the UI toolkit:\n" + "\n".join(bad)
+
+
+def test_the_api_and_the_engine_stay_light_at_import() -> None:
+    """crm_core.api loads crm_core.train (and its CLI's imports) only when TrainConfig or
+    TrainingDiverged is asked for; neither it nor the engine adapter pulls in gradio."""
+    probe = ("import sys, crm_core.api, demo.protocol\n"
+             "api = sorted(m for m in sys.modules if m in ('crm_core.train', 'gradio') or m.startswith('demo.callbacks'))\n"
+             "import demo.engine\n"
+             "engine = sorted(m for m in sys.modules if m == 'gradio' or m.startswith('demo.callbacks'))\n"
+             "print(api, engine)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]", "[]"], out.stdout
 
 
 def test_the_rules_see_what_they_forbid(tmp_path: Path) -> None:

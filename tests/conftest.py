@@ -88,3 +88,20 @@ def trained_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             paths[variant] = main(tiny_config(root, name=variant, model=variant, steps=2))
     paths["root"] = root
     return paths
+
+
+#: The demo models the evidence and first-visit tests need: the plain CAM and the CRM one.
+DEMO_SET_NAMES = ("resnet", "resnet_drs_crm")
+
+
+@pytest.fixture(scope="session")
+def demo_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``resnet`` and ``resnet_drs_crm`` trained exactly as ``python app.py`` bootstraps them
+    (demo.engine.DEMO_RECIPE, side by side, eval.json at the val-chosen threshold). Minutes: slow
+    tests only. Returns {"checkpoints": dir, "runs": dir}."""
+    from demo.bootstrap import bootstrap_demo
+
+    root = tmp_path_factory.mktemp("demo_set")
+    dirs = {"checkpoints": root / "checkpoints", "runs": root / "runs"}
+    bootstrap_demo(dirs["checkpoints"], dirs["runs"], processes=len(DEMO_SET_NAMES), names=DEMO_SET_NAMES)
+    return dirs

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from crm_core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from crm_core.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from crm_core.data import DATASETS, DatasetNotFoundError, SuperpixelCache, build_dataset
 from crm_core.data.superpixels import prefill_superpixels
 from crm_core.data.synthetic import APPEARANCES
@@ -489,6 +489,105 @@ class TrainingStopped(Exception):
     """Raised inside the loop when ``should_stop`` says so; the run is saved first."""
 
 
+@dataclass
+class TrainModules:
+    """What one training run optimises (:func:`build_modules`)."""
+
+    classifier: CamClassifier
+    reconstructor: ReconstructNet | None  # None without CRM
+    perceptual: VGGPerceptualLoss | None  # None when the perceptual term is off
+    net: CRMNet  # classifier + reconstructor, on the device, in cfg's memory format
+    optimizers: dict[str, torch.optim.Optimizer]  # "cls" and, with CRM, "rec": one Adam each (DESIGN.md)
+
+
+def build_modules(cfg: TrainConfig, class_names: list[str], device: torch.device | str = "cpu") -> TrainModules:
+    """Classifier, ReconstructNet, perceptual network and optimisers of a resolved ``cfg``.
+
+    The one setup shared by the trainer, the benchmark (``crm_core.bench``) and the tests.
+    Pretrained backbone weights load unless the run resumes or starts from ``cfg.init_from``
+    (whose weights are loaded here). The modules are built in a fixed order (classifier,
+    decoder, perceptual network), so a seeded run draws the same random weights every time.
+    Resolved facts (weights sources, CAM size, notices) are recorded in ``cfg.extra``.
+    """
+    device = torch.device(device)
+    classifier = create_model(cfg.model_config(class_names), load_pretrained=not cfg.resume and cfg.init_from is None)
+    cfg.extra["weights_source"] = classifier.weights_source
+    reconstructor = None
+    if cfg.crm:
+        cam_size = cam_size_of(classifier, cfg.image_size)
+        reconstructor = ReconstructNet(len(class_names), cfg.recon_size, cam_size)
+        cfg.extra["cam_size"] = cam_size
+    if cfg.init_from:
+        _init_from(classifier, reconstructor, cfg.init_from, class_names)
+    perceptual = _build_perceptual(cfg, device)
+    net = apply_memory_format(CRMNet(classifier, reconstructor, cfg.decoder_input).to(device), cfg)
+    optimizers = {"cls": torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.cls_lr)}
+    if reconstructor is not None:
+        optimizers["rec"] = torch.optim.Adam(reconstructor.parameters(), lr=cfg.rec_lr)
+    return TrainModules(classifier, reconstructor, perceptual, net, optimizers)
+
+
+def _build_perceptual(cfg: TrainConfig, device: torch.device) -> VGGPerceptualLoss | None:
+    """The perceptual network of the run, or None when its term is off."""
+    if not cfg.uses_perceptual:
+        return None
+    perceptual = VGGPerceptualLoss(cfg.perceptual_weights, layers=cfg.perceptual_layers, size=cfg.perceptual_size)
+    cfg.extra["perceptual_weights_source"] = perceptual.weights_source
+    if cfg.perceptual_weights == "auto" and perceptual.weights_source.startswith("random"):
+        # A VGG19 with random weights sends ~1e-4 of CE's gradient: inert, yet it would be
+        # counted as "the method". Only an explicit --perceptual-weights random runs it.
+        notice = ("perceptual loss off: no ImageNet VGG19 weights cached, and random VGG features are inert; "
+                  "pass --perceptual-weights random to run it anyway, or put the weights in torchvision's cache")
+        cfg.extra.setdefault("notices", []).append(notice)
+        log.warning("%s", notice)
+        return None
+    return apply_memory_format(perceptual.to(device), cfg)
+
+
+def _restore(modules: TrainModules, payload: Any) -> TrainState:
+    """``--resume``: the checkpoint's weights and optimiser states; returns where it stopped."""
+    modules.classifier.load_state_dict(payload.classifier.state_dict())
+    modules.classifier.apply_freeze()
+    if modules.reconstructor is not None and payload.reconstructor is not None:
+        modules.reconstructor.load_state_dict(payload.reconstructor.state_dict())
+    for key, optimizer in modules.optimizers.items():
+        if key in payload.optimizers:
+            optimizer.load_state_dict(payload.optimizers[key])
+    return TrainState(payload.step, payload.epoch, payload.epoch_step, float(payload.extra.get("wall_time", 0.0)))
+
+
+@dataclass
+class TrainSetup:
+    """Everything the training loop works on (:func:`setup_training`)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dist_info: DistInfo
+    modules: TrainModules
+    train_net: nn.Module  # modules.net, wrapped in DistributedDataParallel when distributed
+    train_set: Any
+    val_set: Any
+    state: TrainState  # where the run stands (restored by --resume)
+    ckpt_path: Path
+    per_epoch: int  # optimisation steps per epoch (this process)
+    max_steps: int  # steps of the whole run
+    run: RunDir | None  # the run folder (main process only)
+    writer: MetricsWriter | None  # its metrics.csv (main process only)
+
+    def save(self) -> None:
+        """Write the checkpoint (main process only)."""
+        if not self.dist_info.is_main:
+            return
+        cfg, state, modules = self.cfg, self.state, self.modules
+        save_checkpoint(
+            self.ckpt_path, classifier=modules.classifier, reconstructor=modules.reconstructor,
+            train_config=cfg.to_dict(), image_size=cfg.image_size, dataset=cfg.dataset, step=state.step,
+            epoch=state.epoch, epoch_step=state.epoch_step,
+            optimizers={k: o.state_dict() for k, o in modules.optimizers.items()},
+            extra={"wall_time": state.wall_time, "run_dir": str(self.run.path) if self.run else None},
+        )
+
+
 def main(
     cfg: TrainConfig,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -506,19 +605,14 @@ def main(
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device)
     try:
-        return _train(cfg, device, dist_info, on_progress, should_stop)
+        return run_training(setup_training(cfg, device, dist_info), on_progress, should_stop)
     finally:
         if dist_info.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(
-    cfg: TrainConfig,
-    device: torch.device,
-    dist_info: DistInfo,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> Path:
+def setup_training(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainSetup:
+    """Seed, data, modules (restored on ``--resume``), step budget and run folder of a resolved ``cfg``."""
     torch.manual_seed(cfg.seed)
     ckpt_path = Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
     resume_payload = None
@@ -528,51 +622,12 @@ def _train(
         resume_payload = load_checkpoint(ckpt_path)
 
     train_set, val_set = build_datasets(cfg)
-    class_names = list(train_set.class_names)
-    classifier = create_model(cfg.model_config(class_names), load_pretrained=resume_payload is None and cfg.init_from is None)
-    cfg.extra["weights_source"] = classifier.weights_source
-    reconstructor = None
-    if cfg.crm:
-        cam_size = cam_size_of(classifier, cfg.image_size)
-        reconstructor = ReconstructNet(len(class_names), cfg.recon_size, cam_size)
-        cfg.extra["cam_size"] = cam_size
-    if cfg.init_from:
-        _init_from(classifier, reconstructor, cfg.init_from, class_names)
-    perceptual = None
-    if cfg.uses_perceptual:
-        perceptual = VGGPerceptualLoss(cfg.perceptual_weights, layers=cfg.perceptual_layers, size=cfg.perceptual_size)
-        cfg.extra["perceptual_weights_source"] = perceptual.weights_source
-        if cfg.perceptual_weights == "auto" and perceptual.weights_source.startswith("random"):
-            # A VGG19 with random weights sends ~1e-4 of CE's gradient: inert, yet it would be
-            # counted as "the method". Only an explicit --perceptual-weights random runs it.
-            perceptual = None
-            notice = ("perceptual loss off: no ImageNet VGG19 weights cached, and random VGG features are inert; "
-                      "pass --perceptual-weights random to run it anyway, or put the weights in torchvision's cache")
-            cfg.extra.setdefault("notices", []).append(notice)
-            log.warning("%s", notice)
-        else:
-            perceptual = apply_memory_format(perceptual.to(device), cfg)
-    state = TrainState()
-    if resume_payload is not None:
-        classifier.load_state_dict(resume_payload.classifier.state_dict())
-        classifier.apply_freeze()
-        if reconstructor is not None and resume_payload.reconstructor is not None:
-            reconstructor.load_state_dict(resume_payload.reconstructor.state_dict())
-        state = TrainState(resume_payload.step, resume_payload.epoch, resume_payload.epoch_step,
-                           float(resume_payload.extra.get("wall_time", 0.0)))
-
-    net = apply_memory_format(CRMNet(classifier, reconstructor, cfg.decoder_input).to(device), cfg)
-    train_net: nn.Module = net
+    modules = build_modules(cfg, list(train_set.class_names), device)
+    state = _restore(modules, resume_payload) if resume_payload is not None else TrainState()
+    train_net: nn.Module = modules.net
     if dist_info.enabled:
         train_net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
-    optimizers = {"cls": torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.cls_lr)}
-    if reconstructor is not None:
-        optimizers["rec"] = torch.optim.Adam(reconstructor.parameters(), lr=cfg.rec_lr)
-    if resume_payload is not None:
-        for key, optimizer in optimizers.items():
-            if key in resume_payload.optimizers:
-                optimizer.load_state_dict(resume_payload.optimizers[key])
+            modules.net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
 
     per_epoch = steps_per_epoch(len(train_set), cfg, dist_info)
     if per_epoch == 0:
@@ -584,23 +639,26 @@ def _train(
     run = RunDir.create(cfg.runs_dir, cfg.name) if dist_info.is_main else None
     writer = None
     if run is not None:
-        run.write_config({"train": cfg.to_dict(), "model": classifier.cfg.to_dict()})
+        run.write_config({"train": cfg.to_dict(), "model": modules.classifier.cfg.to_dict()})
         if resume_payload is None and run.metrics_path.is_file():
             run.metrics_path.unlink()  # a fresh run of the same name starts a fresh log
         writer = MetricsWriter(run.metrics_path, resume_from_step=state.step if resume_payload is not None else None)
-    progress = tqdm(total=max_steps, initial=state.step, desc=cfg.name, unit="step", dynamic_ncols=True,
+    return TrainSetup(cfg, device, dist_info, modules, train_net, train_set, val_set, state, ckpt_path, per_epoch,
+                      max_steps, run, writer)
+
+
+def run_training(
+    setup: TrainSetup,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """The loop: epochs of steps, a validation and a checkpoint after each, metrics rows and
+    periodic checkpoints in between (see :func:`main` for the callbacks); returns the checkpoint path."""
+    cfg, state, dist_info = setup.cfg, setup.state, setup.dist_info
+    optimizers, writer = setup.modules.optimizers, setup.writer
+    progress = tqdm(total=setup.max_steps, initial=state.step, desc=cfg.name, unit="step", dynamic_ncols=True,
                     disable=not dist_info.is_main or os.environ.get("CRM_LAB_NO_PROGRESS") == "1")
     pending_terms: list[dict[str, float]] = []
-
-    def save() -> None:
-        if not dist_info.is_main:
-            return
-        save_checkpoint(
-            ckpt_path, classifier=classifier, reconstructor=reconstructor, train_config=cfg.to_dict(),
-            image_size=cfg.image_size, dataset=cfg.dataset, step=state.step, epoch=state.epoch,
-            epoch_step=state.epoch_step, optimizers={k: o.state_dict() for k, o in optimizers.items()},
-            extra={"wall_time": state.wall_time, "run_dir": str(run.path) if run else None},
-        )
 
     def on_step(terms: dict[str, float]) -> None:
         pending_terms.append(terms)
@@ -611,43 +669,50 @@ def _train(
                           "lr": optimizers["cls"].param_groups[0]["lr"], "wall_time": state.wall_time, **averaged})
             pending_terms.clear()
         if state.step % cfg.ckpt_every == 0:
-            save()
+            setup.save()
         if on_progress is not None:
-            on_progress({"step": state.step, "epoch": state.epoch, "max_steps": max_steps,
+            on_progress({"step": state.step, "epoch": state.epoch, "max_steps": setup.max_steps,
                          "wall_time": state.wall_time, **terms})
         if should_stop is not None and should_stop():
             raise TrainingStopped
 
-    if max_steps == 0:
-        save()  # --steps 0: the untrained model (the floor every results table carries)
-    elif dist_info.is_main and cfg.uses_alignment:
-        prefill_superpixels(train_set, progress=progress.disable is False)  # all cores, before SLIC holds up epoch 1
     try:
-        while state.step < max_steps:
-            batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, state.epoch, dist_info)[state.epoch_step:]
-            loader = make_loader(train_set, batches, cfg.workers)
-            train_one_epoch(train_net, optimizers, loader, cfg, state, perceptual, device, max_steps, on_step, progress)
-            epoch_done = state.epoch_step >= per_epoch
+        if setup.max_steps == 0:
+            setup.save()  # --steps 0: the untrained model (the floor every results table carries)
+        elif dist_info.is_main and cfg.uses_alignment:
+            prefill_superpixels(setup.train_set, progress=progress.disable is False)  # all cores, before SLIC holds up epoch 1
+        while state.step < setup.max_steps:
+            batches = epoch_batches(len(setup.train_set), cfg.batch_size, cfg.seed, state.epoch, dist_info)[state.epoch_step:]
+            train_one_epoch(setup.train_net, optimizers, make_loader(setup.train_set, batches, cfg.workers), cfg, state,
+                            setup.modules.perceptual, setup.device, setup.max_steps, on_step, progress)
+            epoch_done = state.epoch_step >= setup.per_epoch
             if dist_info.is_main:
-                val = validate(net, make_loader(val_set, _sequential_batches(len(val_set), cfg.batch_size), cfg.workers), device)
-                if writer is not None:
-                    writer.write({"step": state.step, "epoch": state.epoch, "split": "val", "wall_time": state.wall_time, **val})
-                dependence = (f", reconstruction L1 {val['recon_l1']:.4f} (shuffled CAMs {val['recon_l1_shuffled']:.4f}, "
-                              f"CAM dependence {val['cam_dependence']:+.1%})" if "recon_l1" in val else "")
-                progress.write(f"epoch {state.epoch} step {state.step}: val accuracy {val['accuracy']:.3f} "
-                               f"loss_cls {val['loss_cls']:.3f}{dependence}")
+                _validate_epoch(setup, progress)
             if epoch_done:
                 state.epoch += 1
                 state.epoch_step = 0
-            save()
+            setup.save()
     except TrainingStopped:
-        save()
+        setup.save()
         log.info("stopped at step %d; checkpoint saved (continue with --resume)", state.step)
     finally:
         progress.close()
         if writer is not None:
             writer.close()
-    return ckpt_path
+    return setup.ckpt_path
+
+
+def _validate_epoch(setup: TrainSetup, progress: tqdm) -> None:
+    """Validate after an epoch (main process): a metrics row and a progress line."""
+    cfg, state = setup.cfg, setup.state
+    loader = make_loader(setup.val_set, _sequential_batches(len(setup.val_set), cfg.batch_size), cfg.workers)
+    val = validate(setup.modules.net, loader, setup.device)
+    if setup.writer is not None:
+        setup.writer.write({"step": state.step, "epoch": state.epoch, "split": "val", "wall_time": state.wall_time, **val})
+    dependence = (f", reconstruction L1 {val['recon_l1']:.4f} (shuffled CAMs {val['recon_l1_shuffled']:.4f}, "
+                  f"CAM dependence {val['cam_dependence']:+.1%})" if "recon_l1" in val else "")
+    progress.write(f"epoch {state.epoch} step {state.step}: val accuracy {val['accuracy']:.3f} "
+                   f"loss_cls {val['loss_cls']:.3f}{dependence}")
 
 
 def _sequential_batches(n: int, batch_size: int) -> list[list[int]]:

@@ -1,8 +1,11 @@
-"""crm_core.bench at tiny sizes: every section runs and returns finite numbers (no timing asserts)."""
+"""crm_core.bench (and demo.bench, its dashboard section) at tiny sizes: every section runs and
+returns finite numbers (no timing asserts); the report keeps its keys and its generated block."""
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ pytest.importorskip("pytorch_grad_cam")
 
 from crm_core import bench  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = bench.StepRecipe("tiny", "resnet18", 64, 16, 2, "none", n_segments=16)
 
 
@@ -41,20 +45,31 @@ def test_crm_step_levers_run_every_loss() -> None:
     assert rows["crm_exact_unfused_norm"]["channels_last"] is False
 
 
-def test_reference_norm_is_the_same_function() -> None:
-    """The bench's 'unfused' LayerNorm lever changes speed only, not the decoder's output."""
+def test_reference_norm_lever_swaps_the_kernel_not_the_function() -> None:
+    """The 'unfused' LayerNorm lever changes speed only: same decoder output, same parameters,
+    and the decoder class itself is left alone."""
+    import copy
+
     import torch
 
     from crm_core.models import ReconstructNet
+    from crm_core.models.decoder import ChannelAffineLayerNorm
 
     torch.manual_seed(0)
     net = ReconstructNet(3, 32, 4)
+    norms = [m for m in net.modules() if isinstance(m, ChannelAffineLayerNorm)]
+    for norm in norms:  # a non-trivial affine, so a wrong scale or shift shows
+        torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+        torch.nn.init.normal_(norm.bias)
     cams = torch.rand(2, 3, 4, 4)
     fused = net(cams)
-    with bench._norm_kernel(reference=True):
-        reference = net(cams)
-    assert torch.allclose(fused, reference, atol=1e-5)
-    assert torch.equal(net(cams), fused)  # restored
+    reference_net = copy.deepcopy(net)
+    assert bench.use_reference_norms(reference_net) == len(norms) > 0
+    assert not any(type(m) is ChannelAffineLayerNorm for m in reference_net.modules())
+    assert sorted(n for n, _ in reference_net.named_parameters()) == sorted(n for n, _ in net.named_parameters())
+    assert torch.allclose(reference_net(cams), fused, atol=1e-5)
+    assert torch.equal(net(cams), fused)  # the original decoder still runs the fused kernel
+    assert all(type(m) is ChannelAffineLayerNorm for m in norms)
 
 
 def test_superpixel_cache_bench() -> None:
@@ -71,8 +86,10 @@ def test_training_subprocess_reports_throughput_and_rss() -> None:
 
 
 def test_dashboard_api_latencies(trained_pair: dict) -> None:
-    image = bench._upload_image(size=80)
-    r = bench.bench_dashboard_api([trained_pair["resnet"], trained_pair["resnet_drs"]], image, repeats=1)
+    from demo import bench as demo_bench
+
+    image = demo_bench._upload_image(size=80)
+    r = demo_bench.bench_dashboard_api([trained_pair["resnet"], trained_pair["resnet_drs"]], image, repeats=1)
     assert all(_finite_stats(r[k]) for k in ("compare_cold", "compare_warm", "drs_update"))
 
 
@@ -113,7 +130,56 @@ def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
     bench.write_markdown(doc, out, "python -m crm_core.bench")
     again = out.read_text()
     assert "analysis before" in again and "analysis after" in again and again.count(bench.MARK_BEGIN) == 1
-    json.dumps(doc, default=str)  # serialisable
+    assert again.count(bench.MARK_END) == 1 and again.index(bench.MARK_BEGIN) < again.index(bench.MARK_END)
+    # The summary block lists every top-level key but "details", in order, floats to 4 digits.
+    summary = again.split("#### Summary (JSON top-level keys)\n\n```\n", 1)[1].split("\n```", 1)[0].splitlines()
+    assert [line.split(": ", 1)[0] for line in summary] == [k for k in doc if k != "details"]
+    assert "crm_step_ratio: 1.4000" in summary and "cold_start_s: None" in summary
+    for number in range(1, 7):
+        assert f"### {number}. " in again, number
+    assert "| `crm_fast` | 1.00 / 1.50 / 2.00 | **1.50**; 1.40 | 1.20; 1.10 (/plain_bf16) | fast; compile took 3 s |" in again
+    assert "| 2 x 1 | 1 | 3.00 | 0.70 |" in again and "**0.90x**" in again
+    # Plain JSON: what --json writes, --from-json reads back unchanged and renders the same.
+    reloaded = json.loads(json.dumps(doc))
+    assert reloaded == doc and bench.format_tables(reloaded) == bench.format_tables(doc)
+
+
+def test_dashboard_section_without_the_demo_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """crm_core never imports demo: without it the dashboard keys stay in the report, as None."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "demo" else real_find_spec(name, *a))
+    doc = bench.run_all(bench.BenchConfig(tiny=True, sections=("dashboard",)))
+    assert {k: doc[k] for k in doc if k != "details"} == {
+        "compare_latency_s": None, "drs_update_latency_s": None, "cold_start_s": None}
+    assert doc["details"]["dashboard"]["available"] is False
+    assert "### 4. Dashboard latencies: not measured (the demo package is not installed)" in bench.format_tables(doc)
+
+
+def test_bench_imports_neither_the_dashboard_nor_the_trainer() -> None:
+    """Importing crm_core.bench pulls in no demo / gradio code, and the trainer only when a run needs it."""
+    code = ("import sys, crm_core.bench; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('demo', 'gradio') or m == 'crm_core.train'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_combined_report_runs_the_demo_dashboard_section(tmp_path: Path) -> None:
+    """The dashboard section runs ``python -m demo.bench`` and keeps the report's keys."""
+    out_json = tmp_path / "bench.json"
+    assert bench.cli(["--tiny", "--sections", "dashboard", "--json", str(out_json)]) == 0
+    doc = json.loads(out_json.read_text())
+    assert [k for k in doc if k != "details"] == ["compare_latency_s", "drs_update_latency_s", "cold_start_s"]
+    assert math.isfinite(doc["compare_latency_s"]) and math.isfinite(doc["drs_update_latency_s"])
+    assert doc["cold_start_s"] is None  # --tiny skips the cold start
+    quick = json.loads((REPO / "docs" / "bench_quick.json").read_text())["details"]["dashboard"]
+    expected = set(quick) - {"import_gradio_s"}  # measured with the cold start only
+    if "api_1thread" not in doc["details"]["dashboard"]:  # one-thread rows exist when torch runs > 1 thread
+        expected -= {"api_1thread", "engine_1thread"}
+    assert set(doc["details"]["dashboard"]) == expected
+    assert doc["details"]["dashboard"]["checkpoints"] == ["resnet.pt", "resnet_drs.pt"]
 
 
 def test_cli_end_to_end_at_toy_sizes(tmp_path: Path) -> None:

@@ -85,20 +85,17 @@ def test_both_optimisers_zeroed_every_step(tmp_path: Path, monkeypatch: pytest.M
     """
     cfg = tiny_config(tmp_path).resolve()
     train_set, _ = train_mod.build_datasets(cfg)
-    classifier = train_mod.create_model(cfg.model_config(train_set.class_names))
-    reconstructor = train_mod.ReconstructNet(len(train_set.class_names), cfg.image_size, train_mod.cam_size_of(classifier, cfg.image_size))
-    net = train_mod.CRMNet(classifier, reconstructor)
-    optimizers = {"cls": torch.optim.Adam(classifier.parameters(), lr=1e-3),
-                  "rec": torch.optim.Adam(reconstructor.parameters(), lr=1e-3)}
+    modules = train_mod.build_modules(cfg, train_set.class_names)  # the trainer's own setup
+    assert set(modules.optimizers) == {"cls", "rec"}
     seen: dict[str, list[torch.Tensor]] = {"cls": [], "rec": []}
-    probes = {"cls": classifier.fc.weight, "rec": reconstructor.to_rgb[0].weight}
-    for key, optimizer in optimizers.items():
+    probes = {"cls": modules.classifier.fc.weight, "rec": modules.reconstructor.to_rgb[0].weight}
+    for key, optimizer in modules.optimizers.items():
         monkeypatch.setattr(optimizer, "step", lambda key=key: seen[key].append(probes[key].grad.clone()))
     monkeypatch.setattr(train_mod, "random_hflip_batch", lambda batch, generator: batch)
     batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=4)))
     state = train_mod.TrainState()
-    train_mod.train_one_epoch(net, optimizers, [batch, batch], cfg, state, None, torch.device("cpu"), 10,
-                              lambda terms: None, None)
+    train_mod.train_one_epoch(modules.net, modules.optimizers, [batch, batch], cfg, state, modules.perceptual,
+                              torch.device("cpu"), 10, lambda terms: None, None)
     assert state.step == 2
     for key in ("cls", "rec"):
         first, second = seen[key]

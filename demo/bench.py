@@ -1,0 +1,250 @@
+"""Dashboard latencies: Compare, a DRS delta change and the cold start of ``app.py``.
+
+    python -m demo.bench [--repeats 7] [--no-cold-start] [--json PATH]
+
+Section 4 of the CRM Lab benchmark. It lives on the dashboard side because it drives the
+dashboard's own engine and callbacks; ``python -m crm_core.bench`` runs it as a subprocess
+(``--json``) and puts its result under ``details.dashboard`` of the combined report, whose
+tables it shares (:func:`crm_core.bench.report.format_tables`).
+
+The two checkpoints are the demo recipe (:data:`demo.engine.DEMO_RECIPE`) after a single step:
+latency depends on the architecture and the image size, not on the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crm_core.api import CamModel, upsample_normalised
+from crm_core.bench.report import format_tables
+from crm_core.bench.timing import time_interleaved
+from crm_core.data import build_dataset, to_uint8_image
+from demo.engine import DEMO_RECIPE
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The models a Compare shows side by side: DRS off and on, both with CRM.
+DASHBOARD_PAIR = ("resnet", "resnet_drs")
+#: What the benchmark changes on DEMO_RECIPE: one short CPU step instead of a training run.
+ONE_STEP = dict(steps=1, epochs=1, train_size=16, batch_size=8, val_limit=8, workers=0, crm=True, device="cpu")
+
+
+def make_demo_checkpoints(directory: str | Path, recipe: dict[str, Any] | None = None) -> list[Path]:
+    """The :data:`DASHBOARD_PAIR` checkpoints after one training step of the demo recipe
+    (``recipe``: further TrainConfig overrides)."""
+    from crm_core.train import TrainConfig
+    from crm_core.train import main as train_main
+
+    values = dict(DEMO_RECIPE, **ONE_STEP)
+    values.update(recipe or {})
+    directory = Path(directory)
+    paths = []
+    for variant in DASHBOARD_PAIR:
+        paths.append(train_main(TrainConfig(**dict(values, name=variant, model=variant, checkpoint_dir=str(directory),
+                                                   runs_dir=str(directory.parent / "runs")))))
+    return paths
+
+
+def _demo_callbacks() -> tuple[Any, Any] | None:
+    """(demo.engine.Engine, demo.callbacks) when the callbacks import (they need gradio), else None."""
+    try:
+        from demo import callbacks
+        from demo.engine import Engine
+    except ImportError as exc:  # no gradio: measure through crm_core.api only
+        log.info("demo.callbacks not importable (%s): measuring through crm_core.api only", exc)
+        return None
+    if not all(hasattr(callbacks, name) for name in ("compare", "drs_view")):
+        return None
+    return Engine, callbacks
+
+
+def _upload_image(size: int = 256, seed: int = 1) -> np.ndarray:
+    """A photo-like uint8 (H, W, 3) image, as Gradio hands an upload to a callback."""
+    dataset = build_dataset("synthetic", "test", image_size=size, num_classes=4, length=seed + 1)
+    return to_uint8_image(dataset[seed]["image"])
+
+
+def bench_dashboard_api(paths: list[Path], image: np.ndarray, repeats: int = 5, deltas: tuple[float, ...] = (0.3, 0.7)) -> dict[str, Any]:
+    """Compare and DRS latencies through :class:`CamModel` calls equivalent to the callbacks."""
+    def show(model: CamModel) -> None:  # preprocess the upload, predict, CAM of the top class at upload size
+        pred = model.predict(model.preprocess(image)[None])
+        upsample_normalised(pred.cams[:, int(pred.probs[0].argmax())], image.shape[:2])
+
+    def compare_cold() -> None:  # load both checkpoints first
+        for path in paths:
+            show(CamModel.load(path))
+
+    loaded = [CamModel.load(path) for path in paths]
+    drs_model = loaded[-1]
+    counter = {"i": 0}
+
+    def drs_update() -> None:
+        counter["i"] += 1
+        x = drs_model.preprocess(image)[None]
+        drs_model.cam(x, drs_delta=deltas[counter["i"] % len(deltas)], size=image.shape[:2])
+        drs_model.predict(x, drs_delta=deltas[counter["i"] % len(deltas)])
+
+    stats = time_interleaved({"compare_cold": compare_cold, "compare_warm": lambda: [show(m) for m in loaded],
+                              "drs_update": drs_update}, repeats, warmup=1)
+    return {name: s.as_dict() for name, s in stats.items()}
+
+
+def bench_dashboard_engine(checkpoint_dir: Path, image: np.ndarray, repeats: int = 5,
+                           deltas: tuple[float, ...] = (0.3, 0.7)) -> dict[str, Any]:
+    """Compare and DRS latencies through the dashboard's own callbacks (demo.callbacks)."""
+    modules = _demo_callbacks()
+    if modules is None:
+        return {"available": False}
+    Engine, callbacks = modules
+    predicted = getattr(callbacks, "PREDICTED", None)
+    runs_dir = checkpoint_dir.parent / "runs"
+    a, b = DASHBOARD_PAIR
+
+    def compare(engine: Any) -> None:
+        callbacks.compare(engine, a, b, image, None, predicted, 0.3, "gradcampp")
+
+    def compare_cold() -> None:  # a fresh engine: both checkpoints are loaded inside the call
+        compare(Engine(checkpoint_dir, runs_dir))
+
+    warm_engine = Engine(checkpoint_dir, runs_dir)
+    counter = {"i": 0}
+
+    def drs_update() -> None:
+        counter["i"] += 1
+        callbacks.drs_view(warm_engine, b, a, image, None, deltas[counter["i"] % len(deltas)], 0.3)
+
+    stats = time_interleaved({"compare_cold": compare_cold, "compare_warm": lambda: compare(warm_engine),
+                              "drs_update": drs_update}, repeats, warmup=1)
+    return {"available": True, **{name: s.as_dict() for name, s in stats.items()}}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_cold_start(checkpoint_dir: Path, timeout: float = 180.0) -> dict[str, Any]:
+    """Seconds from ``python app.py --no-bootstrap`` to the first HTTP 200 on its port."""
+    app = REPO_ROOT / "app.py"
+    if not app.is_file():
+        return {"available": False, "reason": "app.py does not exist"}
+    port = _free_port()
+    cmd = [sys.executable, str(app), "--no-bootstrap", "--checkpoints", str(checkpoint_dir),
+           "--runs", str(checkpoint_dir.parent / "runs"), "--port", str(port), "--log-level", "WARNING"]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1")
+    with tempfile.TemporaryFile() as output:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            while time.perf_counter() - started < timeout:
+                if proc.poll() is not None:
+                    output.seek(0)
+                    tail = output.read().decode(errors="replace")[-1500:]
+                    return {"available": False, "reason": f"app.py exited with {proc.returncode}: {tail}"}
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                        if response.status == 200:
+                            return {"available": True, "seconds": time.perf_counter() - started, "port": port}
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    pass
+                time.sleep(0.1)
+            return {"available": False, "reason": f"no HTTP answer within {timeout:.0f} s"}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _import_time(module: str) -> float | None:
+    """Seconds a fresh interpreter needs to ``import module`` (part of any cold start)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def bench_dashboard(repeats: int = 5, cold_start: bool = True, checkpoint_recipe: dict[str, Any] | None = None,
+                    workdir: str | Path | None = None, one_thread_too: bool = True) -> dict[str, Any]:
+    """Compare / DRS latencies (engine callbacks when importable, and the API path) and cold start."""
+    with contextlib.ExitStack() as stack:
+        root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="crm_bench_dash_")))
+        checkpoint_dir = root / "checkpoints"
+        paths = sorted(checkpoint_dir.glob("*.pt")) if checkpoint_dir.is_dir() else []
+        if len(paths) < 2:
+            paths = make_demo_checkpoints(checkpoint_dir, checkpoint_recipe)
+        image = _upload_image()
+        result: dict[str, Any] = {"checkpoints": [p.name for p in paths], "image_shape": list(image.shape),
+                                  "model_image_size": CamModel.load(paths[0]).image_size,
+                                  "api": bench_dashboard_api(paths, image, repeats)}
+        result["engine"] = bench_dashboard_engine(checkpoint_dir, image, repeats)
+        if one_thread_too and torch.get_num_threads() > 1:
+            # Small models on a busy machine: a second intra-op thread can cost more (waiting for
+            # a descheduled partner at every op) than it gives. Same calls with one thread:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                result["api_1thread"] = bench_dashboard_api(paths, image, repeats)
+                result["engine_1thread"] = bench_dashboard_engine(checkpoint_dir, image, repeats)
+            finally:
+                torch.set_num_threads(threads)
+        result["cold_start"] = bench_cold_start(checkpoint_dir) if cold_start else {"available": False, "reason": "skipped"}
+        if cold_start:
+            result["import_gradio_s"] = _import_time("gradio")
+    source = result["engine"] if result["engine"].get("available") else result["api"]
+    result["measured_through"] = "demo.callbacks (Engine)" if source is result["engine"] else "crm_core.api.CamModel"
+    result["compare_latency_s"] = source["compare_cold"]["median"]
+    result["compare_warm_latency_s"] = source["compare_warm"]["median"]
+    result["drs_update_latency_s"] = source["drs_update"]["median"]
+    result["cold_start_s"] = result["cold_start"].get("seconds") if result["cold_start"].get("available") else None
+    return result
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo.bench",
+                                description="Dashboard latencies: Compare, DRS delta change, cold start of app.py.")
+    p.add_argument("--repeats", type=int, default=7, help="timing repeats per action")
+    p.add_argument("--no-cold-start", dest="cold_start", action="store_false",
+                   help="skip the cold start of app.py and the import time of gradio")
+    p.add_argument("--workdir", default=None, metavar="DIR",
+                   help="keep the two checkpoints in DIR/checkpoints (reused when there; default: a temporary folder)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Measure, write the JSON, print the table (section 4 of docs/benchmarks.md); returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    os.environ.setdefault("CRM_LAB_NO_PROGRESS", "1")
+    result = bench_dashboard(repeats=args.repeats, cold_start=args.cold_start, workdir=args.workdir)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    print(format_tables({"details": {"dashboard": result}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

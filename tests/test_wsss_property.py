@@ -25,7 +25,7 @@ def _val_threshold_result(path: Path) -> dict:
 def test_plain_classifier_is_accurate_covers_the_head_not_the_body_and_beats_the_floor(
         demo_set: dict[str, Path], tmp_path: Path) -> None:
     trained = _val_threshold_result(demo_set["checkpoints"] / "resnet.pt")
-    floor_config = demo_config("resnet", tmp_path / "checkpoints", tmp_path / "runs", name="floor", steps=0)
+    floor_config = dict(demo_config("resnet", tmp_path / "checkpoints", tmp_path / "runs", steps=0), name="floor")
     floor = _val_threshold_result(train_main(TrainConfig(**floor_config)))
     coverage = trained["coverage_val_threshold"]
     assert trained["accuracy"] >= 0.9, trained["accuracy"]  # chance is 0.25

@@ -46,6 +46,18 @@ def _require_browser():
     return sync_playwright
 
 
+def _drag_delta_slider_down(page) -> None:
+    """Drag the DRS tab's delta slider from 0.55 to about 0.25 with the mouse; its release re-runs
+    the DRS model with the new cap."""
+    box = page.locator("#delta-slider input[type=range]").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.53, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=5)
+    page.mouse.up()
+
+
 def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
     sync_playwright = _require_browser()
     from playwright.sync_api import expect
@@ -81,14 +93,7 @@ def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
                 page.get_by_role("tab", name=tab).click()
                 expect(page.locator(element)).to_contain_text(text, timeout=60_000)
                 if tab == "DRS thresholds":
-                    slider = page.locator("#delta-slider input[type=range]")
-                    box = slider.bounding_box()
-                    assert box is not None
-                    y = box["y"] + box["height"] / 2
-                    page.mouse.move(box["x"] + box["width"] * 0.53, y)
-                    page.mouse.down()
-                    page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=5)
-                    page.mouse.up()  # .release re-runs the DRS model with the new cap
+                    _drag_delta_slider_down(page)
                     expect(page.locator("#drs-info")).not_to_contain_text("delta 0.55", timeout=60_000)
                     expect(page.locator("#drs-info")).to_contain_text(re.compile(r"delta 0\.[0-4]\d"))
                 page.screenshot(path=str(ARTIFACTS / f"{i:02d}_{tab.split()[0].lower()}.png"), full_page=True)
@@ -152,14 +157,7 @@ def test_first_visit_shows_the_evidence(demo_set: dict, tmp_path: Path) -> None:
             page.get_by_role("tab", name="DRS thresholds").click()
             drs_info = page.locator("#drs-info")
             expect(drs_info).to_contain_text("delta 0.55", timeout=60_000)
-            slider = page.locator("#delta-slider input[type=range]")
-            box = slider.bounding_box()
-            assert box is not None
-            y = box["y"] + box["height"] / 2
-            page.mouse.move(box["x"] + box["width"] * 0.53, y)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=5)
-            page.mouse.up()
+            _drag_delta_slider_down(page)
             expect(drs_info).to_contain_text(re.compile(r"delta 0\.[0-4]\d"), timeout=60_000)
             page.screenshot(path=str(shots / "2_drs.png"), full_page=True)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from demo import callbacks as cb
-from demo.engine import Engine, FineTuneRequest, InvalidName, TrainingBusy, package_cam_available
+from demo.engine import (Engine, FineTuneRequest, InvalidName, TrainingBusy, package_cam_available,
+                         refine_with_superpixels, score_pseudo_mask)
 from demo_fixtures import copy_pair
 
 
@@ -73,6 +74,42 @@ def test_batch_cams_reconstruction_superpixels_and_eval(engine: Engine) -> None:
     assert engine.evaluate("resnet_drs", limit=4, drs_delta=0.3)["num_images"] == 4
     with pytest.raises(ValueError, match="sample index"):
         engine.sample("resnet", 10**6)
+
+
+def test_superpixel_refinement_pools_the_cam_and_scores_both_trimaps() -> None:
+    cam = np.zeros((8, 8), np.float32)
+    cam[:, :4] = np.linspace(0.2, 1.0, 4)  # the object's CAM rises left to right; superpixel 0 is the left half
+    labels = np.zeros((8, 8), np.int32)
+    labels[:, 4:] = 1
+    mask = np.zeros((8, 8), np.int64)
+    mask[:, :4] = 1
+    view = refine_with_superpixels(cam, labels, "c", low=0.2, high=0.45, mask=mask)
+    np.testing.assert_array_equal(view.cam, cam)
+    np.testing.assert_allclose(view.pooled, (labels == 0).astype(np.float32))  # mean 0.6, max-normalised to 1
+    np.testing.assert_array_equal(view.raw_trimap[0], [3, 1, 1, 1, 2, 2, 2, 2])  # 0.2 is neither fg nor bg
+    np.testing.assert_array_equal(view.refined_trimap[0], [1, 1, 1, 1, 2, 2, 2, 2])  # the superpixel's mean, 0.6
+    assert view.raw_scores["fg_iou"] == pytest.approx(0.75) and view.refined_scores["fg_iou"] == pytest.approx(1.0)
+    assert refine_with_superpixels(cam, labels, "c", 0.2, 0.45).refined_scores is None  # no mask, no scores
+    assert score_pseudo_mask(cam, mask, 0.45)["fg_iou"] == pytest.approx(0.75)
+    assert score_pseudo_mask(cam, mask, 0.1)["bg_fpr"] == pytest.approx(0.0)
+
+
+def test_engine_work_of_the_views(engine: Engine) -> None:
+    """What the callbacks ask of the engine instead of computing it: refinement, scores, uploads."""
+    sample = engine.sample("resnet_drs", 1)
+    view = engine.superpixel_refinement("resnet_drs", sample.image, sample.label, 16, 10.0, 0.2, 0.45, mask=sample.mask)
+    assert view.labels.shape == view.cam.shape == view.pooled.shape == view.refined_trimap.shape == (64, 64)
+    np.testing.assert_allclose(view.cam, engine.cam("resnet_drs", sample.image, class_index=sample.label).cam)
+    assert view.pooled.max() == pytest.approx(1.0) and view.class_name == sample.class_name
+    for segment in np.unique(view.labels):  # the refined trimap is one class per superpixel
+        assert len(np.unique(view.refined_trimap[view.labels == segment])) == 1
+    assert 0.0 <= view.refined_scores["fg_iou"] <= 1.0 and 0.0 <= view.raw_scores["miou"] <= 1.0
+    gt = sample.mask.astype(np.float32)
+    assert engine.mask_scores(gt, sample.mask, 0.5)["fg_iou"] == pytest.approx(1.0)
+    assert engine.mask_scores(gt, sample.mask, 1.5)["fg_iou"] == pytest.approx(0.0)
+    upload = engine.load_upload("resnet_drs", np.full((100, 50, 3), 7, np.uint8))
+    assert upload.image.shape == (64, 64, 3) and upload.image.dtype == np.uint8 and upload.mask is None
+    assert engine.has_reconstructor("resnet") == engine.model("resnet").has_reconstructor
 
 
 def test_runs_are_read_and_names_validated(engine: Engine) -> None:

@@ -203,3 +203,11 @@ def test_the_results_tab_reads_the_report_only_when_selected(engine: FakeEngine,
     assert len(tabs) == 1 and not reads
     selects = [d for d in config["dependencies"] if [tabs[0]["id"], "select"] in [list(t) for t in d["targets"]]]
     assert selects  # the tab's select event starts the chain that reads the report
+
+
+def test_a_negligible_difference_is_not_read_as_an_effect() -> None:
+    from demo.callbacks.results import comparisons_markdown
+
+    summary = {"rows": {"a": {"label": "A"}, "b": {"label": "B"}}, "comparisons": [
+        {"row": "a", "baseline": "b", "metrics": {"miou": {"diff": 0.001, "se": 0.0001, "effect": False, "negligible": True}}}]}
+    assert comparisons_markdown(summary, {"a": {}}, "miou").endswith("- A vs B: negligible (+0.001)")

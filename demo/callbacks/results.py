@@ -77,13 +77,16 @@ def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]
         if comparison.get("row") not in rows or diff is None:
             continue
         effect = entry.get("effect") and se is not None
-        verdict = f"{diff:+.3f} ± {se:.3f} (effect)" if effect else f"no effect ({diff:+.3f})"
+        if entry.get("negligible"):  # clears 2 SE but below the minimal size crm_core.results asks of an effect
+            verdict = f"negligible ({diff:+.3f})"
+        else:
+            verdict = f"{diff:+.3f} ± {se:.3f} (effect)" if effect else f"no effect ({diff:+.3f})"
         baseline = comparison.get("baseline")
         lines.append(f"- {labels[comparison['row']]} vs {labels.get(baseline, baseline)}: {verdict}")
     if not lines:
         return ""
     return (f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; an effect is a mean difference "
-            "beyond 2 standard errors):\n" + "\n".join(lines))
+            "beyond 2 standard errors and a minimal size):\n" + "\n".join(lines))
 
 
 def _report_line(report: dict[str, Any]) -> str:

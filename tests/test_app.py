@@ -62,6 +62,7 @@ def _png(path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> None:
     api = client.view_api(return_format="dict", print_info=False)
     public = set(api["named_endpoints"])
@@ -105,7 +106,9 @@ def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> 
     *images, info = call("/superpixels", "resnet", "resnet", None, 3, 24, 10, 0.2, 0.45)
     assert len(images) == 4 and "superpixels" in info
     gallery, table, info = call("/reconstructions", ["resnet", "resnet_drs"], "resnet", None, 3)
-    assert len(gallery) == 5 and len(table["data"]) == 2
+    # input, then per model: reconstruction, error map and decoder input (the per-class maps it decodes)
+    assert len(gallery) == 7 and len(table["data"]) == 2
+    assert sum("decoder input" in str(item) for item in gallery) == 2
 
     # Runs: curves, table, CSV.
     plot, table = call("/runs", ["resnet", "resnet_drs"], ["loss_total", "loss_l1"], 0.5, "wall time", True, "train")

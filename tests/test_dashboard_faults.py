@@ -221,6 +221,7 @@ def test_non_finite_numbers_through_raw_http_are_refused(server: dict, value: st
 
 
 # -- load ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_twenty_concurrent_compares_are_all_answered_correctly(server: dict) -> None:
     clients = [_client(server) for _ in range(4)]
     indices = list(range(20))
@@ -245,6 +246,7 @@ def _rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
+@pytest.mark.slow
 def test_two_hundred_sequential_requests_keep_memory_flat(client: Client, tmp_path: Path, record_property) -> None:
     """The app is served in this process, so this process's RSS is the server's."""
     upload = tmp_path / "up.png"
@@ -275,6 +277,7 @@ def test_two_hundred_sequential_requests_keep_memory_flat(client: Client, tmp_pa
     assert samples[-1] - samples[0] < 30
 
 
+@pytest.mark.slow
 def test_two_clients_start_fine_tunes_at_once_exactly_one_trains_at_a_time(server: dict) -> None:
     a, b = (_client(server) for _ in range(2))
     from gradio_client.utils import Status

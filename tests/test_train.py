@@ -116,6 +116,7 @@ def test_reconstruction_loss_trains_the_classifier_through_the_cams(tmp_path: Pa
     assert classifier.fc.weight.grad.abs().sum() > 0  # the closed-form CAM depends on the head
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, no_progress: None) -> None:
     full = load_checkpoint(train_mod.main(tiny_config(tmp_path / "a", steps=5, ckpt_every=1, epochs=2, train_size=12)))
     part_cfg = tiny_config(tmp_path / "b", steps=3, ckpt_every=1, epochs=2, train_size=12)
@@ -128,6 +129,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, no_
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_cosine_schedule_decays_lr_and_resumes_on_the_same_curve(tmp_path: Path, no_progress: None) -> None:
     common = dict(steps=5, ckpt_every=1, epochs=2, train_size=12, lr_schedule="cosine")
     full = load_checkpoint(train_mod.main(tiny_config(tmp_path / "a", **common)))

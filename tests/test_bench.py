@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytorch_grad_cam")
-
-from crm_core import bench  # noqa: E402
+from crm_core import bench
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = bench.StepRecipe("tiny", "resnet18", 64, 16, 2, "none", n_segments=16)
@@ -22,7 +20,7 @@ def _finite_stats(stats: dict) -> bool:
     return stats["n"] >= 1 and all(math.isfinite(stats[k]) and stats[k] >= 0 for k in ("min", "median", "max"))
 
 
-def test_gradcampp_matches_package_and_times_both() -> None:
+def test_gradcampp_matches_package_and_times_both(grad_cam_package) -> None:
     r = bench.bench_gradcampp(arch="resnet18", batch=2, size=64, num_classes=5, repeats=1, warmup=0)
     assert _finite_stats(r["ours_s"]) and _finite_stats(r["package_s"])
     assert math.isfinite(r["speedup"]) and r["speedup"] > 0
@@ -182,7 +180,7 @@ def test_combined_report_runs_the_demo_dashboard_section(tmp_path: Path) -> None
     assert doc["details"]["dashboard"]["checkpoints"] == ["resnet.pt", "resnet_drs.pt"]
 
 
-def test_cli_end_to_end_at_toy_sizes(tmp_path: Path) -> None:
+def test_cli_end_to_end_at_toy_sizes(tmp_path: Path, grad_cam_package) -> None:
     """The real pipeline (run_all -> JSON -> Markdown -> re-render) with the fast sections at toy sizes."""
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     assert bench.cli(["--tiny", "--sections", "gradcampp", "superpixels",

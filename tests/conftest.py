@@ -44,6 +44,26 @@ def grad_cam_package() -> ModuleType:
 
 
 @pytest.fixture
+def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list:
+    """No network for this test: sockets and torchvision's pets download raise, and each attempt
+    is recorded in the returned list (a test asserts it stays empty)."""
+    import socket
+
+    import torchvision.datasets.oxford_iiit_pet as tv_pets
+
+    attempts: list = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(tv_pets, "download_and_extract_archive", no_network)
+    return attempts
+
+
+@pytest.fixture
 def no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """No tqdm bars from training in this test (CRM_LAB_NO_PROGRESS=1, restored afterwards)."""
     monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -206,10 +206,7 @@ class CamModel:
     @torch.no_grad()
     def decoder_maps(self, images: torch.Tensor, drs_delta: float | None = None) -> torch.Tensor:
         """The (B, C, h, w) maps ReconstructNet decodes for ``images`` (what it "sees" of the CAMs)."""
-        images = self._batch(images)
-        with delta_override(drs_delta):
-            _, features = self.classifier(images)
-        return self.decoder_input(features)
+        return self.decoder_input(self._forward(images, drs_delta).features)
 
     @torch.no_grad()
     def cam_dependence(self, images: torch.Tensor, drs_delta: float | None = None) -> dict[str, float]:
@@ -219,7 +216,7 @@ class CamModel:
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
         images = self._batch(images)
-        decoder_in = self.decoder_input(self._forward(images, drs_delta).features)
+        decoder_in = self.decoder_maps(images, drs_delta)
         dependence = CamDependence()
         dependence.add(self.reconstructor, decoder_in, self.reconstructor(decoder_in), images)
         return dependence.summary()
@@ -228,11 +225,17 @@ class CamModel:
     def reconstruct(self, images: torch.Tensor, drs_delta: float | None = None, native: bool = False) -> torch.Tensor:
         """ReconstructNet's decoding of the CAMs in [0, 1]: (B, 3, H, W) at the input size, or
         with ``native`` at the size it decodes to (smaller when trained with ``recon_size``)."""
+        images = self._batch(images)
+        return self.decode(self.decoder_maps(images, drs_delta), None if native else images.shape[-2:])
+
+    @torch.no_grad()
+    def decode(self, decoder_in: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+        """ReconstructNet's picture of :meth:`decoder_maps` output, in [0, 1]: (B, 3, r, r) at the
+        size it decodes to, or resized to ``size``."""
         if self.reconstructor is None:
             raise ValueError(f"{self.name} was trained without CRM: it has no ReconstructNet")
-        images = self._batch(images)
-        recon = from_tanh_range(self.reconstructor(self.decoder_input(self._forward(images, drs_delta).features)))
-        return recon if native else resize_reconstruction(recon, images.shape[-2:])
+        recon = from_tanh_range(self.reconstructor(decoder_in))
+        return recon if size is None else resize_reconstruction(recon, tuple(size))
 
 
 def list_checkpoints(directory: str | os.PathLike = "checkpoints") -> list[Path]:

@@ -402,7 +402,8 @@ class Engine:
         x = model.preprocess(image)[None]  # (1, 3, S, S)
         # Scored where it was trained: at the size ReconstructNet decodes to (r = S unless trained
         # with a smaller recon_size), against the image downsampled the same way as in training.
-        recon = to_tanh_range(model.reconstruct(x, drs_delta, native=True))  # (1, 3, r, r) in [-1, 1]
+        decoder_in = model.decoder_maps(x, drs_delta)  # (1, C, h, w): one classifier pass for both views
+        recon = to_tanh_range(model.decode(decoder_in))  # (1, 3, r, r) in [-1, 1]
         target = reconstruction_target(x, recon)
         error = (recon - target).abs().mean(dim=1, keepdim=True) * 0.5  # (1, 1, r, r), in [0, 1] image units
         with torch.no_grad():
@@ -412,7 +413,7 @@ class Engine:
         error_shown = F.interpolate(error, size=size, mode="nearest")[0, 0]  # (S, S)
         return Reconstruction(image=to_uint8_image(x[0]), recon=to_uint8_image(shown[0]), error=error_shown.numpy(),
                               l1=float(error.mean()), perceptual=perceptual,
-                              decoder_input=model.decoder_maps(x, drs_delta)[0].float().numpy(),
+                              decoder_input=decoder_in[0].float().numpy(),
                               decoder_input_kind=model.decoder_input_kind)
 
     def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -78,8 +79,13 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     app.launch(
         server_name=args.host, server_port=args.port, share=False, auth=parse_auth(args.auth),
         max_file_size=args.max_file_size, allowed_paths=[str(checkpoints), str(runs)], show_error=False,
-        prevent_thread_lock=prevent_thread_lock, quiet=False, footer_links=["api"],
+        prevent_thread_lock=True, quiet=False, footer_links=["api"],
     )
+    # The menus were filled from the files alone; building the models (torchvision, weights)
+    # starts once the page is served, so the first view finds most of it done.
+    threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
+    if not prevent_thread_lock:
+        app.block_thread()
     return app
 
 

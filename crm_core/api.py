@@ -141,12 +141,7 @@ class CamModel:
 
     def describe(self) -> str:
         """One line a person can read: what this checkpoint is."""
-        cfg, train = self.checkpoint.model_config, self.checkpoint.train_config
-        crm = "CRM" if self.has_reconstructor else "no CRM"
-        drs = f"DRS delta={'learnable' if cfg.drs_learnable else cfg.drs_delta}" if cfg.drs else "no DRS"
-        return (f"{self.name}: {cfg.variant} ({cfg.arch}, {drs}, {crm}), {self.checkpoint.dataset} "
-                f"{self.image_size}px, {len(self.class_names)} classes, step {self.checkpoint.step}, "
-                f"weights {self.checkpoint.weights_source}, lr {train.get('cls_lr', '?')}")
+        return self.checkpoint.summary.describe()
 
     # -- inference --------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:

@@ -50,6 +50,40 @@ class Checkpoint:
     def name(self) -> str:
         return self.path.stem
 
+    @property
+    def summary(self) -> "CheckpointSummary":
+        return CheckpointSummary(
+            name=self.name, model_config=self.model_config, train_config=self.train_config,
+            class_names=self.class_names, image_size=self.image_size, dataset=self.dataset, step=self.step,
+            weights_source=self.weights_source, has_reconstructor=self.reconstructor is not None)
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What a checkpoint is, read from its file without building its modules (:func:`inspect_checkpoint`).
+
+    Menus and descriptions need only this: building a ResNet imports torchvision and allocates
+    the weights, which a dashboard listing a folder of checkpoints at start-up should not pay.
+    """
+    name: str
+    model_config: ModelConfig
+    train_config: dict[str, Any]
+    class_names: list[str]
+    image_size: int
+    dataset: str
+    step: int
+    weights_source: str
+    has_reconstructor: bool
+
+    def describe(self) -> str:
+        """One line a person can read: what this checkpoint is."""
+        cfg, train = self.model_config, self.train_config
+        crm = "CRM" if self.has_reconstructor else "no CRM"
+        drs = f"DRS delta={'learnable' if cfg.drs_learnable else cfg.drs_delta}" if cfg.drs else "no DRS"
+        return (f"{self.name}: {cfg.variant} ({cfg.arch}, {drs}, {crm}), {self.dataset} "
+                f"{self.image_size}px, {len(self.class_names)} classes, step {self.step}, "
+                f"weights {self.weights_source}, lr {train.get('cls_lr', '?')}")
+
 
 def save_checkpoint(
     path: str | Path,
@@ -93,15 +127,18 @@ def save_checkpoint(
     atomic_save(path, lambda buffer: torch.save(payload, buffer))
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load the raw dict with ``weights_only=True`` and check it is one of ours."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Load the raw dict with ``weights_only=True`` and check it is one of ours.
+
+    ``mmap``: map the tensors' storage instead of reading it (for a look at the config alone).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(str(exc))
         if "global" in reason.lower():
@@ -128,14 +165,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild classifier (+ReconstructNet) from a checkpoint file alone."""
     path = Path(path)
     payload = read_checkpoint(path, map_location)
-    try:
-        model_config = ModelConfig(**payload["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
-    if len(payload["class_names"]) != model_config.num_classes:
-        raise CheckpointError(
-            f"{path}: {len(payload['class_names'])} class names for a {model_config.num_classes}-class head"
-        )
+    model_config = _model_config(path, payload)
     classifier = create_model(model_config, load_pretrained=False)
     _load_state(path, "classifier", classifier, payload["classifier"])
     classifier.weights_source = payload.get("weights_source", "unknown")
@@ -167,6 +197,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         metrics=payload.get("metrics", {}),
         extra=payload.get("extra", {}),
     )
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointSummary:
+    """The :class:`CheckpointSummary` of a file: read safely (weights_only) with the tensors
+    memory-mapped, config checked, no module built. A file this accepts can still fail
+    :func:`load_checkpoint` when its weights do not fit the architecture in its config."""
+    path = Path(path)
+    payload = read_checkpoint(path, "cpu", mmap=True)
+    return CheckpointSummary(
+        name=path.stem, model_config=_model_config(path, payload), train_config=payload.get("train_config", {}),
+        class_names=list(payload["class_names"]), image_size=int(payload["image_size"]),
+        dataset=payload.get("dataset", "unknown"), step=int(payload.get("step", 0)),
+        weights_source=payload.get("weights_source", "unknown"),
+        has_reconstructor=payload.get("reconstructor") is not None)
+
+
+def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:
+    """The payload's ModelConfig, checked against its class names."""
+    try:
+        model_config = ModelConfig(**payload["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+    if len(payload["class_names"]) != model_config.num_classes:
+        raise CheckpointError(
+            f"{path}: {len(payload['class_names'])} class names for a {model_config.num_classes}-class head"
+        )
+    return model_config
 
 
 def _unpickler_reason(message: str) -> str:

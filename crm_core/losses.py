@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from crm_core.cams.utils import normalize_cams
@@ -63,6 +62,8 @@ class VGGPerceptualLoss(nn.Module):
         unknown = [name for name in layers if name not in VGG19_LAYERS]
         if unknown:
             raise ValueError(f"unknown VGG19 layers {unknown}; choose from {list(VGG19_LAYERS)}")
+        import torchvision  # here, not at module level: see crm_core.models.classifier.ARCHS
+
         resolved = resolve_weights(weights, torchvision.models.VGG19_Weights.IMAGENET1K_V1, "VGG19 perceptual features")
         # Random features are a legitimate (weaker) perceptual metric; seed them so the loss
         # is the same function in every run, whatever the global RNG state.

@@ -19,7 +19,9 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from crm_core.api import CamModel, dataset_for, list_checkpoints, load_image, upsample_normalised
-from crm_core.checkpoints import CheckpointError
+from crm_core.checkpoints import CheckpointError, CheckpointSummary, inspect_checkpoint
 from crm_core.api import superpixels as slic_labels
 from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD, normalize_cams
 from crm_core.data import superpixel_mean
@@ -148,6 +150,15 @@ def refine_with_superpixels(cam: np.ndarray, labels: np.ndarray, class_name: str
                                 raw_scores=scores[0], refined_scores=scores[1])
 
 
+@dataclass
+class _Checked:
+    """What the engine knows of one checkpoint file version (see Engine._check)."""
+    ok: bool
+    text: str  # its description, or why it is refused
+    summary: CheckpointSummary | None
+    verified: bool  # its model was built and its weights loaded (or it is refused)
+
+
 class Engine:
     """Checkpoints in ``checkpoint_dir``, runs in ``runs_dir``; see the module docstring."""
 
@@ -162,9 +173,9 @@ class Engine:
         self._cache_size = cache_size
         self._models: OrderedDict[tuple[str, int], CamModel] = OrderedDict()
         self._models_lock = threading.Lock()
-        # One entry per checkpoint file version (path, mtime, size): its description, or why it
-        # cannot be loaded. Menus list only the loadable ones; the refused ones are reported.
-        self._checked: dict[tuple[str, int, int], tuple[bool, str]] = {}
+        # One entry per checkpoint file version (path, mtime, size): what it is, or why it cannot
+        # be loaded. Menus list only the loadable ones; the refused ones are reported.
+        self._checked: dict[tuple[str, int, int], _Checked] = {}
         self._checked_lock = threading.Lock()
         self._hooks_lock = threading.Lock()  # hook-based CAMs register hooks on shared modules
         self._perceptual: torch.nn.Module | None = None
@@ -181,33 +192,76 @@ class Engine:
             self._method_labels.update({f"pgc:{m}": f"{m} (grad-cam package)" for m in PACKAGE_METHODS})
 
     # -- checkpoints ---------------------------------------------------------------------
-    def checkpoint_names(self) -> list[str]:
-        """Names of the checkpoints that load; see :meth:`refused_checkpoints` for the others."""
-        return [name for name, (ok, _) in self._check_all().items() if ok]
+    def checkpoint_names(self, verify: bool = True) -> list[str]:
+        """Names of the checkpoints that load; see :meth:`refused_checkpoints` for the others.
+
+        ``verify=False`` reads each file without building its model (:meth:`_check`): the menus'
+        first fill at start-up, which the page's load event then verifies.
+        """
+        return [name for name, (ok, _) in self._check_all(verify).items() if ok]
 
     def refused_checkpoints(self) -> dict[str, str]:
         """name -> why it cannot be loaded (truncated, not ours, a pickle that wants to run code...)."""
         return {name: reason for name, (ok, reason) in self._check_all().items() if not ok}
 
-    def _check_all(self) -> dict[str, tuple[bool, str]]:
-        return {p.stem: self._check(p) for p in list_checkpoints(self.checkpoint_dir) if NAME_RE.match(p.stem)}
+    def _check_all(self, verify: bool = True) -> dict[str, tuple[bool, str]]:
+        return {p.stem: self._check(p, verify) for p in list_checkpoints(self.checkpoint_dir) if NAME_RE.match(p.stem)}
 
-    def _check(self, path: Path) -> tuple[bool, str]:
-        """(True, description) when ``path`` loads (safely: weights_only), else (False, reason)."""
+    def warm_up(self) -> None:
+        """Verify every checkpoint now (the cache keeps the first few models it builds): run in a
+        thread after the page is served, so the first view does not wait for it."""
+        started = time.perf_counter()
         try:
-            stat = path.stat()
+            names = self.checkpoint_names()
+        except Exception:  # noqa: BLE001 - a thread's last word: each view reports its own errors
+            log.exception("checking the checkpoints failed")
+            return
+        log.info("checked %d checkpoints in %.1f s", len(names), time.perf_counter() - started)
+
+    @staticmethod
+    def _file_key(path: Path) -> tuple[str, int, int]:
+        stat = path.stat()
+        return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+    def _check(self, path: Path, verify: bool = True) -> tuple[bool, str]:
+        """(True, description) when ``path`` can be used, else (False, reason).
+
+        Reading the file (inspect_checkpoint: a weights_only load, the config checked) refuses
+        what is not a safe checkpoint of ours; ``verify`` also builds the model and loads its
+        weights, which refuses weights that do not fit the architecture in the config. Each
+        file version is read once and verified once; a refusal is final for that version.
+        """
+        try:
+            key = self._file_key(path)
         except OSError as exc:
             return False, f"cannot be read: {exc.strerror}"
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         with self._checked_lock:
-            if key not in self._checked:
+            entry = self._checked.get(key)
+            if entry is None or (verify and entry.ok and not entry.verified):
                 try:
-                    loaded = self._models.get((key[0], key[1])) or self._keep_if_room(key[:2], CamModel.load(path, self.device))
-                    self._checked[key] = (True, loaded.describe())
+                    if verify:
+                        loaded = self._models.get(key[:2]) or self._keep_if_room(key[:2], CamModel.load(path, self.device))
+                        entry = _Checked(True, loaded.describe(), loaded.checkpoint.summary, verified=True)
+                    else:
+                        summary = inspect_checkpoint(path)
+                        entry = _Checked(True, summary.describe(), summary, verified=False)
                 except (CheckpointError, OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                     log.warning("refusing checkpoint %s: %s", path, exc)
-                    self._checked[key] = (False, self._public_message(exc, path).splitlines()[0][:300])
-            return self._checked[key]
+                    entry = self._refusal(exc, path)
+                self._checked[key] = entry
+            return entry.ok, entry.text
+
+    def _refusal(self, exc: BaseException, path: Path) -> _Checked:
+        return _Checked(False, self._public_message(exc, path).splitlines()[0][:300], None, verified=True)
+
+    def _summary(self, name: str) -> CheckpointSummary:
+        """What checkpoint ``name`` is, from its file (no model built)."""
+        path = self.checkpoint_path(name)
+        ok, text = self._check(path, verify=False)
+        entry = self._checked.get(self._file_key(path))
+        if not ok or entry is None or entry.summary is None:
+            raise CheckpointError(f"{name}.pt cannot be loaded: {text}")
+        return entry.summary
 
     def checkpoint_path(self, name: str) -> Path:
         """Validated path of checkpoint ``name``; refuses anything but a plain existing name."""
@@ -237,6 +291,8 @@ class Engine:
             try:
                 model = CamModel.load(path, self.device)
             except CheckpointError as exc:
+                with self._checked_lock:  # the menus drop it from now on, and say why
+                    self._checked[self._file_key(path)] = self._refusal(exc, path)
                 raise CheckpointError(self._public_message(exc, path)) from exc
             self._cache_put(key, model, evict=True)
             return model
@@ -275,17 +331,17 @@ class Engine:
         return list(self.model(name).class_names)
 
     def has_drs(self, name: str) -> bool:
-        return self.model(name).has_drs
+        return self._summary(name).model_config.drs
 
     def has_reconstructor(self, name: str) -> bool:
-        return self.model(name).has_reconstructor
+        return self._summary(name).has_reconstructor
 
     def variant(self, name: str) -> str:
-        return self.model(name).checkpoint.model_config.variant
+        return self._summary(name).model_config.variant
 
     def default_delta(self, name: str) -> float | None:
         """The DRS delta a model was trained with (None: no DRS, or learnable)."""
-        cfg = self.model(name).checkpoint.model_config
+        cfg = self._summary(name).model_config
         return None if not cfg.drs or cfg.drs_learnable else float(cfg.drs_delta)
 
     # -- registries ----------------------------------------------------------------------
@@ -477,11 +533,27 @@ class Engine:
         key = (name, model.checkpoint.step, limit, drs_delta)
         with self._dependence_lock:
             cached = self._val_thresholds.get(key)
+        if cached is None and drs_delta is None:
+            cached = self._stored_val_threshold(name, limit)
         if cached is None:
             cached = select_threshold(model, dataset_for(model, "val"), limit=limit, drs_delta=drs_delta)
-            with self._dependence_lock:
-                self._val_thresholds[key] = cached
+        with self._dependence_lock:
+            self._val_thresholds[key] = cached
         return cached
+
+    def _stored_val_threshold(self, name: str, limit: int) -> float | None:
+        """The threshold :meth:`write_eval` chose for this very checkpoint file on as many val
+        images (its run's eval.json), so a fresh server does not evaluate val again; None when
+        there is none, or it belongs to another version of the file or another val size."""
+        try:
+            stored = RunDir(self.runs_dir / name).read_eval()
+            mtime = self.checkpoint_path(name).stat().st_mtime_ns
+            if (stored.get("threshold_split") == "val" and stored.get("val_images") == limit
+                    and stored.get("checkpoint_mtime_ns") == mtime):
+                return float(stored["cam_miou_val_threshold"]["threshold"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no usable record: choose it again
+        return None
 
     # -- results -------------------------------------------------------------------------
     def results_report(self) -> dict[str, Any] | None:
@@ -605,11 +677,12 @@ class Engine:
         The CAM threshold is chosen on as many val images (``cam_miou_val_threshold``), never
         on the test images it is reported on.
         """
+        mtime = checkpoint.stat().st_mtime_ns  # which version of the file these numbers are about
         model = CamModel.load(checkpoint, self.device)
         threshold = select_threshold(model, dataset_for(model, "val"), limit=self.eval_limit)
         results = evaluate_model(model, dataset_for(model, "test"), limit=self.eval_limit, val_threshold=threshold,
                                  progress=False)
-        results.update(split="test", threshold_split="val")
+        results.update(split="test", threshold_split="val", val_images=self.eval_limit, checkpoint_mtime_ns=mtime)
         RunDir.create(self.runs_dir, model.name).write_eval(results)
         return results
 

@@ -127,8 +127,9 @@ class DashboardEngine(Protocol):
     stem in the checkpoint folder); a bad one raises :class:`InvalidName`."""
 
     # -- checkpoints ---------------------------------------------------------------------
-    def checkpoint_names(self) -> list[str]:
-        """Names of the checkpoints that load (menus list these)."""
+    def checkpoint_names(self, verify: bool = True) -> list[str]:
+        """Names of the checkpoints that load (menus list these); ``verify=False``: those whose
+        files read as checkpoints, their models not built yet (the menus' first fill)."""
 
     def refused_checkpoints(self) -> dict[str, str]:
         """name -> why that checkpoint file cannot be loaded."""

@@ -57,7 +57,7 @@ class FakeEngine:
         self._job: dict[str, Any] = {}
 
     # checkpoints
-    def checkpoint_names(self) -> list[str]:
+    def checkpoint_names(self, verify: bool = True) -> list[str]:
         return list(self.names)
 
     def refused_checkpoints(self) -> dict[str, str]:

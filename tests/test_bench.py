@@ -137,6 +137,11 @@ def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
         assert f"### {number}. " in again, number
     assert "| `crm_fast` | 1.00 / 1.50 / 2.00 | **1.50**; 1.40 | 1.20; 1.10 (/plain_bf16) | fast; compile took 3 s |" in again
     assert "| 2 x 1 | 1 | 3.00 | 0.70 |" in again and "**0.90x**" in again
+    doc["details"]["dashboard"]["cold_start"] = {"available": True, "seconds": 9.5, "first_view_seconds": 15.25}
+    bench.write_markdown(doc, out, "python -m crm_core.bench")
+    measured = out.read_text()
+    assert "to HTTP 200 (median of fresh starts) | 9.50 | <= 10 |" in measured
+    assert "to the first view's result (both default models' CAMs of sample #0) | 15.25 |" in measured
     # Plain JSON: what --json writes, --from-json reads back unchanged and renders the same.
     reloaded = json.loads(json.dumps(doc))
     assert reloaded == doc and bench.format_tables(reloaded) == bench.format_tables(doc)

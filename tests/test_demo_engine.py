@@ -10,6 +10,7 @@ import pytest
 from demo import callbacks as cb
 from demo.engine import (Engine, FineTuneRequest, InvalidName, TrainingBusy, package_cam_available,
                          refine_with_superpixels, score_pseudo_mask)
+from crm_core.checkpoints import CheckpointError
 from demo_fixtures import copy_pair
 
 
@@ -169,3 +170,71 @@ def test_bootstrap_trains_the_demo_set_side_by_side(tmp_path: Path) -> None:
     mtime = paths[0].stat().st_mtime_ns
     assert bootstrap_demo(checkpoints, runs, processes=2, **tiny) == paths  # nothing left to train
     assert paths[0].stat().st_mtime_ns == mtime
+
+
+def test_menus_are_filled_from_the_files_and_verified_by_building(trained_pair: dict, tmp_path: Path) -> None:
+    """The first fill reads each file (no model built); verifying builds the model, which refuses
+    weights that do not fit their config; a file that fails when first used leaves the menus."""
+    import torch
+
+    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+    payload = torch.load(checkpoints / "resnet.pt", weights_only=True)
+    payload["model_config"]["arch"] = "resnet34"  # a readable checkpoint whose weights do not fit
+    torch.save(payload, checkpoints / "wrong_arch.pt")
+    (checkpoints / "truncated.pt").write_bytes((checkpoints / "resnet.pt").read_bytes()[:5000])
+    engine = Engine(checkpoints, runs)
+    assert engine.checkpoint_names(verify=False) == ["resnet", "resnet_drs", "wrong_arch"]
+    assert not engine._models, "listing from the files built a model"
+    assert engine.has_drs("resnet_drs") and not engine.has_drs("wrong_arch") and not engine._models
+    assert "truncated or corrupt" in engine.refused_checkpoints()["truncated"]
+    assert engine.checkpoint_names() == ["resnet", "resnet_drs"]
+    assert "do not match" in engine.refused_checkpoints()["wrong_arch"]
+
+    fresh = Engine(checkpoints, runs)
+    assert "wrong_arch" in fresh.checkpoint_names(verify=False)
+    with pytest.raises(CheckpointError, match="do not match"):
+        fresh.model("wrong_arch")  # chosen before the warm-up verified it
+    assert fresh.checkpoint_names(verify=False) == ["resnet", "resnet_drs"]
+    fresh.warm_up()
+    assert fresh.checkpoint_names(verify=False) == ["resnet", "resnet_drs"] and len(fresh._models) == 2
+
+
+def test_the_val_threshold_eval_json_stored_is_reused_for_that_file_only(trained_pair: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import demo.engine as engine_module
+
+    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+    stored = Engine(checkpoints, runs, eval_limit=4).write_eval(checkpoints / "resnet_drs.pt")
+    chosen = stored["cam_miou_val_threshold"]["threshold"]
+    calls: list[int] = []
+
+    def select(*args, **kwargs) -> float:
+        calls.append(kwargs.get("limit"))
+        return 0.123
+
+    monkeypatch.setattr(engine_module, "select_threshold", select)
+    engine = Engine(checkpoints, runs, eval_limit=4)
+    assert engine.val_threshold("resnet_drs") == chosen and calls == []  # from eval.json, not evaluated again
+    assert engine.val_threshold("resnet_drs", limit=8) == 0.123 and calls == [8]  # another val size
+    assert engine.val_threshold("resnet_drs", drs_delta=0.3) == 0.123  # another delta
+    path = checkpoints / "resnet_drs.pt"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # another version of the file
+    assert Engine(checkpoints, runs, eval_limit=4).val_threshold("resnet_drs") == 0.123
+
+
+def test_the_page_is_built_before_any_model_is(trained_pair: dict, tmp_path: Path) -> None:
+    """app.py serves the page, then builds the models (torchvision's import alone is ~2 s of
+    the cold start): building the app must not build a model."""
+    import subprocess
+    import sys
+
+    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+    code = ("import sys\nfrom demo.engine import Engine\nfrom demo.layout import build_app\n"
+            f"engine = Engine({str(checkpoints)!r}, {str(runs)!r})\nbuild_app(engine)\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules), len(engine._models))\n"
+            "engine.warm_up()\nprint('torchvision' in sys.modules, len(engine._models))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["[] 0", "True 2"], out.stdout

@@ -80,8 +80,11 @@ def format_tables(doc: dict[str, Any]) -> str:
         lines += [f"| Compare, 2 models, fresh engine (loads both checkpoints) | {_mmm(src['compare_cold'])} | <= 1 |",
                   f"| Compare, 2 models, checkpoints cached | {_mmm(src['compare_warm'])} | <= 1 |",
                   f"| DRS delta change | {_mmm(src['drs_update'])} | <= 0.5 |",
-                  f"| cold start: `python app.py --no-bootstrap` to HTTP 200 | "
+                  f"| cold start: `python app.py --no-bootstrap` to HTTP 200 (median of fresh starts) | "
                   f"{_f(cold.get('seconds')) if cold.get('available') else 'n/a: ' + cold.get('reason', '')[:200]} | <= 10 |"]
+        if cold.get("first_view_seconds") is not None:
+            lines.append(f"| same start to the first view's result (both default models' CAMs of sample #0) | "
+                         f"{_f(cold['first_view_seconds'])} | |")
         one = r.get("engine_1thread") if r.get("engine_1thread", {}).get("available") else r.get("api_1thread")
         if one:
             lines += [f"| same, torch limited to 1 thread: Compare (loads) | {_mmm(one['compare_cold'])} | <= 1 |",

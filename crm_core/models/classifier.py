@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, NamedTuple
 
 import torch
-import torchvision
 from torch import nn
 
 from crm_core.models.drs import DRS
@@ -21,14 +20,26 @@ from crm_core.pretrained import ResolvedWeights, resolve_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ARCHS: dict[str, tuple[Callable[..., nn.Module], object]] = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2),
+#: arch -> (torchvision.models builder, its ImageNet weights), by name: torchvision is imported on
+#: the first model build (:func:`torchvision_arch`), not with this module. Its import pulls in
+#: torch._dynamo (~2 s), which the dashboard's cold start and the CLIs' --help need not pay.
+ARCHS: dict[str, tuple[str, str]] = {
+    "resnet18": ("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+    "resnet34": ("resnet34", "ResNet34_Weights.IMAGENET1K_V1"),
+    "resnet50": ("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
 }
 # Where a DRS layer can be inserted: after a whole stage, or after every block of layer4.
 DRS_POSITIONS = ("layer1", "layer2", "layer3", "layer4", "layer4_blocks")
 FREEZE_RECIPES = ("last2", "none")
+
+
+def torchvision_arch(arch: str) -> tuple[Callable[..., nn.Module], object]:
+    """(builder, ImageNet weights enum) of ``arch`` from torchvision.models."""
+    import torchvision.models as tvm
+
+    builder, weights = ARCHS[arch]
+    enum_name, member = weights.split(".")
+    return getattr(tvm, builder), getattr(getattr(tvm, enum_name), member)
 
 
 @dataclass
@@ -96,7 +107,7 @@ class CamClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        build, _ = ARCHS[cfg.arch]
+        build, _ = torchvision_arch(cfg.arch)
         net = build(weights=None)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -207,6 +218,6 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True) -> CamClass
         suppression = lambda channels: DRS(channels, cfg.drs_delta, cfg.drs_learnable)  # noqa: E731
     model = CamClassifier(cfg, suppression)
     if load_pretrained and cfg.weights not in ("none", "random"):
-        model.load_backbone(resolve_weights(cfg.weights, ARCHS[cfg.arch][1], f"{cfg.arch} backbone"))
+        model.load_backbone(resolve_weights(cfg.weights, torchvision_arch(cfg.arch)[1], f"{cfg.arch} backbone"))
     model.apply_freeze()
     return model

@@ -19,7 +19,7 @@ MAX_STEPS = 2000
 
 def suggest_name(engine: DashboardEngine, stem: str = "finetune") -> str:
     """The first free ``<stem>-<n>`` among checkpoint and run names (the name box's default)."""
-    taken = set(engine.checkpoint_names()) | set(engine.run_names())
+    taken = set(engine.checkpoint_names(verify=False)) | set(engine.run_names())
     i = 1
     while f"{stem}-{i}" in taken:
         i += 1

@@ -51,11 +51,14 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _import_dashboard() -> None:
+    import demo.engine  # noqa: F401
+    import demo.layout  # noqa: F401
+
+
 def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     """Bootstrap if needed, build the UI and launch it; returns the Blocks (``.local_url`` set)."""
-    from demo.bootstrap import bootstrap_demo, needs_bootstrap
-    from demo.engine import Engine
-    from demo.layout import build_app
+    from demo.bootstrap import bootstrap_demo, needs_bootstrap  # light: no torch, no gradio
 
     checkpoints, runs = Path(args.checkpoints).resolve(), Path(args.runs).resolve()
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,14 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
                         checkpoints)
         else:
             log.info("no checkpoints in %s: training the demo pair first (offline, a few minutes)", checkpoints)
+            # The dashboard's own imports (torch, gradio: ~10 s) load while the models train.
+            preload = threading.Thread(target=_import_dashboard, name="preload", daemon=True)
+            preload.start()
             bootstrap_demo(checkpoints, runs, device=device, eval_images=args.eval_images)
+            preload.join()
+    from demo.engine import Engine
+    from demo.layout import build_app
+
     engine = Engine(checkpoints, runs, device=device, eval_limit=args.eval_images, results_path=Path(args.results))
     app = build_app(engine)
     app.queue(default_concurrency_limit=2)

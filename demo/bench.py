@@ -7,7 +7,7 @@ dashboard's own engine and callbacks; ``python -m crm_core.bench`` runs it as a 
 (``--json``) and puts its result under ``details.dashboard`` of the combined report, whose
 tables it shares (:func:`crm_core.bench.report.format_tables`).
 
-The two checkpoints are the demo recipe (:data:`demo.engine.DEMO_RECIPE`) after a single step:
+The two checkpoints are the demo recipe (:data:`demo.bootstrap.DEMO_RECIPE`) after a single step:
 latency depends on the architecture and the image size, not on the weights.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from crm_core.api import CamModel, upsample_normalised
 from crm_core.bench.report import format_tables
 from crm_core.bench.timing import time_interleaved
 from crm_core.data import build_dataset, to_uint8_image
-from demo.engine import DEMO_RECIPE
+from demo.bootstrap import DEMO_RECIPE
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """First launch: train the demo set so a fresh, offline clone opens on real models.
 
-Three models, :data:`demo.engine.DEMO_MODELS` on :data:`demo.engine.DEMO_RECIPE` (resnet18,
+Three models, :data:`DEMO_MODELS` on :data:`DEMO_RECIPE` (resnet18,
 112 px, output stride 16 = 7x7 CAMs, informative synthetic data): ``resnet``, ``resnet_drs`` and
 ``resnet_drs_crm``, so that the dashboard shows DRS off/on and CRM off/on. Each leaves
 ``checkpoints/<name>.pt`` and ``runs/<name>/`` (config, metrics.csv with the loss curves, eval.json
@@ -9,8 +9,10 @@ show (:func:`demo_evidence`): the plain CAM covers the head but little of the bo
 model covers more of the body, and its reconstruction depends on its CAM.
 
 With two or more cores the models train side by side, one process and one torch thread each:
-at these sizes a second intra-op thread buys ~1.6x, a second process ~2x. Progress shows as one
-tqdm bar per model in the terminal.
+at these sizes a second intra-op thread buys ~1.6x, a second process ~2x. With more models than
+cores the plain models run at a slightly lower priority than the CRM one, whose steps cost more,
+so that all three finish together. Progress shows as one tqdm bar per model in the terminal.
+This module imports neither torch nor gradio: ``app.py`` starts the workers at once.
 """
 from __future__ import annotations
 
@@ -20,11 +22,33 @@ import os
 import queue as queue_module
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from demo.engine import DEMO_MODELS, DEMO_RECIPE
+from crm_core.results import CRM_RECIPE as RESULTS_CRM_RECIPE
+from crm_core.results import RECIPE as RESULTS_RECIPE
 
 log = logging.getLogger(__name__)
+
+#: Optimisation steps of each demo model (see DEMO_RECIPE).
+DEMO_STEPS = 100
+
+#: The demo set's training recipe (also the fine-tune defaults): the results recipe
+#: (crm_core.results.RECIPE: resnet18 from scratch, 112 px, output stride 16 = 7x7 CAMs, cosine
+#: decay) on the *informative* synthetic data -- the appearance under which CRM can act
+#: (README, results) -- shortened to DEMO_STEPS steps over 640 images so that the three demo
+#: models train within the 5-minute first launch on two CPU cores (below).
+DEMO_RECIPE: dict[str, Any] = dict(
+    RESULTS_RECIPE, appearance="informative", train_size=640, epochs=1000, steps=DEMO_STEPS, val_limit=32,
+    workers=0, log_every=1, ckpt_every=50, diag_every=20, seed=0, crm_gate=True,
+    l1_weight=RESULTS_CRM_RECIPE["l1_weight"],
+)
+#: The demo models, name -> what each changes on DEMO_RECIPE: the two contrasts the lab is about,
+#: resnet against resnet_drs (DRS off/on) and resnet_drs against resnet_drs_crm (CRM off/on).
+DEMO_MODELS: dict[str, dict[str, Any]] = {
+    "resnet": dict(model="resnet", crm=False),
+    "resnet_drs": dict(model="resnet_drs", crm=False),
+    "resnet_drs_crm": dict(model="resnet_drs", **RESULTS_CRM_RECIPE),
+}
 
 
 def needs_bootstrap(checkpoint_dir: str | Path) -> bool:
@@ -91,27 +115,42 @@ def log_evidence(evals: dict[str, dict[str, Any]]) -> list[tuple[str, bool | Non
     return lines
 
 
-def train_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = None) -> tuple[Path, dict[str, Any]]:
+def train_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = None,
+              before_eval: Callable[[], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """Train one demo model and store its eval.json; returns (checkpoint, eval results)."""
     from crm_core.train import TrainConfig
     from crm_core.train import main as train_main
     from demo.engine import Engine
 
     path = train_main(TrainConfig(**values), on_progress=on_progress)
+    if before_eval is not None:
+        before_eval()
     engine = Engine(values["checkpoint_dir"], values["runs_dir"], device=values.get("device", "cpu"),
                     eval_limit=eval_images)
     return path, engine.write_eval(path)
 
 
-def _worker(values: dict[str, Any], eval_images: int, events: Any) -> None:
-    """Child process: one thread, progress rows sent to the parent (which draws the bars)."""
+def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any, cores: int, niceness: int) -> None:
+    """Child process: progress rows sent to the parent (which draws the bars).
+
+    Training uses one torch thread, always: the number of threads changes the order of
+    floating-point sums, and the demo set must come out the same on every first launch. The
+    evaluation after it uses ``cores // models still running`` (the last model left gets them all).
+    """
     import torch
 
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"
+    if niceness:
+        os.nice(niceness)
     torch.set_num_threads(1)
     name = values["name"]
+
+    def before_eval() -> None:
+        torch.set_num_threads(max(1, cores // max(1, running.value)))
+
     try:
-        path, results = train_one(values, eval_images, on_progress=lambda row: events.put((name, "step", row)))
+        path, results = train_one(values, eval_images, on_progress=lambda row: events.put((name, "step", row)),
+                                  before_eval=before_eval)
         events.put((name, "done", {"path": str(path), "eval": results}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         events.put((name, "error", f"{type(exc).__name__}: {exc}"))
@@ -128,7 +167,16 @@ def _train_parallel(configs: list[dict[str, Any]], eval_images: int) -> dict[str
 
     context = mp.get_context("spawn")  # a clean interpreter per model (no forked torch state)
     events = context.Queue()
-    workers = {c["name"]: context.Process(target=_worker, args=(c, eval_images, events), name=f"bootstrap-{c['name']}", daemon=True)
+    cores = os.cpu_count() or 1
+    running = context.Value("i", len(configs))  # models still training or evaluating
+    # A CRM step costs ~1.25x a plain one (the decoder and its losses), so at equal steps the CRM
+    # model is the longest job. With more models than cores the others yield a little to it
+    # (nice 1: ~0.8 of its CPU share). Measured on 2 cores: without it the plain models finished
+    # training 50 s before the CRM one, which then trained alone on one core; with nice 1 the
+    # three finish within 17 s of each other (nice 2 overshoots: the CRM one first, by 30 s).
+    crowded = len(configs) > cores and any(c["crm"] for c in configs)
+    workers = {c["name"]: context.Process(target=_worker, name=f"bootstrap-{c['name']}", daemon=True,
+                                          args=(c, eval_images, events, running, cores, 1 if crowded and not c["crm"] else 0))
                for c in configs}
     bars = {c["name"]: tqdm(total=c["steps"], desc=c["name"], unit="step", position=i, dynamic_ncols=True)
             for i, c in enumerate(configs)}
@@ -151,6 +199,8 @@ def _train_parallel(configs: list[dict[str, Any]], eval_images: int) -> dict[str
                                  if k.startswith("loss_") or k == "accuracy"}, refresh=False)
             elif kind == "done":
                 done[name] = payload
+                with running.get_lock():
+                    running.value -= 1
             else:
                 raise RuntimeError(f"bootstrap of {name} failed: {payload}")
     finally:

@@ -40,9 +40,8 @@ from crm_core.losses import reconstruction_target
 from crm_core.metrics import mask_iou
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
 from crm_core.postprocess import FOREGROUND, pseudo_trimap
-from crm_core.results import CRM_RECIPE as RESULTS_CRM_RECIPE
-from crm_core.results import RECIPE as RESULTS_RECIPE
 from crm_core.runs import RunDir, list_runs
+from demo.bootstrap import DEMO_MODELS, DEMO_RECIPE  # the demo set is defined with the code that trains it
 from demo.messages import safe_message
 from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
                            SuperpixelRefinement, TrainingBusy, finite)
@@ -60,27 +59,6 @@ log = logging.getLogger(__name__)
 
 #: The repository root: a relative ``results_path`` is taken from here, not from the working dir.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: Optimisation steps of each demo model (see DEMO_RECIPE).
-DEMO_STEPS = 100
-
-#: The demo set's training recipe (also the fine-tune defaults): the results recipe
-#: (crm_core.results.RECIPE: resnet18 from scratch, 112 px, output stride 16 = 7x7 CAMs, cosine
-#: decay) on the *informative* synthetic data -- the appearance under which CRM can act
-#: (README, results) -- shortened to DEMO_STEPS steps over 640 images so that the three demo
-#: models train within the 5-minute first launch on two CPU cores (demo/bootstrap.py).
-DEMO_RECIPE: dict[str, Any] = dict(
-    RESULTS_RECIPE, appearance="informative", train_size=640, epochs=1000, steps=DEMO_STEPS, val_limit=32,
-    workers=0, log_every=1, ckpt_every=50, diag_every=20, seed=0, crm_gate=True,
-    l1_weight=RESULTS_CRM_RECIPE["l1_weight"],
-)
-#: The demo models, name -> what each changes on DEMO_RECIPE: the two contrasts the lab is about,
-#: resnet against resnet_drs (DRS off/on) and resnet_drs against resnet_drs_crm (CRM off/on).
-DEMO_MODELS: dict[str, dict[str, Any]] = {
-    "resnet": dict(model="resnet", crm=False),
-    "resnet_drs": dict(model="resnet_drs", crm=False),
-    "resnet_drs_crm": dict(model="resnet_drs", **RESULTS_CRM_RECIPE),
-}
-
 #: Methods of the grad-cam package offered when it is importable (value prefix "pgc:").
 PACKAGE_REQUIREMENT = "grad-cam==1.5.7"  # as pinned in requirements-test.txt
 PACKAGE_METHODS = ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "EigenGradCAM")

@@ -117,7 +117,7 @@ DEMO_SET_NAMES = ("resnet", "resnet_drs_crm")
 @pytest.fixture(scope="session")
 def demo_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``resnet`` and ``resnet_drs_crm`` trained exactly as ``python app.py`` bootstraps them
-    (demo.engine.DEMO_RECIPE, side by side, eval.json at the val-chosen threshold). Minutes: slow
+    (demo.bootstrap.DEMO_RECIPE, side by side, eval.json at the val-chosen threshold). Minutes: slow
     tests only. Returns {"checkpoints": dir, "runs": dir}."""
     from demo.bootstrap import bootstrap_demo
 

@@ -1,8 +1,9 @@
 """CRM Lab dashboard: ``python app.py`` then open http://127.0.0.1:7860.
 
 On a fresh clone (no checkpoint in ``checkpoints/``) it first trains the demo pair on the synthetic
-dataset (a few minutes on a laptop CPU, offline); ``--no-bootstrap`` skips that. Parse args,
-build, launch: nothing heavy happens at import.
+dataset (a few minutes on a laptop CPU, offline), serves, and trains the rest of the demo set in
+the background; ``--no-bootstrap`` skips all that. Parse args, build, launch: nothing heavy
+happens at import.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=str(ROOT / "runs"), help="run folder")
     p.add_argument("--results", default=str(ROOT / "docs" / "results.json"),
                    help="the Results tab's report (python -m crm_core.results)")
-    p.add_argument("--no-bootstrap", action="store_true", help="do not train the demo pair when no checkpoint exists")
+    p.add_argument("--no-bootstrap", action="store_true", help="do not train the demo set when no checkpoint exists")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--max-file-size", default="10mb", help="upload size limit")
     p.add_argument("--eval-images", type=int, default=64, help="test images scored after each training (eval.json)")
@@ -56,9 +57,23 @@ def _import_dashboard() -> None:
     import demo.layout  # noqa: F401
 
 
+def _train_rest(checkpoints: Path, runs: Path, device: str, eval_images: int, names: list[str]) -> None:
+    """The demo models not needed for the first view, trained while the dashboard serves: each
+    appears in the menus (on the next tab change or refresh) once trained and evaluated."""
+    from demo.bootstrap import bootstrap_demo
+
+    if not names:
+        return
+    log.info("training %s in the background (lowest priority); it joins the menus when done", ", ".join(names))
+    try:
+        bootstrap_demo(checkpoints, runs, device=device, eval_images=eval_images, names=names, background=True)
+    except Exception:  # noqa: BLE001 - a thread's last word; the dashboard keeps serving the others
+        log.exception("background training of %s failed", ", ".join(names))
+
+
 def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     """Bootstrap if needed, build the UI and launch it; returns the Blocks (``.local_url`` set)."""
-    from demo.bootstrap import bootstrap_demo, needs_bootstrap  # light: no torch, no gradio
+    from demo.bootstrap import DEMO_BEFORE_SERVING, DEMO_MODELS, bootstrap_demo, needs_bootstrap  # light
 
     checkpoints, runs = Path(args.checkpoints).resolve(), Path(args.runs).resolve()
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -68,17 +83,17 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if needs_bootstrap(checkpoints):
-        if args.no_bootstrap:
-            log.warning("no checkpoints in %s and --no-bootstrap given: the views stay empty until you fine-tune one",
-                        checkpoints)
-        else:
-            log.info("no checkpoints in %s: training the demo pair first (offline, a few minutes)", checkpoints)
-            # The dashboard's own imports (torch, gradio: ~10 s) load while the models train.
-            preload = threading.Thread(target=_import_dashboard, name="preload", daemon=True)
-            preload.start()
-            bootstrap_demo(checkpoints, runs, device=device, eval_images=args.eval_images)
-            preload.join()
+    first_launch = needs_bootstrap(checkpoints) and not args.no_bootstrap
+    if first_launch:
+        log.info("no checkpoints in %s: training the demo set first (offline, a few minutes)", checkpoints)
+        # The dashboard's own imports (torch, gradio: ~10 s) load while the models train.
+        preload = threading.Thread(target=_import_dashboard, name="preload", daemon=True)
+        preload.start()
+        bootstrap_demo(checkpoints, runs, device=device, eval_images=args.eval_images, names=DEMO_BEFORE_SERVING)
+        preload.join()
+    elif needs_bootstrap(checkpoints):
+        log.warning("no checkpoints in %s and --no-bootstrap given: the views stay empty until you fine-tune one",
+                    checkpoints)
     from demo.engine import Engine
     from demo.layout import build_app
 
@@ -94,6 +109,10 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     # The menus were filled from the files alone; building the models (torchvision, weights)
     # starts once the page is served, so the first view finds most of it done.
     threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
+    if first_launch:
+        rest = [name for name in DEMO_MODELS if name not in DEMO_BEFORE_SERVING]
+        threading.Thread(target=_train_rest, args=(checkpoints, runs, device, args.eval_images, rest),
+                         name="bootstrap-rest", daemon=True).start()
     if not prevent_thread_lock:
         app.block_thread()
     return app

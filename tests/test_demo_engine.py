@@ -172,6 +172,23 @@ def test_bootstrap_trains_the_demo_set_side_by_side(tmp_path: Path) -> None:
     assert paths[0].stat().st_mtime_ns == mtime
 
 
+def test_a_background_bootstrap_shows_each_model_only_once_trained(tmp_path: Path) -> None:
+    """Beside a running dashboard the model trains in a hidden folder (menus list checkpoints/*.pt)
+    and moves in with its eval.json still matching it."""
+    from demo.bootstrap import bootstrap_demo
+
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    tiny = dict(steps=1, train_size=8, batch_size=8, val_limit=4, n_segments=16, image_size=64)
+    paths = bootstrap_demo(checkpoints, runs, eval_images=4, names=["resnet_drs"], background=True, **tiny)
+    assert paths == [checkpoints / "resnet_drs.pt"] and paths[0].is_file()
+    assert not list((checkpoints / ".training").glob("*.pt")), "the staged checkpoint was left behind"
+    engine = Engine(checkpoints, runs, eval_limit=4)
+    info = engine.run("resnet_drs")
+    assert Path(info.config["train"]["checkpoint_dir"]).name == ".training"  # where it was written while training
+    assert info.eval["checkpoint_mtime_ns"] == paths[0].stat().st_mtime_ns  # so its val threshold is reused
+    assert engine.checkpoint_names() == ["resnet_drs"]
+
+
 def test_menus_are_filled_from_the_files_and_verified_by_building(trained_pair: dict, tmp_path: Path) -> None:
     """The first fill reads each file (no model built); verifying builds the model, which refuses
     weights that do not fit their config; a file that fails when first used leaves the menus."""

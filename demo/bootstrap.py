@@ -16,6 +16,7 @@ This module imports neither torch nor gradio: ``app.py`` starts the workers at o
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -261,6 +262,8 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
         evals = _train_parallel(configs, eval_images, niceness=10, bars=False, cores=1)
         for name in evals:
             os.replace(staging / f"{name}.pt", existing[name])  # keeps its mtime: eval.json still matches it
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # when empty
     elif processes >= 2 and len(configs) >= 2:
         evals = _train_parallel(configs, eval_images)
     else:

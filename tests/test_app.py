@@ -212,3 +212,42 @@ def test_auth_protects_the_app(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{url.rstrip('/')}/config", timeout=30)
         assert info.value.code == 401
+
+
+def test_a_first_launch_serves_after_the_compared_pair_and_trains_the_rest_behind(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty checkpoints/: the pair the first view compares trains before the page is served, the
+    rest of the demo set after, in the background (the 5-minute first launch)."""
+    import socket
+
+    import app
+    import demo.bootstrap as bootstrap
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def serving() -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+        except OSError:
+            return False
+
+    calls: list[tuple] = []
+
+    def fake_bootstrap(checkpoints, runs, device="cpu", eval_images=64, names=None, background=False, **kw):
+        calls.append((tuple(names), background, serving()))
+        return []
+
+    monkeypatch.setattr(bootstrap, "bootstrap_demo", fake_bootstrap)
+    args = app.get_args_parser().parse_args(["--checkpoints", str(tmp_path / "checkpoints"), "--runs",
+                                             str(tmp_path / "runs"), "--port", str(port)])
+    blocks = app.launch(args, prevent_thread_lock=True)
+    try:
+        deadline = time.time() + 60
+        while len(calls) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        blocks.close()
+    assert calls == [(bootstrap.DEMO_BEFORE_SERVING, False, False), (("resnet_drs",), True, True)]
+    assert set(bootstrap.DEMO_BEFORE_SERVING) | {"resnet_drs"} == set(bootstrap.DEMO_MODELS)

@@ -141,7 +141,7 @@ class CamModel:
 
     def describe(self) -> str:
         """One line a person can read: what this checkpoint is."""
-        return self.checkpoint.summary.describe()
+        return self.checkpoint.describe()
 
     # -- inference --------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:

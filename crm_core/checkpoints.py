@@ -8,7 +8,7 @@ so :func:`load_checkpoint` rebuilds the model with nothing else (nanoGPT's ``mod
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +24,6 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be used; the message names the file and the problem."""
-
-
-@dataclass
-class Checkpoint:
-    """What a checkpoint file holds, rebuilt into live modules."""
-
-    path: Path
-    classifier: CamClassifier
-    reconstructor: ReconstructNet | None
-    model_config: ModelConfig
-    train_config: dict[str, Any]
-    class_names: list[str]
-    image_size: int
-    dataset: str
-    step: int
-    epoch: int
-    epoch_step: int
-    weights_source: str
-    optimizers: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
-
-    @property
-    def summary(self) -> "CheckpointSummary":
-        return CheckpointSummary(
-            name=self.name, model_config=self.model_config, train_config=self.train_config,
-            class_names=self.class_names, image_size=self.image_size, dataset=self.dataset, step=self.step,
-            weights_source=self.weights_source, has_reconstructor=self.reconstructor is not None)
 
 
 @dataclass(frozen=True)
@@ -83,6 +51,25 @@ class CheckpointSummary:
         return (f"{self.name}: {cfg.variant} ({cfg.arch}, {drs}, {crm}), {self.dataset} "
                 f"{self.image_size}px, {len(self.class_names)} classes, step {self.step}, "
                 f"weights {self.weights_source}, lr {train.get('cls_lr', '?')}")
+
+
+@dataclass(frozen=True)
+class Checkpoint(CheckpointSummary):
+    """What a checkpoint file holds, rebuilt into live modules."""
+
+    path: Path
+    classifier: CamClassifier
+    reconstructor: ReconstructNet | None
+    epoch: int
+    epoch_step: int
+    optimizers: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> CheckpointSummary:
+        """The summary alone: it keeps no reference to the modules (an engine may hold it longer)."""
+        return CheckpointSummary(**{f.name: getattr(self, f.name) for f in fields(CheckpointSummary)})
 
 
 def save_checkpoint(
@@ -181,21 +168,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if reconstructor is not None:
         reconstructor.eval()
     return Checkpoint(
-        path=path,
-        classifier=classifier,
-        reconstructor=reconstructor,
-        model_config=model_config,
-        train_config=payload.get("train_config", {}),
-        class_names=list(payload["class_names"]),
-        image_size=int(payload["image_size"]),
-        dataset=payload.get("dataset", "unknown"),
-        step=int(payload.get("step", 0)),
-        epoch=int(payload.get("epoch", 0)),
-        epoch_step=int(payload.get("epoch_step", 0)),
-        weights_source=payload.get("weights_source", "unknown"),
-        optimizers=payload.get("optimizers", {}),
-        metrics=payload.get("metrics", {}),
-        extra=payload.get("extra", {}),
+        **_summary_fields(path, payload, model_config), path=path, classifier=classifier, reconstructor=reconstructor,
+        epoch=int(payload.get("epoch", 0)), epoch_step=int(payload.get("epoch_step", 0)),
+        optimizers=payload.get("optimizers", {}), metrics=payload.get("metrics", {}), extra=payload.get("extra", {}),
     )
 
 
@@ -205,12 +180,16 @@ def inspect_checkpoint(path: str | Path) -> CheckpointSummary:
     :func:`load_checkpoint` when its weights do not fit the architecture in its config."""
     path = Path(path)
     payload = read_checkpoint(path, "cpu", mmap=True)
-    return CheckpointSummary(
-        name=path.stem, model_config=_model_config(path, payload), train_config=payload.get("train_config", {}),
-        class_names=list(payload["class_names"]), image_size=int(payload["image_size"]),
-        dataset=payload.get("dataset", "unknown"), step=int(payload.get("step", 0)),
-        weights_source=payload.get("weights_source", "unknown"),
-        has_reconstructor=payload.get("reconstructor") is not None)
+    return CheckpointSummary(**_summary_fields(path, payload, _model_config(path, payload)))
+
+
+def _summary_fields(path: Path, payload: dict[str, Any], model_config: ModelConfig) -> dict[str, Any]:
+    """The :class:`CheckpointSummary` fields of a checked payload."""
+    return dict(name=path.stem, model_config=model_config, train_config=payload.get("train_config", {}),
+                class_names=list(payload["class_names"]), image_size=int(payload["image_size"]),
+                dataset=payload.get("dataset", "unknown"), step=int(payload.get("step", 0)),
+                weights_source=payload.get("weights_source", "unknown"),
+                has_reconstructor=payload.get("reconstructor") is not None)
 
 
 def _model_config(path: Path, payload: dict[str, Any]) -> ModelConfig:

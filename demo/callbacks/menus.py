@@ -19,7 +19,7 @@ def checkpoints_markdown(engine: DashboardEngine) -> str:
     refused = engine.refused_checkpoints()
     lines = [f"- {engine.describe(name)}" for name in names]
     if not names:
-        lines.append("No checkpoints yet: train one in **Fine-tune** (or restart `python app.py` to bootstrap the demo pair).")
+        lines.append("No checkpoints yet: train one in **Fine-tune** (or restart `python app.py` with an empty `checkpoints/` to bootstrap the demo set).")
     if refused:
         lines.append("\n**Not listed** (cannot be loaded safely):")
         lines += [f"- `{name}.pt`: {reason}" for name, reason in refused.items()]

@@ -269,11 +269,14 @@ class Engine:
             try:
                 model = CamModel.load(path, self.device)
             except CheckpointError as exc:
-                with self._checked_lock:  # the menus drop it from now on, and say why
-                    self._checked[self._file_key(path)] = self._refusal(exc, path)
-                raise CheckpointError(self._public_message(exc, path)) from exc
-            self._cache_put(key, model, evict=True)
-            return model
+                refused = exc
+            else:
+                self._cache_put(key, model, evict=True)
+                return model
+        # Recorded after _models_lock is released: _check takes _checked_lock, then _models_lock.
+        with self._checked_lock:  # the menus drop it from now on, and say why
+            self._checked[self._file_key(path)] = self._refusal(refused, path)
+        raise CheckpointError(self._public_message(refused, path)) from refused
 
     def _cache_put(self, key: tuple[str, int], model: CamModel, evict: bool) -> None:
         """Put ``model`` in the LRU cache (caller holds ``_models_lock``), replacing older versions

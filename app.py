@@ -83,7 +83,8 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    first_launch = needs_bootstrap(checkpoints) and not args.no_bootstrap
+    empty = needs_bootstrap(checkpoints)
+    first_launch = empty and not args.no_bootstrap
     if first_launch:
         log.info("no checkpoints in %s: training the demo set first (offline, a few minutes)", checkpoints)
         # The dashboard's own imports (torch, gradio: ~10 s) load while the models train.
@@ -91,7 +92,7 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
         preload.start()
         bootstrap_demo(checkpoints, runs, device=device, eval_images=args.eval_images, names=DEMO_BEFORE_SERVING)
         preload.join()
-    elif needs_bootstrap(checkpoints):
+    elif empty:
         log.warning("no checkpoints in %s and --no-bootstrap given: the views stay empty until you fine-tune one",
                     checkpoints)
     from demo.engine import Engine

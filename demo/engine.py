@@ -176,13 +176,13 @@ class Engine:
         ``verify=False`` reads each file without building its model (:meth:`_check`): the menus'
         first fill at start-up, which the page's load event then verifies.
         """
-        return [name for name, (ok, _) in self._check_all(verify).items() if ok]
+        return [name for name, entry in self._check_all(verify).items() if entry.ok]
 
     def refused_checkpoints(self) -> dict[str, str]:
         """name -> why it cannot be loaded (truncated, not ours, a pickle that wants to run code...)."""
-        return {name: reason for name, (ok, reason) in self._check_all().items() if not ok}
+        return {name: entry.text for name, entry in self._check_all().items() if not entry.ok}
 
-    def _check_all(self, verify: bool = True) -> dict[str, tuple[bool, str]]:
+    def _check_all(self, verify: bool = True) -> dict[str, _Checked]:
         return {p.stem: self._check(p, verify) for p in list_checkpoints(self.checkpoint_dir) if NAME_RE.match(p.stem)}
 
     def warm_up(self) -> None:
@@ -201,8 +201,8 @@ class Engine:
         stat = path.stat()
         return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
-    def _check(self, path: Path, verify: bool = True) -> tuple[bool, str]:
-        """(True, description) when ``path`` can be used, else (False, reason).
+    def _check(self, path: Path, verify: bool = True) -> _Checked:
+        """What ``path`` is (``ok``, its description and summary), or why it cannot be used.
 
         Reading the file (inspect_checkpoint: a weights_only load, the config checked) refuses
         what is not a safe checkpoint of ours; ``verify`` also builds the model and loads its
@@ -212,7 +212,7 @@ class Engine:
         try:
             key = self._file_key(path)
         except OSError as exc:
-            return False, f"cannot be read: {exc.strerror}"
+            return _Checked(False, f"cannot be read: {exc.strerror}", None, verified=True)
         with self._checked_lock:
             entry = self._checked.get(key)
             if entry is None or (verify and entry.ok and not entry.verified):
@@ -227,18 +227,16 @@ class Engine:
                     log.warning("refusing checkpoint %s: %s", path, exc)
                     entry = self._refusal(exc, path)
                 self._checked[key] = entry
-            return entry.ok, entry.text
+            return entry
 
     def _refusal(self, exc: BaseException, path: Path) -> _Checked:
         return _Checked(False, self._public_message(exc, path).splitlines()[0][:300], None, verified=True)
 
     def _summary(self, name: str) -> CheckpointSummary:
         """What checkpoint ``name`` is, from its file (no model built)."""
-        path = self.checkpoint_path(name)
-        ok, text = self._check(path, verify=False)
-        entry = self._checked.get(self._file_key(path))
-        if not ok or entry is None or entry.summary is None:
-            raise CheckpointError(f"{name}.pt cannot be loaded: {text}")
+        entry = self._check(self.checkpoint_path(name), verify=False)
+        if entry.summary is None:
+            raise CheckpointError(f"{name}.pt cannot be loaded: {entry.text}")
         return entry.summary
 
     def checkpoint_path(self, name: str) -> Path:
@@ -303,10 +301,10 @@ class Engine:
     def describe(self, name: str) -> str:
         """CamModel.describe(), remembered per file version: menus list every checkpoint on each
         refresh, and describing must not push the models in use out of the LRU cache."""
-        ok, text = self._check(self.checkpoint_path(name))
-        if not ok:
-            raise CheckpointError(f"{name}.pt cannot be loaded: {text}")
-        return text
+        entry = self._check(self.checkpoint_path(name))
+        if not entry.ok:
+            raise CheckpointError(f"{name}.pt cannot be loaded: {entry.text}")
+        return entry.text
 
     def class_names(self, name: str) -> list[str]:
         return list(self.model(name).class_names)

@@ -43,6 +43,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
+from crm_core.data.synthetic import APPEARANCES
 
 log = logging.getLogger("crm_core.results")
 
@@ -70,6 +71,7 @@ class Row:
     crm: bool
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
     untrained: bool = False  # floor: no training step
+    baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
 
     def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
         values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
@@ -81,8 +83,13 @@ class Row:
 
 
 def _rows() -> tuple[Row, ...]:
+    from crm_core.baselines import BASELINES
+
     rows = []
-    for appearance in ("random", "informative"):
+    for appearance in APPEARANCES:
+        for baseline in BASELINES.values():
+            rows.append(Row(f"{appearance}_{baseline.name}", baseline.label, baseline.kind, appearance, "none", False,
+                            baseline=baseline.name))
         for model in ("resnet", "resnet_drs"):
             rows.append(Row(f"{appearance}_{model}_floor", f"{model} untrained (floor)", "floor", appearance, model,
                             False, untrained=True))
@@ -107,10 +114,10 @@ def _rows() -> tuple[Row, ...]:
 
 ROWS: tuple[Row, ...] = _rows()
 ROW_BY_KEY = {row.key: row for row in ROWS}
-GROUPS = ("main", "floor", "ablation", "preset", "legacy")
+GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "preset", "legacy")
 # Paired comparisons the table reads out: (row, baseline it is compared with).
 COMPARISONS: tuple[tuple[str, str], ...] = tuple(
-    pair for appearance in ("random", "informative") for pair in (
+    pair for appearance in APPEARANCES for pair in (
         (f"{appearance}_resnet", f"{appearance}_resnet_floor"),
         (f"{appearance}_resnet_drs", f"{appearance}_resnet"),
         (f"{appearance}_resnet_crm", f"{appearance}_resnet"),
@@ -141,6 +148,41 @@ NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fp
                                 "cam_dependence": 0.01}
 
 
+def code_revision() -> str:
+    """The git commit the code runs from, with "+dirty" when tracked files differ from it
+    ("unknown" outside a git checkout): every job of docs/results.json records it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, device: str,
+                crm_overrides: dict[str, Any], train_size: int | None) -> str:
+    """The command that reruns exactly this (row, seed) and merges it into the table."""
+    parts = ["python -m crm_core.results --merge --rows", row_key, "--first-seed", str(seed), "--seeds 1"]
+    if steps != DEFAULT_STEPS:
+        parts += ["--steps", str(steps)]
+    if test_limit != 200:
+        parts += ["--test-limit", str(test_limit)]
+    if val_limit != 100:
+        parts += ["--val-limit", str(val_limit)]
+    if train_size is not None:
+        parts += ["--train-size", str(train_size)]
+    if "crm_preset" in crm_overrides:
+        parts += ["--crm-preset", str(crm_overrides["crm_preset"])]
+    if device != "cpu":
+        parts += ["--device", device]
+    return " ".join(parts)
+
+
 def checkpoint_name(row: Row, seed: int) -> str:
     return f"results_{row.key}_s{seed}"
 
@@ -153,6 +195,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
 
     from crm_core.api import CamModel, dataset_for
     from crm_core.evaluate import evaluate_model, select_threshold
+    from crm_core.metrics import DEFAULT_THRESHOLDS
     from crm_core.runs import RunDir
     from crm_core.train import TrainConfig, main as train_main
 
@@ -160,6 +203,12 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         torch.set_num_threads(threads)
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"
     row = ROW_BY_KEY[row_key]
+    provenance = {"revision": code_revision(), "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
+                                                             len(DEFAULT_THRESHOLDS)],
+                  "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
+                                         train_size)}
+    if row.baseline is not None:
+        return {"row": row.key, "seed": seed, **score_row_baseline(row, seed, test_limit, val_limit), **provenance}
     name = checkpoint_name(row, seed)
     fields = row.train_fields(steps, crm_overrides)
     cfg = TrainConfig(name=name, seed=seed, checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device,
@@ -195,7 +244,22 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         "recon_l1_shuffled": evaluation.get("recon_l1_shuffled"),
         "train_s": float(model.checkpoint.extra.get("wall_time", 0.0)), "eval_s": time.perf_counter() - started,
         "notices": model.checkpoint.train_config.get("extra", {}).get("notices", []),
+        **provenance,
     }
+
+
+def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:
+    """A baseline row: the no-model map on the recipe's data (same seed, size and classes), same protocol."""
+    from crm_core.baselines import score_baseline
+    from crm_core.data.synthetic import SyntheticPets
+
+    started = time.perf_counter()
+    splits = {split: SyntheticPets(split, RECIPE["image_size"], RECIPE["num_classes"], seed=seed,
+                                   appearance=row.appearance) for split in ("train", "val", "test")}
+    scores = score_baseline(row.baseline, train=splits["train"], val=splits["val"], test=splits["test"],
+                            cam_size=RECIPE["image_size"] // RECIPE["output_stride"], val_limit=val_limit,
+                            test_limit=test_limit)
+    return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -361,10 +425,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
-    p.add_argument("--groups", nargs="+", default=["main", "floor", "ablation", "preset"], choices=GROUPS,
+    p.add_argument("--groups", nargs="+", default=["main", "floor", "baseline", "ceiling", "ablation", "preset"],
+                   choices=GROUPS,
                    help="row groups to run")
     p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
-    p.add_argument("--appearance", nargs="+", default=["random", "informative"], choices=("random", "informative"),
+    p.add_argument("--appearance", nargs="+", default=list(APPEARANCES), choices=APPEARANCES,
                    help="data appearances to run")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
     p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
@@ -406,7 +471,7 @@ def cli(argv: list[str] | None = None) -> int:
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": seeds, "complete": complete,
                 "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
-                "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores"}
+                "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
         if old is not None:
             done = {(j["row"], j["seed"]) for j in jobs}
             jobs = [j for j in old.get("jobs", []) if (j["row"], j["seed"]) not in done] + jobs

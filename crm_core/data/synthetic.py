@@ -77,13 +77,34 @@ _HEAD_FRAC = (0.05, 0.08)
 # same range, so knowing where the animal is does not predict its pixels and a reconstruction
 # cannot use the CAM (the oracle gain of ``python -m crm_core.oracle`` is ~0). "informative": the
 # object has one appearance for every class (bright body, dark background) -- class-agnostic, so
-# no label leaks -- and some distractors share it, so "bright" is not a free segmentation.
-APPEARANCES: tuple[str, ...] = ("random", "informative")
+# no label leaks -- and some distractors share it. On "informative" data brightness alone still
+# segments the object about as well as a trained CRM model (image grayscale as the CAM: mIoU
+# 0.69). "camouflage": the same object appearance, but more distractors, nearly all of it, that
+# together cover more of the image than the body: the object is still bright (knowing where it
+# is still predicts its pixels, so CRM has something to use), but a bright pixel is more likely
+# a distractor than the object, so colour alone no longer segments it.
+APPEARANCES: tuple[str, ...] = ("random", "informative", "camouflage")
 _COLOUR_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "random": {"body": (0.05, 0.95), "background": (0.05, 0.95)},
     "informative": {"body": (0.65, 0.95), "background": (0.05, 0.45)},
+    "camouflage": {"body": (0.65, 0.95), "background": (0.05, 0.45)},
 }
-_SHARED_DISTRACTOR_P = 0.3  # informative: chance that a distractor takes the object's appearance
+
+
+@dataclass(frozen=True)
+class _Clutter:
+    """How many distractors an appearance draws and how likely each takes the object's appearance."""
+
+    count: tuple[int, int]  # [low, high) of the number of distractors
+    shared_p: float  # chance that a distractor's colours come from the body's range
+    kinds: tuple[str, ...] = ("ellipse", "rect", "blob", "disc", "decoy")
+
+
+_CLUTTER: dict[str, _Clutter] = {
+    "random": _Clutter((3, 7), 0.0),
+    "informative": _Clutter((3, 7), 0.3),
+    "camouflage": _Clutter((7, 12), 0.9),
+}
 _BODY_FILLS = ("plain", "gradient", "mottled")
 _BLOTCH_GRID = 24  # control points across the image of a decoy's texture (blotches of ~5 px at 112 px)
 
@@ -242,7 +263,8 @@ def _sample_distractor(g: np.random.Generator, appearance: str) -> Shape:
     # head-sized discs with a high-contrast texture that is no class pattern, so "textured" is
     # not "animal" either (an untrained network's CAM is a saliency map: without decoys it found
     # the head, and the CAM floor came close to trained models).
-    kind = ("ellipse", "rect", "blob", "disc", "decoy")[int(g.integers(5))]
+    clutter = _CLUTTER[appearance]
+    kind = clutter.kinds[int(g.integers(len(clutter.kinds)))]
     cx, cy = float(g.uniform(-0.05, 1.05)), float(g.uniform(-0.05, 1.05))
     rx = float(g.uniform(0.05, 0.17))
     ry = float(g.uniform(0.04, rx))
@@ -250,7 +272,7 @@ def _sample_distractor(g: np.random.Generator, appearance: str) -> Shape:
         rx = ry = float(math.sqrt(g.uniform(*_HEAD_FRAC) / math.pi))
     angle = float(g.uniform(0.0, math.pi))
     harmonics = tuple((k, float(g.uniform(0.0, 0.12)), float(g.uniform(0.0, 2 * math.pi))) for k in (2, 3))
-    shared = appearance != "random" and g.random() < _SHARED_DISTRACTOR_P
+    shared = appearance != "random" and g.random() < clutter.shared_p  # random: no draw, streams as before
     colour_range = _COLOUR_RANGES[appearance]["body"] if shared else (0.05, 0.95)
     if kind == "decoy":
         dark, bright = _color(g, 0.0, 0.35), _color(g, 0.6, 1.0)
@@ -281,7 +303,7 @@ def sample_scene(seed: int, split: str, index: int, num_classes: int, appearance
 
     background = _sample_fill(g, ("gradient",), noisy_p=0.4, colour_range=_COLOUR_RANGES[appearance]["background"])
     bg_mean = (background.color_a + background.color_b) / 2
-    distractors = tuple(_sample_distractor(g, appearance) for _ in range(int(g.integers(3, 7))))
+    distractors = tuple(_sample_distractor(g, appearance) for _ in range(int(g.integers(*_CLUTTER[appearance].count))))
     body, head = _sample_animal(g, bg_mean, appearance)
     return Scene(label=int(index) % int(num_classes), background=background, distractors=distractors,
                  body=body, head=head, noise_seed=noise_seed, noise=float(g.uniform(0.005, 0.02)))

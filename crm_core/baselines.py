@@ -1,0 +1,149 @@
+"""Maps that come from no model: the baselines and ceilings every results table reads against.
+
+A trained CAM means something only between what a trivial cue scores and what a perfect map
+at the CAM's resolution scores, with the same protocol (threshold chosen on val, scored on
+test, counts pooled over images):
+
+- ``intensity``: the image's grayscale (ITU-R BT.601 luma) as the CAM. Where the object is
+  simply brighter than its surroundings this segments it with no model at all.
+- ``colour``: a per-pixel colour classifier fitted on the *training* split's masks,
+  P(object | colour) from a 3-D colour histogram -- the best any per-pixel colour cue can do
+  (a supervised upper bound for colour; a CAM sees no mask).
+- ``perfect_head``: the exact head mask, average-pooled to the CAM grid and upsampled as CAMs
+  are. What a CAM that lights exactly the class-deciding part would score.
+- ``perfect_object``: the exact object mask pooled the same way: the ceiling of a CAM of that
+  resolution.
+
+The maps go through :func:`crm_core.cams.utils.upsample_normalised` like every CAM, so a
+threshold means the same thing for a baseline and for a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from crm_core.cams.utils import normalize_cams, upsample_normalised
+from crm_core.metrics import DEFAULT_THRESHOLDS, ThresholdCurve
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
+COLOUR_BINS = 16  # histogram bins per channel of the colour classifier (16^3 colours)
+HEAD_PART, BODY_PART = 2, 1
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    label: str  # what a table shows
+    kind: str  # "baseline" (a cue a method might exploit) | "ceiling" (a perfect map at the CAM grid)
+    needs_parts: bool  # it reads the ground-truth parts (ceilings) rather than the image
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b for b in (
+        Baseline("intensity", "image brightness as the CAM (no model)", "baseline", False),
+        Baseline("colour", "per-pixel colour classifier fitted on train masks (no model)", "baseline", False),
+        Baseline("perfect_head", "perfect head mask at the CAM grid", "ceiling", True),
+        Baseline("perfect_object", "perfect object mask at the CAM grid (ceiling)", "ceiling", True),
+    )
+}
+
+
+def intensity_map(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) images in [0, 1] -> (B, H, W) grayscale, max-normalised like a CAM."""
+    luma = torch.tensor(LUMA, dtype=images.dtype, device=images.device)
+    return normalize_cams(torch.einsum("bchw,c->bhw", images, luma))
+
+
+def pooled_mask_map(mask: torch.Tensor, cam_size: int) -> torch.Tensor:
+    """(B, H, W) 0/1 mask -> the share of each CAM cell it covers, upsampled and max-normalised as CAMs are."""
+    pooled = F.adaptive_avg_pool2d(mask[:, None].float(), cam_size)[:, 0]  # (B, h, w)
+    return upsample_normalised(pooled, mask.shape[-2:])
+
+
+def _colour_index(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W) int64 histogram bin of each pixel's colour."""
+    q = (images.clamp(0, 1) * COLOUR_BINS).long().clamp_max(COLOUR_BINS - 1)  # (B, 3, H, W)
+    return (q[:, 0] * COLOUR_BINS + q[:, 1]) * COLOUR_BINS + q[:, 2]
+
+
+class ColourClassifier:
+    """P(object | colour bin) counted over training pixels (Laplace-smoothed)."""
+
+    def __init__(self) -> None:
+        self.object = torch.zeros(COLOUR_BINS ** 3, dtype=torch.float64)
+        self.total = torch.zeros(COLOUR_BINS ** 3, dtype=torch.float64)
+
+    def fit(self, images: torch.Tensor, masks: torch.Tensor) -> "ColourClassifier":
+        index = _colour_index(images).flatten()
+        self.total += torch.bincount(index, minlength=len(self.total)).double()
+        self.object += torch.bincount(index, weights=(masks == 1).flatten().double(), minlength=len(self.total))
+        return self
+
+    def probability(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H, W) P(object | colour); colours never seen get the prior."""
+        prior = float(self.object.sum() / self.total.sum().clamp_min(1))
+        p = (self.object + prior) / (self.total + 1.0)
+        return p[_colour_index(images)].float()
+
+
+def baseline_maps(name: str, batch: dict[str, torch.Tensor], cam_size: int,
+                  colour: ColourClassifier | None = None) -> torch.Tensor:
+    """(B, H, W) maps in [0, 1] of baseline ``name`` for a dataset batch."""
+    if name == "intensity":
+        return intensity_map(batch["image"])
+    if name == "colour":
+        if colour is None:
+            raise ValueError("the colour baseline needs a fitted ColourClassifier")
+        return normalize_cams(colour.probability(batch["image"]))
+    if name == "perfect_head":
+        return pooled_mask_map((batch["parts"] == HEAD_PART).long(), cam_size)
+    if name == "perfect_object":
+        return pooled_mask_map(batch["mask"].clamp_max(1), cam_size)
+    raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
+
+
+def _batches(dataset: Any, limit: int, batch_size: int = 32):
+    n = min(limit, len(dataset))
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+
+
+def fit_colour_classifier(train: Any, images: int = 400) -> ColourClassifier:
+    colour = ColourClassifier()
+    for batch in _batches(train, images):
+        colour.fit(batch["image"], batch["mask"])
+    return colour
+
+
+def _curve(name: str, dataset: Any, limit: int, cam_size: int, colour: ColourClassifier | None) -> ThresholdCurve:
+    part_names = dict(getattr(dataset, "part_names", {}))
+    curve = ThresholdCurve(DEFAULT_THRESHOLDS, tuple(sorted(part_names)))
+    for batch in _batches(dataset, limit):
+        curve.add(baseline_maps(name, batch, cam_size, colour), batch["mask"], batch.get("parts"))
+    return curve
+
+
+def score_baseline(name: str, *, train: Any, val: Any, test: Any, cam_size: int, val_limit: int = 100,
+                   test_limit: int = 200, colour_images: int = 400) -> dict[str, Any]:
+    """Score baseline ``name`` with the results protocol: threshold chosen on ``val``, reported on ``test``.
+
+    Returns the keys a results job has: threshold, miou, fg_iou, bg_fpr, head, body (and the best
+    threshold on test, for comparison only)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
+    colour = fit_colour_classifier(train, colour_images) if name == "colour" else None
+    val_curve = _curve(name, val, val_limit, cam_size, colour)
+    threshold = val_curve.thresholds[val_curve.best_index()]
+    test_curve = _curve(name, test, test_limit, cam_size, colour)
+    index = test_curve.index_of(threshold)
+    at = test_curve.at(index)
+    coverage = test_curve.coverage_at(index, dict(getattr(test, "part_names", {})))
+    return {"threshold": threshold, "miou": at["miou"], "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"],
+            "head": coverage.get("head"), "body": coverage.get("body"),
+            "miou_best_on_test": test_curve.at(test_curve.best_index())["miou"]}
+
+
+__all__ = ["BASELINES", "Baseline", "ColourClassifier", "baseline_maps", "fit_colour_classifier", "intensity_map",
+           "pooled_mask_map", "score_baseline"]

@@ -21,9 +21,15 @@ training step. Rows come in groups (:data:`ROWS`):
 - ``legacy``: the old table's fast/exact preset check on random data (``--exact-row``).
 
 Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
-all three, so comparisons are paired by seed. An effect is claimed only where the mean paired
-difference exceeds twice its standard error (and a minimal size, :data:`NEGLIGIBLE`, below which it
-says "negligible"); elsewhere the table says "no effect".
+all three, so comparisons are paired by seed. An effect is claimed only where a two-sided paired
+Student's t-test over the seeds gives p < :data:`ALPHA` and the mean difference reaches a minimal
+size (:data:`NEGLIGIBLE`, below which it says "negligible"); elsewhere the table says "no effect".
+Every comparison reports its p.
+
+``baseline`` and ``ceiling`` rows score maps that come from no model (:mod:`crm_core.baselines`:
+the image's brightness, a per-pixel colour classifier, perfect head / object masks at the CAM
+grid) with the same protocol and data, so every table reads between the floor, the cues and the
+ceiling. ``camouflage`` is the appearance where colour alone does not segment the object.
 """
 from __future__ import annotations
 
@@ -122,6 +128,10 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
         (f"{appearance}_resnet_drs", f"{appearance}_resnet"),
         (f"{appearance}_resnet_crm", f"{appearance}_resnet"),
         (f"{appearance}_resnet_drs_crm", f"{appearance}_resnet_drs"),
+        # against the cues that need no model, and the plain CAM against a perfect head-only map
+        (f"{appearance}_resnet_crm", f"{appearance}_intensity"),
+        (f"{appearance}_resnet_drs_crm", f"{appearance}_intensity"),
+        (f"{appearance}_resnet", f"{appearance}_perfect_head"),
     )
 ) + (
     ("informative_resnet_drs_crm_sscinput", "informative_resnet_drs_crm"),
@@ -144,6 +154,7 @@ COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
 # Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
 # the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too
 # weak to move anything), and +0.001 mIoU is not a finding.
+ALPHA = 0.05  # significance level of the two-sided paired t-test
 NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fpr": 0.005, "accuracy": 0.005,
                                 "cam_dependence": 0.01}
 
@@ -279,8 +290,36 @@ def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, floa
     return out
 
 
+def paired_t_test(diffs: list[float]) -> tuple[float, float]:
+    """Two-sided paired Student's t-test of ``diffs`` (row - baseline per seed) against 0:
+    (t, p) with n - 1 degrees of freedom. Differences that are equal on every seed have no
+    spread: p is 0 when they are not 0, 1 when they are (the minimal size then decides)."""
+    from scipy import stats
+
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean, std = mean_std(diffs)
+    if std == 0.0:
+        return (math.copysign(math.inf, mean), 0.0) if mean != 0.0 else (0.0, 1.0)
+    t = mean / (std / math.sqrt(n))
+    return t, float(2.0 * stats.t.sf(abs(t), df=n - 1))
+
+
+def compare(diffs: list[float], metric: str) -> dict[str, Any]:
+    """One paired comparison: an effect is p < :data:`ALPHA` and at least :data:`NEGLIGIBLE` in size."""
+    mean, std = mean_std(diffs)
+    n = len(diffs)
+    se = std / math.sqrt(n) if n > 1 else float("nan")
+    t, p = paired_t_test(diffs)
+    significant = n > 1 and p < ALPHA
+    negligible = significant and abs(mean) < NEGLIGIBLE.get(metric, 0.0)
+    return {"diff": mean, "se": se, "n": n, "t": t, "p": p,
+            "effect": bool(significant and not negligible), "negligible": bool(negligible)}
+
+
 def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-row mean/std and the paired comparisons (effect = |mean diff| > 2 standard errors and
+    """Per-row mean/std and the paired comparisons (effect = two-sided paired t-test p < ALPHA and
     at least :data:`NEGLIGIBLE`)."""
     rows = {}
     for row in ROWS:
@@ -300,17 +339,20 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         for metric in COMPARED:
             a, b = _values(jobs, key, metric), _values(jobs, base, metric)
             seeds = sorted(set(a) & set(b))
-            if not seeds:
-                continue
-            diffs = [a[s] - b[s] for s in seeds]
-            mean, std = mean_std(diffs)
-            se = std / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-            clears_noise = len(diffs) > 1 and abs(mean) > 2 * se
-            negligible = clears_noise and abs(mean) < NEGLIGIBLE.get(metric, 0.0)
-            entry["metrics"][metric] = {"diff": mean, "se": se, "n": len(diffs),
-                                        "effect": bool(clears_noise and not negligible), "negligible": bool(negligible)}
+            if seeds:
+                entry["metrics"][metric] = compare([a[s] - b[s] for s in seeds], metric)
         comparisons.append(entry)
-    return {"rows": rows, "comparisons": comparisons}
+    return {"rows": rows, "comparisons": comparisons, "grid_edges": grid_edges(jobs)}
+
+
+def grid_edges(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which runs chose the threshold grid's top or bottom on val (their optimum may lie beyond it)."""
+    from crm_core.metrics import DEFAULT_THRESHOLDS
+
+    low, high = min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS)
+    at_edge = sorted({(j["row"], j["seed"]) for j in jobs if j.get("threshold") in (low, high)})
+    return {"grid": [low, high, len(DEFAULT_THRESHOLDS)], "runs": len(jobs),
+            "at_edge": [{"row": r, "seed": s} for r, s in at_edge]}
 
 
 def _cell(stats: dict[str, Any], metric: str) -> str:
@@ -321,42 +363,99 @@ def _cell(stats: dict[str, Any], metric: str) -> str:
     return fmt.format(s["mean"]) + (f" ± {fmt.format(s['std']).lstrip('+')}" if s["n"] > 1 else "")
 
 
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def comparison_cell(m: dict[str, Any] | None) -> str:
+    """One metric of a paired comparison, as the tables and the README print it."""
+    if m is None:
+        return "–"
+    p = m.get("p", float("nan"))
+    if m.get("negligible"):
+        return f"negligible ({m['diff']:+.3f}, {_p(p)})"
+    if not m["effect"]:
+        return f"no effect ({m['diff']:+.3f}, {_p(p)})" if math.isfinite(p) else f"no effect ({m['diff']:+.3f})"
+    return f"**{m['diff']:+.3f}** ± {m['se']:.3f} ({_p(p)})"
+
+
+# Order of the groups in a table: the floor and the cues first, the ceilings last.
+TABLE_ORDER = ("floor", "baseline", "main", "ablation", "preset", "legacy", "ceiling")
+APPEARANCE_TITLES = {
+    "random": "Random appearance (reconstruction cannot use the CAM)",
+    "informative": "Informative appearance (one class-agnostic object appearance; brightness nearly segments it)",
+    "camouflage": "Camouflage appearance (the object's look, shared by distractors that cover more area)",
+}
+
+
+def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
+    """Where a trained row's mIoU sits between its untrained floor (0) and the perfect object mask
+    at the CAM grid (1); None for rows that have no floor or no ceiling measured."""
+    row = summary["rows"][key]
+    floor = summary["rows"].get(f"{row['appearance']}_{row['model']}_floor")
+    ceiling = summary["rows"].get(f"{row['appearance']}_perfect_object")
+    if row["group"] in ("floor", "baseline", "ceiling") or floor is None or ceiling is None:
+        return None
+    lo, hi = floor["stats"]["miou"]["mean"], ceiling["stats"]["miou"]["mean"]
+    return (row["stats"]["miou"]["mean"] - lo) / (hi - lo) if hi > lo else None
+
+
+def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[str, ...] = tuple(METRICS)) -> list[str]:
+    """The markdown lines of one appearance's table: floor, baselines, trained rows, ceilings."""
+    keys = [r.key for g in TABLE_ORDER for r in ROWS
+            if r.group == g and r.appearance == appearance and r.key in summary["rows"]]
+    if not keys:
+        return []
+    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in metrics) + " | floor → ceiling |",
+             "| --- | --- | " + " | ".join("---" for _ in metrics) + " | --- |"]
+    for key in keys:
+        row = summary["rows"][key]
+        n = max(s["n"] for s in row["stats"].values())
+        group = "" if row["group"] == "main" else f" *({row['group']})*"
+        share = ceiling_share(summary, key)
+        lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in metrics)
+                     + f" | {'–' if share is None else f'{share:.0%}'} |")
+    return lines
+
+
+def comparisons_table(summary: dict[str, Any], keys: set[str] | None = None) -> list[str]:
+    entries = [c for c in summary["comparisons"] if keys is None or c["row"] in keys]
+    if not entries:
+        return []
+    lines = ["| row | baseline | " + " | ".join(METRICS[m][0] for m in COMPARED) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in COMPARED) + " |"]
+    for comparison in entries:
+        cells = [comparison_cell(comparison["metrics"].get(metric)) for metric in COMPARED]
+        lines.append(f"| {comparison['row']} | {comparison['baseline']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def edges_line(summary: dict[str, Any]) -> str:
+    edges = summary.get("grid_edges") or {}
+    if not edges:
+        return ""
+    low, high, count = edges["grid"]
+    at = edges["at_edge"]
+    listed = ", ".join(f"{e['row']} seed {e['seed']}" for e in at)
+    return (f"Threshold grid {low:.2f}–{high:.2f} ({count} thresholds): {len(at)} of {edges['runs']} runs chose "
+            f"its edge on val" + (f" ({listed})." if at else "."))
+
+
 def markdown(report: dict[str, Any]) -> str:
     summary = report["summary"]
     lines = []
-    for appearance, title in (("random", "Random appearance (the default data: reconstruction cannot use the CAM)"),
-                              ("informative", "Informative appearance (one class-agnostic object appearance)")):
-        keys = [r.key for r in ROWS if r.appearance == appearance and r.key in summary["rows"]]
-        if not keys:
-            continue
-        lines += [f"### {title}", "",
-                  "| row | seeds | " + " | ".join(METRICS[m][0] for m in METRICS) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
-        for key in keys:
-            row = summary["rows"][key]
-            n = max(s["n"] for s in row["stats"].values())
-            group = "" if row["group"] == "main" else f" *({row['group']})*"
-            lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in METRICS) + " |")
-        lines.append("")
+    for appearance in APPEARANCES:
+        table = appearance_table(summary, appearance)
+        if table:
+            lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
     if summary["comparisons"]:
-        lines += ["### Paired differences (row − baseline, same seeds; effect: |mean| > 2 SE; negligible: "
-                  "|mean| > 2 SE but below " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items()) + ")", "",
-                  "| row | baseline | " + " | ".join(METRICS[m][0] for m in COMPARED) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in COMPARED) + " |"]
-        for comparison in summary["comparisons"]:
-            cells = []
-            for metric in COMPARED:
-                m = comparison["metrics"].get(metric)
-                if m is None:
-                    cells.append("–")
-                elif m.get("negligible"):
-                    cells.append(f"negligible ({m['diff']:+.3f})")
-                elif not m["effect"]:
-                    cells.append(f"no effect ({m['diff']:+.3f})")
-                else:
-                    cells.append(f"**{m['diff']:+.3f}** ± {m['se']:.3f}")
-            lines.append(f"| {comparison['row']} | {comparison['baseline']} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["### Paired differences (row − baseline, same seeds; effect: two-sided paired t-test "
+                  f"p < {ALPHA} and at least " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items())
+                  + "; negligible: p < {ALPHA} but smaller)".replace("{ALPHA}", str(ALPHA)), "",
+                  *comparisons_table(summary), ""]
+    edges = edges_line(summary)
+    if edges:
+        lines += [edges, ""]
     meta = report["meta"]
     if meta.get("complete") is False:
         lines.append("**Partial report: the run is still going, or was interrupted.**")

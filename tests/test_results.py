@@ -11,7 +11,11 @@ from crm_core import results
 
 def test_rows_cover_the_issue_grid() -> None:
     main = {(r.appearance, r.model, r.crm) for r in results.ROWS if r.group == "main"}
-    assert main == {(a, m, c) for a in ("random", "informative") for m in ("resnet", "resnet_drs") for c in (False, True)}
+    appearances = ("random", "informative", "camouflage")
+    assert main == {(a, m, c) for a in appearances for m in ("resnet", "resnet_drs") for c in (False, True)}
+    # every appearance carries its no-model cues and its ceilings
+    assert {(r.appearance, r.baseline) for r in results.ROWS if r.baseline} == {
+        (a, b) for a in appearances for b in ("intensity", "colour", "perfect_head", "perfect_object")}
     floors = [r for r in results.ROWS if r.group == "floor"]
     assert floors and all(r.untrained and r.train_fields(200, {})["steps"] == 0 for r in floors)
     crm = results.ROW_BY_KEY["informative_resnet_drs_crm"].train_fields(200, {})
@@ -20,7 +24,24 @@ def test_rows_cover_the_issue_grid() -> None:
     assert all(a in results.ROW_BY_KEY and b in results.ROW_BY_KEY for a, b in results.COMPARISONS)
 
 
-def test_summary_calls_an_effect_only_beyond_two_standard_errors() -> None:
+META = {"command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}
+
+
+def test_paired_t_test_matches_scipy_and_hand_computed_values() -> None:
+    from scipy import stats
+
+    diffs = [0.12, 0.15, 0.09, 0.2, 0.11]
+    t, p = results.paired_t_test(diffs)
+    ref = stats.ttest_rel([0.5 + d for d in diffs], [0.5] * 5)
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    # 3 seeds at t = 2.89 (mean 0.05, SE 0.017): beyond 2 SE, yet p = 0.10 on 2 degrees of freedom.
+    t, p = results.paired_t_test([0.02, 0.05, 0.08])
+    assert t == pytest.approx(0.05 / (0.03 / 3 ** 0.5)) and p == pytest.approx(0.102, abs=0.002)
+    assert results.paired_t_test([0.01] * 4) == (float("inf"), 0.0)
+    assert results.paired_t_test([0.0] * 4) == (0.0, 1.0)
+
+
+def test_summary_calls_an_effect_only_at_p_below_alpha_and_above_the_minimal_size() -> None:
     jobs = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     jobs += [{"row": "random_resnet_floor", "seed": s, "miou": 0.3 + d, "body": 0.2 + e}
              for s, (d, e) in enumerate(((0.0, 0.03), (0.005, -0.02), (-0.004, 0.0)))]
@@ -28,20 +49,44 @@ def test_summary_calls_an_effect_only_beyond_two_standard_errors() -> None:
     assert summary["rows"]["random_resnet"]["stats"]["miou"]["mean"] == pytest.approx(0.5)
     assert summary["rows"]["random_resnet"]["stats"]["miou"]["std"] == pytest.approx(0.01)
     (comparison,) = summary["comparisons"]
-    assert comparison["metrics"]["miou"]["effect"] and comparison["metrics"]["miou"]["diff"] == pytest.approx(0.2, abs=1e-3)
-    assert not comparison["metrics"]["body"]["effect"]  # noise around 0
-    table = results.markdown({"summary": summary, "jobs": jobs, "meta": {
-        "command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}})
-    assert "**+0.200**" in table and "no effect" in table and "(floor)" in table
-    # A tiny difference that is the same on every seed clears 2 SE (SE ~ 0) but is not a finding.
+    miou = comparison["metrics"]["miou"]
+    assert miou["effect"] and miou["diff"] == pytest.approx(0.2, abs=1e-3) and miou["p"] < 0.05
+    assert not comparison["metrics"]["body"]["effect"] and comparison["metrics"]["body"]["p"] > 0.05  # noise around 0
+    table = results.markdown({"summary": summary, "jobs": jobs, "meta": META})
+    assert "**+0.200**" in table and "no effect" in table and "(floor)" in table and "p < 0.001" in table
+    # Mean difference > 2 SE, which the old rule called an effect, on 3 seeds: p = 0.10, no effect now.
+    lenient = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d} for s, d in enumerate((0.02, 0.05, 0.08))]
+    lenient += [{"row": "random_resnet_floor", "seed": s, "miou": 0.5} for s in range(3)]
+    (comparison,) = results.summarise(lenient)["comparisons"]
+    m = comparison["metrics"]["miou"]
+    assert abs(m["diff"]) > 2 * m["se"] and 0.05 < m["p"] < 0.2 and not m["effect"]
+    # A tiny difference that is the same on every seed is significant (no spread) but not a finding.
     tiny = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     tiny += [{"row": "random_resnet_floor", "seed": s, "miou": 0.499 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     (comparison,) = results.summarise(tiny)["comparisons"]
     miou = comparison["metrics"]["miou"]
     assert miou["negligible"] and not miou["effect"] and miou["diff"] == pytest.approx(0.001, abs=1e-9)
-    table = results.markdown({"summary": results.summarise(tiny), "jobs": tiny, "meta": {
-        "command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}})
-    assert "negligible (+0.001)" in table
+    table = results.markdown({"summary": results.summarise(tiny), "jobs": tiny, "meta": META})
+    assert "negligible (+0.001" in table
+
+
+def test_tables_read_between_floor_baselines_and_ceiling() -> None:
+    jobs = []
+    for s in range(3):
+        jobs += [{"row": "camouflage_resnet_floor", "seed": s, "miou": 0.5, "threshold": 0.4},
+                 {"row": "camouflage_resnet_crm", "seed": s, "miou": 0.6 + 0.01 * s, "threshold": 0.99},
+                 {"row": "camouflage_intensity", "seed": s, "miou": 0.54, "threshold": 0.5},
+                 {"row": "camouflage_perfect_object", "seed": s, "miou": 0.9, "threshold": 0.4}]
+    summary = results.summarise(jobs)
+    assert results.ceiling_share(summary, "camouflage_resnet_crm") == pytest.approx((0.61 - 0.5) / 0.4)
+    lines = results.appearance_table(summary, "camouflage")
+    labels = [line.split(" | ")[0] for line in lines[2:]]
+    assert "floor" in labels[0] and "brightness" in labels[1] and "ceiling" in labels[-1]
+    edges = summary["grid_edges"]
+    assert edges["at_edge"] == [{"row": "camouflage_resnet_crm", "seed": s} for s in range(3)]
+    assert "3 of 12 runs chose its edge" in results.edges_line(summary)
+    crm_vs_brightness = next(c for c in summary["comparisons"] if c["baseline"] == "camouflage_intensity")
+    assert crm_vs_brightness["metrics"]["miou"]["effect"]
 
 
 def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,7 @@ EVIDENCE_HEAD_MIN = 0.6  # the plain CAM finds the discriminative head ...
 EVIDENCE_BODY_MAX = 0.35  # ... but little of the body
 EVIDENCE_BODY_GAIN = 0.2  # the CRM model covers at least this much more of the body than the plain one
 EVIDENCE_ACCURACY_MIN = 0.95
-EVIDENCE_L1_RISE_MIN = 0.2  # L1 with batch-shuffled CAMs at least 20% above L1 with the real ones
+EVIDENCE_CAM_DEPENDENCE_MIN = 0.2  # eval.json's cam_dependence: shuffled CAMs reconstruct >= 20% worse
 
 
 def _coverage(results: dict[str, Any], part: str) -> float:
@@ -105,11 +105,13 @@ def demo_evidence(evals: dict[str, dict[str, Any]]) -> list[tuple[str, bool | No
                               gain >= EVIDENCE_BODY_GAIN and accuracy >= EVIDENCE_ACCURACY_MIN if claimed else None))
     crm = evals.get("resnet_drs_crm")
     if crm is not None and crm.get("recon_l1") is not None:
+        # crm_core.metrics.CamDependence's definition, the one eval.json, the Reconstructions tab
+        # and the README use: (L1 shuffled - L1 real) / L1 shuffled.
         real, shuffled = float(crm["recon_l1"]), float(crm["recon_l1_shuffled"])
-        rise = shuffled / real - 1.0
+        dependence = float(crm.get("cam_dependence") if crm.get("cam_dependence") is not None else float("nan"))
         lines.append((f"resnet_drs_crm's reconstruction depends on its CAM: L1 {real:.4f} with its own CAMs, "
-                      f"{shuffled:.4f} with CAMs shuffled across the batch ({rise:+.0%}, >= +{EVIDENCE_L1_RISE_MIN:.0%} wanted)",
-                      rise >= EVIDENCE_L1_RISE_MIN))
+                      f"{shuffled:.4f} with CAMs shuffled across the batch (CAM dependence {dependence:.1%}, "
+                      f">= {EVIDENCE_CAM_DEPENDENCE_MIN:.0%} wanted)", dependence >= EVIDENCE_CAM_DEPENDENCE_MIN))
     return lines
 
 

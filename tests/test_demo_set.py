@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from demo.bootstrap import (EVIDENCE_ACCURACY_MIN, EVIDENCE_BODY_GAIN, EVIDENCE_BODY_MAX, EVIDENCE_HEAD_MIN,
-                            EVIDENCE_L1_RISE_MIN, demo_evidence)
+                            EVIDENCE_CAM_DEPENDENCE_MIN, demo_evidence)
 
 
 def _evals(demo_set: dict[str, Path]) -> dict[str, dict]:
@@ -27,7 +27,9 @@ def test_demo_set_shows_head_only_plain_cams_and_crm_covering_the_body(demo_set:
     assert head >= EVIDENCE_HEAD_MIN and body <= EVIDENCE_BODY_MAX, plain["coverage_val_threshold"]
     assert crm["coverage_val_threshold"]["body"] - body >= EVIDENCE_BODY_GAIN, crm["coverage_val_threshold"]
     assert min(plain["accuracy"], crm["accuracy"]) >= EVIDENCE_ACCURACY_MIN
-    assert crm["recon_l1_shuffled"] >= (1 + EVIDENCE_L1_RISE_MIN) * crm["recon_l1"], crm
+    # one definition of CAM dependence: eval.json's, (L1 shuffled - L1 real) / L1 shuffled
+    assert crm["cam_dependence"] == pytest.approx(1 - crm["recon_l1"] / crm["recon_l1_shuffled"], rel=1e-6)
+    assert crm["cam_dependence"] >= EVIDENCE_CAM_DEPENDENCE_MIN, crm
     # the bootstrap log says the same, line by line
     lines = demo_evidence(evals)
     assert len(lines) == 3 and all(holds for _, holds in lines), lines
@@ -37,7 +39,7 @@ def test_demo_evidence_flags_a_set_that_does_not_show_it() -> None:
     def result(head: float, body: float, accuracy: float = 1.0, l1: float | None = None, shuffled: float | None = None):
         out = {"accuracy": accuracy, "coverage_val_threshold": {"head": head, "body": body}}
         if l1 is not None:
-            out.update(recon_l1=l1, recon_l1_shuffled=shuffled)
+            out.update(recon_l1=l1, recon_l1_shuffled=shuffled, cam_dependence=(shuffled - l1) / shuffled)
         return out
 
     good = {"resnet": result(0.9, 0.15), "resnet_drs": result(0.9, 0.2), "resnet_drs_crm": result(0.8, 0.6, l1=0.2, shuffled=0.3)}
@@ -46,6 +48,10 @@ def test_demo_evidence_flags_a_set_that_does_not_show_it() -> None:
     # a CRM model whose decoder ignores the CAM, and one that gains no body, are flagged
     ignored = dict(good, resnet_drs_crm=result(0.8, 0.6, l1=0.3, shuffled=0.31))
     assert [holds for _, holds in demo_evidence(ignored)][-1] is False
+    # +23% by the old ratio shuffled / real - 1, but 18.6% by the one definition: not met
+    short = dict(good, resnet_drs_crm=result(0.8, 0.6, l1=0.2656, shuffled=0.3264))
+    line, holds = demo_evidence(short)[-1]
+    assert holds is False and "18.6%" in line
     no_gain = dict(good, resnet_drs_crm=result(0.8, 0.25, l1=0.2, shuffled=0.3))
     assert [holds for _, holds in demo_evidence(no_gain)][2] is False
     inaccurate = dict(good, resnet_drs_crm=result(0.8, 0.6, accuracy=0.5, l1=0.2, shuffled=0.3))

@@ -18,7 +18,7 @@ from crm_core.losses import alignment_target, erode
 from crm_core.metrics import CamDependence, ious_from_counts
 from crm_core.models import ModelConfig, create_model
 from crm_core.models.crm import CRMNet, class_score_maps, decoder_input
-from crm_core.oracle import oracle_gain
+from crm_core.oracle import colour_cues, oracle_gain
 
 
 def _part_means(appearance: str, n: int = 40) -> dict[str, float]:
@@ -51,8 +51,30 @@ def test_informative_distractors_sometimes_share_the_object_appearance() -> None
     assert 0.1 < shared / total < 0.6  # bright is not a free segmentation
 
 
-def test_informative_scenes_keep_the_label_out_of_everything_but_the_head() -> None:
-    a, b = sample_scene(3, "val", 17, 4, "informative"), sample_scene(3, "val", 17, 9, "informative")
+def test_camouflage_keeps_the_object_look_but_hands_it_to_more_distractor_area() -> None:
+    camouflage = _part_means("camouflage")
+    assert camouflage["body"] > camouflage["background"] + 0.15 and camouflage["min_gap"] > 0.0
+    bright_distractor_area = body_area = 0.0
+    for index in range(40):
+        image, parts, _ = SyntheticPets("train", image_size=64, length=40, appearance="camouflage").render(index)
+        bright = image.astype(np.float32).mean(axis=-1) / 255.0 > 0.6
+        bright_distractor_area += float((bright & (parts == 0)).sum())
+        body_area += float((parts == 1).sum())
+    assert bright_distractor_area > body_area  # P(object | bright) is low ...
+
+
+def test_camouflage_defeats_colour_cues_but_keeps_the_oracle_gain() -> None:
+    # ... while P(bright | object) stays high: knowing where the object is still predicts its pixels.
+    gain = oracle_gain("camouflage", train_images=120, test_images=60, image_size=64)
+    assert gain["oracle_gain"] >= 0.05, gain
+    cues = colour_cues("camouflage", train_images=120, val_images=40, test_images=60, image_size=64, cam_size=4)
+    informative = colour_cues("informative", train_images=120, val_images=40, test_images=60, image_size=64, cam_size=4)
+    assert cues["intensity"]["miou"] <= 0.58 < informative["intensity"]["miou"], (cues, informative)
+
+
+@pytest.mark.parametrize("appearance", ["informative", "camouflage"])
+def test_informative_scenes_keep_the_label_out_of_everything_but_the_head(appearance: str) -> None:
+    a, b = sample_scene(3, "val", 17, 4, appearance), sample_scene(3, "val", 17, 9, appearance)
     assert a.label != b.label
     from crm_core.data.synthetic import render_scene
     image_a, parts_a = render_scene(a, 64)

@@ -148,7 +148,7 @@ def test_synthetic_classes_balanced_and_all_present():
         assert (counts > 0).all() and counts.max() - counts.min() <= 1
 
 
-@pytest.mark.parametrize("appearance", ["random", "informative"])
+@pytest.mark.parametrize("appearance", ["random", "informative", "camouflage"])
 def test_only_the_head_depends_on_the_label(appearance):
     """Swapping a scene's label changes head pixels only, and always changes them."""
     for index in range(30):

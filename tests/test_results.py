@@ -113,3 +113,61 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
     merged = json.loads((tmp_path / "results.json").read_text())
     assert sorted(j["row"] for j in merged["jobs"]) == sorted(rows) and merged["jobs"][-1]["reused"]
     assert results.cli(["--rows", "no_such_row", *common]) == 2
+
+
+def _report(jobs: list[dict]) -> dict:
+    meta = {**META, "revision": "abc", "merged_with": {**META, "wall_s": 120}}
+    return {"meta": meta, "jobs": jobs, "summary": results.summarise(jobs),
+            "oracle": {"camouflage": {"oracle_gain": 0.093, "l1_constant": 0.4, "l1_oracle": 0.36,
+                                      "intensity_miou": 0.536, "colour_miou": 0.602}}}
+
+
+def test_readme_block_is_generated_from_the_json_and_replaces_only_its_block(tmp_path: Path) -> None:
+    jobs = []
+    for s in range(5):
+        jobs += [{"row": "camouflage_resnet_floor", "seed": s, "miou": 0.5 + 0.001 * s, "body": 0.3, "accuracy": 0.25},
+                 {"row": "camouflage_resnet", "seed": s, "miou": 0.55 + 0.002 * s, "body": 0.2, "accuracy": 0.99,
+                  "train_s": 200.0 + s},
+                 {"row": "camouflage_resnet_crm", "seed": s, "miou": 0.65 + 0.003 * s, "body": 0.5, "accuracy": 0.99,
+                  "train_s": 300.0, "cam_dependence": 0.3},
+                 {"row": "camouflage_intensity", "seed": s, "miou": 0.536, "body": 0.98},
+                 {"row": "camouflage_perfect_object", "seed": s, "miou": 0.92, "body": 0.95}]
+    report = _report(jobs)
+    block = results.readme_block(report)
+    assert "9.3%" in block and "0.536" in block and "0.602" in block  # the oracle table
+    assert "resnet + CRM − resnet (n = 5)" in block and "**+0.102**" in block and "p < 0.001" in block
+    assert "3 min of wall time" in block and "200–300 s" in block  # 60 s + 120 s over both parts
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{results.README_BEGIN}\nold numbers\n{results.README_END}\ntail\n")
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert results.cli(["--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r.md"),
+                        "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n") and text.endswith(f"{results.README_END}\ntail\n")
+    assert "old numbers" not in text and block in text
+    readme.write_text("no block here\n")
+    assert results.cli(["--json", str(tmp_path / "r.json"), "--out", "", "--readme", str(readme)]) == 2
+
+
+def test_the_repository_readme_matches_docs_results_json() -> None:
+    root = Path(__file__).resolve().parent.parent
+    report = json.loads((root / "docs" / "results.json").read_text())
+    report["summary"] = results.summarise(report["jobs"])
+    text = (root / "README.md").read_text()
+    assert results.readme_block(report) in text, "README.md is stale: python -m crm_core.results --readme README.md"
+
+
+def test_plan_runs_every_part_merged_into_one_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(results, "README_PLAN", ((("random_resnet_floor",), 2), (("random_intensity",), 1)))
+    real_cli = results.cli
+
+    def spy(argv):  # the parts themselves are cli runs, tested above
+        calls.append(list(argv))
+        return 0
+
+    monkeypatch.setattr(results, "cli", spy)
+    assert real_cli(["--plan", "--jobs", "2", "--json", str(tmp_path / "r.json")]) == 0
+    assert [c[c.index("--rows") + 1] for c in calls[:2]] == ["random_resnet_floor", "random_intensity"]
+    assert all("--merge" in c and "--plan" not in c for c in calls[:2]) and calls[0][-1] == "2"
+    assert "--oracle" in calls[-1]

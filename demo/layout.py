@@ -213,8 +213,10 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                                                  label="Data appearance")
                     res_metric = gr.Dropdown([(label, key) for key, label in cb.RESULT_METRICS.items()],
                                              value="miou", label="Metric")
-                res_plot = gr.Plot(label="One dot per seed; dashed: the untrained floor")
-                res_table = gr.Dataframe(interactive=False, label="mean ± std over seeds", elem_id="results-table")
+                res_plot = gr.Plot(label="One dot per seed of each trained row; dashed: the untrained floor; "
+                                         "dotted: baselines and ceilings (no model), at their mean")
+                res_table = gr.Dataframe(interactive=False, elem_id="results-table",
+                                         label="mean ± std over seeds; groups baseline and ceiling: no model")
                 res_comparisons = gr.Markdown(elem_id="results-comparisons")
                 with gr.Row():
                     res_model = gr.Dropdown(names, value=a0, label="Your checkpoint", **PICK)

@@ -14,6 +14,8 @@ from plotly.subplots import make_subplots
 #: Columns of metrics.csv that can be plotted, in display order.
 TERMS = ("loss_total", "loss_cls", "loss_l1", "loss_vgg", "loss_align", "accuracy", "lr")
 X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
+# Results tab: line colour of the rows made by no model (no-model cues; perfect maps at the CAM grid).
+REFERENCE_COLOURS = {"baseline": "#b8860b", "ceiling": "#2e8b57"}
 
 
 def run_colour(name: str) -> str:
@@ -133,11 +135,15 @@ def delta_figure(points: Sequence[Mapping[str, Any]], name: str = "") -> go.Figu
 
 
 def results_figure(points: Mapping[str, Sequence[tuple[int, float]]], floors: Sequence[tuple[str, float]],
-                   metric: str, yours: Mapping[str, float] | None = None) -> go.Figure:
-    """The Results tab's strip plot: one jittered dot per (row, seed), untrained floors as dashed lines.
+                   metric: str, yours: Mapping[str, float] | None = None,
+                   references: Sequence[tuple[str, str, float]] = ()) -> go.Figure:
+    """The Results tab's strip plot: one jittered dot per (row, seed), untrained floors as dashed lines,
+    the rows made by no model (baselines, ceilings) as dotted lines.
 
     ``points``: row label -> [(seed, value)]; ``floors``: [(model, the floor row's mean)];
-    ``yours``: label -> value of each checkpoint the user evaluated (drawn as a star).
+    ``yours``: label -> value of each checkpoint the user evaluated (drawn as a star);
+    ``references``: [(group, row label, mean)] of each baseline ("baseline") and ceiling ("ceiling")
+    row, labelled with its label and mean.
     """
     fig = go.Figure()
     for label, values in points.items():
@@ -152,8 +158,17 @@ def results_figure(points: Mapping[str, Sequence[tuple[int, float]]], floors: Se
     for i, (model, mean) in enumerate(floors):
         fig.add_hline(y=mean, line_dash="dash", line_color="grey", annotation_text=f"untrained floor ({model})",
                       annotation_position="top left" if i % 2 == 0 else "bottom right")
+    for i, (group, label, mean) in enumerate(references):
+        # Cues left (they sit low), ceilings right, alternating above and below so close lines stay readable.
+        side = "right" if group == "ceiling" else "left"
+        fig.add_hline(y=mean, line_dash="dot", line_color=REFERENCE_COLOURS.get(group, "grey"),
+                      annotation_text=f"{label}: {mean:.3f}", annotation_font_size=11,
+                      annotation_font_color=REFERENCE_COLOURS.get(group, "grey"),
+                      annotation_position=f"{'top' if i % 2 == 0 else 'bottom'} {side}")
     fig.update_layout(height=440, template="plotly_white", margin=dict(l=50, r=20, t=40, b=120),
                       yaxis_title=metric, xaxis_tickangle=-25, uirevision="results")
     if not points and not yours:
-        fig.add_annotation(text="no values for this metric", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.add_annotation(text="no values for this metric" if not references and not floors else
+                           "no trained rows with this metric", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5)
     return fig

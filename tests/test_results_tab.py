@@ -16,8 +16,15 @@ from demo.layout import build_app
 from demo_fixtures import FakeEngine, assert_no_server_detail
 
 SEEDS = (0, 1, 2)
-# key -> (label, group, appearance, model, miou per seed); cam_dependence only where CRM is on.
+# key -> (label, group, appearance, model, miou per seed); cam_dependence only where CRM is on. The rows made
+# by no model (groups baseline and ceiling, model "none") come first, as crm_core.results lists them.
 ROWS = {
+    "random_intensity": ("image brightness as the CAM (no model)", "baseline", "random", "none", (0.20, 0.21, 0.22)),
+    "random_colour": ("per-pixel colour classifier fitted on train masks (no model)", "baseline", "random", "none",
+                      (0.24, 0.25, 0.26)),
+    "random_perfect_head": ("perfect head mask at the CAM grid", "ceiling", "random", "none", (0.55, 0.56, 0.57)),
+    "random_perfect_object": ("perfect object mask at the CAM grid (ceiling)", "ceiling", "random", "none",
+                              (0.80, 0.81, 0.82)),
     "random_resnet_floor": ("resnet untrained (floor)", "floor", "random", "resnet", (0.30, 0.31, 0.32)),
     "random_resnet": ("resnet", "main", "random", "resnet", (0.40, 0.42, 0.44)),
     "random_resnet_crm": ("resnet + CRM", "main", "random", "resnet", (0.41, 0.42, 0.45)),
@@ -26,10 +33,19 @@ ROWS = {
     "informative_resnet_floor": ("resnet untrained (floor)", "floor", "informative", "resnet", (0.33, 0.33, 0.34)),
     "informative_resnet_drs": ("resnet_drs", "main", "informative", "resnet_drs", (0.50, 0.52, 0.54)),
     "informative_resnet_drs_crm": ("resnet_drs + CRM", "main", "informative", "resnet_drs", (0.60, 0.62, 0.65)),
+    "camouflage_intensity": ("image brightness as the CAM (no model)", "baseline", "camouflage", "none",
+                             (0.53, 0.54, 0.55)),
+    "camouflage_resnet_floor": ("resnet untrained (floor)", "floor", "camouflage", "resnet", (0.28, 0.29, 0.30)),
+    "camouflage_resnet": ("resnet", "main", "camouflage", "resnet", (0.35, 0.36, 0.37)),
 }
+NO_MODEL = {key for key, (_, group, *_) in ROWS.items() if group in ("baseline", "ceiling")}
 
 
 def _job(key: str, seed: int, miou: float) -> dict:
+    if key in NO_MODEL:  # crm_core.results.score_row_baseline: no accuracy, no CAM dependence, nothing trained
+        return {"row": key, "seed": seed, "threshold": 0.99 if key == "random_intensity" and seed == 2 else 0.5,
+                "miou": miou, "fg_iou": miou, "bg_fpr": 0.2, "head": 0.7, "body": miou, "train_s": 0.0,
+                "eval_s": 0.5}
     crm = key.endswith("_crm")
     return {"row": key, "seed": seed, "checkpoint": f"/srv/ckpt/results_{key}_s{seed}.pt", "accuracy": 0.5 + miou / 2,
             "threshold": 0.4, "miou": miou, "fg_iou": miou, "bg_fpr": 0.1, "head": 0.9, "body": miou,
@@ -43,20 +59,27 @@ def _report() -> dict:
     for key, (label, group, appearance, model, _) in ROWS.items():
         stats = {}
         for metric in ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence", "train_s"):
-            values = [j[metric] for j in jobs if j["row"] == key and j[metric] is not None]
+            values = [j[metric] for j in jobs if j["row"] == key and j.get(metric) is not None]
             if values:
                 stats[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values), "n": len(values)}
         rows[key] = {"key": key, "label": label, "group": group, "appearance": appearance, "model": model,
                      "crm": key.endswith("_crm"), "overrides": {}, "untrained": group == "floor", "stats": stats}
     comparisons = [
         {"row": "random_resnet_crm", "baseline": "random_resnet",
-         "metrics": {"miou": {"diff": 0.004, "se": 0.01, "n": 3, "effect": False}}},
+         "metrics": {"miou": {"diff": 0.004, "se": 0.01, "n": 3, "t": 0.4, "p": 0.728, "effect": False,
+                              "negligible": False}}},
+        {"row": "random_resnet_crm", "baseline": "random_intensity",
+         "metrics": {"miou": {"diff": 0.217, "se": 0.01, "n": 3, "t": 21.7, "p": 0.0021, "effect": True,
+                              "negligible": False}}},
         {"row": "informative_resnet_drs_crm", "baseline": "informative_resnet_drs",
-         "metrics": {"miou": {"diff": 0.101, "se": 0.012, "n": 3, "effect": True}}},
+         "metrics": {"miou": {"diff": 0.101, "se": 0.012, "n": 3, "t": 8.4, "p": 0.0139, "effect": True,
+                              "negligible": False}}},
     ]
     meta = {"command": "python -m crm_core.results --seeds 3", "wall_s": 600.0, "jobs": len(jobs), "device": "cpu",
             "steps": 200, "seeds": list(SEEDS), "crm_recipe": {}, "recipe": {}, "machine": "test"}
-    return {"meta": meta, "jobs": jobs, "summary": {"rows": rows, "comparisons": comparisons}}
+    grid_edges = {"grid": [0.0, 0.99, 100], "runs": len(jobs),
+                  "at_edge": [{"row": j["row"], "seed": j["seed"]} for j in jobs if j["threshold"] in (0.0, 0.99)]}
+    return {"meta": meta, "jobs": jobs, "summary": {"rows": rows, "comparisons": comparisons, "grid_edges": grid_edges}}
 
 
 @pytest.fixture()
@@ -75,32 +98,68 @@ def _markers(figure: go.Figure) -> list[tuple[str, float]]:
     return [(x, y) for trace in figure.data if trace.type == "box" for x, y in zip(trace.x, trace.y)]
 
 
+def _lines(figure: go.Figure) -> list[tuple[str, float, str]]:
+    """(dash, y, annotation) of every horizontal line, in drawing order (add_hline adds a shape and its note)."""
+    notes = [a for a in figure.layout.annotations if a.xref != "paper" or a.text != "no values for this metric"]
+    return [(shape.line.dash, shape.y0, note.text) for shape, note in zip(figure.layout.shapes, notes)]
+
+
+def _references(figure: go.Figure) -> list[tuple[str, float, str]]:
+    """The dotted lines: the baseline and ceiling rows."""
+    return [line for line in _lines(figure) if line[0] == "dot"]
+
+
 def test_table_has_the_rows_of_the_chosen_appearance_with_mean_and_std(engine: FakeEngine) -> None:
     choices, status, table, _, _ = _view(engine, "random")
-    assert choices["choices"] == ["random", "informative"] and choices["value"] == "random"
-    assert list(table["row"]) == ["resnet untrained (floor)", "resnet", "resnet + CRM"]
-    assert list(table["group"]) == ["floor", "main", "main"] and list(table["seeds"]) == [3, 3, 3]
+    assert choices["choices"] == ["random", "informative", "camouflage"] and choices["value"] == "random"
+    # floor, no-model cues, trained rows, ceilings; the group column names the rows made by no model
+    assert list(table["row"]) == ["resnet untrained (floor)", "image brightness as the CAM (no model)",
+                                  "per-pixel colour classifier fitted on train masks (no model)", "resnet",
+                                  "resnet + CRM", "perfect head mask at the CAM grid",
+                                  "perfect object mask at the CAM grid (ceiling)"]
+    assert list(table["group"]) == ["floor", "baseline", "baseline", "main", "main", "ceiling", "ceiling"]
+    assert list(table["seeds"]) == [3] * 7
     miou = table[cb.RESULT_METRICS["miou"]]
-    assert all("±" in cell for cell in miou) and miou[1] == "0.420 ± 0.020"
-    assert table[cb.RESULT_METRICS["cam_dependence"]].tolist() == ["–", "–", "0.200 ± 0.000"]
-    assert "21 models" in status and "seeds [0, 1, 2]" in status and "\n" not in status
+    assert all("±" in cell for cell in miou) and miou[3] == "0.420 ± 0.020" and miou[1] == "0.210 ± 0.010"
+    assert table[cb.RESULT_METRICS["cam_dependence"]].tolist() == ["–", "–", "–", "–", "0.200 ± 0.000", "–", "–"]
+    assert table[cb.RESULT_METRICS["accuracy"]].tolist()[1:3] == ["–", "–"]  # no model, no accuracy
+    assert "27 models and 15 no-model baseline/ceiling runs" in status and "seeds [0, 1, 2]" in status
+    assert "\n" not in status
     _, _, informative, _, _ = _view(engine, "informative")
     assert len(informative) == 4 and "resnet_drs + CRM" in set(informative["row"])
     assert _view(engine, "no such appearance")[0]["value"] == "random"  # falls back to the first
 
 
+def test_every_appearance_of_the_report_is_offered_in_display_order(engine: FakeEngine, tmp_path: Path) -> None:
+    choices, _, table, figure, _ = _view(engine, "camouflage")
+    assert choices["value"] == "camouflage" and "camouflage" in choices["choices"]
+    assert list(table["row"]) == ["resnet untrained (floor)", "image brightness as the CAM (no model)", "resnet"]
+    assert {x for x, _ in _markers(figure)} == {"resnet untrained (floor)", "resnet"}  # floors keep their dots
+    assert _references(figure) == [("dot", pytest.approx(0.54), "image brightness as the CAM (no model): 0.540")]
+    # An appearance the dashboard does not know follows the known ones; a report with only that one opens on it.
+    report = _report()
+    report["summary"]["rows"] = {"x": {**report["summary"]["rows"]["random_resnet"], "appearance": "zebra"},
+                                 "y": {**report["summary"]["rows"]["random_resnet"], "appearance": "aardvark"}}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(report))
+    choices = _view(FakeEngine(results_path=path), "random")[0]
+    assert choices["choices"] == ["random", "informative", "camouflage", "aardvark", "zebra"]
+    assert _view(FakeEngine(results_path=path), "nothing")[0]["value"] == "aardvark"
+
+
 def test_strip_plot_has_a_dot_per_row_and_seed_and_the_floor_lines(engine: FakeEngine) -> None:
     figure = _view(engine, "random", "miou")[3]
-    expected = {(ROWS[key][0], ROWS[key][4][seed]) for key in ROWS if key.startswith("random") for seed in SEEDS}
+    expected = {(ROWS[key][0], ROWS[key][4][seed]) for key in ROWS
+                if key.startswith("random") and key not in NO_MODEL for seed in SEEDS}
     markers = _markers(figure)
     assert len(markers) == 9 and set(markers) == expected
     assert all(trace.boxpoints == "all" and trace.jitter > 0 for trace in figure.data)
-    shapes, notes = figure.layout.shapes, [a.text for a in figure.layout.annotations]
-    assert len(shapes) == 1 and shapes[0].line.dash == "dash" and shapes[0].y0 == pytest.approx(0.31)
-    assert notes == ["untrained floor (resnet)"] and figure.layout.yaxis.title.text == cb.RESULT_METRICS["miou"]
+    floors = [line for line in _lines(figure) if line[0] == "dash"]
+    assert floors == [("dash", pytest.approx(0.31), "untrained floor (resnet)")]
+    assert figure.layout.yaxis.title.text == cb.RESULT_METRICS["miou"]
 
     figure = _view(engine, "informative", "miou")[3]
-    assert len(_markers(figure)) == 12
+    assert len(_markers(figure)) == 12 and not _references(figure)  # no baseline rows in this appearance
     floors = sorted((s.y0, a.text) for s, a in zip(figure.layout.shapes, figure.layout.annotations))
     assert floors == [(pytest.approx(1.0 / 3), "untrained floor (resnet)"),
                       (pytest.approx(0.36), "untrained floor (resnet_drs)")]
@@ -109,10 +168,53 @@ def test_strip_plot_has_a_dot_per_row_and_seed_and_the_floor_lines(engine: FakeE
     assert {x for x, _ in _markers(figure)} == {"resnet_drs + CRM"} and not figure.layout.shapes
 
 
-def test_paired_comparisons_say_effect_or_no_effect(engine: FakeEngine) -> None:
-    assert _view(engine, "random")[4].endswith("- resnet + CRM vs resnet: no effect (+0.004)")
+def test_baselines_and_ceilings_are_labelled_lines_not_dots(engine: FakeEngine) -> None:
+    figure = _view(engine, "random", "miou")[3]
+    labels = {ROWS[key][0] for key in NO_MODEL}
+    assert not labels & {x for x, _ in _markers(figure)}  # no dot of a row made by no model
+    assert sorted(_references(figure), key=lambda line: line[1]) == [
+        ("dot", pytest.approx(0.21), "image brightness as the CAM (no model): 0.210"),
+        ("dot", pytest.approx(0.25), "per-pixel colour classifier fitted on train masks (no model): 0.250"),
+        ("dot", pytest.approx(0.56), "perfect head mask at the CAM grid: 0.560"),
+        ("dot", pytest.approx(0.81), "perfect object mask at the CAM grid (ceiling): 0.810"),
+    ]
+    assert len(figure.layout.shapes) == 5  # and the floor, dashed as before
+    colours = {round(shape.y0, 2): shape.line.color for shape in figure.layout.shapes if shape.line.dash == "dot"}
+    assert colours[0.21] != colours[0.81]  # a cue and a ceiling read apart
+    # A metric the no-model rows lack (accuracy, CAM dependence) draws no line for them.
+    assert not _references(_view(engine, "random", "accuracy")[3])
+    assert not _references(_view(engine, "random", "cam_dependence")[3])
+    assert [line[2] for line in _references(_view(engine, "random", "head")[3])] == [
+        f"{ROWS[key][0]}: 0.700" for key in ROWS if key in NO_MODEL and key.startswith("random")]
+    # The user's checkpoint still joins as a star beside them.
+    rows = cb.results_evaluate(engine, "resnet", "random", "miou", [])[0]
+    figure = _view(engine, "random", "miou", rows)[3]
+    assert [t.name for t in figure.data if t.type == "scatter"] == ["resnet (yours)"] and len(_references(figure)) == 4
+
+
+def test_runs_at_the_threshold_grids_edge_are_counted(engine: FakeEngine, tmp_path: Path) -> None:
+    status = _view(engine, "random")[1]
+    assert "1 of 42 runs chose an edge of the threshold grid (now 0.00–0.99) on val" in status
+    assert "(1 of them in this appearance)" in status and "\n" not in status
+    assert "(0 of them in this appearance)" in _view(engine, "informative")[1]
+    report = _report()
+    report["summary"]["grid_edges"]["at_edge"] = []
+    path = tmp_path / "none_at_edge.json"
+    path.write_text(json.dumps(report))
+    assert "edge" not in _view(FakeEngine(results_path=path), "random")[1]
+    del report["summary"]["grid_edges"]  # an older report
+    path.write_text(json.dumps(report))
+    assert "edge" not in _view(FakeEngine(results_path=path), "random")[1]
+
+
+def test_paired_comparisons_say_effect_or_no_effect_with_p(engine: FakeEngine) -> None:
+    text = _view(engine, "random")[4]
+    assert "two-sided paired t-test, p < 0.05, and at least the minimal size" in text
+    assert "2 standard errors" not in text
+    assert "- resnet + CRM vs resnet: no effect (+0.004, p = 0.728)" in text
+    assert text.endswith("- resnet + CRM vs image brightness as the CAM (no model): +0.217 ± 0.010 (effect, p = 0.002)")
     text = _view(engine, "informative")[4]
-    assert "- resnet_drs + CRM vs resnet_drs: +0.101 ± 0.012 (effect)" in text and "resnet + CRM" not in text
+    assert "- resnet_drs + CRM vs resnet_drs: +0.101 ± 0.012 (effect, p = 0.014)" in text and "resnet + CRM" not in text
     assert _view(engine, "informative", "body")[4] == ""  # no comparison of that metric in the report
 
 
@@ -208,6 +310,15 @@ def test_the_results_tab_reads_the_report_only_when_selected(engine: FakeEngine,
 def test_a_negligible_difference_is_not_read_as_an_effect() -> None:
     from demo.callbacks.results import comparisons_markdown
 
-    summary = {"rows": {"a": {"label": "A"}, "b": {"label": "B"}}, "comparisons": [
-        {"row": "a", "baseline": "b", "metrics": {"miou": {"diff": 0.001, "se": 0.0001, "effect": False, "negligible": True}}}]}
-    assert comparisons_markdown(summary, {"a": {}}, "miou").endswith("- A vs B: negligible (+0.001)")
+    def summary(**metric):
+        return {"rows": {"a": {"label": "A"}, "b": {"label": "B"}}, "comparisons": [
+            {"row": "a", "baseline": "b", "metrics": {"miou": {"diff": 0.001, "se": 0.0001, **metric}}}]}
+
+    text = comparisons_markdown(summary(p=0.0004, effect=False, negligible=True), {"a": {}}, "miou")
+    assert text.endswith("- A vs B: negligible (+0.001, p < 0.001)") and "negligible: p < 0.05 but smaller" in text
+    # Fewer than two paired seeds: no p (NaN in the report), never an effect.
+    text = comparisons_markdown(summary(p=float("nan"), effect=False, negligible=False), {"a": {}}, "miou")
+    assert text.endswith("- A vs B: no effect (+0.001, p n/a)")
+    # An older report (its rule was 2 SE, no p): said so, with the command that remakes it.
+    text = comparisons_markdown(summary(effect=False, negligible=True), {"a": {}}, "miou")
+    assert text.endswith("- A vs B: negligible (+0.001)") and "an older report" in text and "p-values" in text

@@ -19,7 +19,15 @@ RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "h
                   "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence"}
 RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
 RESULTS_COMMAND = "python -m crm_core.results --seeds 3"
-APPEARANCES = ("random", "informative")  # the report's data appearances, in display order
+# The report's data appearances in display order; an appearance the report has and this list lacks
+# follows them (the UI reads the appearances off the report's rows, not off crm_core.data).
+APPEARANCES = ("random", "informative", "camouflage")
+# Rows made by no model (crm_core.baselines): the plot draws them as reference lines, not as dots.
+REFERENCE_GROUPS = ("baseline", "ceiling")
+# Order of the groups in the table: the floor and the no-model cues first, the ceilings last
+# (as crm_core.results orders its markdown tables); a group not listed goes before the ceilings.
+TABLE_ORDER = ("floor", "baseline", "main", "ablation", "preset", "legacy")
+ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results.ALPHA)
 
 
 def _result_metric(metric: Any) -> str:
@@ -38,10 +46,20 @@ def _mean_std(stats: dict[str, Any], metric: str) -> str:
     return "–" if mean is None else f"{mean:.3f} ± {finite(entry.get('std')) or 0.0:.3f}"
 
 
+def _table_rank(row: dict[str, Any]) -> int:
+    group = row.get("group")
+    if group == "ceiling":
+        return len(TABLE_ORDER) + 1
+    return TABLE_ORDER.index(group) if group in TABLE_ORDER else len(TABLE_ORDER)
+
+
 def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One line per report row (mean ± std over seeds) and per checkpoint the user evaluated (one value)."""
+    """One line per report row (mean ± std over seeds) and per checkpoint the user evaluated (one value).
+
+    Rows go floor, no-model baselines, trained rows, ceilings (the report's order within a group);
+    the group column names the baselines and ceilings, which come from no model."""
     records = []
-    for key, row in rows.items():
+    for key, row in sorted(rows.items(), key=lambda item: _table_rank(item[1])):
         stats = row["stats"]
         records.append({"row": row.get("label", key), "group": row.get("group"),
                         "seeds": max((int(s.get("n", 1)) for s in stats.values()), default=0),
@@ -55,38 +73,74 @@ def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str,
 
 def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]], user_rows: Sequence[dict[str, Any]],
                  metric: str) -> Any:
-    """The strip plot of ``metric``: a dot per (row, seed) from the report's jobs, the floors as lines."""
+    """The strip plot of ``metric``: a dot per (row, seed) of the trained rows from the report's jobs; the
+    floors, and the baselines and ceilings that come from no model, as labelled lines at their mean."""
     points: dict[str, list[tuple[int, float]]] = {}
     for key, row in rows.items():
+        if row.get("group") in REFERENCE_GROUPS:
+            continue
         values = [(job.get("seed"), finite(job.get(metric))) for job in jobs if job.get("row") == key]
         if any(v is not None for _, v in values):
             points[row.get("label", key)] = [(seed, v) for seed, v in values if v is not None]
     floors = [(row.get("model", key), row["stats"][metric]["mean"]) for key, row in rows.items()
               if row.get("group") == "floor" and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
+    references = [(str(row["group"]), str(row.get("label", key)), row["stats"][metric]["mean"])
+                  for key, row in rows.items() if row.get("group") in REFERENCE_GROUPS
+                  and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
     yours = {_yours(u): u[metric] for u in user_rows if finite(u.get(metric)) is not None}
-    return plots.results_figure(points, floors, RESULT_METRICS[metric], yours)
+    return plots.results_figure(points, floors, RESULT_METRICS[metric], yours, references=references)
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]], metric: str) -> str:
     """The report's paired comparisons of ``metric`` (same seeds) among ``rows``, one bullet each."""
     labels = {key: row.get("label", key) for key, row in summary.get("rows", {}).items()}
-    lines = []
+    lines, tested = [], False
     for comparison in summary.get("comparisons", []):
         entry = (comparison.get("metrics") or {}).get(metric) or {}
         diff, se = finite(entry.get("diff")), finite(entry.get("se"))
         if comparison.get("row") not in rows or diff is None:
             continue
+        tested = tested or "p" in entry
+        p = finite(entry.get("p"))
+        # Every comparison of a t-tested report says its p (n/a: fewer than two paired seeds);
+        # an older report (no "p": its rule was 2 SE) says none.
+        p_text = "" if "p" not in entry else f", {_p(p)}" if p is not None else ", p n/a"
         effect = entry.get("effect") and se is not None
-        if entry.get("negligible"):  # clears 2 SE but below the minimal size crm_core.results asks of an effect
-            verdict = f"negligible ({diff:+.3f})"
+        if entry.get("negligible"):  # p < ALPHA but below the minimal size crm_core.results asks of an effect
+            verdict = f"negligible ({diff:+.3f}{p_text})"
         else:
-            verdict = f"{diff:+.3f} ± {se:.3f} (effect)" if effect else f"no effect ({diff:+.3f})"
+            verdict = f"{diff:+.3f} ± {se:.3f} (effect{p_text})" if effect else f"no effect ({diff:+.3f}{p_text})"
         baseline = comparison.get("baseline")
-        lines.append(f"- {labels[comparison['row']]} vs {labels.get(baseline, baseline)}: {verdict}")
+        lines.append(f"- {labels.get(comparison['row'], comparison['row'])} vs {labels.get(baseline, baseline)}: "
+                     f"{verdict}")
     if not lines:
         return ""
-    return (f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; an effect is a mean difference "
-            "beyond 2 standard errors and a minimal size):\n" + "\n".join(lines))
+    rule = (f"an effect is a two-sided paired t-test, p < {ALPHA}, and at least the minimal size; negligible: "
+            f"p < {ALPHA} but smaller" if tested else
+            "an older report: there an effect is a mean difference beyond 2 standard errors and a minimal size; "
+            f"remake it with `{RESULTS_COMMAND}` for p-values")
+    return f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; {rule}):\n" + "\n".join(lines)
+
+
+def edges_line(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
+    """How many runs chose the threshold grid's edge on val (their optimum may lie beyond it); "" when none."""
+    edges = summary.get("grid_edges")
+    at_edge = edges.get("at_edge") if isinstance(edges, dict) else None
+    if not at_edge or not isinstance(at_edge, list):
+        return ""
+    grid = edges.get("grid") or []
+    low, high = (finite(grid[0]), finite(grid[1])) if len(grid) >= 2 else (None, None)
+    # (a job is checked against the grid it recorded: an older job's top was 0.95)
+    grid_now = f" (now {low:.2f}–{high:.2f})" if low is not None and high is not None else ""
+    runs = edges.get("runs")
+    of = f" of {runs}" if isinstance(runs, int) else ""
+    here = sum(1 for e in at_edge if isinstance(e, dict) and e.get("row") in rows)
+    return (f"{len(at_edge)}{of} runs chose an edge of the threshold grid{grid_now} on val, so their best threshold "
+            f"may lie beyond it ({here} of them in this appearance).")
 
 
 def _report_line(report: dict[str, Any]) -> str:
@@ -94,7 +148,11 @@ def _report_line(report: dict[str, Any]) -> str:
     seeds = meta.get("seeds") or sorted({job.get("seed") for job in report["jobs"]}, key=str)
     wall = finite(meta.get("wall_s"))
     made = f" in {wall / 60:.0f} min" if wall is not None else ""
-    return safe_message(f"{len(report['jobs'])} models ({meta.get('steps', '?')} steps, seeds {seeds}, "
+    rows = (report.get("summary") or {}).get("rows") or {}
+    no_model = {key for key, row in rows.items() if row.get("group") in REFERENCE_GROUPS or row.get("model") == "none"}
+    maps = sum(1 for job in report["jobs"] if job.get("row") in no_model)
+    models = f"{len(report['jobs']) - maps} models" + (f" and {maps} no-model baseline/ceiling runs" if maps else "")
+    return safe_message(f"{models} ({meta.get('steps', '?')} steps, seeds {seeds}, "
                         f"{meta.get('device', '?')}{made}), made by `{meta.get('command', RESULTS_COMMAND)}`. "
                         "Threshold chosen on val, scores on test; mean ± std over seeds.")
 
@@ -123,6 +181,9 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     appearance = appearance if appearance in choices else next((a for a in choices if a in present), choices[0])
     rows = {key: r for key, r in every_row.items() if r.get("appearance", "random") == appearance}
     mine = [u for u in user_rows if str(u.get("appearance")) == appearance]
+    edges = edges_line(summary, rows)
+    if edges:
+        status = f"{status} {safe_message(edges)}"
     figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric) if rows or mine else None
     return (gr.update(choices=choices, value=appearance), status, results_table(rows, mine), figure,
             comparisons_markdown(summary, rows, metric))

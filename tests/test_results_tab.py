@@ -257,7 +257,7 @@ def test_missing_or_unreadable_report_is_one_line_with_the_command(tmp_path: Pat
     if content is not None:
         path.write_text(content)
     choices, status, table, figure, comparisons = _view(FakeEngine(results_path=path))
-    assert reason in status and "`python -m crm_core.results --seeds 3`" in status
+    assert reason in status and "`python -m crm_core.results --plan --jobs 2`" in status
     assert "\n" not in status and "Traceback" not in status and str(tmp_path) not in status
     assert_no_server_detail(status)
     assert table.empty and figure is None and comparisons == "" and choices["choices"] == list(cb.APPEARANCES)

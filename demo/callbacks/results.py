@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "head": "head covered",
                   "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence"}
 RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
-RESULTS_COMMAND = "python -m crm_core.results --seeds 3"
+RESULTS_COMMAND = "python -m crm_core.results --plan --jobs 2"  # the README table (crm_core.results README_PLAN)
 # The report's data appearances in display order; an appearance the report has and this list lacks
 # follows them (the UI reads the appearances off the report's rows, not off crm_core.data).
 APPEARANCES = ("random", "informative", "camouflage")

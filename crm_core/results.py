@@ -570,12 +570,16 @@ def readme_block(report: dict[str, Any]) -> str:
     summary = report["summary"]
     seeds = sorted({j["seed"] for j in report["jobs"]})
     parts = parts_of(report["meta"])
-    wall = sum(p.get("wall_s", 0.0) + p.get("oracle_wall_s", 0.0) for p in parts)
+    jobs_at_once = max(int(p.get("jobs", 1)) for p in parts) if parts else 1
+    # Job time, not the parts' wall clock: a part rerun with --reuse re-evaluates without training.
+    busy = sum(float(j.get("train_s") or 0.0) + float(j.get("eval_s") or 0.0) for j in report["jobs"])
+    oracle_s = sum(p.get("oracle_wall_s", 0.0) for p in parts)
     train = [j["train_s"] for j in report["jobs"] if j.get("train_s")]
     revisions = sorted({str(j.get("revision", "unknown"))[:12] for j in report["jobs"]})
-    lines = [f"Seeds {', '.join(map(str, seeds))}; {len(report['jobs'])} runs in {len(parts)} parts, "
-             f"{wall / 60:.0f} min of wall time on {report['meta']['machine']} (sum of the parts; "
-             f"{parts[-1]['jobs'] if parts else 1} jobs at a time); a training run took "
+    lines = [f"Seeds {', '.join(map(str, seeds))}; {len(report['jobs'])} runs, "
+             f"{(busy / jobs_at_once + oracle_s) / 60:.0f} min of training and evaluation on "
+             f"{report['meta']['machine']} at {jobs_at_once} jobs at a time (the runs' own times: "
+             f"{busy / 60:.0f} job-minutes, + {oracle_s / 60:.0f} min for the oracle); a training run took "
              f"{min(train):.0f}–{max(train):.0f} s (train time column of docs/results.md). "
              f"Code revision(s): {', '.join(revisions)}.", ""]
     oracle = report.get("oracle") or {}

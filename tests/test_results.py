@@ -74,7 +74,8 @@ def test_tables_read_between_floor_baselines_and_ceiling() -> None:
     jobs = []
     for s in range(3):
         jobs += [{"row": "camouflage_resnet_floor", "seed": s, "miou": 0.5, "threshold": 0.4},
-                 {"row": "camouflage_resnet_crm", "seed": s, "miou": 0.6 + 0.01 * s, "threshold": 0.99},
+                 {"row": "camouflage_resnet_crm", "seed": s, "miou": 0.6 + 0.01 * s, "threshold": 0.999,
+                  "thresholds": [0.0, 0.999, 109]},
                  {"row": "camouflage_intensity", "seed": s, "miou": 0.54, "threshold": 0.5},
                  {"row": "camouflage_perfect_object", "seed": s, "miou": 0.9, "threshold": 0.4}]
     summary = results.summarise(jobs)
@@ -136,7 +137,8 @@ def test_readme_block_is_generated_from_the_json_and_replaces_only_its_block(tmp
     block = results.readme_block(report)
     assert "9.3%" in block and "0.536" in block and "0.602" in block  # the oracle table
     assert "resnet + CRM − resnet (n = 5)" in block and "**+0.102**" in block and "p < 0.001" in block
-    assert "3 min of wall time" in block and "200–300 s" in block  # 60 s + 120 s over both parts
+    busy = sum(j.get("train_s", 0) for j in jobs)  # the jobs' own times, at 1 job at a time
+    assert f"{busy / 60:.0f} min of training and evaluation" in block and "200–300 s" in block
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n{results.README_BEGIN}\nold numbers\n{results.README_END}\ntail\n")
     (tmp_path / "r.json").write_text(json.dumps(report))

@@ -73,7 +73,8 @@ def _train_rest(checkpoints: Path, runs: Path, device: str, eval_images: int, na
 
 def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     """Bootstrap if needed, build the UI and launch it; returns the Blocks (``.local_url`` set)."""
-    from demo.bootstrap import DEMO_BEFORE_SERVING, DEMO_MODELS, bootstrap_demo, needs_bootstrap  # light
+    from demo.bootstrap import (DEMO_BEFORE_SERVING, DEMO_MODELS, bootstrap_demo, needs_bootstrap,  # light
+                                staged_demo_models)
 
     checkpoints, runs = Path(args.checkpoints).resolve(), Path(args.runs).resolve()
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -110,13 +111,29 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     # The menus were filled from the files alone; building the models (torchvision, weights)
     # starts once the page is served, so the first view finds most of it done.
     threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
-    if first_launch:
-        rest = [name for name in DEMO_MODELS if name not in DEMO_BEFORE_SERVING]
+    # The rest of the demo set trains behind the served page: on a first launch, or when a launch
+    # was stopped while it trained (its staged checkpoint is resumed).
+    rest = ([name for name in DEMO_MODELS if name not in DEMO_BEFORE_SERVING] if first_launch
+            else [] if args.no_bootstrap else staged_demo_models(checkpoints))
+    if rest:
         threading.Thread(target=_train_rest, args=(checkpoints, runs, device, args.eval_images, rest),
                          name="bootstrap-rest", daemon=True).start()
     if not prevent_thread_lock:
         app.block_thread()
     return app
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, ``docker stop``) stops the server the way Ctrl-C does: the
+    bootstrap's finally terminates its training workers before serving, gradio closes on the
+    interrupt once serving, and at exit multiprocessing terminates the background workers. The
+    default action would kill this process alone and leave its workers training."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    launch(args)
+    stop_on_sigterm()
+    try:
+        launch(args)
+    except KeyboardInterrupt:
+        log.info("stopped before serving; the demo models trained so far are kept for the next launch")
+        return 130
     return 0
 
 

@@ -60,9 +60,42 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
 DEMO_BEFORE_SERVING = ("resnet", "resnet_drs_crm")
 
 
+STAGING = ".training"  # the hidden subfolder of checkpoints/ where demo models train (no menu lists it)
+
+
+def staged_demo_models(checkpoint_dir: str | Path) -> list[str]:
+    """Demo models a stopped launch left half-trained in the staging folder (and not yet finished)."""
+    folder = Path(checkpoint_dir)
+    return [name for name in DEMO_MODELS
+            if (folder / STAGING / f"{name}.pt").is_file() and not (folder / f"{name}.pt").is_file()]
+
+
 def needs_bootstrap(checkpoint_dir: str | Path) -> bool:
     """True when the folder holds no checkpoint at all."""
     return not any(Path(checkpoint_dir).glob("*.pt"))
+
+
+def _resume_or_discard(partial: Path, values: dict[str, Any]) -> bool:
+    """A staged checkpoint left by a launch that was stopped: resume it when it is a readable
+    checkpoint of this very recipe (say so in the log), else delete it. Returns whether to resume."""
+    if not partial.is_file():
+        return False
+    from crm_core.checkpoints import CheckpointError, inspect_checkpoint
+
+    try:
+        summary = inspect_checkpoint(partial)
+        recorded = summary.train_config
+        mismatch = [k for k in ("model", "crm", "steps", "seed", "appearance", "arch", "l1_weight")
+                    if recorded.get(k) != values.get(k)]
+        if mismatch:
+            raise CheckpointError(f"made with another recipe ({', '.join(mismatch)} differ)")
+    except (CheckpointError, OSError, ValueError, KeyError) as exc:
+        log.warning("bootstrap: discarding %s, left by a launch that was stopped: %s", partial, exc)
+        partial.unlink(missing_ok=True)
+        return False
+    log.info("bootstrap: resuming %s from step %d of %d (a launch was stopped before it finished)",
+             values["name"], summary.step, values["steps"])
+    return True
 
 
 def demo_config(name: str, checkpoint_dir: str | Path, runs_dir: str | Path, device: str = "cpu",
@@ -141,6 +174,22 @@ def train_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = 
     return path, engine.write_eval(path)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this process SIGTERM when the server that started it dies, however
+    it dies (SIGKILL included); a normal stop terminates the workers itself (_train_parallel)."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup still applies
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any, cores: int, niceness: int) -> None:
     """Child process: progress rows sent to the parent (which draws the bars).
 
@@ -148,6 +197,7 @@ def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any,
     floating-point sums, and the demo set must come out the same on every first launch. The
     evaluation after it uses ``cores // models still running`` (the last model left gets them all).
     """
+    _die_with_parent()
     import torch
 
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"
@@ -243,9 +293,10 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
     and the device is the CPU; 1 trains them one after the other in this process).
     ``names``: a subset of DEMO_MODELS (default: all).
     ``background``: beside a running dashboard: worker processes at the lowest priority (nice 10,
-    one thread), log lines instead of bars, and the checkpoints written to a hidden folder
-    (``.training/``, which menus do not list) and moved into ``checkpoint_dir`` once trained and
-    evaluated, so no half-trained model shows up.
+    one thread) and log lines instead of bars. Either way each checkpoint is written to a hidden
+    folder (:data:`STAGING`, which menus do not list) and moved into ``checkpoint_dir`` once
+    trained and evaluated, so no half-trained model shows up; one left there by a stopped launch
+    is resumed (or discarded when unreadable or of another recipe), and the log says which.
     """
     names = list(DEMO_MODELS) if names is None else list(names)
     unknown = sorted(set(names) - set(DEMO_MODELS))
@@ -254,9 +305,17 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     existing = {name: Path(checkpoint_dir) / f"{name}.pt" for name in names}
-    staging = Path(checkpoint_dir) / ".training" if background else Path(checkpoint_dir)
-    configs = [demo_config(name, staging, runs_dir, device, **overrides) for name in names
-               if not existing[name].is_file()]
+    # Every demo model trains in a hidden folder that no menu lists and moves in once trained and
+    # evaluated: a launch stopped half-way leaves no half-trained model in checkpoint_dir (the next
+    # launch would otherwise see a non-empty folder, skip the bootstrap and serve it as the demo).
+    staging = Path(checkpoint_dir) / STAGING
+    configs = []
+    for name in names:
+        if existing[name].is_file():
+            continue
+        values = demo_config(name, staging, runs_dir, device, **overrides)
+        values["resume"] = _resume_or_discard(staging / f"{name}.pt", values)
+        configs.append(values)
     if processes is None:
         processes = len(configs) if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
     for values in configs:
@@ -265,10 +324,6 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
                  values["batch_size"], values["steps"], "CRM" if values["crm"] else "no CRM")
     if background and configs:
         evals = _train_parallel(configs, eval_images, niceness=10, show_bars=False, cores=1)
-        for name in evals:
-            os.replace(staging / f"{name}.pt", existing[name])  # keeps its mtime: eval.json still matches it
-        with contextlib.suppress(OSError):
-            staging.rmdir()  # when empty
     elif processes >= 2 and len(configs) >= 2:
         evals = _train_parallel(configs, eval_images)
     else:
@@ -276,6 +331,10 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
         for values in configs:
             _, evals[values["name"]] = train_one(values, eval_images)
             log.info("%s", _ready_line(values["name"], evals[values["name"]]))
+    for name in evals:
+        os.replace(staging / f"{name}.pt", existing[name])  # keeps its mtime: eval.json still matches it
+    with contextlib.suppress(OSError):
+        staging.rmdir()  # when empty
     log.info("bootstrap finished in %.0f s", time.perf_counter() - started)
     if evals:
         log_evidence(evals)

@@ -15,6 +15,7 @@ import torch
 from conftest import tiny_config
 from crm_core import train as train_mod
 from crm_core.checkpoints import load_checkpoint
+from crm_core.metrics import DEFAULT_THRESHOLDS
 from crm_core.models import to_tanh_range
 from crm_core.runs import METRIC_COLUMNS, RunDir
 
@@ -59,7 +60,7 @@ def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> No
     result = json.loads((runs / "resnet_drs" / "eval.json").read_text())
     assert result["num_images"] == 12 and 0 <= result["accuracy"] <= 1
     assert result["cam_miou_best"]["miou"] >= result["cam_miou_fixed"]["miou"] - 1e-12
-    assert len(result["curve"]) == 20 and set(result["coverage_best"]) == {"body", "head"}
+    assert [p["threshold"] for p in result["curve"]] == list(DEFAULT_THRESHOLDS) and set(result["coverage_best"]) == {"body", "head"}
     assert result["recon_l1"] is not None and result["recon_l1_shuffled"] is not None and "cam_dependence" in result
     assert result["threshold_split"] == "val" and 0 <= result["cam_miou_val_threshold"]["bg_fpr"] <= 1
     assert set(result["coverage_val_threshold"]) == {"body", "head"}

@@ -413,7 +413,8 @@ def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[st
     for key in keys:
         row = summary["rows"][key]
         n = max(s["n"] for s in row["stats"].values())
-        group = "" if row["group"] == "main" else f" *({row['group']})*"
+        tagged = row["group"] in ("main", "floor") or f"({row['group']})" in row["label"]  # labels that say it
+        group = "" if tagged else f" *({row['group']})*"
         share = ceiling_share(summary, key)
         lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in metrics)
                      + f" | {'–' if share is None else f'{share:.0%}'} |")
@@ -439,7 +440,7 @@ def edges_line(summary: dict[str, Any]) -> str:
     low, high, count = edges["grid"]
     at = edges["at_edge"]
     listed = ", ".join(f"{e['row']} seed {e['seed']}" for e in at)
-    return (f"Threshold grid {low:.2f}–{high:.2f} ({count} thresholds): {len(at)} of {edges['runs']} runs chose "
+    return (f"Threshold grid {low:g}–{high:g} ({count} thresholds): {len(at)} of {edges['runs']} runs chose "
             f"its edge on val" + (f" ({listed})." if at else "."))
 
 

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from crm_core.api import CamModel, dataset_for
+from crm_core.explain import CamModel, dataset_for
 from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError
@@ -180,28 +180,71 @@ def select_threshold(model: CamModel, dataset: Any, *, limit: int | None = None,
     return float(scan["cam_miou_best"]["threshold"])
 
 
-def main(cfg: EvalConfig) -> dict[str, Any]:
-    model = CamModel.load(cfg.checkpoint, cfg.device)
-    dataset = dataset_for(model, cfg.split, cfg.data_root)
+def evaluate_protocol(
+    model: CamModel,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    threshold_split: str = "val",
+    val_limit: int | None = None,
+    data_root: str | None = None,
+    threshold: float = 0.3,
+    batch_size: int = 16,
+    drs_delta: float | None = None,
+    cam_method: str = DEFAULT_CAM_METHOD,
+    samples: int = 0,
+    runs_dir: str | Path | None = None,
+    checkpoint_mtime_ns: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The evaluation protocol, the one place it is written: the CAM threshold is chosen on the
+    first ``val_limit`` images of ``threshold_split`` (``"none"``: not chosen), and the metrics
+    are reported on the first ``limit`` images of ``split`` at it (``cam_miou_val_threshold``,
+    ``coverage_val_threshold``) as well as at the fixed and the best-on-``split`` thresholds.
+
+    The result records what it is about: ``split``, ``threshold_split`` and ``val_images`` (the
+    dashboard reuses a stored threshold only for the same val size), and ``checkpoint_mtime_ns``
+    when given (which version of the file; :func:`evaluate_checkpoint` stats it before reading).
+    With ``runs_dir`` it also carries the run's training diagnostics and ``samples`` sample panels,
+    and is written atomically to ``<runs_dir>/<model name>/eval.json``.
+    """
     val_threshold = None
-    if cfg.threshold_split != "none":
-        val_threshold = select_threshold(model, dataset_for(model, cfg.threshold_split, cfg.data_root),
-                                         limit=cfg.val_limit, batch_size=cfg.batch_size, drs_delta=cfg.drs_delta,
-                                         progress=True, cam_method=cfg.cam_method)
-    run = RunDir.create(cfg.runs_dir, model.name)
-    results = evaluate_model(model, dataset, limit=cfg.limit, threshold=cfg.threshold, batch_size=cfg.batch_size,
-                             drs_delta=cfg.drs_delta, samples=cfg.samples, samples_dir=run.samples_dir,
-                             val_threshold=val_threshold, cam_method=cfg.cam_method)
-    results["split"] = cfg.split
-    diagnostics = training_diagnostics(run.read_metrics())
-    if diagnostics:
-        results["training_diagnostics"] = diagnostics
+    if threshold_split != "none":
+        val_threshold = select_threshold(model, dataset_for(model, threshold_split, data_root), limit=val_limit,
+                                         batch_size=batch_size, drs_delta=drs_delta, progress=progress,
+                                         cam_method=cam_method)
+    run = RunDir.create(runs_dir, model.name) if runs_dir is not None else None
+    results = evaluate_model(model, dataset_for(model, split, data_root), limit=limit, threshold=threshold,
+                             batch_size=batch_size, drs_delta=drs_delta, samples=samples if run else 0,
+                             samples_dir=run.samples_dir if run else None, val_threshold=val_threshold,
+                             cam_method=cam_method, progress=progress)
+    results["split"] = split
     if val_threshold is not None:
-        results["threshold_split"] = cfg.threshold_split
-        if cfg.threshold_split == cfg.split:
-            log.warning("the threshold was chosen on the split it is reported on (%s): an optimistic number", cfg.split)
-    run.write_eval(results)
+        results.update(threshold_split=threshold_split, val_images=val_limit)
+        if threshold_split == split:
+            log.warning("the threshold was chosen on the split it is reported on (%s): an optimistic number", split)
+    if checkpoint_mtime_ns is not None:
+        results["checkpoint_mtime_ns"] = checkpoint_mtime_ns
+    if run is not None:
+        diagnostics = training_diagnostics(run.read_metrics())
+        if diagnostics:
+            results["training_diagnostics"] = diagnostics
+        run.write_eval(results)
     return results
+
+
+def evaluate_checkpoint(path: str | Path, device: str = "cpu", **protocol: Any) -> dict[str, Any]:
+    """:func:`evaluate_protocol` on the checkpoint file ``path``, stamped with the version of the
+    file it read (its mtime, taken before reading: a file replaced meanwhile does not match)."""
+    mtime = Path(path).stat().st_mtime_ns
+    return evaluate_protocol(CamModel.load(path, device), checkpoint_mtime_ns=mtime, **protocol)
+
+
+def main(cfg: EvalConfig) -> dict[str, Any]:
+    return evaluate_checkpoint(cfg.checkpoint, cfg.device, split=cfg.split, limit=cfg.limit,
+                               threshold_split=cfg.threshold_split, val_limit=cfg.val_limit, data_root=cfg.data_root,
+                               threshold=cfg.threshold, batch_size=cfg.batch_size, drs_delta=cfg.drs_delta,
+                               cam_method=cfg.cam_method, samples=cfg.samples, runs_dir=cfg.runs_dir, progress=True)
 
 
 def format_summary(results: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from crm_core.api import CamModel, dataset_for
+from crm_core.explain import CamModel, dataset_for
 from crm_core.atomic import atomic_write_json
 from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError

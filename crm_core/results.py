@@ -204,10 +204,9 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements."""
     import torch
 
-    from crm_core.api import CamModel, dataset_for
-    from crm_core.evaluate import evaluate_model, select_threshold
+    from crm_core.explain import CamModel
+    from crm_core.evaluate import evaluate_protocol
     from crm_core.metrics import DEFAULT_THRESHOLDS
-    from crm_core.runs import RunDir
     from crm_core.train import TrainConfig, main as train_main
 
     if threads:
@@ -239,11 +238,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         train_main(cfg)
     model = CamModel.load(path, device)
     started = time.perf_counter()
-    threshold = select_threshold(model, dataset_for(model, "val"), limit=val_limit)
-    evaluation = evaluate_model(model, dataset_for(model, "test"), limit=test_limit, val_threshold=threshold,
-                                samples=5, samples_dir=RunDir(Path(runs_dir) / name).samples_dir, progress=False)
-    evaluation.update(split="test", threshold_split="val")
-    RunDir(Path(runs_dir) / name).write_eval(evaluation)
+    evaluation = evaluate_protocol(model, limit=test_limit, val_limit=val_limit, samples=5, runs_dir=runs_dir)
     at = evaluation["cam_miou_val_threshold"]
     coverage = evaluation["coverage_val_threshold"]
     return {

@@ -32,7 +32,7 @@ from crm_core.losses import (VGG19_LAYERS, VGGPerceptualLoss, alignment_loss, cl
                              reconstruction_target)
 from crm_core.models import MODEL_VARIANTS, ModelConfig, ReconstructNet, create_model
 from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES, CamClassifier
-from crm_core.models.crm import DECODER_INPUTS, CRMNet
+from crm_core.crm import DECODER_INPUTS, CRMNet
 from crm_core.metrics import CamDependence
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import MetricsWriter, RunDir

@@ -162,16 +162,15 @@ def log_evidence(evals: dict[str, dict[str, Any]]) -> list[tuple[str, bool | Non
 def train_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = None,
               before_eval: Callable[[], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """Train one demo model and store its eval.json; returns (checkpoint, eval results)."""
+    from crm_core.evaluate import evaluate_checkpoint
     from crm_core.train import TrainConfig
     from crm_core.train import main as train_main
-    from demo.engine import Engine
 
     path = train_main(TrainConfig(**values), on_progress=on_progress)
     if before_eval is not None:
         before_eval()
-    engine = Engine(values["checkpoint_dir"], values["runs_dir"], device=values.get("device", "cpu"),
-                    eval_limit=eval_images)
-    return path, engine.write_eval(path)
+    return path, evaluate_checkpoint(path, values.get("device", "cpu"), limit=eval_images, val_limit=eval_images,
+                                     runs_dir=values["runs_dir"])
 
 
 def _die_with_parent() -> None:

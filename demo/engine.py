@@ -35,7 +35,7 @@ from crm_core.api import superpixels as slic_labels
 from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD, normalize_cams
 from crm_core.data import superpixel_mean
 from crm_core.data.transforms import to_uint8_image
-from crm_core.evaluate import evaluate_model, select_threshold
+from crm_core.evaluate import evaluate_checkpoint, evaluate_model, evaluate_protocol, select_threshold
 from crm_core.losses import reconstruction_target
 from crm_core.metrics import mask_iou
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
@@ -546,9 +546,7 @@ class Engine:
         """Checkpoint ``name`` scored as the results table scores its rows: the CAM threshold is
         chosen on the first ``limit`` val images, the metrics reported on the first ``limit`` test images."""
         model = self.model(name)
-        threshold = select_threshold(model, dataset_for(model, "val"), limit=limit)
-        results = evaluate_model(model, dataset_for(model, "test"), limit=limit, val_threshold=threshold,
-                                 progress=False)
+        results = evaluate_protocol(model, limit=limit, val_limit=limit)
         at, coverage = results["cam_miou_val_threshold"], results["coverage_val_threshold"]
         return {
             "name": name, "appearance": model.checkpoint.train_config.get("appearance", "random"),
@@ -656,12 +654,6 @@ class Engine:
         The CAM threshold is chosen on as many val images (``cam_miou_val_threshold``), never
         on the test images it is reported on.
         """
-        mtime = checkpoint.stat().st_mtime_ns  # which version of the file these numbers are about
-        model = CamModel.load(checkpoint, self.device)
-        threshold = select_threshold(model, dataset_for(model, "val"), limit=self.eval_limit)
-        results = evaluate_model(model, dataset_for(model, "test"), limit=self.eval_limit, val_threshold=threshold,
-                                 progress=False)
-        results.update(split="test", threshold_split="val", val_images=self.eval_limit, checkpoint_mtime_ns=mtime)
-        RunDir.create(self.runs_dir, model.name).write_eval(results)
-        return results
+        return evaluate_checkpoint(checkpoint, self.device, limit=self.eval_limit, val_limit=self.eval_limit,
+                                   runs_dir=self.runs_dir)
 

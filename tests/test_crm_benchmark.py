@@ -17,7 +17,7 @@ from crm_core.data.synthetic import SyntheticPets, sample_scene
 from crm_core.losses import alignment_target, erode
 from crm_core.metrics import CamDependence, ious_from_counts
 from crm_core.models import ModelConfig, create_model
-from crm_core.models.crm import CRMNet, class_score_maps, decoder_input
+from crm_core.crm import CRMNet, class_score_maps, decoder_input
 from crm_core.oracle import colour_cues, oracle_gain
 
 
@@ -233,14 +233,14 @@ def test_perceptual_term_compares_at_64_px_or_more(tmp_path: Path) -> None:
 
 def test_zero_steps_saves_the_untrained_floor(tmp_path: Path, monkeypatch) -> None:
     from crm_core.api import CamModel, dataset_for
-    from crm_core.evaluate import evaluate_model, select_threshold
+    from crm_core.evaluate import evaluate_protocol, select_threshold
 
     monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
     path = train_mod.main(tiny_config(tmp_path, steps=0, crm=False, model="resnet"))
     model = CamModel.load(path)
     assert model.checkpoint.step == 0
     threshold = select_threshold(model, dataset_for(model, "val"), limit=8)
-    result = evaluate_model(model, dataset_for(model, "test"), limit=8, val_threshold=threshold, progress=False)
+    result = evaluate_protocol(model, limit=8, val_limit=8)
     assert result["cam_miou_val_threshold"]["threshold"] == pytest.approx(threshold)
     assert 0 <= result["cam_miou_val_threshold"]["bg_fpr"] <= 1
     assert set(result["coverage_val_threshold"]) == {"head", "body"}

@@ -133,6 +133,120 @@ def test_the_rules_see_what_they_forbid(tmp_path: Path) -> None:
             ("gradio", 7)} <= found
 
 
+# -- the layers of crm_core and no cycles --------------------------------------------------
+def documented_layers() -> list[list[str]]:
+    """docs/architecture.md's numbered list of crm_core layers: the backticked names before the dash."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text[text.index("Inside `crm_core` the layers are"):]
+    layers = []
+    for match in re.finditer(r"^(\d+)\. (.+?) —", section, flags=re.M):
+        assert int(match.group(1)) == len(layers) + 1, "the layer list is numbered 1, 2, 3, ..."
+        layers.append(re.findall(r"`([\w.]+)`", match.group(2)))
+    return layers
+
+
+def crm_core_unit(module: str) -> str | None:
+    """The layer unit a crm_core module belongs to: its top-level module or subpackage name."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "crm_core" else None
+
+
+def import_graph(roots: tuple[str, ...], unit) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in sources(*roots):
+        importer = unit(module_name(path))
+        if importer is None:
+            continue
+        graph.setdefault(importer, set())
+        for module, _ in imports(path):
+            imported = unit(module)
+            if imported is not None and imported != importer:
+                graph[importer].add(imported)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one node (Tarjan), as sorted lists."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_every_crm_core_module_is_in_one_documented_layer() -> None:
+    layers = documented_layers()
+    named = [name for layer in layers for name in layer]
+    assert len(named) == len(set(named)), f"a unit is in two layers: {named}"
+    units = {crm_core_unit(module_name(p)) for p in sources("crm_core")} - {None}
+    assert units == set(named), f"undocumented: {sorted(units - set(named))}, gone: {sorted(set(named) - units)}"
+
+
+def test_crm_core_imports_only_lower_layers() -> None:
+    level = {name: i for i, layer in enumerate(documented_layers()) for name in layer}
+    bad = []
+    for path in sources("crm_core"):
+        importer = crm_core_unit(module_name(path))
+        for module, line in imports(path):
+            imported = crm_core_unit(module)
+            if importer and imported and imported != importer and level[imported] >= level[importer]:
+                bad.append(f"{path.relative_to(ROOT)}:{line} ({importer}, layer {level[importer] + 1}) imports "
+                           f"{module} (layer {level[imported] + 1})")
+    assert not bad, "docs/architecture.md: each layer imports only lower layers:\n" + "\n".join(bad)
+
+
+def test_no_import_cycle_between_crm_core_packages_or_demo_modules() -> None:
+    assert cycles(import_graph(("crm_core",), crm_core_unit)) == []
+    assert cycles(import_graph(("crm_core",), lambda m: m if within(m, "crm_core") else None)) == []
+    modules = {module_name(p) for p in sources("demo", "app.py")}
+
+    def demo_module(module: str) -> str | None:  # "from demo.x import name" counts as demo.x
+        while module and module not in modules:
+            module = module.rpartition(".")[0]
+        return module or None
+
+    assert cycles(import_graph(("demo", "app.py"), demo_module)) == []
+
+
+def test_the_cycle_and_layer_checks_see_what_they_forbid() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    assert crm_core_unit("crm_core.models.classifier") == "models" and crm_core_unit("demo.engine") is None
+    assert ["models"] in documented_layers()
+
+
+def test_crm_core_names_demo_only_where_the_docs_say() -> None:
+    """A module run by name (``python -m demo.bench``) is an import no AST walk sees: the one such
+    place is crm_core/bench/dashboard.py, which docs/architecture.md names."""
+    naming = sorted(str(p.relative_to(ROOT)) for p in sources("crm_core")
+                    if re.search(r"[\"']demo(\.\w+)*[\"']", p.read_text(encoding="utf-8")))
+    assert naming == ["crm_core/bench/dashboard.py"]
+    assert "bench/dashboard.py" in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+
+
 # -- the engine surface ------------------------------------------------------------------
 MEMBERS = sorted(name for name in vars(DashboardEngine) if not name.startswith("_"))
 

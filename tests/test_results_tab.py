@@ -276,22 +276,16 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
     model = SimpleNamespace(checkpoint=SimpleNamespace(train_config={"appearance": "informative"},
                                                        model_config=SimpleNamespace(variant="resnet_drs")))
 
-    def select_threshold(m, dataset, *, limit):
-        calls.append(("threshold", dataset, limit))
-        return 0.35
-
-    def evaluate_model(m, dataset, *, limit, val_threshold, progress):
-        calls.append(("evaluate", dataset, limit, val_threshold))
+    def evaluate_protocol(m, **protocol):
+        calls.append((m, protocol))
         return {"accuracy": 0.75, "cam_miou_best": {"miou": 0.9, "threshold": 0.2},
                 "cam_miou_val_threshold": {"threshold": 0.35, "miou": 0.6, "fg_iou": 0.5, "bg_fpr": 0.12},
                 "coverage_val_threshold": {"head": 0.95, "body": 0.45}, "cam_dependence": float("nan")}
 
     monkeypatch.setattr(engine, "model", lambda name: model)
-    monkeypatch.setattr(engine_module, "dataset_for", lambda m, split: f"{split} split")
-    monkeypatch.setattr(engine_module, "select_threshold", select_threshold)
-    monkeypatch.setattr(engine_module, "evaluate_model", evaluate_model)
+    monkeypatch.setattr(engine_module, "evaluate_protocol", evaluate_protocol)
     row = engine.results_row("mine", limit=7)
-    assert calls == [("threshold", "val split", 7), ("evaluate", "test split", 7, 0.35)]
+    assert calls == [(model, {"limit": 7, "val_limit": 7})]  # the protocol's defaults: val threshold, test report
     assert row == {"name": "mine", "appearance": "informative", "model": "resnet_drs", "threshold": 0.35,
                    "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None}
 

@@ -78,6 +78,27 @@ def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> No
     assert 0 <= scores["miou"] <= 1 and scores["refined"]
 
 
+def test_the_evaluation_protocol_chooses_on_val_reports_on_test_and_records_what_it_is_about(
+        trained_pair: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from crm_core.evaluate import evaluate_checkpoint, evaluate_protocol, select_threshold
+    from crm_core.explain import CamModel, dataset_for
+
+    ckpt = trained_pair["resnet_drs"]
+    model = CamModel.load(ckpt)
+    chosen = select_threshold(model, dataset_for(model, "val"), limit=8)  # independently, on val only
+    result = evaluate_checkpoint(ckpt, limit=10, val_limit=8, runs_dir=tmp_path / "runs")
+    assert result["cam_miou_val_threshold"]["threshold"] == pytest.approx(chosen)
+    assert (result["split"], result["threshold_split"], result["val_images"], result["num_images"]) == \
+        ("test", "val", 8, 10)
+    assert result["checkpoint_mtime_ns"] == ckpt.stat().st_mtime_ns
+    assert json.loads((tmp_path / "runs" / "resnet_drs" / "eval.json").read_text()) == json.loads(json.dumps(result))
+    none = evaluate_protocol(model, limit=4, threshold_split="none")  # nothing written without runs_dir
+    assert "cam_miou_val_threshold" not in none and "threshold_split" not in none
+    with caplog.at_level("WARNING", logger="crm_core.evaluate"):
+        evaluate_protocol(model, split="val", limit=4, threshold_split="val", val_limit=4)
+    assert "optimistic" in caplog.text
+
+
 def test_both_optimisers_zeroed_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same batch twice with parameters held fixed: step 2's gradients must equal step 1's.
 

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.api import CamModel, dataset_for
-from crm_core.evaluate import evaluate_model, select_threshold
+from crm_core.evaluate import evaluate_checkpoint
 from crm_core.train import TrainConfig
 from crm_core.train import main as train_main
 from demo.bootstrap import demo_config
 
 
 def _val_threshold_result(path: Path) -> dict:
-    model = CamModel.load(path)
-    threshold = select_threshold(model, dataset_for(model, "val"), limit=96)
-    return evaluate_model(model, dataset_for(model, "test"), limit=96, val_threshold=threshold, progress=False)
+    return evaluate_checkpoint(path, limit=96, val_limit=96)
 
 
 @pytest.mark.slow

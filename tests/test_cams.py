@@ -387,11 +387,13 @@ def test_closed_form_cam_trains_the_model() -> None:
     model, images = _model("resnet_drs", 16), _images(batch=2)
     model.zero_grad(set_to_none=True)
     result = compute_cams(model, images, classes=torch.tensor([0, 1]))
-    (normalize_cams(result.cams).mean() + result.logits.sum()).backward()
+    normalize_cams(result.cams).mean().backward()  # the CAM alone: no logit term that would reach them anyway
     grads = [p.grad for p in (model.fc.weight, model.layer4[-1][0].conv2.weight)]
     model.zero_grad(set_to_none=True)
     for grad in grads:
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    detached = compute_cams(model, images, classes=torch.tensor([0, 1])).cams.detach()
+    assert not detached.requires_grad  # the control: a detached CAM gives a loss nothing to backpropagate
 
 
 def test_hook_path_create_graph_is_differentiable() -> None:

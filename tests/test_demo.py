@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -19,6 +21,8 @@ from demo import callbacks as cb
 from demo import plots, render
 from demo.layout import build_app
 from demo_fixtures import SIZE, FakeEngine, assert_no_server_detail
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()
@@ -331,7 +335,11 @@ def test_ema_is_debiased_like_tensorboard() -> None:
 
 
 def test_run_colours_are_stable_and_distinct() -> None:
-    assert plots.run_colour("resnet") == plots.run_colour("resnet")
+    """A run keeps its colour across server restarts: not from hash(), which each process salts."""
+    probe = "from demo.plots import run_colour; print(run_colour('resnet'), run_colour('ft-1'))"
+    seen = {subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert seen == {f"{plots.run_colour('resnet')} {plots.run_colour('ft-1')}"}
     assert len({plots.run_colour(f"run{i}") for i in range(20)}) >= 18
 
 

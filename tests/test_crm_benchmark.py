@@ -13,6 +13,7 @@ from scipy.ndimage import binary_erosion
 
 from conftest import tiny_config
 from crm_core import train as train_mod
+from crm_core import train_loop
 from crm_core.data.synthetic import SyntheticPets, sample_scene
 from crm_core.losses import alignment_target, erode
 from crm_core.metrics import CamDependence, ious_from_counts
@@ -178,7 +179,7 @@ def _net_and_batch(tmp_path: Path, **overrides):
 
 def test_closed_crm_gate_leaves_the_classifier_to_ce_but_trains_the_decoder(tmp_path: Path) -> None:
     cfg, net, batch = _net_and_batch(tmp_path, crm_gate=True, crm_gate_scale=1e12, l1_weight=30.0)
-    total, terms, _ = train_mod.compute_losses(net, batch, cfg, None, use_alignment=False)
+    total, terms, _ = train_loop.compute_losses(net, batch, cfg, None, use_alignment=False)
     total.backward()
     assert 0.0 <= terms["crm_gate"] < 1e-6
     gated_fc = net.classifier.fc.weight.grad.clone()
@@ -189,17 +190,17 @@ def test_closed_crm_gate_leaves_the_classifier_to_ce_but_trains_the_decoder(tmp_
     assert torch.allclose(gated_fc, net.classifier.fc.weight.grad, atol=1e-7)
 
     cfg_open, net_open, batch = _net_and_batch(tmp_path, crm_gate=True, crm_gate_scale=1e-12, l1_weight=30.0)
-    total, terms, _ = train_mod.compute_losses(net_open, batch, cfg_open, None, use_alignment=False)
+    total, terms, _ = train_loop.compute_losses(net_open, batch, cfg_open, None, use_alignment=False)
     total.backward()
     assert terms["crm_gate"] == 1.0 or terms["recon_specificity"] <= 0
 
 
 def test_gradient_diagnostics_are_relative_to_ce(tmp_path: Path) -> None:
     cfg, net, batch = _net_and_batch(tmp_path, l1_weight=2.0)
-    _, terms, _ = train_mod.compute_losses(net, batch, cfg, None, use_alignment=False, diagnose=True)
+    _, terms, _ = train_loop.compute_losses(net, batch, cfg, None, use_alignment=False, diagnose=True)
     out = net(batch["image"])
     ce = torch.nn.functional.cross_entropy(out["logits"], batch["label"])
-    l1 = 2.0 * (out["recon"] - train_mod.reconstruction_target(batch["image"], out["recon"])).abs().mean()
+    l1 = 2.0 * (out["recon"] - train_loop.reconstruction_target(batch["image"], out["recon"])).abs().mean()
     (g_ce,) = torch.autograd.grad(ce, out["features"], retain_graph=True)
     (g_l1,) = torch.autograd.grad(l1, out["features"])
     assert terms["grad_l1"] == pytest.approx(float(g_l1.norm() / g_ce.norm()), rel=1e-4)

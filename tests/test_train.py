@@ -14,6 +14,7 @@ import torch
 
 from conftest import tiny_config
 from crm_core import train as train_mod
+from crm_core import train_loop
 from crm_core.checkpoints import load_checkpoint
 from crm_core.metrics import DEFAULT_THRESHOLDS
 from crm_core.models import to_tanh_range
@@ -99,6 +100,24 @@ def test_the_evaluation_protocol_chooses_on_val_reports_on_test_and_records_what
     assert "optimistic" in caplog.text
 
 
+def test_every_train_config_field_is_one_cli_option_with_the_fields_default() -> None:
+    """A field is written once: the trainer's options are read from TrainConfig's defaults, and a
+    new field without its option (or an option without its field) fails here."""
+    from dataclasses import fields
+
+    from crm_core.train_config import TrainConfig, config_from_args, get_args_parser
+
+    parser = get_args_parser()
+    parsed = vars(parser.parse_args([]))
+    names = {f.name for f in fields(TrainConfig)} - {"extra"}  # extra: what a run records, not an input
+    assert set(parsed) == names
+    default = TrainConfig()
+    for name in names:
+        value = getattr(default, name)
+        assert parsed[name] == (list(value) if isinstance(value, tuple) else value), name
+    assert config_from_args(parser.parse_args([])).to_dict() == default.to_dict()
+
+
 def test_both_optimisers_zeroed_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same batch twice with parameters held fixed: step 2's gradients must equal step 1's.
 
@@ -112,10 +131,10 @@ def test_both_optimisers_zeroed_every_step(tmp_path: Path, monkeypatch: pytest.M
     probes = {"cls": modules.classifier.fc.weight, "rec": modules.reconstructor.to_rgb[0].weight}
     for key, optimizer in modules.optimizers.items():
         monkeypatch.setattr(optimizer, "step", lambda key=key: seen[key].append(probes[key].grad.clone()))
-    monkeypatch.setattr(train_mod, "random_hflip_batch", lambda batch, generator: batch)
+    monkeypatch.setattr(train_loop, "random_hflip_batch", lambda batch, generator: batch)
     batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=4)))
-    state = train_mod.TrainState()
-    train_mod.train_one_epoch(modules.net, modules.optimizers, [batch, batch], cfg, state, modules.perceptual,
+    state = train_loop.TrainState()
+    train_loop.train_one_epoch(modules.net, modules.optimizers, [batch, batch], cfg, state, modules.perceptual,
                               torch.device("cpu"), 10, lambda terms: None, None)
     assert state.step == 2
     for key in ("cls", "rec"):
@@ -175,14 +194,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypat
     cfg = tiny_config(tmp_path, steps=2, ckpt_every=1)
     good = train_mod.main(cfg)
     before = good.read_bytes()
-    real = train_mod.classification_loss
+    real = train_loop.classification_loss
     calls = {"n": 0}
 
     def poisoned(logits, labels):
         calls["n"] += 1
         return real(logits, labels) * (float("nan") if calls["n"] >= 2 else 1.0)
 
-    monkeypatch.setattr(train_mod, "classification_loss", poisoned)
+    monkeypatch.setattr(train_loop, "classification_loss", poisoned)
     with pytest.raises(train_mod.TrainingDiverged, match="loss became nan"):
         train_mod.main(tiny_config(tmp_path, steps=4, ckpt_every=1, resume=True))
     after = load_checkpoint(good)

@@ -174,7 +174,8 @@ class StepRunner:
 
     def __init__(self, recipe: StepRecipe, lever: Lever, batch: dict[str, torch.Tensor], seed: int = 0,
                  device: str = "cpu") -> None:
-        from crm_core.train import TrainConfig, TrainState, build_modules
+        from crm_core.train import TrainConfig, build_modules
+        from crm_core.train_loop import TrainState
 
         values = dict(model=recipe.model, arch=recipe.arch, image_size=recipe.image_size,
                       output_stride=recipe.output_stride, batch_size=recipe.batch_size, freeze=recipe.freeze,
@@ -199,7 +200,7 @@ class StepRunner:
         self.last_terms: dict[str, float] = {}
 
     def __call__(self) -> None:
-        from crm_core.train import train_one_epoch
+        from crm_core.train_loop import train_one_epoch
 
         train_one_epoch(self.train_net, self.optimizers, [self.batch], self.cfg, self.state, self.perceptual,
                         self.device, max_steps=10 ** 9, on_step=self.last_terms.update, progress=None)

@@ -430,6 +430,7 @@ def _method_menu(app: gr.Blocks) -> list[tuple[str, str]]:
 
 def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch, tmp_path: Path) -> None:
     import demo.engine as engine_module
+    import demo.inference as inference_module
 
     # The menu shows exactly the engine's methods, in its order, with its labels.
     fake = FakeEngine()
@@ -437,7 +438,7 @@ def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch, t
     # The real engine (no checkpoints needed to build the app) offers the package's methods only
     # when the package is there; our own methods always.
     for available in (True, False):
-        monkeypatch.setattr(engine_module, "package_cam_available", lambda a=available: a)
+        monkeypatch.setattr(inference_module, "package_cam_available", lambda a=available: a)
         engine = engine_module.Engine(tmp_path / "checkpoints", tmp_path / "runs")
         menu = _method_menu(build_app(engine))
         values = [value for _, value in menu]

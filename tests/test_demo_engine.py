@@ -11,6 +11,7 @@ from demo import callbacks as cb
 from demo.engine import (Engine, FineTuneRequest, InvalidName, TrainingBusy, package_cam_available,
                          refine_with_superpixels, score_pseudo_mask)
 from crm_core.checkpoints import CheckpointError
+from demo.locks import LockOrderError
 from demo_fixtures import copy_pair
 
 
@@ -37,7 +38,7 @@ def test_lists_describes_and_caches_models_by_path_and_mtime(engine: Engine) -> 
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # "retrained"
     second = engine.model("resnet")
     assert second is not first and engine.model("resnet") is second
-    assert sum(key[0] == str(path) for key in engine._models) == 1  # the stale version was dropped
+    assert sum(key[0] == str(path) for key in engine.store.loaded()) == 1  # the stale version was dropped
 
 
 def test_every_cam_method_gives_a_normalised_map(engine: Engine) -> None:
@@ -138,16 +139,28 @@ def test_fine_tune_requests_are_checked_before_training(engine: Engine) -> None:
 
 
 def test_one_training_job_at_a_time(engine: Engine) -> None:
-    assert engine._train_lock.acquire(blocking=False)
-    engine._job = {"name": "other", "stop": None, "row": {"step": 3, "max_steps": 9}}
+    runner = engine.finetune  # another job holds the runner's lock, as a running fine-tune does
+    assert runner._lock.acquire(blocking=False)
+    runner._job = {"name": "other", "stop": None, "row": {"step": 3, "max_steps": 9}}
     try:
         with pytest.raises(TrainingBusy, match="one training job at a time"):
             engine.train(FineTuneRequest(name="ft", steps=1))
         assert engine.training_status() == "fine-tune 'other' is running (step 3/9)"
         assert not engine.request_stop("ft")
     finally:
-        engine._job = {}
-        engine._train_lock.release()
+        runner._job = {}
+        runner._lock.release()
+
+
+def test_the_engine_refuses_to_wait_for_its_locks_out_of_order(engine: Engine) -> None:
+    """Checking a file takes the checked-files lock, then the model cache's: a thread holding the
+    cache that asked what a file is could deadlock against the warm-up, so it fails at once."""
+    with engine.store._models_lock:
+        with pytest.raises(LockOrderError, match="checked files.*while holding.*models"):
+            engine.describe("resnet")
+    with engine.finetune._lock:  # the outermost lock: a fine-tune reads its base checkpoint inside it
+        assert "resnet_drs" in engine.describe("resnet_drs")
+        assert engine.model("resnet_drs") is engine.model("resnet_drs")
 
 
 def test_bootstrap_trains_the_demo_set_side_by_side(tmp_path: Path) -> None:
@@ -201,8 +214,8 @@ def test_menus_are_filled_from_the_files_and_verified_by_building(trained_pair: 
     (checkpoints / "truncated.pt").write_bytes((checkpoints / "resnet.pt").read_bytes()[:5000])
     engine = Engine(checkpoints, runs)
     assert engine.checkpoint_names(verify=False) == ["resnet", "resnet_drs", "wrong_arch"]
-    assert not engine._models, "listing from the files built a model"
-    assert engine.has_drs("resnet_drs") and not engine.has_drs("wrong_arch") and not engine._models
+    assert not engine.store.loaded(), "listing from the files built a model"
+    assert engine.has_drs("resnet_drs") and not engine.has_drs("wrong_arch") and not engine.store.loaded()
     assert "truncated or corrupt" in engine.refused_checkpoints()["truncated"]
     assert engine.checkpoint_names() == ["resnet", "resnet_drs"]
     assert "do not match" in engine.refused_checkpoints()["wrong_arch"]
@@ -213,12 +226,12 @@ def test_menus_are_filled_from_the_files_and_verified_by_building(trained_pair: 
         fresh.model("wrong_arch")  # chosen before the warm-up verified it
     assert fresh.checkpoint_names(verify=False) == ["resnet", "resnet_drs"]
     fresh.warm_up()
-    assert fresh.checkpoint_names(verify=False) == ["resnet", "resnet_drs"] and len(fresh._models) == 2
+    assert fresh.checkpoint_names(verify=False) == ["resnet", "resnet_drs"] and len(fresh.store.loaded()) == 2
 
 
 def test_the_val_threshold_eval_json_stored_is_reused_for_that_file_only(trained_pair: dict, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import demo.engine as engine_module
+    import demo.evaluation as evaluation_module
 
     checkpoints, runs = copy_pair(trained_pair, tmp_path)
     stored = Engine(checkpoints, runs, eval_limit=4).write_eval(checkpoints / "resnet_drs.pt")
@@ -229,7 +242,7 @@ def test_the_val_threshold_eval_json_stored_is_reused_for_that_file_only(trained
         calls.append(kwargs.get("limit"))
         return 0.123
 
-    monkeypatch.setattr(engine_module, "select_threshold", select)
+    monkeypatch.setattr(evaluation_module, "select_threshold", select)
     engine = Engine(checkpoints, runs, eval_limit=4)
     assert engine.val_threshold("resnet_drs") == chosen and calls == []  # from eval.json, not evaluated again
     assert engine.val_threshold("resnet_drs", limit=8) == 0.123 and calls == [8]  # another val size
@@ -249,8 +262,8 @@ def test_the_page_is_built_before_any_model_is(trained_pair: dict, tmp_path: Pat
     checkpoints, runs = copy_pair(trained_pair, tmp_path)
     code = ("import sys\nfrom demo.engine import Engine\nfrom demo.layout import build_app\n"
             f"engine = Engine({str(checkpoints)!r}, {str(runs)!r})\nbuild_app(engine)\n"
-            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules), len(engine._models))\n"
-            "engine.warm_up()\nprint('torchvision' in sys.modules, len(engine._models))\n")
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules), len(engine.store.loaded()))\n"
+            "engine.warm_up()\nprint('torchvision' in sys.modules, len(engine.store.loaded()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
     assert out.returncode == 0, out.stderr[-2000:]

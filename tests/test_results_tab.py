@@ -12,6 +12,7 @@ import pytest
 
 from demo import callbacks as cb
 from demo import engine as engine_module
+from demo import evaluation as evaluation_module
 from demo.layout import build_app
 from demo_fixtures import FakeEngine, assert_no_server_detail
 
@@ -282,8 +283,8 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
                 "cam_miou_val_threshold": {"threshold": 0.35, "miou": 0.6, "fg_iou": 0.5, "bg_fpr": 0.12},
                 "coverage_val_threshold": {"head": 0.95, "body": 0.45}, "cam_dependence": float("nan")}
 
-    monkeypatch.setattr(engine, "model", lambda name: model)
-    monkeypatch.setattr(engine_module, "evaluate_protocol", evaluate_protocol)
+    monkeypatch.setattr(engine.store, "model", lambda name: model)  # the store every service loads models from
+    monkeypatch.setattr(evaluation_module, "evaluate_protocol", evaluate_protocol)
     row = engine.results_row("mine", limit=7)
     assert calls == [(model, {"limit": 7, "val_limit": 7})]  # the protocol's defaults: val threshold, test report
     assert row == {"name": "mine", "appearance": "informative", "model": "resnet_drs", "threshold": 0.35,

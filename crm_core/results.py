@@ -36,13 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,112 +50,23 @@ from tqdm import tqdm
 from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
 
+# The table's definition and its report live in their own modules; this one runs the table and
+# re-exports them (``crm_core.results.X`` keeps working for every X it had).
+from crm_core.results_report import (appearance_table, ceiling_share, compare, comparison_cell, comparisons_table,
+                                     edges_line, fill_readme, grid_edges, markdown, mean_std, paired_t_test,
+                                     parts_of, readme_block, summarise)
+from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, COMPARED, COMPARISONS, CRM_RECIPE, DEFAULT_STEPS,
+                                    GROUPS, METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END,
+                                    README_METRICS, README_PLAN, RECIPE, ROWS, ROW_BY_KEY, Row, TABLE_ORDER)
+
+__all__ = ['appearance_table', 'ceiling_share', 'compare', 'comparison_cell', 'comparisons_table', 'edges_line',
+           'fill_readme', 'grid_edges', 'markdown', 'mean_std', 'paired_t_test', 'parts_of',
+           'readme_block', 'summarise', 'ALPHA', 'APPEARANCE_TITLES', 'COMPARED', 'COMPARISONS',
+           'CRM_RECIPE', 'DEFAULT_STEPS', 'GROUPS', 'METRICS', 'NEGLIGIBLE', 'README_BEGIN',
+           'README_COMPARISONS', 'README_END', 'README_METRICS', 'README_PLAN', 'RECIPE', 'ROWS',
+           'ROW_BY_KEY', 'Row', 'TABLE_ORDER']
+
 log = logging.getLogger("crm_core.results")
-
-# One recipe for every row: resnet18 from scratch, 112 px, stride 16 (7x7 CAMs), cosine decay.
-RECIPE: dict[str, Any] = dict(
-    dataset="synthetic", arch="resnet18", image_size=112, output_stride=16, num_classes=4,
-    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, workers=1,
-    val_limit=100, diag_every=25,
-)
-DEFAULT_STEPS = 200
-# What "CRM" means in every CRM row (see the README's results section for how it was chosen):
-# the reconstruction L1 weighted x30 (at weight 1 its gradient on the CAM features is ~1e-2 of
-# CE's), gated by the reconstruction's specificity so that it does nothing where the decoder
-# cannot use the CAM. The perceptual term is off unless ImageNet VGG19 weights are cached.
-CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
-
-
-@dataclass(frozen=True)
-class Row:
-    key: str  # unique id, also the checkpoint name stem
-    label: str  # what the table shows
-    group: str  # main | floor | ablation | preset | legacy
-    appearance: str  # random | informative
-    model: str  # registered variant
-    crm: bool
-    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
-    untrained: bool = False  # floor: no training step
-    baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
-
-    def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
-        values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
-        if self.crm:
-            values.update({**CRM_RECIPE, **crm_overrides})
-        values.update(self.overrides)
-        values["steps"] = 0 if self.untrained else steps
-        return values
-
-
-def _rows() -> tuple[Row, ...]:
-    from crm_core.baselines import BASELINES
-
-    rows = []
-    for appearance in APPEARANCES:
-        for baseline in BASELINES.values():
-            rows.append(Row(f"{appearance}_{baseline.name}", baseline.label, baseline.kind, appearance, "none", False,
-                            baseline=baseline.name))
-        for model in ("resnet", "resnet_drs"):
-            rows.append(Row(f"{appearance}_{model}_floor", f"{model} untrained (floor)", "floor", appearance, model,
-                            False, untrained=True))
-            rows.append(Row(f"{appearance}_{model}", model, "main", appearance, model, False))
-            rows.append(Row(f"{appearance}_{model}_crm", f"{model} + CRM", "main", appearance, model, True))
-    rows += [
-        Row("informative_resnet_drs_crm_sscinput", "resnet_drs + CRM, SSC decoder input (raw class scores)", "ablation",
-            "informative", "resnet_drs", True, {"decoder_input": "scores"}),
-        Row("informative_resnet_drs_crm_sscalign", "resnet_drs + CRM, SSC alignment target (0.3, 8x8 erosion)",
-            "ablation", "informative", "resnet_drs", True, {"align_confident": 0.3, "align_erosion": 8}),
-        Row("informative_resnet_drs_d03", "resnet_drs delta 0.3", "ablation", "informative", "resnet_drs", False,
-            {"delta": "0.3"}),
-        Row("informative_resnet_drs_d03_crm", "resnet_drs delta 0.3 + CRM", "ablation", "informative", "resnet_drs",
-            True, {"delta": "0.3"}),
-        Row("informative_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset (full-size reconstruction)", "preset",
-            "informative", "resnet_drs", True, {"crm_preset": "exact"}),
-        Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
-            {"crm_preset": "exact"}),
-    ]
-    return tuple(rows)
-
-
-ROWS: tuple[Row, ...] = _rows()
-ROW_BY_KEY = {row.key: row for row in ROWS}
-GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "preset", "legacy")
-# Paired comparisons the table reads out: (row, baseline it is compared with).
-COMPARISONS: tuple[tuple[str, str], ...] = tuple(
-    pair for appearance in APPEARANCES for pair in (
-        (f"{appearance}_resnet", f"{appearance}_resnet_floor"),
-        (f"{appearance}_resnet_drs", f"{appearance}_resnet"),
-        (f"{appearance}_resnet_crm", f"{appearance}_resnet"),
-        (f"{appearance}_resnet_drs_crm", f"{appearance}_resnet_drs"),
-        # against the cues that need no model, and the plain CAM against a perfect head-only map
-        (f"{appearance}_resnet_crm", f"{appearance}_intensity"),
-        (f"{appearance}_resnet_drs_crm", f"{appearance}_intensity"),
-        (f"{appearance}_resnet", f"{appearance}_perfect_head"),
-    )
-) + (
-    ("informative_resnet_drs_crm_sscinput", "informative_resnet_drs_crm"),
-    ("informative_resnet_drs_crm_sscalign", "informative_resnet_drs_crm"),
-    ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
-    ("informative_resnet_drs_crm_exact", "informative_resnet_drs_crm"),
-    ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
-)
-# metric key -> (column title, format); "higher" says which direction is better (None: neither)
-METRICS: dict[str, tuple[str, str]] = {
-    "accuracy": ("accuracy", "{:.3f}"),
-    "miou": ("CAM mIoU (val thr.)", "{:.3f}"),
-    "head": ("head covered", "{:.2f}"),
-    "body": ("body covered", "{:.2f}"),
-    "bg_fpr": ("background FP rate", "{:.3f}"),
-    "cam_dependence": ("CAM dependence", "{:+.2f}"),
-    "train_s": ("train time (s)", "{:.0f}"),
-}
-COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
-# Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
-# the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too
-# weak to move anything), and +0.001 mIoU is not a finding.
-ALPHA = 0.05  # significance level of the two-sided paired t-test
-NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fpr": 0.005, "accuracy": 0.005,
-                                "cam_dependence": 0.01}
 
 
 def code_revision() -> str:
@@ -268,204 +178,6 @@ def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> 
     return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value); NaN-free input expected."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
-def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, float]:
-    out = {}
-    for job in jobs:
-        value = job.get(metric)
-        if job["row"] == row and value is not None and math.isfinite(value):
-            out[job["seed"]] = float(value)
-    return out
-
-
-def paired_t_test(diffs: list[float]) -> tuple[float, float]:
-    """Two-sided paired Student's t-test of ``diffs`` (row - baseline per seed) against 0:
-    (t, p) with n - 1 degrees of freedom. Differences that are equal on every seed have no
-    spread: p is 0 when they are not 0, 1 when they are (the minimal size then decides)."""
-    from scipy import stats
-
-    n = len(diffs)
-    if n < 2:
-        return float("nan"), float("nan")
-    mean, std = mean_std(diffs)
-    if std == 0.0:
-        return (math.copysign(math.inf, mean), 0.0) if mean != 0.0 else (0.0, 1.0)
-    t = mean / (std / math.sqrt(n))
-    return t, float(2.0 * stats.t.sf(abs(t), df=n - 1))
-
-
-def compare(diffs: list[float], metric: str) -> dict[str, Any]:
-    """One paired comparison: an effect is p < :data:`ALPHA` and at least :data:`NEGLIGIBLE` in size."""
-    mean, std = mean_std(diffs)
-    n = len(diffs)
-    se = std / math.sqrt(n) if n > 1 else float("nan")
-    t, p = paired_t_test(diffs)
-    significant = n > 1 and p < ALPHA
-    negligible = significant and abs(mean) < NEGLIGIBLE.get(metric, 0.0)
-    return {"diff": mean, "se": se, "n": n, "t": t, "p": p,
-            "effect": bool(significant and not negligible), "negligible": bool(negligible)}
-
-
-def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-row mean/std and the paired comparisons (effect = two-sided paired t-test p < ALPHA and
-    at least :data:`NEGLIGIBLE`)."""
-    rows = {}
-    for row in ROWS:
-        stats = {}
-        for metric in METRICS:
-            values = list(_values(jobs, row.key, metric).values())
-            if values:
-                mean, std = mean_std(values)
-                stats[metric] = {"mean": mean, "std": std, "n": len(values)}
-        if stats:
-            rows[row.key] = {**asdict(row), "stats": stats}
-    comparisons = []
-    for key, base in COMPARISONS:
-        if key not in rows or base not in rows:
-            continue
-        entry: dict[str, Any] = {"row": key, "baseline": base, "metrics": {}}
-        for metric in COMPARED:
-            a, b = _values(jobs, key, metric), _values(jobs, base, metric)
-            seeds = sorted(set(a) & set(b))
-            if seeds:
-                entry["metrics"][metric] = compare([a[s] - b[s] for s in seeds], metric)
-        comparisons.append(entry)
-    return {"rows": rows, "comparisons": comparisons, "grid_edges": grid_edges(jobs)}
-
-
-def grid_edges(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which runs chose the threshold grid's top or bottom on val (their optimum may lie beyond it)."""
-    from crm_core.metrics import DEFAULT_THRESHOLDS
-
-    low, high = min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS)
-    # a job records the grid it was chosen on ([low, high, count]); older jobs were on the 0.05 grid to 0.95
-    at_edge = sorted({(j["row"], j["seed"]) for j in jobs
-                      if j.get("threshold") in tuple(j.get("thresholds", [0.0, 0.95])[:2])})
-    return {"grid": [low, high, len(DEFAULT_THRESHOLDS)], "runs": len(jobs),
-            "at_edge": [{"row": r, "seed": s} for r, s in at_edge]}
-
-
-def _cell(stats: dict[str, Any], metric: str) -> str:
-    if metric not in stats:
-        return "–"
-    fmt = METRICS[metric][1]
-    s = stats[metric]
-    return fmt.format(s["mean"]) + (f" ± {fmt.format(s['std']).lstrip('+')}" if s["n"] > 1 else "")
-
-
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def comparison_cell(m: dict[str, Any] | None) -> str:
-    """One metric of a paired comparison, as the tables and the README print it."""
-    if m is None:
-        return "–"
-    p = m.get("p", float("nan"))
-    if m.get("negligible"):
-        return f"negligible ({m['diff']:+.3f}, {_p(p)})"
-    if not m["effect"]:
-        return f"no effect ({m['diff']:+.3f}, {_p(p)})" if math.isfinite(p) else f"no effect ({m['diff']:+.3f})"
-    return f"**{m['diff']:+.3f}** ± {m['se']:.3f} ({_p(p)})"
-
-
-# Order of the groups in a table: the floor and the cues first, the ceilings last.
-TABLE_ORDER = ("floor", "baseline", "main", "ablation", "preset", "legacy", "ceiling")
-APPEARANCE_TITLES = {
-    "random": "Random appearance (reconstruction cannot use the CAM)",
-    "informative": "Informative appearance (one class-agnostic object appearance; brightness nearly segments it)",
-    "camouflage": "Camouflage appearance (the object's look, shared by distractors that cover more area)",
-}
-
-
-def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
-    """Where a trained row's mIoU sits between its untrained floor (0) and the perfect object mask
-    at the CAM grid (1); None for rows that have no floor or no ceiling measured."""
-    row = summary["rows"][key]
-    floor = summary["rows"].get(f"{row['appearance']}_{row['model']}_floor")
-    ceiling = summary["rows"].get(f"{row['appearance']}_perfect_object")
-    if row["group"] in ("floor", "baseline", "ceiling") or floor is None or ceiling is None:
-        return None
-    lo, hi = floor["stats"]["miou"]["mean"], ceiling["stats"]["miou"]["mean"]
-    return (row["stats"]["miou"]["mean"] - lo) / (hi - lo) if hi > lo else None
-
-
-def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[str, ...] = tuple(METRICS)) -> list[str]:
-    """The markdown lines of one appearance's table: floor, baselines, trained rows, ceilings."""
-    keys = [r.key for g in TABLE_ORDER for r in ROWS
-            if r.group == g and r.appearance == appearance and r.key in summary["rows"]]
-    if not keys:
-        return []
-    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in metrics) + " | floor → ceiling |",
-             "| --- | --- | " + " | ".join("---" for _ in metrics) + " | --- |"]
-    for key in keys:
-        row = summary["rows"][key]
-        n = max(s["n"] for s in row["stats"].values())
-        tagged = row["group"] in ("main", "floor") or f"({row['group']})" in row["label"]  # labels that say it
-        group = "" if tagged else f" *({row['group']})*"
-        share = ceiling_share(summary, key)
-        lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in metrics)
-                     + f" | {'–' if share is None else f'{share:.0%}'} |")
-    return lines
-
-
-def comparisons_table(summary: dict[str, Any], keys: set[str] | None = None) -> list[str]:
-    entries = [c for c in summary["comparisons"] if keys is None or c["row"] in keys]
-    if not entries:
-        return []
-    lines = ["| row | baseline | " + " | ".join(METRICS[m][0] for m in COMPARED) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in COMPARED) + " |"]
-    for comparison in entries:
-        cells = [comparison_cell(comparison["metrics"].get(metric)) for metric in COMPARED]
-        lines.append(f"| {comparison['row']} | {comparison['baseline']} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def edges_line(summary: dict[str, Any]) -> str:
-    edges = summary.get("grid_edges") or {}
-    if not edges:
-        return ""
-    low, high, count = edges["grid"]
-    at = edges["at_edge"]
-    listed = ", ".join(f"{e['row']} seed {e['seed']}" for e in at)
-    return (f"Threshold grid {low:g}–{high:g} ({count} thresholds): {len(at)} of {edges['runs']} runs chose "
-            f"its edge on val" + (f" ({listed})." if at else "."))
-
-
-def markdown(report: dict[str, Any]) -> str:
-    summary = report["summary"]
-    lines = []
-    for appearance in APPEARANCES:
-        table = appearance_table(summary, appearance)
-        if table:
-            lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
-    if summary["comparisons"]:
-        lines += ["### Paired differences (row − baseline, same seeds; effect: two-sided paired t-test "
-                  f"p < {ALPHA} and at least " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items())
-                  + "; negligible: p < {ALPHA} but smaller)".replace("{ALPHA}", str(ALPHA)), "",
-                  *comparisons_table(summary), ""]
-    edges = edges_line(summary)
-    if edges:
-        lines += [edges, ""]
-    meta = report["meta"]
-    if meta.get("complete") is False:
-        lines.append("**Partial report: the run is still going, or was interrupted.**")
-    lines.append(f"Reproduce: `{meta['command']}` — {meta['wall_s'] / 60:.1f} min on {meta['machine']} "
-                 f"({meta['jobs']} parallel job(s), device {meta['device']}); recipe {json.dumps(RECIPE)}, "
-                 f"steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}.")
-    notices = sorted({n for job in report["jobs"] for n in job.get("notices", [])})
-    if notices:
-        lines += [""] + [f"Notice recorded by the runs: {n}." for n in notices]
-    return "\n".join(lines) + "\n"
-
-
 def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str]) -> list[Row]:
     if keys:
         unknown = [k for k in keys if k not in ROW_BY_KEY]
@@ -517,27 +229,6 @@ def _short(job: dict[str, Any]) -> str:
                      if job.get(k) is not None)
 
 
-# The README's table, part by part (``--plan``): rows and seeds of each part, run in this order and
-# merged into one JSON. The headline comparisons (CRM against none on the informative and the
-# camouflage appearance, trained against the floor) get 5 seeds, the random control 3; the
-# baselines and ceilings (no model) come first, they take seconds. DRS (delta 0.55 and 0.3) with
-# and without CRM is not in it: two cores fit about two hours of training, and its last
-# measurement is in docs/results_2026-11.md.
-README_PLAN: tuple[tuple[tuple[str, ...], int], ...] = (
-    (tuple(r.key for r in ROWS if r.group in ("baseline", "ceiling")), 5),
-    (("informative_resnet_floor", "informative_resnet", "informative_resnet_crm"), 5),
-    (("camouflage_resnet_floor", "camouflage_resnet", "camouflage_resnet_crm"), 5),
-    # random data is the control (CRM should not help where the image carries no cue): 3 seeds
-    (("random_resnet_floor", "random_resnet", "random_resnet_crm"), 3),
-)
-README_BEGIN, README_END = "<!-- results:begin (generated by python -m crm_core.results --readme) -->", "<!-- results:end -->"
-# The comparisons the README reads out, per appearance (row, baseline): CRM against none, against
-# brightness, the trained plain model against its floor and against a perfect head-only map.
-README_COMPARISONS = (("resnet_crm", "resnet"), ("resnet_drs_crm", "resnet_drs"), ("resnet_crm", "intensity"),
-                      ("resnet", "resnet_floor"), ("resnet", "perfect_head"), ("resnet_drs_d03_crm", "resnet_drs_d03"))
-README_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence")
-
-
 def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
     """Per appearance, the oracle gain and what colour alone segments (``python -m crm_core.oracle``'s
     numbers at its defaults: seed 0, 400 train / 100 val / 200 test images, 112 px)."""
@@ -552,71 +243,6 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
                            "l1_oracle": gain["l1_oracle"], "intensity_miou": cues["intensity"]["miou"],
                            "colour_miou": cues["colour"]["miou"]}
     return out
-
-
-def parts_of(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The parts a merged report was built from, oldest first (each --merge run nests the one before)."""
-    parts = []
-    while meta:
-        parts.append({k: v for k, v in meta.items() if k != "merged_with"})
-        meta = meta.get("merged_with")
-    return parts[::-1]
-
-
-def readme_block(report: dict[str, Any]) -> str:
-    """The README's results section body, every number from ``report`` (docs/results.json)."""
-    summary = report["summary"]
-    seeds = sorted({j["seed"] for j in report["jobs"]})
-    parts = parts_of(report["meta"])
-    jobs_at_once = max(int(p.get("jobs", 1)) for p in parts) if parts else 1
-    # Job time, not the parts' wall clock: a part rerun with --reuse re-evaluates without training.
-    busy = sum(float(j.get("train_s") or 0.0) + float(j.get("eval_s") or 0.0) for j in report["jobs"])
-    oracle_s = sum(p.get("oracle_wall_s", 0.0) for p in parts)
-    train = [j["train_s"] for j in report["jobs"] if j.get("train_s")]
-    revisions = sorted({str(j.get("revision", "unknown"))[:12] for j in report["jobs"]})
-    lines = [f"Seeds {', '.join(map(str, seeds))}; {len(report['jobs'])} runs, "
-             f"{(busy / jobs_at_once + oracle_s) / 60:.0f} min of training and evaluation on "
-             f"{report['meta']['machine']} at {jobs_at_once} jobs at a time (the runs' own times: "
-             f"{busy / 60:.0f} job-minutes, + {oracle_s / 60:.0f} min for the oracle); a training run took "
-             f"{min(train):.0f}–{max(train):.0f} s (train time column of docs/results.md). "
-             f"Code revision(s): {', '.join(revisions)}.", ""]
-    oracle = report.get("oracle") or {}
-    if oracle:
-        lines += ["| appearance | oracle gain | brightness as the CAM: mIoU | colour classifier: mIoU |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {a} | {o['oracle_gain']:.1%} | {o['intensity_miou']:.3f} | {o['colour_miou']:.3f} |"
-                  for a, o in oracle.items()]
-        lines += ["", "(`python -m crm_core.oracle`: seed 0, fitted on 400 training images, scored on 200 test "
-                  "images; brightness and the colour classifier with a threshold chosen on 100 val images.)", ""]
-    for appearance in APPEARANCES:
-        table = appearance_table(summary, appearance, README_METRICS)
-        if not table:
-            continue
-        lines += [f"**{APPEARANCE_TITLES.get(appearance, appearance)}**", "", *table, ""]
-        by_pair = {(c["row"], c["baseline"]): c for c in summary["comparisons"]}
-        for row, base in README_COMPARISONS:
-            c = by_pair.get((f"{appearance}_{row}", f"{appearance}_{base}"))
-            if c is None:
-                continue
-            cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'].get(m))}"
-                              for m in ("miou", "body", "head", "bg_fpr") if m in c["metrics"])
-            lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
-                         f"(n = {c['metrics']['miou']['n']}): {cells}")
-        lines.append("")
-    edges = edges_line(summary)
-    if edges:
-        lines += [edges, ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def fill_readme(readme: Path, report: dict[str, Any]) -> None:
-    """Replace the text between README_BEGIN and README_END in ``readme`` with :func:`readme_block`."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no results block ({README_BEGIN} ... {README_END})")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{head}{README_BEGIN}\n{readme_block(report)}{README_END}{tail}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

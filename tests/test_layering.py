@@ -249,6 +249,13 @@ def test_crm_core_names_demo_only_where_the_docs_say() -> None:
     assert "bench/dashboard.py" in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 
 
+def test_no_module_is_longer_than_a_sitting() -> None:
+    """A module a new engineer reads in one sitting: at most 600 lines in crm_core, demo and app.py."""
+    long = {str(p.relative_to(ROOT)): n for p in sources("crm_core", "demo", "app.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
+    assert not long, f"split these by job: {long}"
+
+
 # -- the engine surface ------------------------------------------------------------------
 MEMBERS = sorted(name for name in vars(DashboardEngine) if not name.startswith("_"))
 

@@ -1,0 +1,272 @@
+"""What a results report says: per-row mean and std over seeds, paired Student's t-tests between
+rows (an effect needs p < ALPHA and a mean difference of at least NEGLIGIBLE), where runs chose
+a threshold at the grid's edge, and the report as markdown tables and as README.md's generated
+block. Pure functions of the report's JSON: nothing here trains or evaluates.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from crm_core.atomic import atomic_write_text
+from crm_core.data.synthetic import APPEARANCES
+from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, COMPARED, COMPARISONS, METRICS, NEGLIGIBLE,
+                                    README_BEGIN, README_COMPARISONS, README_END, README_METRICS, RECIPE, ROWS,
+                                    TABLE_ORDER)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); NaN-free input expected."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, float]:
+    out = {}
+    for job in jobs:
+        value = job.get(metric)
+        if job["row"] == row and value is not None and math.isfinite(value):
+            out[job["seed"]] = float(value)
+    return out
+
+
+def paired_t_test(diffs: list[float]) -> tuple[float, float]:
+    """Two-sided paired Student's t-test of ``diffs`` (row - baseline per seed) against 0:
+    (t, p) with n - 1 degrees of freedom. Differences that are equal on every seed have no
+    spread: p is 0 when they are not 0, 1 when they are (the minimal size then decides)."""
+    from scipy import stats
+
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean, std = mean_std(diffs)
+    if std == 0.0:
+        return (math.copysign(math.inf, mean), 0.0) if mean != 0.0 else (0.0, 1.0)
+    t = mean / (std / math.sqrt(n))
+    return t, float(2.0 * stats.t.sf(abs(t), df=n - 1))
+
+
+def compare(diffs: list[float], metric: str) -> dict[str, Any]:
+    """One paired comparison: an effect is p < :data:`ALPHA` and at least :data:`NEGLIGIBLE` in size."""
+    mean, std = mean_std(diffs)
+    n = len(diffs)
+    se = std / math.sqrt(n) if n > 1 else float("nan")
+    t, p = paired_t_test(diffs)
+    significant = n > 1 and p < ALPHA
+    negligible = significant and abs(mean) < NEGLIGIBLE.get(metric, 0.0)
+    return {"diff": mean, "se": se, "n": n, "t": t, "p": p,
+            "effect": bool(significant and not negligible), "negligible": bool(negligible)}
+
+
+def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-row mean/std and the paired comparisons (effect = two-sided paired t-test p < ALPHA and
+    at least :data:`NEGLIGIBLE`)."""
+    rows = {}
+    for row in ROWS:
+        stats = {}
+        for metric in METRICS:
+            values = list(_values(jobs, row.key, metric).values())
+            if values:
+                mean, std = mean_std(values)
+                stats[metric] = {"mean": mean, "std": std, "n": len(values)}
+        if stats:
+            rows[row.key] = {**asdict(row), "stats": stats}
+    comparisons = []
+    for key, base in COMPARISONS:
+        if key not in rows or base not in rows:
+            continue
+        entry: dict[str, Any] = {"row": key, "baseline": base, "metrics": {}}
+        for metric in COMPARED:
+            a, b = _values(jobs, key, metric), _values(jobs, base, metric)
+            seeds = sorted(set(a) & set(b))
+            if seeds:
+                entry["metrics"][metric] = compare([a[s] - b[s] for s in seeds], metric)
+        comparisons.append(entry)
+    return {"rows": rows, "comparisons": comparisons, "grid_edges": grid_edges(jobs)}
+
+
+def grid_edges(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which runs chose the threshold grid's top or bottom on val (their optimum may lie beyond it)."""
+    from crm_core.metrics import DEFAULT_THRESHOLDS
+
+    low, high = min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS)
+    # a job records the grid it was chosen on ([low, high, count]); older jobs were on the 0.05 grid to 0.95
+    at_edge = sorted({(j["row"], j["seed"]) for j in jobs
+                      if j.get("threshold") in tuple(j.get("thresholds", [0.0, 0.95])[:2])})
+    return {"grid": [low, high, len(DEFAULT_THRESHOLDS)], "runs": len(jobs),
+            "at_edge": [{"row": r, "seed": s} for r, s in at_edge]}
+
+
+def _cell(stats: dict[str, Any], metric: str) -> str:
+    if metric not in stats:
+        return "–"
+    fmt = METRICS[metric][1]
+    s = stats[metric]
+    return fmt.format(s["mean"]) + (f" ± {fmt.format(s['std']).lstrip('+')}" if s["n"] > 1 else "")
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def comparison_cell(m: dict[str, Any] | None) -> str:
+    """One metric of a paired comparison, as the tables and the README print it."""
+    if m is None:
+        return "–"
+    p = m.get("p", float("nan"))
+    if m.get("negligible"):
+        return f"negligible ({m['diff']:+.3f}, {_p(p)})"
+    if not m["effect"]:
+        return f"no effect ({m['diff']:+.3f}, {_p(p)})" if math.isfinite(p) else f"no effect ({m['diff']:+.3f})"
+    return f"**{m['diff']:+.3f}** ± {m['se']:.3f} ({_p(p)})"
+
+
+def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
+    """Where a trained row's mIoU sits between its untrained floor (0) and the perfect object mask
+    at the CAM grid (1); None for rows that have no floor or no ceiling measured."""
+    row = summary["rows"][key]
+    floor = summary["rows"].get(f"{row['appearance']}_{row['model']}_floor")
+    ceiling = summary["rows"].get(f"{row['appearance']}_perfect_object")
+    if row["group"] in ("floor", "baseline", "ceiling") or floor is None or ceiling is None:
+        return None
+    lo, hi = floor["stats"]["miou"]["mean"], ceiling["stats"]["miou"]["mean"]
+    return (row["stats"]["miou"]["mean"] - lo) / (hi - lo) if hi > lo else None
+
+
+def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[str, ...] = tuple(METRICS)) -> list[str]:
+    """The markdown lines of one appearance's table: floor, baselines, trained rows, ceilings."""
+    keys = [r.key for g in TABLE_ORDER for r in ROWS
+            if r.group == g and r.appearance == appearance and r.key in summary["rows"]]
+    if not keys:
+        return []
+    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in metrics) + " | floor → ceiling |",
+             "| --- | --- | " + " | ".join("---" for _ in metrics) + " | --- |"]
+    for key in keys:
+        row = summary["rows"][key]
+        n = max(s["n"] for s in row["stats"].values())
+        tagged = row["group"] in ("main", "floor") or f"({row['group']})" in row["label"]  # labels that say it
+        group = "" if tagged else f" *({row['group']})*"
+        share = ceiling_share(summary, key)
+        lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in metrics)
+                     + f" | {'–' if share is None else f'{share:.0%}'} |")
+    return lines
+
+
+def comparisons_table(summary: dict[str, Any], keys: set[str] | None = None) -> list[str]:
+    entries = [c for c in summary["comparisons"] if keys is None or c["row"] in keys]
+    if not entries:
+        return []
+    lines = ["| row | baseline | " + " | ".join(METRICS[m][0] for m in COMPARED) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in COMPARED) + " |"]
+    for comparison in entries:
+        cells = [comparison_cell(comparison["metrics"].get(metric)) for metric in COMPARED]
+        lines.append(f"| {comparison['row']} | {comparison['baseline']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def edges_line(summary: dict[str, Any]) -> str:
+    edges = summary.get("grid_edges") or {}
+    if not edges:
+        return ""
+    low, high, count = edges["grid"]
+    at = edges["at_edge"]
+    listed = ", ".join(f"{e['row']} seed {e['seed']}" for e in at)
+    return (f"Threshold grid {low:g}–{high:g} ({count} thresholds): {len(at)} of {edges['runs']} runs chose "
+            f"its edge on val" + (f" ({listed})." if at else "."))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    summary = report["summary"]
+    lines = []
+    for appearance in APPEARANCES:
+        table = appearance_table(summary, appearance)
+        if table:
+            lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
+    if summary["comparisons"]:
+        lines += ["### Paired differences (row − baseline, same seeds; effect: two-sided paired t-test "
+                  f"p < {ALPHA} and at least " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items())
+                  + "; negligible: p < {ALPHA} but smaller)".replace("{ALPHA}", str(ALPHA)), "",
+                  *comparisons_table(summary), ""]
+    edges = edges_line(summary)
+    if edges:
+        lines += [edges, ""]
+    meta = report["meta"]
+    if meta.get("complete") is False:
+        lines.append("**Partial report: the run is still going, or was interrupted.**")
+    lines.append(f"Reproduce: `{meta['command']}` — {meta['wall_s'] / 60:.1f} min on {meta['machine']} "
+                 f"({meta['jobs']} parallel job(s), device {meta['device']}); recipe {json.dumps(RECIPE)}, "
+                 f"steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}.")
+    notices = sorted({n for job in report["jobs"] for n in job.get("notices", [])})
+    if notices:
+        lines += [""] + [f"Notice recorded by the runs: {n}." for n in notices]
+    return "\n".join(lines) + "\n"
+
+
+def parts_of(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The parts a merged report was built from, oldest first (each --merge run nests the one before)."""
+    parts = []
+    while meta:
+        parts.append({k: v for k, v in meta.items() if k != "merged_with"})
+        meta = meta.get("merged_with")
+    return parts[::-1]
+
+
+def readme_block(report: dict[str, Any]) -> str:
+    """The README's results section body, every number from ``report`` (docs/results.json)."""
+    summary = report["summary"]
+    seeds = sorted({j["seed"] for j in report["jobs"]})
+    parts = parts_of(report["meta"])
+    jobs_at_once = max(int(p.get("jobs", 1)) for p in parts) if parts else 1
+    # Job time, not the parts' wall clock: a part rerun with --reuse re-evaluates without training.
+    busy = sum(float(j.get("train_s") or 0.0) + float(j.get("eval_s") or 0.0) for j in report["jobs"])
+    oracle_s = sum(p.get("oracle_wall_s", 0.0) for p in parts)
+    train = [j["train_s"] for j in report["jobs"] if j.get("train_s")]
+    revisions = sorted({str(j.get("revision", "unknown"))[:12] for j in report["jobs"]})
+    lines = [f"Seeds {', '.join(map(str, seeds))}; {len(report['jobs'])} runs, "
+             f"{(busy / jobs_at_once + oracle_s) / 60:.0f} min of training and evaluation on "
+             f"{report['meta']['machine']} at {jobs_at_once} jobs at a time (the runs' own times: "
+             f"{busy / 60:.0f} job-minutes, + {oracle_s / 60:.0f} min for the oracle); a training run took "
+             f"{min(train):.0f}–{max(train):.0f} s (train time column of docs/results.md). "
+             f"Code revision(s): {', '.join(revisions)}.", ""]
+    oracle = report.get("oracle") or {}
+    if oracle:
+        lines += ["| appearance | oracle gain | brightness as the CAM: mIoU | colour classifier: mIoU |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {a} | {o['oracle_gain']:.1%} | {o['intensity_miou']:.3f} | {o['colour_miou']:.3f} |"
+                  for a, o in oracle.items()]
+        lines += ["", "(`python -m crm_core.oracle`: seed 0, fitted on 400 training images, scored on 200 test "
+                  "images; brightness and the colour classifier with a threshold chosen on 100 val images.)", ""]
+    for appearance in APPEARANCES:
+        table = appearance_table(summary, appearance, README_METRICS)
+        if not table:
+            continue
+        lines += [f"**{APPEARANCE_TITLES.get(appearance, appearance)}**", "", *table, ""]
+        by_pair = {(c["row"], c["baseline"]): c for c in summary["comparisons"]}
+        for row, base in README_COMPARISONS:
+            c = by_pair.get((f"{appearance}_{row}", f"{appearance}_{base}"))
+            if c is None:
+                continue
+            cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'].get(m))}"
+                              for m in ("miou", "body", "head", "bg_fpr") if m in c["metrics"])
+            lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
+                         f"(n = {c['metrics']['miou']['n']}): {cells}")
+        lines.append("")
+    edges = edges_line(summary)
+    if edges:
+        lines += [edges, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def fill_readme(readme: Path, report: dict[str, Any]) -> None:
+    """Replace the text between README_BEGIN and README_END in ``readme`` with :func:`readme_block`."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no results block ({README_BEGIN} ... {README_END})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{readme_block(report)}{README_END}{tail}")

@@ -1,0 +1,148 @@
+"""What the results table is: the shared recipe (:data:`RECIPE`, :data:`CRM_RECIPE`), its rows
+(:data:`ROWS`, in groups), the paired comparisons it reads out, the effect rule (:data:`ALPHA`,
+:data:`NEGLIGIBLE`) and the README's plan (:data:`README_PLAN`). :mod:`crm_core.results` runs
+it, :mod:`crm_core.results_report` summarises and writes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crm_core.data.synthetic import APPEARANCES
+
+# One recipe for every row: resnet18 from scratch, 112 px, stride 16 (7x7 CAMs), cosine decay.
+RECIPE: dict[str, Any] = dict(
+    dataset="synthetic", arch="resnet18", image_size=112, output_stride=16, num_classes=4,
+    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, workers=1,
+    val_limit=100, diag_every=25,
+)
+DEFAULT_STEPS = 200
+# What "CRM" means in every CRM row (see the README's results section for how it was chosen):
+# the reconstruction L1 weighted x30 (at weight 1 its gradient on the CAM features is ~1e-2 of
+# CE's), gated by the reconstruction's specificity so that it does nothing where the decoder
+# cannot use the CAM. The perceptual term is off unless ImageNet VGG19 weights are cached.
+CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # unique id, also the checkpoint name stem
+    label: str  # what the table shows
+    group: str  # main | floor | ablation | preset | legacy
+    appearance: str  # random | informative
+    model: str  # registered variant
+    crm: bool
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
+    untrained: bool = False  # floor: no training step
+    baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
+
+    def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
+        values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
+        if self.crm:
+            values.update({**CRM_RECIPE, **crm_overrides})
+        values.update(self.overrides)
+        values["steps"] = 0 if self.untrained else steps
+        return values
+
+
+def _rows() -> tuple[Row, ...]:
+    from crm_core.baselines import BASELINES
+
+    rows = []
+    for appearance in APPEARANCES:
+        for baseline in BASELINES.values():
+            rows.append(Row(f"{appearance}_{baseline.name}", baseline.label, baseline.kind, appearance, "none", False,
+                            baseline=baseline.name))
+        for model in ("resnet", "resnet_drs"):
+            rows.append(Row(f"{appearance}_{model}_floor", f"{model} untrained (floor)", "floor", appearance, model,
+                            False, untrained=True))
+            rows.append(Row(f"{appearance}_{model}", model, "main", appearance, model, False))
+            rows.append(Row(f"{appearance}_{model}_crm", f"{model} + CRM", "main", appearance, model, True))
+    rows += [
+        Row("informative_resnet_drs_crm_sscinput", "resnet_drs + CRM, SSC decoder input (raw class scores)", "ablation",
+            "informative", "resnet_drs", True, {"decoder_input": "scores"}),
+        Row("informative_resnet_drs_crm_sscalign", "resnet_drs + CRM, SSC alignment target (0.3, 8x8 erosion)",
+            "ablation", "informative", "resnet_drs", True, {"align_confident": 0.3, "align_erosion": 8}),
+        Row("informative_resnet_drs_d03", "resnet_drs delta 0.3", "ablation", "informative", "resnet_drs", False,
+            {"delta": "0.3"}),
+        Row("informative_resnet_drs_d03_crm", "resnet_drs delta 0.3 + CRM", "ablation", "informative", "resnet_drs",
+            True, {"delta": "0.3"}),
+        Row("informative_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset (full-size reconstruction)", "preset",
+            "informative", "resnet_drs", True, {"crm_preset": "exact"}),
+        Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
+            {"crm_preset": "exact"}),
+    ]
+    return tuple(rows)
+
+
+ROWS: tuple[Row, ...] = _rows()
+ROW_BY_KEY = {row.key: row for row in ROWS}
+GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "preset", "legacy")
+# Paired comparisons the table reads out: (row, baseline it is compared with).
+COMPARISONS: tuple[tuple[str, str], ...] = tuple(
+    pair for appearance in APPEARANCES for pair in (
+        (f"{appearance}_resnet", f"{appearance}_resnet_floor"),
+        (f"{appearance}_resnet_drs", f"{appearance}_resnet"),
+        (f"{appearance}_resnet_crm", f"{appearance}_resnet"),
+        (f"{appearance}_resnet_drs_crm", f"{appearance}_resnet_drs"),
+        # against the cues that need no model, and the plain CAM against a perfect head-only map
+        (f"{appearance}_resnet_crm", f"{appearance}_intensity"),
+        (f"{appearance}_resnet_drs_crm", f"{appearance}_intensity"),
+        (f"{appearance}_resnet", f"{appearance}_perfect_head"),
+    )
+) + (
+    ("informative_resnet_drs_crm_sscinput", "informative_resnet_drs_crm"),
+    ("informative_resnet_drs_crm_sscalign", "informative_resnet_drs_crm"),
+    ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
+    ("informative_resnet_drs_crm_exact", "informative_resnet_drs_crm"),
+    ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
+)
+# metric key -> (column title, format); "higher" says which direction is better (None: neither)
+METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "{:.3f}"),
+    "miou": ("CAM mIoU (val thr.)", "{:.3f}"),
+    "head": ("head covered", "{:.2f}"),
+    "body": ("body covered", "{:.2f}"),
+    "bg_fpr": ("background FP rate", "{:.3f}"),
+    "cam_dependence": ("CAM dependence", "{:+.2f}"),
+    "train_s": ("train time (s)", "{:.0f}"),
+}
+COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
+# Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
+# the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too
+# weak to move anything), and +0.001 mIoU is not a finding.
+ALPHA = 0.05  # significance level of the two-sided paired t-test
+NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fpr": 0.005, "accuracy": 0.005,
+                                "cam_dependence": 0.01}
+
+
+
+# Order of the groups in a table: the floor and the cues first, the ceilings last.
+TABLE_ORDER = ("floor", "baseline", "main", "ablation", "preset", "legacy", "ceiling")
+APPEARANCE_TITLES = {
+    "random": "Random appearance (reconstruction cannot use the CAM)",
+    "informative": "Informative appearance (one class-agnostic object appearance; brightness nearly segments it)",
+    "camouflage": "Camouflage appearance (the object's look, shared by distractors that cover more area)",
+}
+
+
+
+# The README's table, part by part (``--plan``): rows and seeds of each part, run in this order and
+# merged into one JSON. The headline comparisons (CRM against none on the informative and the
+# camouflage appearance, trained against the floor) get 5 seeds, the random control 3; the
+# baselines and ceilings (no model) come first (about 20 s a run on two cores). DRS (delta 0.55 and 0.3) with
+# and without CRM is not in it: two cores fit about two hours of training, and its last
+# measurement is in docs/results_2026-11.md.
+README_PLAN: tuple[tuple[tuple[str, ...], int], ...] = (
+    (tuple(r.key for r in ROWS if r.group in ("baseline", "ceiling")), 5),
+    (("informative_resnet_floor", "informative_resnet", "informative_resnet_crm"), 5),
+    (("camouflage_resnet_floor", "camouflage_resnet", "camouflage_resnet_crm"), 5),
+    # random data is the control (CRM should not help where the image carries no cue): 3 seeds
+    (("random_resnet_floor", "random_resnet", "random_resnet_crm"), 3),
+)
+README_BEGIN, README_END = "<!-- results:begin (generated by python -m crm_core.results --readme) -->", "<!-- results:end -->"
+# The comparisons the README reads out, per appearance (row, baseline): CRM against none, against
+# brightness, the trained plain model against its floor and against a perfect head-only map.
+README_COMPARISONS = (("resnet_crm", "resnet"), ("resnet_drs_crm", "resnet_drs"), ("resnet_crm", "intensity"),
+                      ("resnet", "resnet_floor"), ("resnet", "perfect_head"), ("resnet_drs_d03_crm", "resnet_drs_d03"))
+README_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence")

@@ -20,9 +20,9 @@ types the UI turns into messages (:class:`CheckpointError`, :class:`DatasetNotFo
 :class:`ImageError`, :class:`WeightsNotFoundError`, :class:`TrainingDiverged`) and the few pure
 helpers the UI draws and formats with (``load_image``, ``describe_cam_dependence``,
 ``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``). Importing it
-stays light: ``TrainingDiverged``, ``TrainConfig`` (crm_core.train) and ``CRM_RECIPE``
-(crm_core.results) load on first use. The dashboard's engine adapter (``demo.engine``) may use
-any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
+stays light: ``TrainingDiverged``, ``TrainConfig`` (crm_core.train), ``CRM_RECIPE`` and
+``RESULTS_RECIPE`` (crm_core.results_table) load on first use. The dashboard's engine adapter
+(``demo.engine``) may use any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from crm_core.data.errors import DatasetNotFoundError, ImageError
 from crm_core.data.transforms import load_image, to_uint8_image
 from crm_core.explain import CamModel, Explanation, Prediction, dataset_for, list_checkpoints, superpixels
 from crm_core.metrics import describe_cam_dependence
+from crm_core.models import DRS_DEFAULT_DELTA
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import METRIC_COLUMNS
 from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
@@ -47,14 +48,15 @@ __all__ = [
     "load_image", "to_uint8_image", "upsample_cams", "upsample_normalised",
     "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline",
     # runs and training
-    "CRM_RECIPE", "METRIC_COLUMNS", "TrainConfig", "describe_cam_dependence",
+    "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
 ]
 
 #: Names loaded on first use (module, attribute): importing crm_core.train costs the CLI's imports.
 _LAZY = {
     "TrainingDiverged": ("crm_core.train", "TrainingDiverged"),  # a loss became NaN or infinite
     "TrainConfig": ("crm_core.train", "TrainConfig"),  # what a training run is; demo's fine-tunes build one
-    "CRM_RECIPE": ("crm_core.results", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
+    "CRM_RECIPE": ("crm_core.results_table", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
+    "RESULTS_RECIPE": ("crm_core.results_table", "RECIPE"),  # the results' (and the demo set's) recipe
 }
 
 

@@ -130,9 +130,9 @@ APPEARANCE_TITLES = {
 # The README's table, part by part (``--plan``): rows and seeds of each part, run in this order and
 # merged into one JSON. The headline comparisons (CRM against none on the informative and the
 # camouflage appearance, trained against the floor) get 5 seeds, the random control 3; the
-# baselines and ceilings (no model) come first (about 20 s a run on two cores). DRS (delta 0.55 and 0.3) with
-# and without CRM is not in it: two cores fit about two hours of training, and its last
-# measurement is in docs/results_2026-11.md.
+# baselines and ceilings (no model) come first (about 20 s a run on two cores). DRS (delta 0.55
+# and 0.3) with and without CRM is not in it: two cores fit about two hours of training, and its
+# last measurement is in docs/results_2026-11.md.
 README_PLAN: tuple[tuple[tuple[str, ...], int], ...] = (
     (tuple(r.key for r in ROWS if r.group in ("baseline", "ceiling")), 5),
     (("informative_resnet_floor", "informative_resnet", "informative_resnet_crm"), 5),

@@ -13,7 +13,7 @@ from typing import Any
 from crm_core.data import DATASETS
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.losses import VGG19_LAYERS
-from crm_core.models import MODEL_VARIANTS, ModelConfig
+from crm_core.models import DRS_DEFAULT_DELTA, MODEL_VARIANTS, ModelConfig
 from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES
 from crm_core.crm import DECODER_INPUTS
 
@@ -72,7 +72,7 @@ class TrainConfig:
     decoder_input: str = "gradcampp"  # what ReconstructNet decodes: gradcampp (max-normalised) | scores (SSC: raw class scores)
     crm_gate: bool = False  # scale the reconstruction gradient into the classifier by how image-specific the reconstruction is
     crm_gate_scale: float = 0.05  # specificity at which the gate is fully open
-    delta: str = "0.55"  # DRS delta: a number in (0, 1] or "learnable"
+    delta: str = str(DRS_DEFAULT_DELTA)  # DRS delta: a number in (0, 1] or "learnable"
     drs_positions: tuple[str, ...] = ("layer4_blocks",)  # where DRS layers go
     freeze: str | None = None  # last2 | none; default last2 with imagenet weights, else none
     weights: str | None = None  # imagenet | none | PATH; default imagenet for pets, none for synthetic
@@ -171,7 +171,7 @@ class TrainConfig:
         delta = self.drs_delta_value()
         return ModelConfig(
             variant=self.model, arch=self.arch, num_classes=len(class_names), output_stride=self.output_stride,
-            drs_delta=0.55 if delta is None else delta, drs_learnable=delta is None,
+            drs_delta=DRS_DEFAULT_DELTA if delta is None else delta, drs_learnable=delta is None,
             drs_positions=self.drs_positions, freeze=self.freeze, weights=self.weights, class_names=list(class_names),
         )
 

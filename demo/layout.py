@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-from crm_core.api import DEFAULT_CAM_METHOD
+from crm_core.api import DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA
 from demo import callbacks as cb
 from demo import plots
 from demo.messages import safe_message
@@ -30,6 +30,9 @@ PICK = dict(allow_custom_value=True)
 VIEW = dict(height=300, min_width=300)
 # Galleries of results: 4 columns and "contain" (not cropped: the colour bar stays) show them at >= 224 px.
 RESULTS = dict(columns=4, object_fit="contain", format="png", allow_preview=False)
+
+#: The Fine-tune tab starts from FineTuneRequest's defaults (one place for them).
+FT_DEFAULTS = FineTuneRequest(name="")
 
 
 def readable_upload_errors(image: gr.Image) -> gr.Image:
@@ -143,7 +146,7 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                             "with another cap (image: the one selected in **Compare**).")
                 with gr.Row():
                     drs_model = gr.Dropdown(names, value=drs0, label="DRS model", **PICK)
-                    delta = gr.Slider(0.05, 1.0, value=0.55, step=0.01, label="delta (DRS cap)", elem_id="delta-slider")
+                    delta = gr.Slider(0.05, 1.0, value=DRS_DEFAULT_DELTA, step=0.01, label="delta (DRS cap)", elem_id="delta-slider")
                 drs_model_md = gr.Markdown()
                 with gr.Row(equal_height=False):
                     drs_image = gr.Image(format="png", label="CAM at this delta", interactive=False, **VIEW,
@@ -229,19 +232,19 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                     ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name",
                                          lines=1, max_lines=1)
                     ft_base = gr.Dropdown([cb.NO_BASE] + names, value=cb.NO_BASE, label="Base checkpoint", **PICK)
-                    ft_model = gr.Radio(engine.model_variants(), value="resnet_drs", label="Model variant")
-                    ft_dataset = gr.Dropdown(engine.datasets(), value="synthetic", label="Dataset")
+                    ft_model = gr.Radio(engine.model_variants(), value=FT_DEFAULTS.model, label="Model variant")
+                    ft_dataset = gr.Dropdown(engine.datasets(), value=FT_DEFAULTS.dataset, label="Dataset")
                 with gr.Row():
-                    ft_steps = gr.Slider(1, 500, value=30, step=1, label="Steps", elem_id="ft-steps")
-                    ft_batch = gr.Slider(2, 64, value=16, step=1, label="Batch size")
-                    ft_delta = gr.Slider(0.05, 1.0, value=0.55, step=0.01, label="DRS delta")
+                    ft_steps = gr.Slider(1, 500, value=FT_DEFAULTS.steps, step=1, label="Steps", elem_id="ft-steps")
+                    ft_batch = gr.Slider(2, 64, value=FT_DEFAULTS.batch_size, step=1, label="Batch size")
+                    ft_delta = gr.Slider(0.05, 1.0, value=float(FT_DEFAULTS.delta), step=0.01, label="DRS delta")
                     ft_learnable = gr.Checkbox(value=False, label="learnable delta")
                 with gr.Row():
-                    ft_cls_lr = gr.Number(value=1e-3, label="classifier lr")
-                    ft_rec_lr = gr.Number(value=2e-3, label="ReconstructNet lr")
-                    ft_l1 = gr.Number(value=FineTuneRequest.l1_weight, label="w L1")
-                    ft_vgg = gr.Number(value=1.0, label="w perceptual")
-                    ft_align = gr.Number(value=1.0, label="w alignment")
+                    ft_cls_lr = gr.Number(value=FT_DEFAULTS.cls_lr, label="classifier lr")
+                    ft_rec_lr = gr.Number(value=FT_DEFAULTS.rec_lr, label="ReconstructNet lr")
+                    ft_l1 = gr.Number(value=FT_DEFAULTS.l1_weight, label="w L1")
+                    ft_vgg = gr.Number(value=FT_DEFAULTS.vgg_weight, label="w perceptual")
+                    ft_align = gr.Number(value=FT_DEFAULTS.align_weight, label="w alignment")
                 with gr.Row():
                     ft_start = gr.Button("Start", variant="primary", elem_id="ft-start")
                     ft_stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD
+from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA, RESULTS_RECIPE
 
 if TYPE_CHECKING:
     from crm_core.api import TrainConfig
@@ -95,20 +95,23 @@ class RunInfo:
 
 @dataclass
 class FineTuneRequest:
-    """What the Fine-tune tab asks for; :meth:`DashboardEngine.train_config` turns it into a TrainConfig."""
+    """What the Fine-tune tab asks for; :meth:`DashboardEngine.train_config` turns it into a TrainConfig.
+
+    Its defaults are the tab's initial values (demo.layout reads them from here): the results'
+    recipe (batch size, learning rates), its CRM weight and DRS's default delta."""
 
     name: str  # new checkpoint / run name
     base: str | None = None  # checkpoint to start from (None: from scratch)
     model: str = "resnet_drs"  # registered variant
     dataset: str = "synthetic"
     steps: int = 30
-    batch_size: int = 16
-    cls_lr: float = 1e-3
-    rec_lr: float = 2e-3
+    batch_size: int = RESULTS_RECIPE["batch_size"]
+    cls_lr: float = RESULTS_RECIPE["cls_lr"]
+    rec_lr: float = RESULTS_RECIPE["rec_lr"]
     l1_weight: float = CRM_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: README, results)
     vgg_weight: float = 1.0
     align_weight: float = 1.0
-    delta: str = "0.55"  # number in (0, 1] or "learnable"
+    delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
 
 

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from crm_core.models.drs import DRS
+from crm_core.models.drs import DRS, DRS_DEFAULT_DELTA
 from crm_core.pretrained import ResolvedWeights, resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,7 +49,7 @@ class ModelConfig:
     num_classes: int = 4  # K, size of the new linear head
     output_stride: int = 32  # 32 (torchvision default) or 16 (layer4 at stride 1, as the SSC code)
     drs: bool = False  # insert DRS layers
-    drs_delta: float = 0.55  # fixed suppression ratio (DRS paper default)
+    drs_delta: float = DRS_DEFAULT_DELTA  # fixed suppression ratio
     drs_learnable: bool = False  # delta = sigmoid(FC(GAP(x))) per channel instead of fixed
     drs_positions: tuple[str, ...] = ("layer4_blocks",)  # where DRS goes, see DRS_POSITIONS
     freeze: str = "none"  # "last2": only layer4 + fc (+ DRS) train; "none": everything trains

@@ -19,6 +19,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+#: DRS's suppression ratio when none is given: the DRS paper's default (Kim et al. 2021).
+DRS_DEFAULT_DELTA = 0.55
 _DELTA_OVERRIDE: ContextVar[float | None] = ContextVar("crm_drs_delta_override", default=None)
 
 
@@ -39,12 +41,12 @@ class DRS(nn.Module):
 
     Args:
         channels: number of channels of the input feature map.
-        delta: fixed suppression ratio (paper default 0.55); ignored when ``learnable``.
+        delta: fixed suppression ratio (default the paper's, DRS_DEFAULT_DELTA); ignored when ``learnable``.
         learnable: predict delta per sample and channel as ``sigmoid(FC(GAP(x)))``
             (the paper's learnable variant).
     """
 
-    def __init__(self, channels: int, delta: float = 0.55, learnable: bool = False) -> None:
+    def __init__(self, channels: int, delta: float = DRS_DEFAULT_DELTA, learnable: bool = False) -> None:
         super().__init__()
         if not learnable and not (0.0 < delta <= 1.0):
             raise ValueError(f"DRS delta must be in (0, 1], got {delta}")

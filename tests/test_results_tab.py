@@ -112,7 +112,7 @@ def _references(figure: go.Figure) -> list[tuple[str, float, str]]:
 
 def test_table_has_the_rows_of_the_chosen_appearance_with_mean_and_std(engine: FakeEngine) -> None:
     choices, status, table, _, _ = _view(engine, "random")
-    assert choices["choices"] == ["random", "informative", "camouflage"] and choices["value"] == "random"
+    assert choices["choices"] == ["informative", "camouflage", "random"] and choices["value"] == "random"
     # floor, no-model cues, trained rows, ceilings; the group column names the rows made by no model
     assert list(table["row"]) == ["resnet untrained (floor)", "image brightness as the CAM (no model)",
                                   "per-pixel colour classifier fitted on train masks (no model)", "resnet",
@@ -128,7 +128,7 @@ def test_table_has_the_rows_of_the_chosen_appearance_with_mean_and_std(engine: F
     assert "\n" not in status
     _, _, informative, _, _ = _view(engine, "informative")
     assert len(informative) == 4 and "resnet_drs + CRM" in set(informative["row"])
-    assert _view(engine, "no such appearance")[0]["value"] == "random"  # falls back to the first
+    assert _view(engine, "no such appearance")[0]["value"] == "informative"  # falls back to the first
 
 
 def test_every_appearance_of_the_report_is_offered_in_display_order(engine: FakeEngine, tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_every_appearance_of_the_report_is_offered_in_display_order(engine: Fake
     path = tmp_path / "other.json"
     path.write_text(json.dumps(report))
     choices = _view(FakeEngine(results_path=path), "random")[0]
-    assert choices["choices"] == ["random", "informative", "camouflage", "aardvark", "zebra"]
+    assert choices["choices"] == ["informative", "camouflage", "random", "aardvark", "zebra"]
     assert _view(FakeEngine(results_path=path), "nothing")[0]["value"] == "aardvark"
 
 

@@ -19,9 +19,10 @@ RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "h
                   "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence"}
 RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
 RESULTS_COMMAND = "python -m crm_core.results --plan --jobs 2"  # the README table (crm_core.results README_PLAN)
-# The report's data appearances in display order; an appearance the report has and this list lacks
-# follows them (the UI reads the appearances off the report's rows, not off crm_core.data).
-APPEARANCES = ("random", "informative", "camouflage")
+# The report's data appearances in display order, the headline's first (the README's table trains
+# its rows on informative and camouflage data; random keeps its no-model rows); an appearance the
+# report has and this list lacks follows them (read off the report's rows, not off crm_core.data).
+APPEARANCES = ("informative", "camouflage", "random")
 # Rows made by no model (crm_core.baselines): the plot draws them as reference lines, not as dots.
 REFERENCE_GROUPS = ("baseline", "ceiling")
 # Order of the groups in the table: the floor and the no-model cues first, the ceilings last

@@ -189,10 +189,22 @@ def test_closed_crm_gate_leaves_the_classifier_to_ce_but_trains_the_decoder(tmp_
     torch.nn.functional.cross_entropy(out["logits"], batch["label"]).backward()
     assert torch.allclose(gated_fc, net.classifier.fc.weight.grad, atol=1e-7)
 
-    cfg_open, net_open, batch = _net_and_batch(tmp_path, crm_gate=True, crm_gate_scale=1e-12, l1_weight=30.0)
-    total, terms, _ = train_loop.compute_losses(net_open, batch, cfg_open, None, use_alignment=False)
+
+
+def test_open_crm_gate_lets_the_reconstruction_reach_the_classifier(tmp_path: Path, monkeypatch) -> None:
+    """A reconstruction that depends on the image (specificity above the scale) opens the gate:
+    the classifier then gets CE's gradient plus the reconstruction's, not CE's alone. Specificity
+    is set, not left to the random decoder, so the open case is always the one tested."""
+    monkeypatch.setattr(train_loop, "reconstruction_specificity", lambda *args: torch.tensor(0.5))
+    cfg, net, batch = _net_and_batch(tmp_path, crm_gate=True, crm_gate_scale=0.05, l1_weight=30.0)
+    total, terms, _ = train_loop.compute_losses(net, batch, cfg, None, use_alignment=False)
     total.backward()
-    assert terms["crm_gate"] == 1.0 or terms["recon_specificity"] <= 0
+    assert terms["crm_gate"] == 1.0
+    open_fc = net.classifier.fc.weight.grad.clone()
+    net.zero_grad()
+    out = net(batch["image"])
+    torch.nn.functional.cross_entropy(out["logits"], batch["label"]).backward()
+    assert not torch.allclose(open_fc, net.classifier.fc.weight.grad, atol=1e-7)
 
 
 def test_gradient_diagnostics_are_relative_to_ce(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
+from crm_core.processes import die_with_parent
 
 # The table's definition and its report live in their own modules; this one runs the table and
 # re-exports them (``crm_core.results.X`` keeps working for every X it had).
@@ -212,7 +213,9 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     else:
         import multiprocessing
 
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # die_with_parent: a stopped (even SIGKILLed) results run leaves no worker training on
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=die_with_parent) as pool:
             futures = {pool.submit(run_job, key, seed, **common): (key, seed) for key, seed in tasks}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()

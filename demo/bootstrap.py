@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from crm_core.processes import die_with_parent
 from crm_core.results import CRM_RECIPE as RESULTS_CRM_RECIPE
 from crm_core.results import RECIPE as RESULTS_RECIPE
 
@@ -173,22 +174,6 @@ def train_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = 
                                      runs_dir=values["runs_dir"])
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel sends this process SIGTERM when the server that started it dies, however
-    it dies (SIGKILL included); a normal stop terminates the workers itself (_train_parallel)."""
-    import ctypes
-    import signal
-
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's own cleanup still applies
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any, cores: int, niceness: int) -> None:
     """Child process: progress rows sent to the parent (which draws the bars).
 
@@ -196,7 +181,7 @@ def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any,
     floating-point sums, and the demo set must come out the same on every first launch. The
     evaluation after it uses ``cores // models still running`` (the last model left gets them all).
     """
-    _die_with_parent()
+    die_with_parent()  # the kernel stops it when the server dies, however it dies
     import torch
 
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"

@@ -40,7 +40,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +48,7 @@ from tqdm import tqdm
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.processes import die_with_parent
+from crm_core.processes import run_jobs, threads_per_job
 
 # The table's definition and its report live in their own modules; this one runs the table and
 # re-exports them (``crm_core.results.X`` keeps working for every X it had).
@@ -197,34 +196,21 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
     interrupted run keeps what it measured)."""
     tasks = [(row.key, seed) for seed in seeds for row in rows]
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 and device == "cpu" else None
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
-                  runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse, threads=threads,
-                  train_size=train_size)
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    progress = tqdm(total=len(tasks), desc="results", unit="run")
-    if jobs <= 1:
-        for key, seed in tasks:
-            results[(key, seed)] = run_job(key, seed, **common)
-            log.info("%s seed %d: %s", key, seed, _short(results[(key, seed)]))
-            progress.update(1)
-            if on_job is not None:
-                on_job([results[t] for t in tasks if t in results])
-    else:
-        import multiprocessing
+                  runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse,
+                  threads=threads_per_job(jobs, device), train_size=train_size)
 
-        # die_with_parent: a stopped (even SIGKILLed) results run leaves no worker training on
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=die_with_parent) as pool:
-            futures = {pool.submit(run_job, key, seed, **common): (key, seed) for key, seed in tasks}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                log.info("%s seed %d: %s", *futures[future], _short(results[futures[future]]))
-                progress.update(1)
-                if on_job is not None:
-                    on_job([results[t] for t in tasks if t in results])
-    progress.close()
-    return [results[task] for task in tasks]
+    logged: set[int] = set()
+
+    def done(results: dict[int, dict[str, Any]]) -> None:
+        for index in sorted(set(results) - logged):
+            logged.add(index)
+            log.info("%s seed %d: %s", *tasks[index], _short(results[index]))
+        if on_job is not None:
+            on_job([results[i] for i in sorted(results)])
+
+    return run_jobs(run_job, [dict(row_key=key, seed=seed, **common) for key, seed in tasks], jobs,
+                    desc="results", on_done=done)
 
 
 def _short(job: dict[str, Any]) -> str:

@@ -1,0 +1,91 @@
+"""The recipe sweep: it chooses on val, on seeds the table never reports, by the rule it states."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy import stats
+
+from crm_core import recipe_sweep
+from crm_core.results_table import CRM_RECIPE
+
+
+def _job(candidate, seed, miou, appearance="informative", body=0.5):
+    return {"candidate": candidate, "appearance": appearance, "seed": seed, "miou": miou, "head": 0.8,
+            "body": body, "bg_fpr": 0.05, "threshold": 0.5}
+
+
+def test_the_current_recipe_is_one_of_the_candidates():
+    name = recipe_sweep.current_candidate()
+    assert all(CRM_RECIPE[k] == v for k, v in recipe_sweep.CANDIDATES[name].items())
+
+
+def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy():
+    current = recipe_sweep.current_candidate()
+    other = next(c for c in recipe_sweep.CANDIDATES if c != current)
+    plain = [0.60, 0.58, 0.62]
+    mine = [0.70, 0.69, 0.74]
+    better = [0.72, 0.70, 0.77]
+    jobs = ([_job(recipe_sweep.PLAIN, s, v) for s, v in zip((10, 11, 12), plain)]
+            + [_job(current, s, v) for s, v in zip((10, 11, 12), mine)]
+            + [_job(other, s, v) for s, v in zip((10, 11, 12), better)])
+    summary = recipe_sweep.summarise_sweep(jobs, current)
+    assert summary["best"] == other
+    # +0.02 on average, p = 0.074 with 3 seeds, no effect, so the current recipe stays
+    assert summary["best_vs_current"]["p"] == pytest.approx(stats.ttest_rel(better, mine).pvalue)
+    assert summary["chosen"] == current and summary["current_is_chosen"]
+    # with a clear, consistent gain the better candidate replaces it
+    clear = [dict(j, miou=j["miou"] + 0.05 + 0.001 * j["seed"]) if j["candidate"] == other else j for j in jobs]
+    decided = recipe_sweep.summarise_sweep(clear, current)
+    assert decided["chosen"] == other and not decided["current_is_chosen"]
+    assert "should become it" in recipe_sweep.markdown({"summary": decided, "meta": _meta()})
+    row = next(r for r in summary["rows"] if r["candidate"] == other)
+    expected = stats.ttest_rel(better, mine)
+    assert row["vs"][current]["miou"]["p"] == pytest.approx(expected.pvalue)
+    assert row["vs"][current]["miou"]["diff"] == pytest.approx(sum(better) / 3 - sum(mine) / 3)
+    vs_plain = stats.ttest_rel(better, plain)
+    assert row["vs"][recipe_sweep.PLAIN]["miou"]["p"] == pytest.approx(vs_plain.pvalue)
+    # the plain model is a reference, never a candidate
+    assert recipe_sweep.PLAIN not in summary["overall_val_miou"]
+    # swap the numbers: the current recipe wins, and the report says so
+    flipped = [dict(j, miou=j["miou"] + (0.1 if j["candidate"] == current else 0.0)) for j in jobs]
+    summary = recipe_sweep.summarise_sweep(flipped, current)
+    assert summary["current_is_chosen"] and summary["best"] == current
+    assert "has the highest, and stays" in recipe_sweep.markdown({"summary": summary, "meta": _meta()})
+
+
+def _meta():
+    return {"command": "python -m crm_core.recipe_sweep", "revision": "0" * 40, "wall_s": 60.0, "machine": "test",
+            "seeds": [10, 11, 12], "val_images": 200}
+
+
+def test_seeds_of_the_results_table_are_refused(tmp_path, capsys):
+    code = recipe_sweep.cli(["--seeds", "3", "10", "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "s.md")])
+    assert code == 2
+    assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_trains_scores_on_val_and_writes_its_report(tmp_path, monkeypatch):
+    from crm_core import evaluate
+
+    splits = []
+    original = evaluate.dataset_for
+
+    def spy(model, split, data_root=None):
+        splits.append(split)
+        return original(model, split, data_root)
+
+    monkeypatch.setattr(evaluate, "dataset_for", spy)
+    code = recipe_sweep.cli(["--steps", "2", "--train-size", "32", "--val-images", "8", "--seeds", "10", "--candidates",
+                             recipe_sweep.current_candidate(), "--checkpoint-dir", str(tmp_path / "ck"),
+                             "--runs-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "s.json"),
+                             "--out", str(tmp_path / "s.md")])
+    assert code == 0
+    assert splits and set(splits) == {"val"}  # the test split is never read
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["meta"]["complete"] and len(report["jobs"]) == 2
+    assert {j["candidate"] for j in report["jobs"]} == {recipe_sweep.PLAIN, recipe_sweep.current_candidate()}
+    assert all(0.0 <= j["miou"] <= 1.0 for j in report["jobs"])
+    assert report["summary"]["chosen"] == recipe_sweep.current_candidate()
+    assert "test split is never read" in (tmp_path / "s.md").read_text()

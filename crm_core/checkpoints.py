@@ -153,7 +153,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     payload = read_checkpoint(path, map_location)
     model_config = _model_config(path, payload)
-    classifier = create_model(model_config, load_pretrained=False)
+    try:
+        classifier = create_model(model_config, load_pretrained=False)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
     _load_state(path, "classifier", classifier, payload["classifier"])
     classifier.weights_source = payload.get("weights_source", "unknown")
     reconstructor = None
@@ -168,7 +171,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if reconstructor is not None:
         reconstructor.eval()
     return Checkpoint(
-        **_summary_fields(path, payload, model_config), path=path, classifier=classifier, reconstructor=reconstructor,
+        **_summary_fields(path, payload, classifier.cfg), path=path, classifier=classifier, reconstructor=reconstructor,
         epoch=int(payload.get("epoch", 0)), epoch_step=int(payload.get("epoch_step", 0)),
         optimizers=payload.get("optimizers", {}), metrics=payload.get("metrics", {}), extra=payload.get("extra", {}),
     )

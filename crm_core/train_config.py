@@ -14,7 +14,7 @@ from crm_core.data import DATASETS
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.losses import VGG19_LAYERS
 from crm_core.models import DRS_DEFAULT_DELTA, MODEL_VARIANTS, ModelConfig
-from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES
+from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES, stacked_drs
 from crm_core.crm import DECODER_INPUTS
 
 DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
@@ -47,7 +47,7 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     name: str = "run"  # checkpoint + run folder name
     model: str = "resnet_drs"  # registered variant (crm_core.models.MODEL_VARIANTS)
-    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50
+    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | efficientnet_b0 | efficientnet_b1 | efficientnet_b2
     dataset: str = "synthetic"  # synthetic | pets
     data_root: str | None = None  # dataset folder (pets)
     download: bool = False  # let torchvision download the dataset (needs internet)
@@ -114,6 +114,8 @@ class TrainConfig:
         if self.freeze is None:
             self.freeze = "last2" if self.weights not in ("none", "random") else "none"
         self.drs_positions = tuple(self.drs_positions)
+        if MODEL_VARIANTS[self.model](ModelConfig()).drs and stacked_drs(self.drs_positions):
+            raise ValueError(f"--drs-positions {' '.join(self.drs_positions)}: {stacked_drs(self.drs_positions)}")
         self.perceptual_layers = tuple(self.perceptual_layers)
         if self.crm_preset not in CRM_PRESETS:
             raise ValueError(f"unknown crm_preset {self.crm_preset!r}; choose from {sorted(CRM_PRESETS)}")
@@ -198,7 +200,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default=d.name, help="checkpoint and run name")
     p.add_argument("--model", default=d.model, choices=sorted(MODEL_VARIANTS), help="registered model variant")
-    p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS), help="ResNet backbone")
+    p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS), help="CAM backbone (torchvision): ResNet or EfficientNet")
     p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS), help="synthetic (offline) or Oxford-IIIT pets")
     p.add_argument("--data-root", default=None, help="dataset folder (pets)")
     p.add_argument("--download", action="store_true", help="download the dataset (needs internet)")
@@ -234,7 +236,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="reconstruction specificity at which the gate is fully open")
     p.add_argument("--delta", default=d.delta, help="DRS delta in (0, 1] or 'learnable'")
     p.add_argument("--drs-positions", nargs="+", default=list(d.drs_positions), choices=DRS_POSITIONS,
-                   help="where DRS layers go (resnet_drs)")
+                   help="where DRS layers go (resnet_drs): after a stage, after every block of layer4, or "
+                        "after every block (all_blocks, the official code's placement); positions that stack "
+                        "two caps are refused")
     p.add_argument("--freeze", choices=FREEZE_RECIPES, default=None, help="default last2 with imagenet weights")
     p.add_argument("--weights", default=None, help="imagenet | none | PATH (default imagenet for pets)")
     p.add_argument("--perceptual", default=d.perceptual, choices=("vgg19", "none"), help="perceptual network")

@@ -98,8 +98,8 @@ class _Reference:
 
 
 @functools.lru_cache(maxsize=None)
-def _reference(variant: str, output_stride: int) -> _Reference:
-    model, images = _model(variant, output_stride), _images()
+def _reference(variant: str, output_stride: int, arch: str = "resnet18") -> _Reference:
+    model, images = _model(variant, output_stride, arch), _images()
     hooked = GradCAMPlusPlus(model)(images)
     hooked_eps = GradCAMPlusPlus(model, eps=PACKAGE_EPS)(images, hooked.classes)
     with torch.no_grad():
@@ -108,9 +108,9 @@ def _reference(variant: str, output_stride: int) -> _Reference:
 
 
 @functools.lru_cache(maxsize=None)
-def _reference_package(variant: str, output_stride: int) -> np.ndarray:
+def _reference_package(variant: str, output_stride: int, arch: str = "resnet18") -> np.ndarray:
     """(B, h, w) grad-cam package maps for _reference's images and classes (needs the package)."""
-    ref = _reference(variant, output_stride)
+    ref = _reference(variant, output_stride, arch)
     return _package_maps(ref.model, ref.images, ref.hooked.classes)
 
 
@@ -196,6 +196,23 @@ def test_closed_form_matches_hook_path(variant: str, output_stride: int) -> None
     all_classes = gradcampp_closed_form(ref.features, weight)  # (B, C, h, w)
     assert _max_rel_diff(functional, ref.hooked.cams) < 1e-5
     assert _max_rel_diff(all_classes[torch.arange(len(closed.classes)), closed.classes], ref.hooked.cams) < 1e-5
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_efficientnet_closed_form_is_exact_against_autograd_and_the_package(variant: str, grad_cam_package) -> None:
+    """EfficientNet's head is GAP + dropout + linear: at evaluation the dropout is the identity, so
+    the closed form holds. float64; its SiLU features can be negative, which eq. 19 allows."""
+    ref = _reference(variant, 16, "efficientnet_b0")
+    package = _reference_package(variant, 16, "efficientnet_b0")
+    assert ref.features.shape[-2:] == (4, 6) and ref.features.min() < 0
+    with torch.no_grad():
+        closed = ClosedFormGradCAMPlusPlus(ref.model)(ref.images)
+        at_eps = ClosedFormGradCAMPlusPlus(ref.model, eps=PACKAGE_EPS)(ref.images, closed.classes)
+    assert torch.equal(closed.classes, ref.hooked.classes)
+    assert closed.cams.max() > 0
+    assert _max_rel_diff(closed.cams, ref.hooked.cams) < 1e-5  # autograd eq. 19
+    assert _max_rel_diff(at_eps.cams, package) < 1e-4  # the grad-cam package at its eps
+    assert _max_rel_diff(ref.hooked_eps.cams, package) < 1e-4
 
 
 # -- (c) eq. 19 exactly, not a common wrong variant -------------------------------------------

@@ -9,13 +9,16 @@ from crm_core.models.decoder import ChannelAffineLayerNorm, num_up_blocks
 
 
 @pytest.mark.parametrize("variant", sorted(MODEL_VARIANTS))
-@pytest.mark.parametrize("arch,stride,size,expected", [("resnet18", 16, 64, 4), ("resnet18", 32, 64, 2), ("resnet34", 16, 96, 6)])
+@pytest.mark.parametrize("arch,stride,size,expected", [("resnet18", 16, 64, 4), ("resnet18", 32, 64, 2), ("resnet34", 16, 96, 6),
+                                                       ("efficientnet_b0", 16, 112, 7), ("efficientnet_b0", 32, 64, 2)])
 def test_variant_shapes(variant: str, arch: str, stride: int, size: int, expected: int) -> None:
     model = create_model(ModelConfig(variant=variant, arch=arch, num_classes=5, output_stride=stride))
     out = model(torch.rand(2, 3, size, size))
     assert out.logits.shape == (2, 5)
     assert out.features.shape[-2:] == (expected, expected)
     # the head sits on GAP of exactly these features
+    model.eval()  # (EfficientNet's head dropout is identity at evaluation)
+    out = model(torch.rand(2, 3, size, size))
     assert torch.allclose(out.logits, model.fc(out.features.mean((2, 3))), atol=1e-5)
 
 
@@ -76,6 +79,61 @@ def test_pretrained_backbone_loads_torchvision_layout() -> None:
     model.load_backbone(ResolvedWeights(reference.state_dict(), "test"))
     assert torch.equal(model.stem[0].weight, reference.conv1.weight)
     assert torch.equal(model.layer4[1][0].conv2.weight, reference.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "efficientnet_b1", "resnet18"])
+def test_imagenet_layout_loads_into_every_backbone_and_gives_torchvisions_features(arch) -> None:
+    """Independent check: with the same weights our stem + stages compute exactly torchvision's
+    feature extractor (output stride 32, no DRS), however the stages were regrouped."""
+    import torchvision
+
+    from crm_core.pretrained import ResolvedWeights
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, arch)(weights=None).eval()
+    model = create_model(ModelConfig(variant="resnet", arch=arch, num_classes=3, output_stride=32)).eval()
+    model.load_backbone(ResolvedWeights(reference.state_dict(), "test"))
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        ours = model.forward_features(x)
+        normalised = (x - model.mean) / model.std
+        if arch.startswith("efficientnet"):
+            theirs = reference.features(normalised)
+        else:
+            theirs = torch.nn.Sequential(*list(reference.children())[:-2])(normalised)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_drs_positions_put_one_layer_where_they_say(arch) -> None:
+    def count(positions):
+        model = create_model(ModelConfig(variant="resnet_drs", arch=arch, num_classes=3, output_stride=16,
+                                         drs_positions=positions))
+        return sum(isinstance(m, DRS) for m in model.modules()), model
+
+    plain = create_model(ModelConfig(variant="resnet", arch=arch, num_classes=3))
+    blocks = {name: len(getattr(plain, name)) for name in ("layer1", "layer2", "layer3", "layer4")}
+    assert count(("layer4",))[0] == 1
+    assert count(("layer2", "layer4"))[0] == 2
+    assert count(("layer4_blocks",))[0] == blocks["layer4"]
+    assert count(("all_blocks",))[0] == sum(blocks.values())
+    # a DRS after every block caps every block's output (delta 0.3 everywhere)
+    _, model = count(("all_blocks",))
+    outputs = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outputs.append((inp[0], out)))
+             for m in model.modules() if isinstance(m, DRS)]
+    with torch.no_grad(), delta_override(0.3):
+        model.eval()(torch.rand(1, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    for before, after in outputs:
+        assert torch.equal(after, torch.minimum(before, 0.3 * before.amax(dim=(2, 3), keepdim=True)))
+
+
+@pytest.mark.parametrize("positions", [("layer4", "layer4_blocks"), ("all_blocks", "layer2")])
+def test_drs_positions_that_stack_two_caps_are_refused(positions) -> None:
+    with pytest.raises(ValueError, match="alone|delta\\^2"):
+        ModelConfig(variant="resnet_drs", arch="resnet18", drs=True, drs_positions=positions)
 
 
 def test_imagenet_weights_offline_fail_fast_with_instructions(tmp_path, monkeypatch) -> None:

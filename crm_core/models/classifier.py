@@ -1,51 +1,56 @@
-"""ResNet classifier whose last feature map is the CAM source.
+"""CAM classifier: a torchvision backbone whose last feature map is the CAM source.
 
-The backbone is torchvision's ResNet taken apart into stem + 4 stages, a GAP and a new
-linear head for K classes. Variable parts come in as arguments (timm style): the
-suppression layer (DRS) and where it goes, the output stride and the fine-tuning recipe.
-``forward`` returns logits *and* the final feature map, so Grad-CAM++ in closed form
-(see ``crm_core.cams.closed_form``) comes from the same forward pass as the logits.
+The backbone (:mod:`crm_core.models.backbones`: ResNet or EfficientNet) is taken apart into
+stem + 4 stages, then a GAP and a new linear head for K classes. Variable parts come in as
+arguments (timm style): the suppression layer (DRS) and where it goes, the output stride and the
+fine-tuning recipe. ``forward`` returns logits *and* the final feature map, so Grad-CAM++ in
+closed form (see ``crm_core.cams.closed_form``) comes from the same forward pass as the logits.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
+from crm_core.models.backbones import (BACKBONES, FAMILIES, HEAD_PREFIXES, stage_channels, stride_one,
+                                       torchvision_backbone)
 from crm_core.models.drs import DRS, DRS_DEFAULT_DELTA
 from crm_core.pretrained import ResolvedWeights, resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: arch -> (torchvision.models builder, its ImageNet weights), by name: torchvision is imported on
-#: the first model build (:func:`torchvision_arch`), not with this module. Its import pulls in
-#: torch._dynamo (~2 s), which the dashboard's cold start and the CLIs' --help need not pay.
-ARCHS: dict[str, tuple[str, str]] = {
-    "resnet18": ("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
-    "resnet34": ("resnet34", "ResNet34_Weights.IMAGENET1K_V1"),
-    "resnet50": ("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
-}
-# Where a DRS layer can be inserted: after a whole stage, or after every block of layer4.
-DRS_POSITIONS = ("layer1", "layer2", "layer3", "layer4", "layer4_blocks")
+#: arch -> (torchvision.models builder, its ImageNet weights), by name (see backbones.BACKBONES)
+ARCHS: dict[str, tuple[str, str]] = {name: (b.builder, b.weights) for name, b in BACKBONES.items()}
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+# Where a DRS layer can be inserted: after a whole stage, after every block of layer4, or after
+# every block of every stage ("all_blocks": the official DRS code's VGG16 puts one in place of
+# every ReLU; for these backbones the analogue is one after every block).
+DRS_POSITIONS = (*STAGES, "layer4_blocks", "all_blocks")
 FREEZE_RECIPES = ("last2", "none")
 
 
 def torchvision_arch(arch: str) -> tuple[Callable[..., nn.Module], object]:
     """(builder, ImageNet weights enum) of ``arch`` from torchvision.models."""
-    import torchvision.models as tvm
+    return torchvision_backbone(arch)
 
-    builder, weights = ARCHS[arch]
-    enum_name, member = weights.split(".")
-    return getattr(tvm, builder), getattr(getattr(tvm, enum_name), member)
+
+def stacked_drs(positions: tuple[str, ...]) -> str | None:
+    """Why ``positions`` would put two DRS layers back to back (the cap then becomes delta^2), or None."""
+    if "all_blocks" in positions and len(positions) > 1:
+        return "all_blocks already puts a DRS after every block; give it alone"
+    if "layer4" in positions and "layer4_blocks" in positions:
+        return "layer4 and layer4_blocks both put a DRS after layer4's last block (the cap would be delta^2)"
+    return None
 
 
 @dataclass
 class ModelConfig:
     variant: str = "resnet"  # registry name, e.g. "resnet", "resnet_drs"
-    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50
+    arch: str = "resnet50"  # a key of backbones.BACKBONES: resnet18/34/50, efficientnet_b0/b1/b2
     num_classes: int = 4  # K, size of the new linear head
     output_stride: int = 32  # 32 (torchvision default) or 16 (layer4 at stride 1, as the SSC code)
     drs: bool = False  # insert DRS layers
@@ -67,6 +72,8 @@ class ModelConfig:
         bad = [p for p in self.drs_positions if p not in DRS_POSITIONS]
         if bad:
             raise ValueError(f"unknown DRS positions {bad}; choose from {DRS_POSITIONS}")
+        if self.drs and stacked_drs(self.drs_positions):
+            raise ValueError(f"DRS positions {list(self.drs_positions)}: {stacked_drs(self.drs_positions)}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
 
@@ -81,20 +88,8 @@ class ClassifierOutput(NamedTuple):
     features: torch.Tensor  # (B, K, h, w): input of GAP, the CAM source
 
 
-def _stride_one(stage: nn.Sequential) -> None:
-    """Turn a stage's stride-2 first block into stride 1 (output stride 32 -> 16)."""
-    for module in stage[0].modules():
-        if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
-            module.stride = (1, 1)
-
-
-def _stage_channels(stage: nn.Sequential) -> int:
-    last = stage[-1]
-    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
-
-
 class CamClassifier(nn.Module):
-    """ResNet + GAP + linear head, with optional suppression layers.
+    """Backbone + GAP + (dropout) + linear head, with optional suppression layers.
 
     Input images are float (B, 3, H, W) in [0, 1]; ImageNet normalisation happens inside, so
     a checkpoint carries its own preprocessing.
@@ -107,25 +102,33 @@ class CamClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        backbone = BACKBONES[cfg.arch]
         build, _ = torchvision_arch(cfg.arch)
         net = build(weights=None)
+        torchvision_names = {id(t): name for name, t in chain(net.named_parameters(), net.named_buffers())}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+        self.stem, stages = FAMILIES[backbone.family](net)
+        self.feature_dim = stage_channels(stages[3])
         if cfg.output_stride == 16:
-            _stride_one(stages[3])
+            stride_one(stages[3])
         if suppression_layer is not None:
-            for i, name in enumerate(("layer1", "layer2", "layer3", "layer4")):
-                channels = _stage_channels(stages[i])
-                if name == "layer4" and "layer4_blocks" in cfg.drs_positions:
-                    stages[i] = nn.Sequential(*[nn.Sequential(b, suppression_layer(channels)) for b in stages[i]])
+            for i, name in enumerate(STAGES):
+                channels = stage_channels(stages[i])
+                if "all_blocks" in cfg.drs_positions or (name == "layer4" and "layer4_blocks" in cfg.drs_positions):
+                    stages[i] = nn.Sequential(*[nn.Sequential(b, suppression_layer(stage_channels(b)))
+                                                for b in stages[i]])
                 if name in cfg.drs_positions:
                     stages[i] = nn.Sequential(*stages[i], suppression_layer(channels))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.feature_dim = _stage_channels(net.layer4)
+        self.head_dropout = nn.Dropout(backbone.head_dropout) if backbone.head_dropout else nn.Identity()
         self.fc = nn.Linear(self.feature_dim, cfg.num_classes)
         self.weights_source = "random"
+        # torchvision's parameter name -> ours, for loading its ImageNet weights (the tensors are the
+        # same objects, so this holds however the stages were regrouped or wrapped)
+        self._from_torchvision = {torchvision_names[id(t)]: name
+                                  for name, t in chain(self.named_parameters(), self.named_buffers())
+                                  if id(t) in torchvision_names}
 
     # -- weights -----------------------------------------------------------------------
     def load_backbone(self, resolved: ResolvedWeights) -> None:
@@ -134,11 +137,12 @@ class CamClassifier(nn.Module):
         if resolved.state_dict is None:
             return
         own = self.state_dict()
+        head = HEAD_PREFIXES[BACKBONES[self.cfg.arch].family]
         mapped: dict[str, torch.Tensor] = {}
         for key, value in resolved.state_dict.items():
-            if key.startswith("fc."):
+            if key.startswith(head):
                 continue
-            target = _map_torchvision_key(key, own)
+            target = self._from_torchvision.get(key)
             if target is None:
                 raise ValueError(f"pretrained key {key} has no place in {self.cfg.arch}")
             mapped[target] = value
@@ -174,7 +178,7 @@ class CamClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> ClassifierOutput:
         features = self.forward_features(images)
-        logits = self.fc(features.mean(dim=(2, 3)))  # GAP then linear: (B, C)
+        logits = self.fc(self.head_dropout(features.mean(dim=(2, 3))))  # GAP (dropout) linear: (B, C)
         return ClassifierOutput(logits, features)
 
     @property
@@ -192,23 +196,6 @@ class LogitsOnly(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images).logits
-
-
-def _map_torchvision_key(key: str, own: dict[str, torch.Tensor]) -> str | None:
-    """Map a torchvision ResNet key to ours (stem regrouped, DRS wrappers shift block indices)."""
-    stem_map = {"conv1.": "stem.0.", "bn1.": "stem.1."}
-    for prefix, ours in stem_map.items():
-        if key.startswith(prefix):
-            return ours + key[len(prefix):]
-    if key in own:
-        return key
-    # layer4 blocks wrapped as Sequential(block, DRS): layer4.<i>.<rest> -> layer4.<i>.0.<rest>
-    parts = key.split(".", 2)
-    if len(parts) == 3:
-        candidate = f"{parts[0]}.{parts[1]}.0.{parts[2]}"
-        if candidate in own:
-            return candidate
-    return None
 
 
 def build_classifier(cfg: ModelConfig, load_pretrained: bool = True) -> CamClassifier:

@@ -1,9 +1,14 @@
 """Tiny name -> constructor registry of model variants (timm ``_registry.py`` style).
 
-CLI ``choices`` come from :data:`MODEL_VARIANTS`, and tests are parametrised over it.
+A variant fixes what it is about (DRS on or off) and leaves the backbone to ``--arch``: the
+names ``resnet`` / ``resnet_drs`` are historical and mean "plain" / "with DRS" for every
+backbone of :data:`crm_core.models.backbones.BACKBONES` (EfficientNet included). An entry
+returns a new config; the caller's is never changed. CLI ``choices`` come from
+:data:`MODEL_VARIANTS`, and tests are parametrised over it.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from crm_core.models.classifier import CamClassifier, ModelConfig, build_classifier
@@ -22,14 +27,12 @@ def register_model(name: str) -> Callable[[Callable[[ModelConfig], ModelConfig]]
 
 @register_model("resnet")
 def _resnet(cfg: ModelConfig) -> ModelConfig:
-    cfg.drs = False
-    return cfg
+    return replace(cfg, drs=False)
 
 
 @register_model("resnet_drs")
 def _resnet_drs(cfg: ModelConfig) -> ModelConfig:
-    cfg.drs = True
-    return cfg
+    return replace(cfg, drs=True)
 
 
 def create_model(cfg: ModelConfig, load_pretrained: bool = True) -> CamClassifier:

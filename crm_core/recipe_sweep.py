@@ -1,17 +1,20 @@
-"""How the CRM recipe is chosen: a sweep scored on val, on seeds the results table never reports.
+"""How a recipe or a default is chosen: a sweep scored on val, on seeds the results table never reports.
 
-    python -m crm_core.recipe_sweep                         # docs/recipe_sweep.json + .md
-    python -m crm_core.recipe_sweep --appearance informative random --jobs 2
+    python -m crm_core.recipe_sweep                         # docs/sweep_crm_recipe.json + .md
+    python -m crm_core.recipe_sweep --study drs_placement_efficientnet --jobs 2
 
-Each candidate (:data:`CANDIDATES`: CRM settings on top of :data:`crm_core.results_table.CRM_RECIPE`)
-trains the table's ``resnet + CRM`` row with the table's recipe, and the plain ``resnet`` row is
-trained beside it, on seeds 10, 11, 12 by default (the table reports seeds 0-4; a seed changes
+A study (:data:`STUDIES`) names a results-table row, candidates (training settings on top of
+that row's) and a reference trained beside them. ``crm_recipe``: CRM settings (:data:`CANDIDATES`,
+on top of :data:`crm_core.results_table.CRM_RECIPE`) on the ``resnet + CRM`` row, against the
+plain ``resnet``. ``drs_placement_*``: where DRS goes (:data:`crm_core.models.classifier.DRS_POSITIONS`)
+on EfficientNet-b0 or on resnet18, against the same backbone without DRS. Everything is trained
+with the table's recipe on seeds 10, 11, 12 by default (the table reports seeds 0-4; a seed changes
 the data too, so no image of the table is seen here). Every model is scored on the **val** split
 only: the CAM mIoU at the best threshold on all 200 val images (the score a threshold chosen on
 val would get there), with head and body coverage at that threshold. The test split is never
 read. The candidate with the highest mean val mIoU over seeds and appearances replaces the
-current recipe only if it beats it by an effect (paired t-test, p < 0.05, at least 0.01 mIoU);
-the report gives each candidate's paired difference to the plain model and to the current recipe,
+current default only if it beats it by an effect (paired t-test, p < 0.05, at least 0.01 mIoU);
+the report gives each candidate's paired difference to the plain model and to the current default,
 and says which one is chosen.
 """
 from __future__ import annotations
@@ -22,11 +25,13 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
+from crm_core.models.classifier import ModelConfig
 from crm_core.processes import run_jobs, threads_per_job
 from crm_core.results_report import compare, mean_std
 from crm_core.results_table import CRM_RECIPE, DEFAULT_STEPS, RECIPE, ROW_BY_KEY
@@ -56,9 +61,38 @@ def current_candidate() -> str:
     raise LookupError("CRM_RECIPE is none of the sweep's candidates")
 
 
-def sweep_job(candidate: str, appearance: str, seed: int, steps: int, val_images: int, checkpoint_dir: str,
-              runs_dir: str, device: str, threads: int | None, train_size: int | None = None) -> dict[str, Any]:
-    """Train one (candidate, appearance, seed) and score it on val; returns its measurements."""
+@dataclass(frozen=True)
+class Study:
+    title: str
+    row: str  # the results-table row (without its appearance) every candidate trains
+    candidates: dict[str, dict[str, Any]]  # name -> TrainConfig fields on top of the row's
+    current: str  # the candidate that is today's default
+    reference_row: str = "resnet"  # what PLAIN trains (same row naming)
+    reference: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of reference_row's
+
+
+def _placement(arch: str) -> dict[str, dict[str, Any]]:
+    return {position: {"arch": arch, "drs_positions": (position,)} for position in ("layer4", "layer4_blocks",
+                                                                                      "all_blocks")}
+
+
+STUDIES: dict[str, Study] = {
+    "crm_recipe": Study("How the CRM recipe was chosen", "resnet_crm", CANDIDATES, current_candidate()),
+    # the default placement is ModelConfig's (layer4_blocks) for every backbone until this says otherwise
+    "drs_placement_efficientnet": Study("Where DRS goes on EfficientNet-b0", "resnet_drs",
+                                        _placement("efficientnet_b0"), ModelConfig().drs_positions[0],
+                                        reference={"arch": "efficientnet_b0"}),
+    "drs_placement_resnet": Study("Where DRS goes on resnet18: layer4's blocks against every block (the official "
+                                  "code's placement)", "resnet_drs",
+                                  {k: v for k, v in _placement("resnet18").items() if k != "layer4"},
+                                  ModelConfig().drs_positions[0]),
+}
+
+
+def sweep_job(study: str, candidate: str, appearance: str, seed: int, steps: int, val_images: int,
+              checkpoint_dir: str, runs_dir: str, device: str, threads: int | None,
+              train_size: int | None = None) -> dict[str, Any]:
+    """Train one (candidate, appearance, seed) of ``study`` and score it on val; returns its measurements."""
     import torch
 
     from crm_core.evaluate import evaluate_protocol
@@ -68,9 +102,11 @@ def sweep_job(candidate: str, appearance: str, seed: int, steps: int, val_images
     if threads:
         torch.set_num_threads(threads)
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"
-    row = ROW_BY_KEY[f"{appearance}_resnet" if candidate == PLAIN else f"{appearance}_resnet_crm"]
-    fields = row.train_fields(steps, {} if candidate == PLAIN else CANDIDATES[candidate])
-    name = f"sweep_{appearance}_{candidate}_s{seed}"
+    spec = STUDIES[study]
+    row = ROW_BY_KEY[f"{appearance}_{spec.reference_row if candidate == PLAIN else spec.row}"]
+    settings = spec.reference if candidate == PLAIN else spec.candidates[candidate]
+    fields = {**row.train_fields(steps, {}), **settings}
+    name = f"sweep_{study}_{appearance}_{candidate}_s{seed}"
     train_main(TrainConfig(name=name, seed=seed, checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device,
                            train_size=train_size, **fields))
     model = CamModel.load(Path(checkpoint_dir) / f"{name}.pt", device)
@@ -80,7 +116,7 @@ def sweep_job(candidate: str, appearance: str, seed: int, steps: int, val_images
     return {"candidate": candidate, "appearance": appearance, "seed": seed, "threshold": best["threshold"],
             "miou": best["miou"], "bg_fpr": best["bg_fpr"], **scores["coverage_best"],
             "accuracy": scores["accuracy"], "train_s": float(model.checkpoint.extra.get("wall_time", 0.0)),
-            "settings": {} if candidate == PLAIN else CANDIDATES[candidate]}
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
 
 
 def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
@@ -91,7 +127,7 @@ def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
                 if j["candidate"] == candidate and j["appearance"] == appearance and j.get(metric) is not None}
 
     appearances = sorted({j["appearance"] for j in jobs}, key=APPEARANCES.index)
-    candidates = [c for c in (PLAIN, *CANDIDATES) if any(j["candidate"] == c for j in jobs)]
+    candidates = [PLAIN] + sorted({j["candidate"] for j in jobs} - {PLAIN})
     rows = []
     for appearance in appearances:
         for candidate in candidates:
@@ -115,7 +151,7 @@ def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
         if candidate != PLAIN and scores:
             overall[candidate] = sum(scores) / len(scores)
     best = max(overall, key=overall.get) if overall else None
-    # The current recipe is kept unless the best candidate beats it by an effect (paired over every
+    # The current default is kept unless the best candidate beats it by an effect (paired over every
     # appearance and seed): a tie or a difference within noise is no reason to change the table.
     beats_current = None
     if best is not None and best != current and current in overall:
@@ -138,7 +174,7 @@ def _paired(jobs: list[dict[str, Any]], a: str, b: str) -> list[tuple[float, flo
 
 def markdown(report: dict[str, Any]) -> str:
     summary, meta = report["summary"], report["meta"]
-    lines = ["# How the CRM recipe was chosen", "",
+    lines = [f"# {meta['title']}", "",
              f"Generated by `{meta['command']}` (revision {meta['revision'][:12]}, {meta['wall_s'] / 60:.0f} min "
              f"on {meta['machine']}). Seeds {', '.join(map(str, meta['seeds']))} (the results table reports "
              f"seeds 0-4), the table's recipe for everything else; every number is on the **val** split "
@@ -158,9 +194,10 @@ def markdown(report: dict[str, Any]) -> str:
         return f"{c['diff']:+.3f} ({p}{'' if c['effect'] else ', no effect'})"
 
     for row in summary["rows"]:
-        settings = ("no CRM" if row["candidate"] == PLAIN else
-                    ", ".join(f"{k} {v}" for k, v in CANDIDATES.get(row["candidate"], {}).items()))
-        lines.append(f"| {row['appearance']} | {row['candidate']} | {settings} | {cell(row['stats'], 'miou')} | "
+        settings = ", ".join(f"{k} {v}" for k, v in meta["settings"].get(row["candidate"], {}).items())
+        if row["candidate"] == PLAIN:
+            settings = f"the {meta['reference_row']} row" + (f", {settings}" if settings else "")
+        lines.append(f"| {row['appearance']} | {'reference' if row['candidate'] == PLAIN else row['candidate']} | {settings} | {cell(row['stats'], 'miou')} | "
                      f"{cell(row['stats'], 'head')} | {cell(row['stats'], 'body')} | {cell(row['stats'], 'bg_fpr')} | "
                      f"{diff(row, PLAIN)} | {diff(row, summary['current'])} |")
     overall = ", ".join(f"{c} {v:.3f}" for c, v in sorted(summary["overall_val_miou"].items(), key=lambda kv: -kv[1]))
@@ -168,16 +205,16 @@ def markdown(report: dict[str, Any]) -> str:
     if best is None:
         verdict = "no candidate has finished yet"
     elif summary["current_is_chosen"] and best == summary["current"]:
-        verdict = "the current recipe has the highest, and stays"
+        verdict = "the current default has the highest, and stays"
     elif summary["current_is_chosen"] or versus is None:
         detail = "" if versus is None else f" ({versus['diff']:+.3f}, p = {versus['p']:.3f})"
-        verdict = (f"{best} is higher but not by an effect{detail}, so the current recipe stays"
-                   if summary["current_is_chosen"] else f"{best} is the highest; the current recipe was not run")
+        verdict = (f"{best} is higher but not by an effect{detail}, so the current default stays"
+                   if summary["current_is_chosen"] else f"{best} is the highest; the current default was not run")
     else:
-        verdict = (f"{best} beats the current recipe by an effect ({versus['diff']:+.3f}, p = {versus['p']:.3f}): "
-                   f"it is the one chosen, and the table's CRM_RECIPE should become it")
+        verdict = (f"{best} beats the current default by an effect ({versus['diff']:+.3f}, p = {versus['p']:.3f}): "
+                   f"it is the one chosen, and the default should become it")
     lines += ["", f"Mean val mIoU over every appearance and seed: {overall}. Rule: the highest one replaces the "
-                  f"current recipe ({summary['current']}) only if it beats it by an effect (two-sided paired t-test "
+                  f"current default ({summary['current']}) only if it beats it by an effect (two-sided paired t-test "
                   f"over appearances and seeds, p < 0.05, at least 0.01); {verdict}.", ""]
     return "\n".join(lines)
 
@@ -185,8 +222,10 @@ def markdown(report: dict[str, Any]) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Choose the CRM recipe on val, on seeds the results table never reports.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES),
-                   help="CRM settings to try (the plain model is always trained beside them)")
+    p.add_argument("--study", default="crm_recipe", choices=list(STUDIES), help="what is being chosen")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   choices=sorted({c for study in STUDIES.values() for c in study.candidates}),
+                   help="candidates of the study to try (default all; the reference is always trained beside them)")
     p.add_argument("--appearance", nargs="+", default=["informative"], choices=APPEARANCES,
                    help="data appearances the candidates are scored on")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS),
@@ -198,8 +237,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where sweep_*.pt go")
     p.add_argument("--runs-dir", default="runs", help="where the run folders go")
-    p.add_argument("--json", default="docs/recipe_sweep.json", help="per-run values and the summary")
-    p.add_argument("--out", default="docs/recipe_sweep.md", help="markdown report")
+    p.add_argument("--json", default=None, help="per-run values and the summary (default docs/sweep_STUDY.json)")
+    p.add_argument("--out", default=None, help="markdown report (default docs/sweep_STUDY.md)")
     return p
 
 
@@ -216,24 +255,36 @@ def cli(argv: list[str] | None = None) -> int:
         log.error("seeds %s are the results table's (0-4): a recipe is chosen on seeds the table does not report",
                   sorted(set(args.seeds) & set(range(5))))
         return 2
-    current = current_candidate()
+    study = STUDIES[args.study]
+    candidates = args.candidates or list(study.candidates)
+    foreign = [c for c in candidates if c not in study.candidates]
+    if foreign:
+        log.error("%s is not a candidate of --study %s; choose from %s", ", ".join(foreign), args.study,
+                  sorted(study.candidates))
+        return 2
+    json_path = args.json or f"docs/sweep_{args.study}.json"
+    out_path = args.out or f"docs/sweep_{args.study}.md"
+    current = study.current
     started = time.perf_counter()
     command = "python -m crm_core.recipe_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
-    tasks = [dict(candidate=c, appearance=a, seed=s, steps=args.steps, val_images=args.val_images,
+    tasks = [dict(study=args.study, candidate=c, appearance=a, seed=s, steps=args.steps, val_images=args.val_images,
                   checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device,
                   threads=threads_per_job(args.jobs, args.device), train_size=args.train_size)
-             for s in args.seeds for a in args.appearance for c in (PLAIN, *args.candidates)]
+             for s in args.seeds for a in args.appearance for c in (PLAIN, *candidates)]
 
     def write(results: dict[int, dict[str, Any]], complete: bool) -> str:
         jobs = [results[i] for i in sorted(results)]
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": args.seeds, "val_images": args.val_images,
-                "complete": complete, "recipe": RECIPE, "crm_recipe": CRM_RECIPE, "candidates": CANDIDATES,
+                "complete": complete, "recipe": RECIPE, "crm_recipe": CRM_RECIPE, "study": args.study, "title": study.title,
+                "row": study.row, "reference_row": study.reference_row,
+                "settings": {name: {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+                             for name, settings in ((PLAIN, study.reference), *study.candidates.items())},
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
         report = {"meta": meta, "jobs": jobs, "summary": summarise_sweep(jobs, current)}
         text = markdown(report)
-        atomic_write_json(args.json, report)
-        atomic_write_text(args.out, text)
+        atomic_write_json(json_path, report)
+        atomic_write_text(out_path, text)
         return text
 
     results = run_jobs(sweep_job, tasks, args.jobs, desc="sweep", on_done=lambda done: write(done, complete=False))

@@ -56,7 +56,28 @@ def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy(
 
 def _meta():
     return {"command": "python -m crm_core.recipe_sweep", "revision": "0" * 40, "wall_s": 60.0, "machine": "test",
-            "seeds": [10, 11, 12], "val_images": 200}
+            "seeds": [10, 11, 12], "val_images": 200, "title": "test", "reference_row": "resnet",
+            "settings": {name: {} for name in (recipe_sweep.PLAIN, *recipe_sweep.CANDIDATES)}}
+
+
+@pytest.mark.parametrize("study", sorted(recipe_sweep.STUDIES))
+def test_every_study_candidate_is_a_valid_training_config(study):
+    from crm_core.results_table import ROW_BY_KEY
+    from crm_core.train_config import TrainConfig
+
+    spec = recipe_sweep.STUDIES[study]
+    assert spec.current in spec.candidates
+    configs = []
+    for name, settings in ((recipe_sweep.PLAIN, spec.reference), *spec.candidates.items()):
+        row = ROW_BY_KEY[f"informative_{spec.reference_row if name == recipe_sweep.PLAIN else spec.row}"]
+        configs.append(TrainConfig(name=name, **{**row.train_fields(10, {}), **settings}).resolve())
+    assert len({repr(sorted(c.to_dict().items())) for c in configs}) == len(configs)  # all differ
+
+
+def test_a_candidate_of_another_study_is_refused(tmp_path):
+    code = recipe_sweep.cli(["--study", "drs_placement_resnet", "--candidates", "l1x10_gate",
+                             "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "s.md")])
+    assert code == 2 and not (tmp_path / "s.json").exists()
 
 
 def test_seeds_of_the_results_table_are_refused(tmp_path, capsys):

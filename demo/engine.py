@@ -137,12 +137,18 @@ class Engine:
         """The DRS delta a model was trained with (None: no DRS, or learnable)."""
         return self.store.default_delta(name)
 
+    def arch(self, name: str) -> str:
+        return self.store.summary(name).model_config.arch
+
     # -- registries ----------------------------------------------------------------------
     def model_variants(self) -> list[str]:
         return self.finetune.model_variants()
 
     def datasets(self) -> list[str]:
         return self.finetune.datasets()
+
+    def backbones(self) -> list[str]:
+        return self.finetune.backbones()
 
     def cam_methods(self) -> dict[str, str]:
         """value -> label of every CAM method on offer (grad-cam package ones only if installed)."""

@@ -57,6 +57,11 @@ class FineTuneRunner:
 
         return sorted(DATASETS, key=lambda d: d != "synthetic")  # the offline default first
 
+    def backbones(self) -> list[str]:
+        from crm_core.models import ARCHS
+
+        return sorted(ARCHS, key=lambda a: (a != DEMO_RECIPE["arch"], a))  # the results' recipe's first
+
     def train_config(self, request: FineTuneRequest) -> TrainConfig:
         """The TrainConfig a fine-tune request stands for (validated, not yet resolved)."""
         from crm_core.train import TrainConfig
@@ -65,7 +70,7 @@ class FineTuneRunner:
         path_in(checkpoint_dir, request.name, ".pt", "checkpoint")
         if (checkpoint_dir / f"{request.name}.pt").exists() or (self.runs_dir / request.name).exists():
             raise ValueError(f"{request.name!r} already exists (checkpoint or run); choose a new name")
-        values = dict(DEMO_RECIPE)
+        values = {**DEMO_RECIPE, "arch": request.arch}
         init_from = None
         if request.base:
             base = self._store.model(request.base).checkpoint
@@ -77,7 +82,7 @@ class FineTuneRunner:
             # init_from needs the base's architecture, input size and classes.
             values.update(arch=base.model_config.arch, image_size=base.image_size,
                           output_stride=base.model_config.output_stride, num_classes=len(base.class_names),
-                          seed=int(train.get("seed", 0)))
+                          drs_positions=tuple(base.model_config.drs_positions), seed=int(train.get("seed", 0)))
             if train.get("train_size"):
                 values["train_size"] = int(train["train_size"])
         values.update(

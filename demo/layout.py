@@ -234,6 +234,8 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                     ft_base = gr.Dropdown([cb.NO_BASE] + names, value=cb.NO_BASE, label="Base checkpoint", **PICK)
                     ft_model = gr.Radio(engine.model_variants(), value=FT_DEFAULTS.model, label="Model variant")
                     ft_dataset = gr.Dropdown(engine.datasets(), value=FT_DEFAULTS.dataset, label="Dataset")
+                    ft_arch = gr.Dropdown(engine.backbones(), value=FT_DEFAULTS.arch, label="Backbone (a base keeps its own)",
+                                          elem_id="ft-arch")
                 with gr.Row():
                     ft_steps = gr.Slider(1, 500, value=FT_DEFAULTS.steps, step=1, label="Steps", elem_id="ft-steps")
                     ft_batch = gr.Slider(2, 64, value=FT_DEFAULTS.batch_size, step=1, label="Batch size")
@@ -349,19 +351,19 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
         # Fine-tune: one job at a time (concurrency_limit=1 queues the others; the engine's lock
         # refuses with a message anything that slips past, e.g. a second app on the same engine).
         def fine_tune(name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch: Any, cls_lr: Any,
-                      rec_lr: Any, l1: Any, vgg: Any, align: Any, drs_delta: Any, learnable: Any,
+                      rec_lr: Any, l1: Any, vgg: Any, align: Any, drs_delta: Any, learnable: Any, arch: Any = None,
                       progress: gr.Progress = gr.Progress()) -> Any:
             yield from cb.fine_tune(engine, name, base, model, dataset, steps, batch, cls_lr, rec_lr, l1, vgg, align,
-                                    drs_delta, learnable, progress=progress)
+                                    drs_delta, learnable, arch, progress=progress)
 
         ft_in = [ft_name, ft_base, ft_model, ft_dataset, ft_steps, ft_batch, ft_cls_lr, ft_rec_lr, ft_l1, ft_vgg,
-                 ft_align, ft_delta, ft_learnable]
+                 ft_align, ft_delta, ft_learnable, ft_arch]
         ft_start.click(fine_tune, ft_in, [ft_status, ft_plot], api_name="fine_tune", concurrency_limit=1,
                        concurrency_id="training", show_progress_on=[ft_status]).then(
             refresh, pickers, pickers + [models_md], **PRIVATE).then(
             bind(cb.select_new_run), [runs_sel, ft_name], [runs_sel], **PRIVATE).then(
             lambda: cb.suggest_name(engine), None, [ft_name], **PRIVATE)
-        ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta], **PRIVATE)
+        ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta, ft_arch], **PRIVATE)
         ft_stop.click(bind(cb.stop_training), [ft_name], [ft_status], api_name="stop_training")
 
         # Tabs: refresh the menus (a new checkpoint appears without a restart), then fill the view.

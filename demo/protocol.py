@@ -112,6 +112,7 @@ class FineTuneRequest:
     vgg_weight: float = 1.0
     align_weight: float = 1.0
     delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"
+    arch: str = RESULTS_RECIPE["arch"]  # backbone from scratch (a base keeps its own)
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
 
 
@@ -158,12 +159,18 @@ class DashboardEngine(Protocol):
     def default_delta(self, name: str) -> float | None:
         """The DRS delta it was trained with (None: no DRS, or learnable)."""
 
+    def arch(self, name: str) -> str:
+        """Its backbone (a fine-tune from it keeps it)."""
+
     # -- registries ----------------------------------------------------------------------
     def model_variants(self) -> list[str]:
         """Model variants a fine-tune can train."""
 
     def datasets(self) -> list[str]:
         """Datasets a fine-tune can train on, the offline default first."""
+
+    def backbones(self) -> list[str]:
+        """Backbones a fine-tune from scratch can train, the results' recipe's first."""
 
     def cam_methods(self) -> dict[str, str]:
         """value -> label of every CAM method on offer."""

@@ -92,6 +92,9 @@ class FakeEngine:
     def default_delta(self, name: str) -> float | None:
         return 0.55 if self.has_drs(name) else None
 
+    def arch(self, name: str) -> str:
+        return "resnet18"
+
     def cam_methods(self) -> dict[str, str]:
         return {"gradcampp": "Grad-CAM++ (fake)", "gradcam": "Grad-CAM (fake)"}
 
@@ -100,6 +103,9 @@ class FakeEngine:
 
     def datasets(self) -> list[str]:
         return ["synthetic", "pets"]
+
+    def backbones(self) -> list[str]:
+        return ["resnet18", "efficientnet_b0"]
 
     # data
     def dataset_length(self, name: str, split: str = "test") -> int:

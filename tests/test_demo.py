@@ -245,7 +245,7 @@ def test_refresh_keeps_valid_values_and_lists_new_checkpoints(engine: FakeEngine
 
 # -- Fine-tune -----------------------------------------------------------------------------
 FT = dict(name="ft-a", base=cb.NO_BASE, model="resnet_drs", dataset="synthetic", steps=5, batch_size=4, cls_lr=1e-3,
-          rec_lr=2e-3, l1_weight=1.0, vgg_weight=1.0, align_weight=1.0, delta=0.55, learnable=False)
+          rec_lr=2e-3, l1_weight=1.0, vgg_weight=1.0, align_weight=1.0, delta=0.55, learnable=False, arch="resnet18")
 
 
 def test_fine_tune_streams_progress_and_saves(engine: FakeEngine) -> None:
@@ -305,7 +305,7 @@ def test_second_training_job_is_told_to_wait(engine: FakeEngine) -> None:
     (dict(name="../evil"), "checkpoint name"), (dict(name=""), "checkpoint name"), (dict(steps=0), "steps"),
     (dict(cls_lr=0), "learning rate"), (dict(cls_lr=float("inf")), "learning rate"), (dict(delta=0), "delta"),
     (dict(l1_weight=-1), "L1 weight"), (dict(base="../../etc/passwd"), "invalid checkpoint name"),
-    (dict(name="resnet"), "already exists"),
+    (dict(name="resnet"), "already exists"), (dict(arch="vgg_evil"), "backbone"),
 ])
 def test_fine_tune_validates_inputs(engine: FakeEngine, override: dict, message: str) -> None:
     with pytest.raises(gr.Error, match=message):
@@ -313,9 +313,9 @@ def test_fine_tune_validates_inputs(engine: FakeEngine, override: dict, message:
 
 
 def test_base_defaults_follow_the_base_checkpoint(engine: FakeEngine) -> None:
-    variant, delta = cb.base_defaults(engine, "resnet_drs")
-    assert variant["value"] == "resnet_drs" and delta["value"] == 0.55
-    assert cb.base_defaults(engine, cb.NO_BASE) == (gr.update(), gr.update())
+    variant, delta, arch = cb.base_defaults(engine, "resnet_drs")
+    assert variant["value"] == "resnet_drs" and delta["value"] == 0.55 and arch["value"] == "resnet18"
+    assert cb.base_defaults(engine, cb.NO_BASE) == (gr.update(), gr.update(), gr.update())
 
 
 # -- plots and pictures --------------------------------------------------------------------

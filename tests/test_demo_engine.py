@@ -268,3 +268,29 @@ def test_the_page_is_built_before_any_model_is(trained_pair: dict, tmp_path: Pat
                          cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:2] == ["[] 0", "True 2"], out.stdout
+
+
+def test_an_efficientnet_checkpoint_works_in_every_view_and_as_a_fine_tune_base(tmp_path: Path) -> None:
+    """The dashboard needs nothing per backbone: an EfficientNet-b0 DRS + CRM checkpoint is listed,
+    explained by our CAM and the grad-cam package's, reconstructed, evaluated and fine-tuned from."""
+    from conftest import tiny_config
+    from crm_core.train import main
+
+    os.environ["CRM_LAB_NO_PROGRESS"] = "1"
+    main(tiny_config(tmp_path, name="effnet", arch="efficientnet_b0", steps=2, drs_positions=("all_blocks",)))
+    engine = Engine(tmp_path / "checkpoints", tmp_path / "runs", eval_limit=4)
+    assert engine.checkpoint_names() == ["effnet"]
+    assert "efficientnet_b0" in engine.describe("effnet") and engine.arch("effnet") == "efficientnet_b0"
+    image = engine.sample("effnet", 0).image
+    methods = ["gradcampp"] + (["pgc:GradCAMPlusPlus"] if package_cam_available() else [])
+    for method in methods:
+        out = engine.cam("effnet", image, class_index=0, method=method)
+        assert out.cam.shape == image.shape[:2] and np.isfinite(out.cam).all() and out.cam.max() <= 1 + 1e-6
+    assert not np.allclose(engine.cam("effnet", image, drs_delta=0.1).cam, engine.cam("effnet", image, drs_delta=1.0).cam)
+    assert engine.reconstruct("effnet", image).recon.shape == image.shape
+    assert engine.evaluate("effnet", limit=4)["num_images"] == 4
+    cfg = engine.train_config(FineTuneRequest(name="effnet-ft", base="effnet", model="resnet_drs", arch="resnet18"))
+    assert cfg.arch == "efficientnet_b0" and cfg.drs_positions == ("all_blocks",)  # the base's own
+    scratch = engine.train_config(FineTuneRequest(name="scratch", arch="efficientnet_b1"))
+    assert scratch.arch == "efficientnet_b1" and scratch.init_from is None
+    assert engine.backbones()[0] == "resnet18" and "efficientnet_b0" in engine.backbones()

@@ -28,8 +28,8 @@ def suggest_name(engine: DashboardEngine, stem: str = "finetune") -> str:
 
 def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any,
                       batch_size: Any, cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any,
-                      delta: Any, learnable: Any) -> FineTuneRequest:
-    """The tab's values, validated, as the request the engine trains from."""
+                      delta: Any, learnable: Any, arch: Any = None) -> FineTuneRequest:
+    """The tab's values, validated, as the request the engine trains from (``arch`` None: the default)."""
     name = str(name or "").strip()
     if not NAME_RE.match(name) or ".." in name:
         raise gr.Error(f"checkpoint name {name[:60]!r}: use 1-64 letters, digits, '_', '-', '.' (no path)")
@@ -46,20 +46,27 @@ def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any,
         l1_weight=_number(l1_weight, "L1 weight", 0.0, 1000.0), vgg_weight=_number(vgg_weight, "perceptual weight", 0.0, 1000.0),
         align_weight=_number(align_weight, "alignment weight", 0.0, 1000.0),
         delta="learnable" if learnable else f"{_delta(delta):g}",
+        **({} if arch in (None, "") else {"arch": _choice(arch, engine.backbones(), "backbone")}),
     )
+
+
+def _choice(value: Any, allowed: list[str], what: str) -> str:
+    if str(value) not in allowed:
+        raise gr.Error(f"{what} {str(value)[:60]!r}: choose from {', '.join(allowed)}")
+    return str(value)
 
 
 @user_errors
 def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch_size: Any,
               cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any, delta: Any,
-              learnable: Any, progress: Callable | None = None, poll_s: float = 0.5,
+              learnable: Any, arch: Any = None, progress: Callable | None = None, poll_s: float = 0.5,
               plot_every_s: float = 1.0) -> Iterator[tuple[str, Any]]:
     """Train in a worker thread; yield (status, live loss chart) while it runs.
 
     Closing the generator (Stop, or the browser leaving) asks the run to save and return.
     """
     request = fine_tune_request(engine, name, base, model, dataset, steps, batch_size, cls_lr, rec_lr,
-                                l1_weight, vgg_weight, align_weight, delta, learnable)
+                                l1_weight, vgg_weight, align_weight, delta, learnable, arch)
     busy = engine.training_status()
     if busy:
         raise gr.Error(f"{busy}; one training job at a time — wait for it to finish, then start again")
@@ -119,13 +126,14 @@ def select_new_run(engine: DashboardEngine, selected: Any, name: Any) -> dict:
 
 
 @user_errors
-def base_defaults(engine: DashboardEngine, base: Any) -> tuple[dict, dict]:
-    """A base checkpoint chosen: its variant (init_from needs the same one) and its delta."""
+def base_defaults(engine: DashboardEngine, base: Any) -> tuple[dict, dict, dict]:
+    """A base checkpoint chosen: its variant (init_from needs the same one), its delta and its backbone."""
     if base in (None, "", NO_BASE):
-        return gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update()
     base = _model_name(engine, base, "base")
     delta = engine.default_delta(base)
-    return gr.update(value=engine.variant(base)), gr.update(value=delta) if delta is not None else gr.update()
+    return (gr.update(value=engine.variant(base)), gr.update(value=delta) if delta is not None else gr.update(),
+            gr.update(value=engine.arch(base)))
 
 
 @user_errors

@@ -28,7 +28,7 @@ CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
 class Row:
     key: str  # unique id, also the checkpoint name stem
     label: str  # what the table shows
-    group: str  # main | floor | ablation | preset | legacy
+    group: str  # one of GROUPS
     appearance: str  # random | informative
     model: str  # registered variant
     crm: bool
@@ -72,12 +72,20 @@ def _rows() -> tuple[Row, ...]:
         Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
             {"crm_preset": "exact"}),
     ]
+    # The design's second backbone, same recipe otherwise (``--groups backbone``)
+    for model in ("resnet", "resnet_drs"):
+        stem = "efficientnet_b0" + ("_drs" if model == "resnet_drs" else "")
+        label = "efficientnet_b0" + (" + DRS" if model == "resnet_drs" else "")
+        rows.append(Row(f"informative_{stem}", label, "backbone", "informative", model, False,
+                        {"arch": "efficientnet_b0"}))
+        rows.append(Row(f"informative_{stem}_crm", f"{label} + CRM", "backbone", "informative", model, True,
+                        {"arch": "efficientnet_b0"}))
     return tuple(rows)
 
 
 ROWS: tuple[Row, ...] = _rows()
 ROW_BY_KEY = {row.key: row for row in ROWS}
-GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "preset", "legacy")
+GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "backbone", "preset", "legacy")
 # Paired comparisons the table reads out: (row, baseline it is compared with).
 COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     pair for appearance in APPEARANCES for pair in (
@@ -99,6 +107,10 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
     ("informative_resnet_drs_crm_exact", "informative_resnet_drs_crm"),
     ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
+    ("informative_efficientnet_b0_crm", "informative_efficientnet_b0"),
+    ("informative_efficientnet_b0_drs", "informative_efficientnet_b0"),
+    ("informative_efficientnet_b0_drs_crm", "informative_efficientnet_b0_drs"),
+    ("informative_efficientnet_b0", "informative_resnet"),
 )
 # metric key -> (column title, format); "higher" says which direction is better (None: neither)
 METRICS: dict[str, tuple[str, str]] = {
@@ -121,7 +133,7 @@ NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fp
 
 
 # Order of the groups in a table: the floor and the cues first, the ceilings last.
-TABLE_ORDER = ("floor", "baseline", "main", "ablation", "preset", "legacy", "ceiling")
+TABLE_ORDER = ("floor", "baseline", "main", "ablation", "backbone", "preset", "legacy", "ceiling")
 APPEARANCE_TITLES = {
     "random": "Random appearance (reconstruction cannot use the CAM)",
     "informative": "Informative appearance (one class-agnostic object appearance; brightness nearly segments it)",

@@ -27,7 +27,7 @@ APPEARANCES = ("informative", "camouflage", "random")
 REFERENCE_GROUPS = ("baseline", "ceiling")
 # Order of the groups in the table: the floor and the no-model cues first, the ceilings last
 # (as crm_core.results orders its markdown tables); a group not listed goes before the ceilings.
-TABLE_ORDER = ("floor", "baseline", "main", "ablation", "preset", "legacy")
+TABLE_ORDER = ("floor", "baseline", "main", "ablation", "backbone", "preset", "legacy")
 ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results.ALPHA)
 
 

@@ -173,3 +173,41 @@ def test_plan_runs_every_part_merged_into_one_json(tmp_path: Path, monkeypatch: 
     assert [c[c.index("--rows") + 1] for c in calls[:2]] == ["random_resnet_floor", "random_intensity"]
     assert all("--merge" in c and "--plan" not in c for c in calls[:2]) and calls[0][-1] == "2"
     assert "--oracle" in calls[-1]
+
+
+def test_every_number_of_the_readmes_results_prose_is_in_docs_results_json() -> None:
+    """The prose under the generated block ("What the numbers say") is written by hand: each of its
+    decimals must be a value of the JSON (a row's mean, a paired difference or its p, a floor ->
+    ceiling share, an oracle figure) at the precision printed, so a rerun that changes the table
+    fails here until the prose is rewritten."""
+    import re
+
+    from crm_core.results_report import ceiling_share
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    prose = text[text.index(results.README_END):text.index("## Benchmarks")]
+    report = json.loads((root / "docs" / "results.json").read_text())
+    summary = results.summarise(report["jobs"])
+    values = []
+    for key, row in summary["rows"].items():
+        values += [stats["mean"] for stats in row["stats"].values()]
+        share = ceiling_share(summary, key)
+        values += [] if share is None else [100 * share]
+    for comparison in summary["comparisons"]:
+        values += [v for m in comparison["metrics"].values() for v in (m["diff"], m["p"])]
+    for oracle in report.get("oracle", {}).values():
+        values += [100 * oracle["oracle_gain"], oracle["intensity_miou"], oracle["colour_miou"]]
+    constants = {"0.001", "0.01", "0.05", "0.3", "0.55", "0.95"}  # p bound, minimal size, alpha, deltas, old grid top
+    numbers = re.findall(r"([+−-]?)(\d+\.\d+)", prose)
+    assert len(numbers) > 30
+    unmatched = []
+    for sign, digits in numbers:
+        if digits in constants:
+            continue
+        places = len(digits.split(".")[1])
+        value = float(digits) * (-1 if sign in ("−", "-") else 1)
+        if not any(round(v, places) == round(value, places) or (not sign and round(abs(v), places) == value)
+                   for v in values):
+            unmatched.append(sign + digits)
+    assert not unmatched, f"README numbers not in docs/results.json: {unmatched}"

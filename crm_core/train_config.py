@@ -109,6 +109,10 @@ class TrainConfig:
             self.image_size = DATASET_DEFAULT_SIZE.get(self.dataset, 224)
         if self.output_stride is None:
             self.output_stride = 16 if self.image_size < 224 else 32
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose from {sorted(ARCHS)}")
+        if self.output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, got {self.output_stride}")
         if self.weights is None:
             self.weights = "imagenet" if self.dataset == "pets" else "none"
         if self.freeze is None:
@@ -129,6 +133,10 @@ class TrainConfig:
             self.channels_last = preset["channels_last"]
         checks = [
             (self.image_size >= 32, f"image_size must be >= 32, got {self.image_size}"),
+            (self.image_size // self.output_stride >= 2,
+             f"image_size {self.image_size} at output stride {self.output_stride} gives "
+             f"{self.image_size // self.output_stride}x{self.image_size // self.output_stride} CAMs ({self.arch}); "
+             f"a CAM needs at least 2x2 cells: use --image-size >= {2 * self.output_stride} or --output-stride 16"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.steps is None or self.steps >= 0, f"steps must be >= 0, got {self.steps}"),

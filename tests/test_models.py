@@ -161,3 +161,53 @@ def test_layernorm_normalises_over_chw_per_sample() -> None:
     y = norm(x)
     assert torch.allclose(y.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(y.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3)
+
+
+def test_a_toy_backbone_family_added_through_the_registry_works_everywhere(monkeypatch) -> None:
+    """docs/architecture.md's recipe for a backbone: one Backbone entry naming a constructor, one
+    cutting function. Nothing else changes, and the classifier, DRS placement, output stride and
+    Grad-CAM++ work on it."""
+    from torch import nn
+
+    from crm_core.cams.registry import compute_cams
+    from crm_core.models import backbones
+
+    def block(cin, cout, stride):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+    class Toy(nn.Module):
+        def __init__(self, weights=None):
+            super().__init__()
+            self.stem = block(3, 8, 2)
+            self.stages = nn.ModuleList([nn.Sequential(block(8, 8, 2), block(8, 8, 1)), nn.Sequential(block(8, 16, 2)),
+                                         nn.Sequential(block(16, 16, 2)), nn.Sequential(block(16, 32, 2), block(32, 32, 1))])
+            self.head = nn.Linear(32, 1000)
+
+    monkeypatch.setitem(backbones.FAMILIES, "toy", lambda net: (net.stem, list(net.stages)))
+    monkeypatch.setitem(backbones.HEAD_PREFIXES, "toy", ("head.",))
+    monkeypatch.setitem(backbones.BACKBONES, "toy", backbones.Backbone("toy", Toy, None))
+    from crm_core.train_config import TrainConfig
+
+    assert TrainConfig(arch="toy").resolve().arch == "toy"  # a registered arch is accepted as is
+    for stride, cells in ((32, 2), (16, 4)):
+        model = create_model(ModelConfig(variant="resnet_drs", arch="toy", num_classes=3, output_stride=stride,
+                                         drs_positions=("all_blocks",))).eval()
+        out = model(torch.rand(2, 3, 64, 64))
+        assert out.features.shape == (2, 32, cells, cells) and out.logits.shape == (2, 3)
+        assert sum(isinstance(m, DRS) for m in model.modules()) == 6  # one after each of the 6 blocks
+    cams = compute_cams(model, torch.rand(2, 3, 64, 64))
+    assert cams.cams.shape == (2, 4, 4) and torch.isfinite(cams.cams).all()
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        create_model(ModelConfig(variant="resnet", arch="toy", num_classes=3, weights="imagenet"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(arch="vgg_nonexistent"), "unknown arch"),
+    (dict(arch="efficientnet_b0", image_size=48, output_stride=32), "at least 2x2 cells"),
+    (dict(model="resnet_drs", drs_positions=("layer4", "layer4_blocks")), "delta\\^2"),
+])
+def test_bad_backbone_options_get_a_clear_error(overrides, message) -> None:
+    from crm_core.train_config import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides).resolve()

@@ -22,7 +22,9 @@ Families (:data:`FAMILIES`):
   ``layer4`` is the post-SiLU head conv, which is where ``layer4`` puts its DRS.
 
 Add a backbone: a :class:`Backbone` entry in :data:`BACKBONES` (torchvision builder and
-ImageNet weights by name); a new family also needs its cutting function in :data:`FAMILIES`.
+ImageNet weights by name, or any constructor taking ``weights=None``); a new family also needs its
+cutting function in :data:`FAMILIES` and its head prefix in :data:`HEAD_PREFIXES`
+(``tests/test_models.py`` adds a toy family this way).
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ from torch import nn
 @dataclass(frozen=True)
 class Backbone:
     family: str  # key of FAMILIES: how the network is cut into stem + stages
-    builder: str  # torchvision.models function
-    weights: str  # its ImageNet weights, "EnumName.MEMBER"
+    builder: str | Callable[..., nn.Module]  # a torchvision.models function by name, or any constructor
+    weights: str | None  # its ImageNet weights, "EnumName.MEMBER" of torchvision.models (None: none exist)
     head_dropout: float = 0.0  # dropout before the linear head (torchvision's, for EfficientNet)
 
 
@@ -72,13 +74,19 @@ FAMILIES: dict[str, Callable[[nn.Module], Stages]] = {"resnet": _resnet, "effici
 HEAD_PREFIXES: dict[str, tuple[str, ...]] = {"resnet": ("fc.",), "efficientnet": ("classifier.",)}
 
 
-def torchvision_backbone(arch: str) -> tuple[Callable[..., nn.Module], object]:
-    """(builder, ImageNet weights enum) of ``arch`` from torchvision.models."""
-    import torchvision.models as tvm
-
+def torchvision_backbone(arch: str) -> tuple[Callable[..., nn.Module], object | None]:
+    """(constructor, ImageNet weights enum or None) of ``arch``; names are looked up in torchvision.models."""
     backbone = BACKBONES[arch]
-    enum_name, member = backbone.weights.split(".")
-    return getattr(tvm, backbone.builder), getattr(getattr(tvm, enum_name), member)
+    builder, weights = backbone.builder, None
+    if isinstance(builder, str) or backbone.weights is not None:
+        import torchvision.models as tvm
+
+        if isinstance(builder, str):
+            builder = getattr(tvm, builder)
+        if backbone.weights is not None:
+            enum_name, member = backbone.weights.split(".")
+            weights = getattr(getattr(tvm, enum_name), member)
+    return builder, weights
 
 
 def stage_channels(stage: nn.Module) -> int:

@@ -23,8 +23,8 @@ from crm_core.pretrained import ResolvedWeights, resolve_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: arch -> (torchvision.models builder, its ImageNet weights), by name (see backbones.BACKBONES)
-ARCHS: dict[str, tuple[str, str]] = {name: (b.builder, b.weights) for name, b in BACKBONES.items()}
+#: arch name -> Backbone: the registry itself (backbones.BACKBONES), so an entry added there is an arch here
+ARCHS = BACKBONES
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 # Where a DRS layer can be inserted: after a whole stage, after every block of layer4, or after
 # every block of every stage ("all_blocks": the official DRS code's VGG16 puts one in place of
@@ -33,7 +33,7 @@ DRS_POSITIONS = (*STAGES, "layer4_blocks", "all_blocks")
 FREEZE_RECIPES = ("last2", "none")
 
 
-def torchvision_arch(arch: str) -> tuple[Callable[..., nn.Module], object]:
+def torchvision_arch(arch: str) -> tuple[Callable[..., nn.Module], object | None]:
     """(builder, ImageNet weights enum) of ``arch`` from torchvision.models."""
     return torchvision_backbone(arch)
 
@@ -205,6 +205,9 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True) -> CamClass
         suppression = lambda channels: DRS(channels, cfg.drs_delta, cfg.drs_learnable)  # noqa: E731
     model = CamClassifier(cfg, suppression)
     if load_pretrained and cfg.weights not in ("none", "random"):
-        model.load_backbone(resolve_weights(cfg.weights, torchvision_arch(cfg.arch)[1], f"{cfg.arch} backbone"))
+        imagenet = torchvision_arch(cfg.arch)[1]
+        if imagenet is None and cfg.weights in ("imagenet", "auto"):
+            raise ValueError(f"{cfg.arch} has no ImageNet weights; use weights 'none' or a file path")
+        model.load_backbone(resolve_weights(cfg.weights, imagenet, f"{cfg.arch} backbone"))
     model.apply_freeze()
     return model

@@ -43,6 +43,16 @@ def test_crm_step_levers_run_every_loss() -> None:
     assert rows["crm_exact_unfused_norm"]["channels_last"] is False
 
 
+def test_crm_step_on_efficientnet_reports_ratio_and_throughput() -> None:
+    recipe = bench.TINY_RECIPES["efficientnet_b0_224_last2"]
+    levers = [lever for lever in bench.default_levers(recipe.image_size, quick=True) if lever.name in ("plain", "crm_fast")]
+    r = bench.bench_crm_step(recipe, levers, repeats=1, warmup=0)
+    assert r["recipe"]["arch"] == "efficientnet_b0"
+    assert r["ratio"]["crm_fast"] > 0 and r["images_per_s"]["plain"] > 0
+    rows = {row["lever"]: row for row in r["rows"]}
+    assert r["images_per_s"]["plain"] == pytest.approx(recipe.batch_size / rows["plain"]["step_s"]["median"])
+
+
 def test_reference_norm_lever_swaps_the_kernel_not_the_function() -> None:
     """The 'unfused' LayerNorm lever changes speed only: same decoder output, same parameters,
     and the decoder class itself is left alone."""

@@ -81,6 +81,11 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
         summary["crm_step_ratio_exact"] = r["224_last2"]["ratio"]["crm_exact"]
         summary["crm_step_ratio_exact_synthetic"] = r["synthetic"]["ratio"]["crm_exact"]
         summary["crm_step_ratio_recipe_synthetic"] = r["synthetic"]["ratio"]["crm_recipe"]  # the recipe that shows CRM's effect
+        summary["crm_step_ratio_efficientnet_b0"] = r["efficientnet_b0_224_last2"]["ratio"][f"crm_{preset}"]
+        # throughput of one optimisation step (images / median step time), beside the ResNet50 recipe's
+        for name, key in (("efficientnet_b0_224_last2", "efficientnet_b0"), ("224_last2", "resnet50")):
+            summary[f"step_images_per_s_{key}"] = r[name]["images_per_s"]["plain"]
+            summary[f"step_images_per_s_{key}_crm"] = r[name]["images_per_s"][f"crm_{preset}"]
 
     def training() -> dict[str, Any]:
         synthetic = recipes["synthetic"]

@@ -41,11 +41,15 @@ RECIPES: dict[str, StepRecipe] = {
     "synthetic": StepRecipe("synthetic", "resnet18", 112, 16, 16, "none"),
     # The pets recipe: ResNet50 at 224, only layer4 + fc train.
     "224_last2": StepRecipe("224_last2", "resnet50", 224, 32, 8, "last2"),
+    # The design's second backbone on the same pets-sized recipe.
+    "efficientnet_b0_224_last2": StepRecipe("efficientnet_b0_224_last2", "efficientnet_b0", 224, 32, 8, "last2"),
 }
 #: The same two recipes at toy sizes (resnet18, 64 px, batch 2): for tests of the pipeline.
 TINY_RECIPES: dict[str, StepRecipe] = {
     "synthetic": StepRecipe("synthetic", "resnet18", 64, 16, 2, "none", n_segments=16),
     "224_last2": StepRecipe("224_last2", "resnet18", 64, 32, 2, "last2", n_segments=16),
+    "efficientnet_b0_224_last2": StepRecipe("efficientnet_b0_224_last2", "efficientnet_b0", 64, 32, 2, "last2",
+                                            n_segments=16),
 }
 
 
@@ -243,5 +247,6 @@ def bench_crm_step(recipe: StepRecipe, levers: list[Lever] | None = None, repeat
             **({"compile_s": compile_s[lever.name]} if lever.name in compile_s else {}),
         })
     return {"recipe": recipe.__dict__, "repeats": repeats, "rows": rows,
-            "ratio": {row["lever"]: row["ratio_vs_plain"] for row in rows}}
+            "ratio": {row["lever"]: row["ratio_vs_plain"] for row in rows},
+            "images_per_s": {row["lever"]: recipe.batch_size / row["step_s"]["median"] for row in rows}}
 

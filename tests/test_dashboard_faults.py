@@ -140,7 +140,7 @@ def test_upload_above_the_size_limit_is_refused(client: Client, server: dict, tm
 
 # -- hostile parameters ----------------------------------------------------------------------
 FINE_TUNE = dict(name="ok-name", base="resnet_drs", model="resnet_drs", dataset="synthetic", steps=2, batch=4,
-                 cls_lr=1e-3, rec_lr=2e-3, l1=1.0, vgg=0.0, align=1.0, delta=0.55, learnable=False)
+                 cls_lr=1e-3, rec_lr=2e-3, l1=1.0, vgg=0.0, align=1.0, delta=0.55, learnable=False, arch="resnet18")
 
 
 # gradio checks a slider's or number's bounds and a dropdown's choices itself, with a message
@@ -153,6 +153,7 @@ BOUNDS = "minimum value|maximum value|not in the list of choices"
     ({"model": "resnet_evil"}, "unknown model|resnet_evil"), ({"dataset": "imagenet_full"}, "unknown dataset|imagenet_full"),
     ({"base": "../../etc/passwd"}, "invalid"), ({"name": "../../etc/passwd"}, "checkpoint name"),
     ({"name": "resnet"}, "exists|already"), ({"delta": 7.0}, BOUNDS), ({"base": "evil"}, "refused"),
+    ({"arch": "vgg_evil"}, BOUNDS + "|backbone"),
 ])
 def test_hostile_fine_tune_parameters_are_refused_before_training(client: Client, server: dict, override: dict,
                                                                    pattern: str) -> None:
@@ -211,7 +212,7 @@ def test_non_finite_numbers_through_raw_http_are_refused(server: dict, value: st
     assert event == "error" and "Traceback" not in data, (event, data)
     assert re.search("threshold|finite|number|" + BOUNDS, data, re.IGNORECASE), data
     fine_tune = (f'{{"data": ["nan-run", "resnet_drs", "resnet_drs", "synthetic", 2, 4, {value}, 0.002, 1.0, 0.0, '
-                 f'1.0, 0.55, false]}}')
+                 f'1.0, 0.55, false, "resnet18"]}}')
     event, data = _raw_call(server["url"], "fine_tune", fine_tune)
     assert event == "error" and re.search("learning rate|finite|number|" + BOUNDS, data, re.IGNORECASE), data
     assert not (server["checkpoints"] / "nan-run.pt").exists()

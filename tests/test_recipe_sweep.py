@@ -38,7 +38,7 @@ def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy(
     clear = [dict(j, miou=j["miou"] + 0.05 + 0.001 * j["seed"]) if j["candidate"] == other else j for j in jobs]
     decided = recipe_sweep.summarise_sweep(clear, current)
     assert decided["chosen"] == other and not decided["current_is_chosen"]
-    assert "should become it" in recipe_sweep.markdown({"summary": decided, "meta": _meta()})
+    assert "should become it" in recipe_sweep.render({"summary": decided, "meta": _meta()})
     row = next(r for r in summary["rows"] if r["candidate"] == other)
     expected = stats.ttest_rel(better, mine)
     assert row["vs"][current]["miou"]["p"] == pytest.approx(expected.pvalue)
@@ -51,7 +51,7 @@ def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy(
     flipped = [dict(j, miou=j["miou"] + (0.1 if j["candidate"] == current else 0.0)) for j in jobs]
     summary = recipe_sweep.summarise_sweep(flipped, current)
     assert summary["current_is_chosen"] and summary["best"] == current
-    assert "has the highest, and stays" in recipe_sweep.markdown({"summary": summary, "meta": _meta()})
+    assert "has the highest, and stays" in recipe_sweep.render({"summary": summary, "meta": _meta()})
 
 
 def _meta():
@@ -110,3 +110,34 @@ def test_a_tiny_sweep_trains_scores_on_val_and_writes_its_report(tmp_path, monke
     assert all(0.0 <= j["miou"] <= 1.0 for j in report["jobs"])
     assert report["summary"]["chosen"] == recipe_sweep.current_candidate()
     assert "test split is never read" in (tmp_path / "s.md").read_text()
+
+
+def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them() -> None:
+    """docs/sweep_*.md is what render() makes of docs/sweep_*.json, and every decimal of the README's
+    "How the CRM recipe was chosen" paragraph is a value of docs/sweep_crm_recipe.json."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    reports = sorted((root / "docs").glob("sweep_*.json"))
+    assert reports, "no sweep report committed"
+    for path in reports:
+        report = json.loads(path.read_text())
+        report["summary"] = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
+        assert path.with_suffix(".md").read_text() == recipe_sweep.render(report), \
+            f"{path.name}: python -m crm_core.recipe_sweep --study {report['meta']['study']} --render"
+    report = json.loads((root / "docs" / "sweep_crm_recipe.json").read_text())
+    summary = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
+    values = list(summary["overall_val_miou"].values())
+    for row in summary["rows"]:
+        values += [s["mean"] for s in row["stats"].values()]
+        values += [v for base in row["vs"].values() for m in base.values() for v in (m["diff"], m["p"])]
+    text = (root / "README.md").read_text()
+    paragraph = text[text.index("**How the CRM recipe was chosen.**"):]
+    paragraph = paragraph[:paragraph.index("\n\n")]
+    numbers = re.findall(r"([+−-]?)(\d+\.\d+)", paragraph)
+    assert len(numbers) >= 4
+    for sign, digits in numbers:
+        places = len(digits.split(".")[1])
+        value = float(digits) * (-1 if sign in ("−", "-") else 1)
+        assert any(round(v, places) == round(value, places) for v in values), f"{sign}{digits} not in the sweep JSON"

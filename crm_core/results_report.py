@@ -130,7 +130,10 @@ def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
     """Where a trained row's mIoU sits between its untrained floor (0) and the perfect object mask
     at the CAM grid (1); None for rows that have no floor or no ceiling measured."""
     row = summary["rows"][key]
-    floor = summary["rows"].get(f"{row['appearance']}_{row['model']}_floor")
+    # its floor: the untrained row of the same appearance, variant and backbone
+    floor = next((r for r in summary["rows"].values() if r.get("untrained") and r["appearance"] == row["appearance"]
+                  and r["model"] == row["model"] and r["overrides"].get("arch") == row["overrides"].get("arch")),
+                 None)
     ceiling = summary["rows"].get(f"{row['appearance']}_perfect_object")
     if row["group"] in ("floor", "baseline", "ceiling") or floor is None or ceiling is None:
         return None

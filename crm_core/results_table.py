@@ -72,14 +72,19 @@ def _rows() -> tuple[Row, ...]:
         Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
             {"crm_preset": "exact"}),
     ]
-    # The design's second backbone, same recipe otherwise (``--groups backbone``)
-    for model in ("resnet", "resnet_drs"):
-        stem = "efficientnet_b0" + ("_drs" if model == "resnet_drs" else "")
-        label = "efficientnet_b0" + (" + DRS" if model == "resnet_drs" else "")
-        rows.append(Row(f"informative_{stem}", label, "backbone", "informative", model, False,
-                        {"arch": "efficientnet_b0"}))
-        rows.append(Row(f"informative_{stem}_crm", f"{label} + CRM", "backbone", "informative", model, True,
-                        {"arch": "efficientnet_b0"}))
+    # The design's second backbone, same recipe otherwise (``--groups backbone``): its floor, with and
+    # without CRM on the appearance where colour helps and on the one where it does not; DRS on informative.
+    effnet = {"arch": "efficientnet_b0"}
+    for appearance in ("informative", "camouflage"):
+        rows += [Row(f"{appearance}_efficientnet_b0_floor", "efficientnet_b0 untrained (floor)", "backbone", appearance,
+                     "resnet", False, effnet, untrained=True),
+                 Row(f"{appearance}_efficientnet_b0", "efficientnet_b0", "backbone", appearance, "resnet", False, effnet),
+                 Row(f"{appearance}_efficientnet_b0_crm", "efficientnet_b0 + CRM", "backbone", appearance, "resnet",
+                     True, effnet)]
+    rows += [Row("informative_efficientnet_b0_drs", "efficientnet_b0 + DRS", "backbone", "informative", "resnet_drs",
+                 False, effnet),
+             Row("informative_efficientnet_b0_drs_crm", "efficientnet_b0 + DRS + CRM", "backbone", "informative",
+                 "resnet_drs", True, effnet)]
     return tuple(rows)
 
 
@@ -107,7 +112,8 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
     ("informative_resnet_drs_crm_exact", "informative_resnet_drs_crm"),
     ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
-    ("informative_efficientnet_b0_crm", "informative_efficientnet_b0"),
+    *((f"{a}_efficientnet_b0_crm", f"{a}_efficientnet_b0") for a in ("informative", "camouflage")),
+    *((f"{a}_efficientnet_b0", f"{a}_efficientnet_b0_floor") for a in ("informative", "camouflage")),
     ("informative_efficientnet_b0_drs", "informative_efficientnet_b0"),
     ("informative_efficientnet_b0_drs_crm", "informative_efficientnet_b0_drs"),
     ("informative_efficientnet_b0", "informative_resnet"),

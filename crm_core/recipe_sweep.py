@@ -116,7 +116,12 @@ def sweep_job(study: str, candidate: str, appearance: str, seed: int, steps: int
     return {"candidate": candidate, "appearance": appearance, "seed": seed, "threshold": best["threshold"],
             "miou": best["miou"], "bg_fpr": best["bg_fpr"], **scores["coverage_best"],
             "accuracy": scores["accuracy"], "train_s": float(model.checkpoint.extra.get("wall_time", 0.0)),
-            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+            "settings": _as_json(settings)}
+
+
+def _as_json(settings: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig settings as the JSON report holds them (tuples, e.g. drs_positions, as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
 def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
@@ -290,7 +295,7 @@ def cli(argv: list[str] | None = None) -> int:
                 "device": args.device, "steps": args.steps, "seeds": args.seeds, "val_images": args.val_images,
                 "complete": complete, "recipe": RECIPE, "crm_recipe": CRM_RECIPE, "study": args.study, "title": study.title,
                 "row": study.row, "reference_row": study.reference_row,
-                "settings": {name: {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+                "settings": {name: _as_json(settings)
                              for name, settings in ((PLAIN, study.reference), *study.candidates.items())},
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
         report = {"meta": meta, "jobs": jobs, "summary": summarise_sweep(jobs, current)}

@@ -14,7 +14,7 @@ from crm_core.data import DATASETS
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.losses import VGG19_LAYERS
 from crm_core.models import DRS_DEFAULT_DELTA, MODEL_VARIANTS, ModelConfig
-from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES, stacked_drs
+from crm_core.models.classifier import ARCHS, DRS_POSITIONS, FREEZE_RECIPES
 from crm_core.crm import DECODER_INPUTS
 
 DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
@@ -109,17 +109,14 @@ class TrainConfig:
             self.image_size = DATASET_DEFAULT_SIZE.get(self.dataset, 224)
         if self.output_stride is None:
             self.output_stride = 16 if self.image_size < 224 else 32
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose from {sorted(ARCHS)}")
-        if self.output_stride not in (16, 32):
-            raise ValueError(f"output_stride must be 16 or 32, got {self.output_stride}")
         if self.weights is None:
             self.weights = "imagenet" if self.dataset == "pets" else "none"
         if self.freeze is None:
             self.freeze = "last2" if self.weights not in ("none", "random") else "none"
         self.drs_positions = tuple(self.drs_positions)
-        if MODEL_VARIANTS[self.model](ModelConfig()).drs and stacked_drs(self.drs_positions):
-            raise ValueError(f"--drs-positions {' '.join(self.drs_positions)}: {stacked_drs(self.drs_positions)}")
+        # the model's own checks (arch, output stride, DRS positions under this variant), before any data loads
+        MODEL_VARIANTS[self.model](ModelConfig(variant=self.model, arch=self.arch, output_stride=self.output_stride,
+                                               drs_positions=self.drs_positions))
         self.perceptual_layers = tuple(self.perceptual_layers)
         if self.crm_preset not in CRM_PRESETS:
             raise ValueError(f"unknown crm_preset {self.crm_preset!r}; choose from {sorted(CRM_PRESETS)}")

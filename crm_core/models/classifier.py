@@ -33,11 +33,6 @@ DRS_POSITIONS = (*STAGES, "layer4_blocks", "all_blocks")
 FREEZE_RECIPES = ("last2", "none")
 
 
-def torchvision_arch(arch: str) -> tuple[Callable[..., nn.Module], object | None]:
-    """(builder, ImageNet weights enum) of ``arch`` from torchvision.models."""
-    return torchvision_backbone(arch)
-
-
 def stacked_drs(positions: tuple[str, ...]) -> str | None:
     """Why ``positions`` would put two DRS layers back to back (the cap then becomes delta^2), or None."""
     if "all_blocks" in positions and len(positions) > 1:
@@ -72,8 +67,8 @@ class ModelConfig:
         bad = [p for p in self.drs_positions if p not in DRS_POSITIONS]
         if bad:
             raise ValueError(f"unknown DRS positions {bad}; choose from {DRS_POSITIONS}")
-        if self.drs and stacked_drs(self.drs_positions):
-            raise ValueError(f"DRS positions {list(self.drs_positions)}: {stacked_drs(self.drs_positions)}")
+        if self.drs and (stacked := stacked_drs(self.drs_positions)):
+            raise ValueError(f"DRS positions {list(self.drs_positions)}: {stacked}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
 
@@ -103,7 +98,7 @@ class CamClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         backbone = BACKBONES[cfg.arch]
-        build, _ = torchvision_arch(cfg.arch)
+        build, _ = torchvision_backbone(cfg.arch)
         net = build(weights=None)
         torchvision_names = {id(t): name for name, t in chain(net.named_parameters(), net.named_buffers())}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -205,7 +200,7 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True) -> CamClass
         suppression = lambda channels: DRS(channels, cfg.drs_delta, cfg.drs_learnable)  # noqa: E731
     model = CamClassifier(cfg, suppression)
     if load_pretrained and cfg.weights not in ("none", "random"):
-        imagenet = torchvision_arch(cfg.arch)[1]
+        imagenet = torchvision_backbone(cfg.arch)[1]
         if imagenet is None and cfg.weights in ("imagenet", "auto"):
             raise ValueError(f"{cfg.arch} has no ImageNet weights; use weights 'none' or a file path")
         model.load_backbone(resolve_weights(cfg.weights, imagenet, f"{cfg.arch} backbone"))

@@ -40,6 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-size", default="10mb", help="upload size limit")
     p.add_argument("--eval-images", type=int, default=64, help="test images scored after each training (eval.json)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--malloc", choices=("bounded", "default"), default="bounded",
+                   help="bounded: at most 2 malloc arenas and large blocks mapped on their own, so memory freed "
+                        "after a request goes back to the system (demo.memory); default: glibc's own settings")
     return p
 
 
@@ -111,6 +114,7 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     # The menus were filled from the files alone; building the models (torchvision, weights)
     # starts once the page is served, so the first view finds most of it done.
     threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
+    log_memory_on_signal(engine)
     # The rest of the demo set trains behind the served page: on a first launch, or when a launch
     # was stopped while it trained (its staged checkpoint is resumed).
     rest = ([name for name in DEMO_MODELS if name not in DEMO_BEFORE_SERVING] if first_launch
@@ -121,6 +125,24 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     if not prevent_thread_lock:
         app.block_thread()
     return app
+
+
+def log_memory_on_signal(engine: object) -> None:
+    """``kill -USR1 <server pid>`` logs the server's memory by owner (demo.memory.memory_by_owner).
+    Only the main thread may set a signal handler; elsewhere (a test serving the app) it is skipped."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
+        return
+    from demo.memory import format_owners
+
+    def report(signum: int, frame: object) -> None:
+        # Logged from a thread: the handler runs between bytecodes of the main thread, which may
+        # hold a lock the report needs.
+        threading.Thread(target=lambda: log.info("%s", format_owners(engine.memory_report())),
+                         name="memory-report", daemon=True).start()
+
+    signal.signal(signal.SIGUSR1, report)
 
 
 def stop_on_sigterm() -> None:
@@ -147,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     stop_on_sigterm()
+    if args.malloc == "bounded":
+        from demo.memory import configure_allocator  # light: ctypes only
+
+        configure_allocator()  # before the server's threads allocate
     try:
         launch(args)
     except KeyboardInterrupt:

@@ -148,10 +148,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return payload
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild classifier (+ReconstructNet) from a checkpoint file alone."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", optimizers: bool = True) -> Checkpoint:
+    """Rebuild classifier (+ReconstructNet) from a checkpoint file alone.
+
+    ``optimizers=False`` leaves the optimizer state out (``Checkpoint.optimizers`` is empty) and
+    never reads it: Adam's moments are twice the weights, which a model that only explains
+    (:class:`crm_core.explain.CamModel`) would otherwise keep in memory for as long as it lives.
+    """
     path = Path(path)
-    payload = read_checkpoint(path, map_location)
+    # Mapped, not read, when the optimizer state is left out: its tensors are then never paged in,
+    # and the weights are copied into the modules below.
+    payload = read_checkpoint(path, map_location, mmap=not optimizers)
     model_config = _model_config(path, payload)
     try:
         classifier = create_model(model_config, load_pretrained=False)
@@ -173,7 +180,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return Checkpoint(
         **_summary_fields(path, payload, classifier.cfg), path=path, classifier=classifier, reconstructor=reconstructor,
         epoch=int(payload.get("epoch", 0)), epoch_step=int(payload.get("epoch_step", 0)),
-        optimizers=payload.get("optimizers", {}), metrics=payload.get("metrics", {}), extra=payload.get("extra", {}),
+        optimizers=payload.get("optimizers", {}) if optimizers else {}, metrics=payload.get("metrics", {}), extra=payload.get("extra", {}),
     )
 
 

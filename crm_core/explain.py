@@ -7,6 +7,8 @@ it as the public surface.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,7 +63,7 @@ class CamModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "CamModel":
-        return cls(load_checkpoint(path, map_location="cpu"), device)
+        return cls(load_checkpoint(path, map_location="cpu", optimizers=False), device)  # it explains, never resumes
 
     # -- what it is -------------------------------------------------------------------
     @property
@@ -184,15 +186,28 @@ def list_checkpoints(directory: str | os.PathLike = "checkpoints") -> list[Path]
     return sorted(p for p in root.glob("*.pt") if p.is_file()) if root.is_dir() else []
 
 
-_CACHES: dict[tuple[int, float], SuperpixelCache] = {}
+#: One on-disk SLIC cache per (n_segments, compactness), the most recent SUPERPIXEL_CACHES of them:
+#: the dashboard's sliders can ask for any pair, and each cache object is kept only to be reused.
+_CACHES: "OrderedDict[tuple[int, float], SuperpixelCache]" = OrderedDict()
+SUPERPIXEL_CACHES = 16
+_CACHES_LOCK = threading.Lock()
 
 
 def superpixels(image: torch.Tensor | np.ndarray, n_segments: int = 64, compactness: float = 10.0) -> np.ndarray:
     """SLIC labels (H, W) of an image, cached on disk by image content and parameters."""
     key = (int(n_segments), float(compactness))
-    if key not in _CACHES:
-        _CACHES[key] = SuperpixelCache(n_segments=key[0], compactness=key[1])
-    return _CACHES[key].get(image)
+    with _CACHES_LOCK:
+        cache = _CACHES.pop(key, None) or SuperpixelCache(n_segments=key[0], compactness=key[1])
+        _CACHES[key] = cache  # most recent last
+        while len(_CACHES) > SUPERPIXEL_CACHES:
+            _CACHES.popitem(last=False)
+    return cache.get(image)
+
+
+def superpixel_cache_sizes() -> tuple[int, int]:
+    """(SLIC parameter sets with a cache object kept, their bound)."""
+    with _CACHES_LOCK:
+        return len(_CACHES), SUPERPIXEL_CACHES
 
 
 def dataset_for(model: "CamModel | Checkpoint", split: str, data_root: str | None = None, superpixels: SuperpixelCache | None = None):

@@ -1,6 +1,7 @@
-"""Dashboard latencies: Compare, a DRS delta change and the cold start of ``app.py``.
+"""Dashboard latencies: Compare, a DRS delta change and the cold start of ``app.py``; the
+served app's memory under mixed concurrent use.
 
-    python -m demo.bench [--repeats 7] [--no-cold-start] [--json PATH]
+    python -m demo.bench [--repeats 7] [--no-cold-start] [--no-memory] [--json PATH]
 
 Section 4 of the CRM Lab benchmark. It lives on the dashboard side because it drives the
 dashboard's own engine and callbacks; ``python -m crm_core.bench`` runs it as a subprocess
@@ -213,6 +214,44 @@ def bench_cold_starts(checkpoint_dir: Path, repeats: int) -> dict[str, Any]:
             "first_view_seconds": float(np.median(views)) if views else None, "runs": runs}
 
 
+#: The load of the memory measurement: a fixed mixed warm-up round, then one more round (demo.load).
+MEMORY_LOAD = dict(clients=4, requests=8, rounds=2, seed=0, same_each_round=True)
+
+
+def bench_memory(checkpoint_dir: Path, malloc: str, timeout: float = 900.0) -> dict[str, Any]:
+    """The served app's RSS (MiB) at start, after a fixed mixed warm-up round of concurrent clients
+    (demo.load) and after one more round, with ``app.py --malloc MALLOC``; the seconds each round
+    took; and the memory by owner the server logs at the end."""
+    try:
+        from demo.load import memory_report_of, methods_on_offer, run_load, serve
+        from demo.memory import rss_mb
+
+        import gradio_client  # noqa: F401 - the load's clients
+    except ImportError as exc:
+        return {"available": False, "reason": f"gradio_client is not installed ({exc})"}
+    names = sorted(p.stem for p in checkpoint_dir.glob("*.pt"))
+    drs = [n for n in names if CamModel.load(checkpoint_dir / f"{n}.pt").has_drs]
+    runs = checkpoint_dir.parent / "runs"
+    port = _free_port()
+    server = serve(checkpoint_dir, runs, port, extra=["--malloc", malloc, "--log-level", "INFO"],
+                   env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1"))
+    try:
+        report = run_load(f"http://127.0.0.1:{port}/", names, drs, methods_on_offer(), rss=lambda: rss_mb(server.pid),
+                          secret_paths=[str(checkpoint_dir), str(runs)], timeout=timeout, **MEMORY_LOAD)
+        owners = memory_report_of(server)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    start, warm, after = report.rss_mb
+    return {"available": True, "malloc": malloc, "rss_start_mb": start, "rss_warm_mb": warm, "rss_after_mb": after,
+            "round_s": report.seconds, "requests": report.requests, "unexpected": len(report.unexpected),
+            "leaked": len(report.leaked), "memory_by_owner": owners}
+
+
 def _import_time(module: str) -> float | None:
     """Seconds a fresh interpreter needs to ``import module`` (part of any cold start)."""
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
@@ -224,8 +263,10 @@ def _import_time(module: str) -> float | None:
 
 
 def bench_dashboard(repeats: int = 5, cold_start: bool = True, checkpoint_recipe: dict[str, Any] | None = None,
-                    workdir: str | Path | None = None, one_thread_too: bool = True, cold_repeats: int = 3) -> dict[str, Any]:
-    """Compare / DRS latencies (engine callbacks when importable, and the API path) and cold start."""
+                    workdir: str | Path | None = None, one_thread_too: bool = True, cold_repeats: int = 3,
+                    memory: bool = True) -> dict[str, Any]:
+    """Compare / DRS latencies (engine callbacks when importable, and the API path), cold start and
+    (``memory``) the served app's RSS under load with both ``--malloc`` settings, side by side."""
     with contextlib.ExitStack() as stack:
         root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="crm_bench_dash_")))
         checkpoint_dir = root / "checkpoints"
@@ -251,6 +292,8 @@ def bench_dashboard(repeats: int = 5, cold_start: bool = True, checkpoint_recipe
                                 else {"available": False, "reason": "skipped"})
         if cold_start:
             result["import_gradio_s"] = _import_time("gradio")
+        if memory:
+            result["memory"] = {malloc: bench_memory(checkpoint_dir, malloc) for malloc in ("bounded", "default")}
     source = result["engine"] if result["engine"].get("available") else result["api"]
     result["measured_through"] = "demo.callbacks (Engine)" if source is result["engine"] else "crm_core.api.CamModel"
     result["compare_latency_s"] = source["compare_cold"]["median"]
@@ -267,6 +310,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cold-start", dest="cold_start", action="store_false",
                    help="skip the cold start of app.py and the import time of gradio")
     p.add_argument("--cold-repeats", type=int, default=3, help="cold starts of app.py (the median is reported)")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="skip the served app's RSS under mixed concurrent load (two app.py servers, a minute or two)")
     p.add_argument("--workdir", default=None, metavar="DIR",
                    help="keep the two checkpoints in DIR/checkpoints (reused when there; default: a temporary folder)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
@@ -279,7 +324,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     os.environ.setdefault("CRM_LAB_NO_PROGRESS", "1")
     result = bench_dashboard(repeats=args.repeats, cold_start=args.cold_start, workdir=args.workdir,
-                             cold_repeats=args.cold_repeats)
+                             cold_repeats=args.cold_repeats, memory=args.memory)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))

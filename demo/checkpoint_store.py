@@ -9,7 +9,8 @@ no server folder, and keeps the loaded models in an LRU cache that every user sh
 State:
 
 - ``_checked``: per checkpoint file version ``(path, mtime ns, size)``, what it is (its
-  description and summary) or why it is refused; a refusal is final for that version.
+  description and summary) or why it is refused; a refusal is final for that version. An LRU of
+  at most ``CHECKED_BOUND`` versions (a folder retrained often leaves old versions behind).
 - ``_models``: the LRU cache of loaded models keyed by ``(path, mtime ns)`` (a retrained file is
   reloaded; older versions of a file leave the cache), at most ``cache_size`` of them.
 
@@ -30,6 +31,7 @@ from typing import Any
 from crm_core.api import CamModel, list_checkpoints
 from crm_core.checkpoints import CheckpointError, CheckpointSummary, inspect_checkpoint
 from demo.locks import CHECKED, MODELS, OrderedLock
+from demo.memory import BoundedDict
 from demo.messages import safe_message
 from demo.protocol import NAME_RE, InvalidName
 
@@ -75,6 +77,8 @@ def _refusal(exc: BaseException, path: Path) -> _Checked:
 class CheckpointStore:
     """Checkpoints ``*.pt`` in ``checkpoint_dir``, loaded on ``device``; see the module docstring."""
 
+    CHECKED_BOUND = 1024  # file versions remembered (a summary each, no weights)
+
     def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", cache_size: int = 6) -> None:
         self.checkpoint_dir = Path(checkpoint_dir).resolve()
         self.device = device
@@ -82,7 +86,7 @@ class CheckpointStore:
         self._models: OrderedDict[tuple[str, int], CamModel] = OrderedDict()
         self._models_lock = OrderedLock("checkpoint store: models", MODELS)
         # Menus list only the loadable file versions; the refused ones are reported.
-        self._checked: dict[tuple[str, int, int], _Checked] = {}
+        self._checked: BoundedDict = BoundedDict(self.CHECKED_BOUND)  # (path, mtime ns, size) -> _Checked
         self._checked_lock = OrderedLock("checkpoint store: checked files", CHECKED)
 
     # -- names and paths -----------------------------------------------------------------
@@ -195,6 +199,19 @@ class CheckpointStore:
         with self._checked_lock:  # the menus drop it from now on, and say why
             self._checked[_file_key(path)] = _refusal(refused, path)
         raise CheckpointError(_public_message(refused, path)) from refused
+
+    def cached_models(self) -> list[CamModel]:
+        """The models in the cache, least recently used first."""
+        with self._models_lock:
+            return list(self._models.values())
+
+    def cache_sizes(self) -> dict[str, tuple[int, int]]:
+        """cache -> (entries, bound)."""
+        with self._models_lock:
+            models = len(self._models)
+        with self._checked_lock:
+            checked = len(self._checked)
+        return {"models": (models, self._cache_size), "checked files": (checked, self._checked.bound)}
 
     def loaded(self) -> list[tuple[str, int]]:
         """The (path, mtime ns) of every model in the cache, least recently used first."""

@@ -27,6 +27,7 @@ thread that waits for one out of that order gets ``demo.locks.LockOrderError``.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -34,11 +35,13 @@ import numpy as np
 import torch
 
 from crm_core.api import CamModel
+from crm_core.explain import superpixel_cache_sizes
 from crm_core.cams import DEFAULT_CAM_METHOD
 from demo.bootstrap import DEMO_MODELS, DEMO_RECIPE  # the demo set is defined with the code that trains it
 from demo.checkpoint_store import CheckpointStore
 from demo.evaluation import Evaluation
 from demo.finetune import FineTuneRunner
+from demo.memory import format_owners, memory_by_owner
 from demo.inference import (PACKAGE_METHODS, PACKAGE_REQUIREMENT, Inference, package_cam_available,
                             refine_with_superpixels, score_pseudo_mask)
 from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
@@ -47,6 +50,8 @@ from demo.results_reader import REPO_ROOT, ResultsReader, read_results
 
 if TYPE_CHECKING:
     from crm_core.train import TrainConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [  # the values of demo.protocol and the services' helpers are re-exported: they were defined here before
     "DEMO_MODELS", "DEMO_RECIPE", "Engine", "NAME_RE", "PACKAGE_METHODS", "PACKAGE_REQUIREMENT", "REPO_ROOT",
@@ -107,8 +112,20 @@ class Engine:
         return self.store.refused()
 
     def warm_up(self) -> None:
-        """Verify every checkpoint now, in a thread after the page is served (CheckpointStore.warm_up)."""
+        """Verify every checkpoint now, in a thread after the page is served (CheckpointStore.warm_up),
+        then log the memory by owner."""
         self.store.warm_up()
+        log.info("%s", format_owners(self.memory_report()))
+
+    # -- memory (the server's log, demo.bench and demo.load read it; no view does) ---------
+    def cache_sizes(self) -> dict[str, tuple[int, int]]:
+        """Every cache the engine keeps: name -> (entries, bound)."""
+        return {**self.store.cache_sizes(), **self.evaluation.cache_sizes(),
+                "superpixel parameter sets": superpixel_cache_sizes()}
+
+    def memory_report(self) -> dict[str, Any]:
+        """The server's resident memory by owner (demo.memory.memory_by_owner)."""
+        return memory_by_owner(self)
 
     def checkpoint_path(self, name: str) -> Path:
         """Validated path of checkpoint ``name``; refuses anything but a plain existing name."""

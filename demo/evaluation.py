@@ -8,7 +8,8 @@ the CAM dependence of a ReconstructNet on test images taken as the views take th
 (:class:`demo.inference.Inference`).
 
 State: two caches per checkpoint version (its training step): the CAM dependence per
-``(name, step, images)`` and the val-chosen threshold per ``(name, step, val images, delta)``.
+``(name, step, images)`` and the val-chosen threshold per ``(name, step, val images, delta)``,
+each an LRU bounded by entries (``DEPENDENCE_BOUND``, ``THRESHOLD_BOUND``).
 A fresh server takes the threshold from the run's eval.json when it was chosen for this very file.
 
 Locks (levels in ``demo.locks``): ``_lock`` (``EVALUATION``) guards both caches. It is held while
@@ -29,6 +30,7 @@ from crm_core.runs import RunDir
 from demo.checkpoint_store import CheckpointStore
 from demo.inference import Inference
 from demo.locks import EVALUATION, OrderedLock
+from demo.memory import BoundedDict
 from demo.protocol import finite
 
 __all__ = ["Evaluation"]
@@ -37,6 +39,11 @@ __all__ = ["Evaluation"]
 class Evaluation:
     """Scores of the store's checkpoints; runs (eval.json) in ``runs_dir``; see the module docstring."""
 
+    #: Entries each cache keeps, least recently used out first (a few dozen bytes each; the keys
+    #: come from users -- any delta, any image count -- so they are bounded).
+    DEPENDENCE_BOUND = 64
+    THRESHOLD_BOUND = 256
+
     def __init__(self, store: CheckpointStore, inference: Inference, runs_dir: str | Path, device: str = "cpu",
                  eval_limit: int = 64) -> None:
         self._store = store
@@ -44,9 +51,10 @@ class Evaluation:
         self.runs_dir = Path(runs_dir).resolve()
         self.device = device
         self.eval_limit = eval_limit
-        self._dependence: dict[tuple[str, int, int], dict[str, float]] = {}  # (name, step, images) -> CAM dependence
+        # (name, step, images) -> CAM dependence
+        self._dependence: BoundedDict = BoundedDict(self.DEPENDENCE_BOUND)
         # (name, step, val images, delta) -> CAM threshold chosen on val
-        self._val_thresholds: dict[tuple[str, int, int, float | None], float] = {}
+        self._val_thresholds: BoundedDict = BoundedDict(self.THRESHOLD_BOUND)
         self._lock = OrderedLock("evaluation: caches", EVALUATION)  # guards both caches above
 
     def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
@@ -100,6 +108,12 @@ class Evaluation:
                 images = torch.stack([model.preprocess(s.image) for s in samples])  # (N, 3, S, S)
                 self._dependence[key] = model.cam_dependence(images)
             return self._dependence[key]
+
+    def cache_sizes(self) -> dict[str, tuple[int, int]]:
+        """cache -> (entries, bound)."""
+        with self._lock:
+            return {"CAM dependence": (len(self._dependence), self._dependence.bound),
+                    "val thresholds": (len(self._val_thresholds), self._val_thresholds.bound)}
 
     def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
         """Checkpoint ``name`` scored as the results table scores its rows: the CAM threshold is

@@ -16,6 +16,7 @@ once. Both are taken after the model is fetched from the store and nothing is ac
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import logging
 from pathlib import Path
@@ -170,8 +171,12 @@ class Inference:
             raise ValueError(f"the grad-cam package cannot be imported ({exc}); use our Grad-CAM++") from exc
 
         cls = getattr(pytorch_grad_cam, method)
+        # The package hooks its target layer and records every pass through it, any thread's: on the
+        # shared model another request's forward pass would slip into its activations. So it gets a
+        # private copy (a few ms and the model's size, freed on return).
+        classifier = copy.deepcopy(model.classifier)
         with self._hooks_lock, delta_override(drs_delta), torch.enable_grad():
-            with cls(model=LogitsOnly(model.classifier), target_layers=[model.classifier.feature_layer]) as cam:
+            with cls(model=LogitsOnly(classifier), target_layers=[classifier.feature_layer]) as cam:
                 maps = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c)])  # (1, S, S) numpy
         return torch.from_numpy(np.nan_to_num(np.asarray(maps, dtype=np.float32))).clamp_min(0)
 
@@ -220,6 +225,11 @@ class Inference:
 
                 self._perceptual = VGGPerceptualLoss("auto").eval()
                 log.info("perceptual network: VGG19 %s", self._perceptual.weights_source)
+            return self._perceptual
+
+    def built_perceptual(self) -> torch.nn.Module | None:
+        """The perceptual network if a view has built it (None: not yet), without building it."""
+        with self._perceptual_lock:
             return self._perceptual
 
     def perceptual_source(self) -> str:

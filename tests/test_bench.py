@@ -165,7 +165,7 @@ def test_dashboard_section_without_the_demo_package(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "demo" else real_find_spec(name, *a))
     doc = bench.run_all(bench.BenchConfig(tiny=True, sections=("dashboard",)))
     assert {k: doc[k] for k in doc if k != "details"} == {
-        "compare_latency_s": None, "drs_update_latency_s": None, "cold_start_s": None}
+        "compare_latency_s": None, "drs_update_latency_s": None, "cold_start_s": None, "dashboard_rss_mb": None}
     assert doc["details"]["dashboard"]["available"] is False
     assert "### 4. Dashboard latencies: not measured (the demo package is not installed)" in bench.format_tables(doc)
 
@@ -184,11 +184,12 @@ def test_combined_report_runs_the_demo_dashboard_section(tmp_path: Path) -> None
     out_json = tmp_path / "bench.json"
     assert bench.cli(["--tiny", "--sections", "dashboard", "--json", str(out_json)]) == 0
     doc = json.loads(out_json.read_text())
-    assert [k for k in doc if k != "details"] == ["compare_latency_s", "drs_update_latency_s", "cold_start_s"]
+    assert [k for k in doc if k != "details"] == ["compare_latency_s", "drs_update_latency_s", "cold_start_s",
+                                                  "dashboard_rss_mb"]
     assert math.isfinite(doc["compare_latency_s"]) and math.isfinite(doc["drs_update_latency_s"])
-    assert doc["cold_start_s"] is None  # --tiny skips the cold start
+    assert doc["cold_start_s"] is None and doc["dashboard_rss_mb"] is None  # --tiny starts no server
     quick = json.loads((REPO / "docs" / "bench_quick.json").read_text())["details"]["dashboard"]
-    expected = set(quick) - {"import_gradio_s"}  # measured with the cold start only
+    expected = set(quick) - {"import_gradio_s", "memory"}  # measured with a served app only
     if "api_1thread" not in doc["details"]["dashboard"]:  # one-thread rows exist when torch runs > 1 thread
         expected -= {"api_1thread", "engine_1thread"}
     assert set(doc["details"]["dashboard"]) == expected

@@ -330,6 +330,22 @@ def test_hooks_removed_after_context() -> None:
     assert len(captured.activations) == 1
 
 
+def test_hooks_record_only_the_thread_that_registered_them() -> None:
+    """A server explains with one shared model in several threads: another request's pass through
+    the hooked layer (here: run in a second thread while the hooks are on) is not captured."""
+    import threading
+
+    layer = nn.Conv2d(3, 4, 3)
+    ours, theirs = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    with capture_activations_and_grads(layer) as captured:
+        other = threading.Thread(target=lambda: layer(theirs))
+        other.start()
+        other.join()
+        out = layer(ours)
+        assert len(captured.activations) == 1  # raised "ran 2 times" before
+        torch.testing.assert_close(captured.activation, out)
+
+
 def test_hooks_removed_when_body_raises() -> None:
     layer = nn.Conv2d(3, 4, 3)
     with pytest.raises(RuntimeError, match="boom"):

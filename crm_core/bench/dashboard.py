@@ -25,7 +25,7 @@ def dashboard_latencies(repeats: int, cold_start: bool, timeout: float = 3600) -
     with tempfile.TemporaryDirectory(prefix="crm_bench_dash_") as tmp:
         out = Path(tmp) / "dashboard.json"
         args = ["-m", DASHBOARD_MODULE, "--json", str(out), "--repeats", str(repeats)]
-        if not cold_start:
-            args.append("--no-cold-start")
+        if not cold_start:  # the tiny run starts no server: neither the cold start nor the memory under load
+            args += ["--no-cold-start", "--no-memory"]
         result, _ = run_python(args, out, "dashboard bench", timeout=timeout)
     return result

@@ -96,6 +96,15 @@ def format_tables(doc: dict[str, Any]) -> str:
                       f"(loading) / {_f(a['compare_warm']['median'], 3)} s (cached), DRS {_f(a['drs_update']['median'], 3)} s."]
         if r.get("import_gradio_s") is not None:
             lines += ["", f"`import gradio` alone in a fresh interpreter: {_f(r['import_gradio_s'])} s."]
+        memory = {k: m for k, m in (r.get("memory") or {}).items() if m.get("available")}
+        if memory:
+            lines += ["", "Served app's RSS (MiB) under mixed concurrent use (`demo.load`: Compare with every CAM "
+                      "method, Browse, DRS, reconstructions, half of them hostile), two rounds:", "",
+                      "| `app.py --malloc` | at start | after the warm-up round | after one more round | "
+                      "round seconds (warm-up / next) | requests failing unexpectedly |", "|---|---|---|---|---|---|"]
+            for name, m in memory.items():
+                lines.append(f"| {name} | {m['rss_start_mb']:.0f} | {m['rss_warm_mb']:.0f} | {m['rss_after_mb']:.0f} | "
+                             f"{' / '.join(_f(s_, 1) for s_ in m['round_s'])} | {m['unexpected']} of {m['requests']} |")
         lines.append("")
     if "superpixels" in d:
         r = d["superpixels"]

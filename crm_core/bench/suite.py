@@ -106,6 +106,7 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
     if (r := section("dashboard", lambda: dashboard_latencies(dashboard_repeats, cold_start=not cfg.tiny))) is not None:
         for key in ("compare_latency_s", "drs_update_latency_s", "cold_start_s"):
             summary[key] = r.get(key)  # None when the demo package is not there
+        summary["dashboard_rss_mb"] = ((r.get("memory") or {}).get("bounded") or {}).get("rss_after_mb")
 
     section("superpixels", lambda: bench_superpixels(repeats=fast_repeats, **(
         dict(image_size=64, batch=2, n_segments=16) if cfg.tiny else {})))

@@ -3,10 +3,14 @@
 Hook-based CAMs need ``A`` (the target layer's output) and ``dS_c/dA``. Hooks left behind
 after an exception keep firing on every later forward pass (and keep tensors alive), so the
 helper removes every hook it registered in a ``finally`` block, whatever the body does.
+A module hook fires for every thread that runs the module, so it records only the passes of the
+thread that registered it: a server explaining with one shared model in several threads would
+otherwise capture another request's activation.
 """
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -48,7 +52,8 @@ def capture_activations_and_grads(layer: nn.Module) -> Iterator[CapturedTensors]
     so ``dS_c/dA`` always exists; gradients then simply stop at this layer.
 
     All hooks -- the module hook and every tensor hook -- are removed on exit, also when the
-    body raises, so later passes neither fire them nor overwrite the captured gradients.
+    body raises, so later passes neither fire them nor overwrite the captured gradients. Passes
+    that other threads run through ``layer`` meanwhile are ignored.
 
     Example::
 
@@ -59,8 +64,11 @@ def capture_activations_and_grads(layer: nn.Module) -> Iterator[CapturedTensors]
     """
     captured = CapturedTensors()
     tensor_handles: list[RemovableHandle] = []
+    owner = threading.get_ident()
 
     def forward_hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:
+        if threading.get_ident() != owner:
+            return None  # another thread's pass through the shared layer: not ours to record
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"target layer must output a tensor, got {type(output).__name__}")
         replaced = not output.requires_grad

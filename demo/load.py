@@ -1,6 +1,7 @@
 """A lab's mixed, concurrent use of a served dashboard, and the server's memory through it.
 
-    python -m demo.load --checkpoints DIR [--clients 6] [--requests 12] [--rounds 5] [--json PATH]
+    python -m demo.load --checkpoints DIR [--make-lab] [--clients 6] [--requests 12] [--rounds 5]
+                        [--malloc bounded|default] [--json PATH]
 
 Several ``gradio_client`` clients, one thread each, send seeded random requests to the served
 app: ``/compare`` (random pairs, every CAM method on offer, the grad-cam package's included),
@@ -8,6 +9,10 @@ app: ``/compare`` (random pairs, every CAM method on offer, the grad-cam package
 (indices, thresholds and deltas out of range, unknown models, path-like names): those must be
 refused with a message, and no message may carry a server folder. After each round the server's
 resident memory (VmRSS) is read from ``/proc``.
+
+``--make-lab`` first fills an empty folder with :data:`LAB`, nine resnet18 checkpoints of the demo
+recipe after two steps each (plain, CRM, DRS and DRS + CRM, further seeds, a camouflage one):
+memory depends on the architecture and the image size, not on the weights.
 
 The CLI starts ``app.py --no-bootstrap`` on the folder in a subprocess (so its RSS is the server's
 alone) and prints a table of RSS by round; ``tests/test_dashboard_soak.py`` and ``python -m
@@ -195,6 +200,28 @@ def memory_report_of(server: subprocess.Popen, timeout: float = 60.0) -> str:
     return ""
 
 
+#: The checkpoints of ``--make-lab``: name -> what it changes on the demo recipe.
+LAB: dict[str, dict[str, Any]] = {
+    "resnet": dict(model="resnet", crm=False), "resnet_crm": dict(model="resnet", crm=True),
+    "resnet_drs": dict(model="resnet_drs", crm=False), "resnet_drs_crm": dict(model="resnet_drs", crm=True),
+    "resnet_s1": dict(model="resnet", crm=False, seed=1), "resnet_crm_s1": dict(model="resnet", crm=True, seed=1),
+    "resnet_drs_s1": dict(model="resnet_drs", crm=False, seed=1),
+    "resnet_drs_crm_s1": dict(model="resnet_drs", crm=True, seed=1),
+    "camouflage_drs_crm": dict(model="resnet_drs", crm=True, appearance="camouflage"),
+}
+
+
+def make_lab(directory: Path, runs: Path) -> list[Path]:
+    """:data:`LAB` in ``directory``: the demo recipe (demo.bootstrap.DEMO_RECIPE) after two steps each."""
+    from crm_core.train import TrainConfig
+    from crm_core.train import main as train_main
+    from demo.bootstrap import DEMO_RECIPE
+
+    values = dict(DEMO_RECIPE, steps=2, epochs=1, train_size=16, batch_size=8, val_limit=8, device="cpu")
+    return [train_main(TrainConfig(**dict(values, **spec, name=name, checkpoint_dir=str(directory), runs_dir=str(runs))))
+            for name, spec in LAB.items()]
+
+
 def _free_port() -> int:
     import socket
 
@@ -231,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoints", type=Path, required=True, help="checkpoint folder the server lists")
     p.add_argument("--runs", type=Path, default=None, help="run folder (default: a fresh temporary one)")
+    p.add_argument("--make-lab", action="store_true",
+                   help="first train the nine two-step checkpoints of LAB into --checkpoints when it has none")
     p.add_argument("--clients", type=int, default=6, help="concurrent clients")
     p.add_argument("--requests", type=int, default=12, help="requests per client per round")
     p.add_argument("--rounds", type=int, default=5, help="rounds (RSS is read after each)")
@@ -239,12 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--malloc", choices=("bounded", "default"), default="bounded", help="the server's app.py --malloc")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="crm-lab-load-runs-"))
+    if args.make_lab and not list(args.checkpoints.glob("*.pt")):
+        args.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_lab(args.checkpoints, runs)
     names, drs = _describe(args.checkpoints)
     if len(names) < 2:
         print(f"error: {args.checkpoints} holds {len(names)} loadable checkpoints; the load needs at least 2",
               file=sys.stderr)
         return 2
-    runs = args.runs or Path(tempfile.mkdtemp(prefix="crm-lab-load-runs-"))
     port = _free_port()
     server = serve(args.checkpoints.resolve(), runs, port, extra=["--malloc", args.malloc],
                    env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))

@@ -49,6 +49,8 @@ __all__ = [
     "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline",
     # runs and training
     "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
+    # the results table
+    "RESULT_GROUP_ORDER",
 ]
 
 #: Names loaded on first use (module, attribute): importing crm_core.train costs the CLI's imports.
@@ -57,6 +59,7 @@ _LAZY = {
     "TrainConfig": ("crm_core.train", "TrainConfig"),  # what a training run is; demo's fine-tunes build one
     "CRM_RECIPE": ("crm_core.results_table", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
     "RESULTS_RECIPE": ("crm_core.results_table", "RECIPE"),  # the results' (and the demo set's) recipe
+    "RESULT_GROUP_ORDER": ("crm_core.results_table", "TABLE_ORDER"),  # the results table's groups, in order
 }
 
 

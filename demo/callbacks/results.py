@@ -25,9 +25,8 @@ RESULTS_COMMAND = "python -m crm_core.results --plan --jobs 2"  # the README tab
 APPEARANCES = ("informative", "camouflage", "random")
 # Rows made by no model (crm_core.baselines): the plot draws them as reference lines, not as dots.
 REFERENCE_GROUPS = ("baseline", "ceiling")
-# Order of the groups in the table: the floor and the no-model cues first, the ceilings last
-# (as crm_core.results orders its markdown tables); a group not listed goes before the ceilings.
-TABLE_ORDER = ("floor", "baseline", "main", "ablation", "backbone", "preset", "legacy")
+# Order of the groups in the table: crm_core.results' own (the floor and the no-model cues first, the
+# ceilings last); a group it does not list goes before the ceilings.
 ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results.ALPHA)
 
 
@@ -47,11 +46,11 @@ def _mean_std(stats: dict[str, Any], metric: str) -> str:
     return "–" if mean is None else f"{mean:.3f} ± {finite(entry.get('std')) or 0.0:.3f}"
 
 
-def _table_rank(row: dict[str, Any]) -> int:
+def _table_rank(row: dict[str, Any]) -> float:
+    from crm_core.api import RESULT_GROUP_ORDER as order  # lazy: it is read from the results table's module
+
     group = row.get("group")
-    if group == "ceiling":
-        return len(TABLE_ORDER) + 1
-    return TABLE_ORDER.index(group) if group in TABLE_ORDER else len(TABLE_ORDER)
+    return order.index(group) if group in order else order.index("ceiling") - 0.5
 
 
 def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str, Any]]) -> pd.DataFrame:

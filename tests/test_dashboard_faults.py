@@ -279,32 +279,56 @@ def test_two_hundred_sequential_requests_keep_memory_flat(client: Client, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_clients_start_fine_tunes_at_once_exactly_one_trains_at_a_time(server: dict) -> None:
-    a, b = (_client(server) for _ in range(2))
+def test_two_clients_start_fine_tunes_at_once_exactly_one_trains_at_a_time(server: dict,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events, not timing: the first fine-tune is held inside the trainer until the second request
+    is seen waiting in the queue; the trainer counts how many jobs are inside it at once."""
+    import threading
+
+    import crm_core.train
     from gradio_client.utils import Status
 
+    a, b = (_client(server) for _ in range(2))
+    real_train = crm_core.train.main
+    lock, inside, most, order = threading.Lock(), [0], [0], []
+    first_started, release = threading.Event(), threading.Event()
+
+    def gated_train(cfg, **kwargs):  # the app is served in this process: its fine-tunes call this
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            order.append(cfg.name)
+            first = len(order) == 1
+        try:
+            if first:
+                first_started.set()
+                assert release.wait(300), "the test never released the first fine-tune"
+            return real_train(cfg, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(crm_core.train, "main", gated_train)
     args = {**FINE_TUNE, "steps": 3}
-    jobs = {name: c.submit(*{**args, "name": name}.values(), api_name="/fine_tune")
-            for name, c in (("ft-one", a), ("ft-two", b))}
-    waited: set[str] = set()
-    deadline = time.monotonic() + 300
-    while not all(j.done() for j in jobs.values()) and time.monotonic() < deadline:
-        waited |= {name for name, j in jobs.items() if j.status().code == Status.IN_QUEUE}
+    jobs = {"ft-one": a.submit(*{**args, "name": "ft-one"}.values(), api_name="/fine_tune")}
+    assert first_started.wait(300), "the first fine-tune never reached the trainer"
+    jobs["ft-two"] = b.submit(*{**args, "name": "ft-two"}.values(), api_name="/fine_tune")
+    # While the first is held, the second either waits in the queue (the state stays until the
+    # release, so this wait cannot miss it) or enters the trainer too (then the assertions fail).
+    deadline = time.monotonic() + 120
+    while jobs["ft-two"].status().code != Status.IN_QUEUE and len(order) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert waited, "neither request waited in the queue"
+    queued = jobs["ft-two"].status().code == Status.IN_QUEUE
+    release.set()
     from crm_core.checkpoints import load_checkpoint
     from crm_core.runs import RunDir
 
     for name, job in jobs.items():
-        status, _ = job.result(timeout=60)
+        status, _ = job.result(timeout=300)
         assert f"**{name}** saved" in status
-        checkpoint = load_checkpoint(server["checkpoints"] / f"{name}.pt")
-        assert checkpoint.step == 3
+        assert load_checkpoint(server["checkpoints"] / f"{name}.pt").step == 3
         rows = [r for r in RunDir(server["runs"] / name).read_metrics() if r["split"] == "train"]
         assert [r["step"] for r in rows] == [1, 2, 3]
         assert (server["runs"] / name / "eval.json").is_file()
-    # Server-side proof that they did not overlap: the second run's folder was created only
-    # after the first run's final checkpoint was written.
-    first, second = sorted(jobs, key=lambda n: (server["runs"] / n / "config.json").stat().st_mtime_ns)
-    assert (server["checkpoints"] / f"{first}.pt").stat().st_mtime_ns <= \
-        (server["runs"] / second / "config.json").stat().st_mtime_ns
+    assert queued, "the second fine-tune did not wait in the queue while the first trained"
+    assert most[0] == 1 and order == ["ft-one", "ft-two"], (most[0], order)

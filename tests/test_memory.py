@@ -193,3 +193,20 @@ def test_a_served_app_under_mixed_concurrent_use_stays_bounded(trained_pair: dic
     assert {name.strip() for name, _, _ in caches} >= {"models", "val thresholds", "CAM dependence"}, owners
     assert all(int(used) <= int(bound) for _, used, bound in caches), owners
     assert ("models", "6", "6") in [(n.strip(), u, b) for n, u, b in caches]  # 8 checkpoints, 6 kept
+
+
+def test_the_docs_memory_numbers_are_those_of_the_load_json() -> None:
+    """README.md and docs/benchmarks.md quote `python -m demo.load`'s JSON (docs/load_*.json)."""
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    bounded = json.loads((root / "docs" / "load_bounded.json").read_text())
+    default = json.loads((root / "docs" / "load_default.json").read_text())
+    warm = bounded["rss_mb"][1:]
+    readme = (root / "README.md").read_text()
+    assert f"RSS stays at {min(warm):.0f}–{max(warm):.0f} MiB over five rounds" in readme
+    table = (root / "docs" / "benchmarks.md").read_text()
+    for label, run in (("`--malloc default`", default), ("`--malloc bounded` (the default)", bounded)):
+        row = next(line for line in table.splitlines() if line.startswith("| optimizer state dropped") and label in line)
+        assert row.split("|")[2:-1] == [f" {r:.0f} " for r in run["rss_mb"]], row
+        assert not run["unexpected"] and not run["leaked"] and run["requests"] == 360

@@ -36,6 +36,7 @@ from crm_core.bench.report import format_tables
 from crm_core.bench.timing import time_interleaved
 from crm_core.data import build_dataset, to_uint8_image
 from demo.bootstrap import DEMO_RECIPE
+from demo.load import stop
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +196,7 @@ def bench_cold_start(checkpoint_dir: Path, timeout: float = 180.0) -> dict[str, 
                 result["first_view_error"] = f"{type(exc).__name__}: {exc}"[:300]
             return result
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def bench_cold_starts(checkpoint_dir: Path, repeats: int) -> dict[str, Any]:
@@ -240,12 +236,7 @@ def bench_memory(checkpoint_dir: Path, malloc: str, timeout: float = 900.0) -> d
                           secret_paths=[str(checkpoint_dir), str(runs)], timeout=timeout, **MEMORY_LOAD)
         owners = memory_report_of(server)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     start, warm, after = report.rss_mb
     return {"available": True, "malloc": malloc, "rss_start_mb": start, "rss_warm_mb": warm, "rss_after_mb": after,
             "round_s": report.seconds, "requests": report.requests, "unexpected": len(report.unexpected),

@@ -21,7 +21,6 @@ demo.bench`` use :func:`run_load` on an app they serve themselves.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -38,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 from demo.memory import rss_mb
 
-__all__ = ["LoadReport", "Request", "memory_report_of", "mixed_requests", "run_load", "serve"]
+__all__ = ["LoadReport", "Request", "memory_report_of", "mixed_requests", "run_load", "serve", "stop"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREDICTED = "(predicted class)"
@@ -182,6 +181,16 @@ def serve(checkpoints: Path, runs: Path, port: int, extra: Sequence[str] = (), e
     raise RuntimeError(f"app.py did not answer within {timeout:.0f} s; log: {log.name}")
 
 
+def stop(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """Terminate a served app (SIGTERM stops it as Ctrl-C does), killed if it is not gone in ``grace`` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def memory_report_of(server: subprocess.Popen, timeout: float = 60.0) -> str:
     """The served app's memory by owner: SIGUSR1 makes it log one (``app.log_memory_on_signal``),
     which is read back from its log; "" if none came within ``timeout`` s."""
@@ -287,8 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           same_each_round=args.same_each_round)
         owners = memory_report_of(server)
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
     result = dict(report.as_dict(), malloc=args.malloc, memory_by_owner=owners)
     print(owners or "(the server logged no memory report)")
     print("round     " + " ".join(f"{r:>7d}" for r in range(len(report.rss_mb))))

@@ -16,7 +16,7 @@ from conftest import require
 from crm_core.checkpoints import load_checkpoint
 from crm_core.explain import SUPERPIXEL_CACHES, superpixel_cache_sizes, superpixels
 from demo.engine import Engine, package_cam_available
-from demo.memory import BoundedDict, allocator_stats, configure_allocator, format_owners, memory_by_owner, rss_mb
+from demo.memory import BoundedDict, allocator_stats, format_owners, memory_by_owner, rss_mb
 from demo_fixtures import copy_pair
 
 
@@ -156,7 +156,7 @@ def test_a_served_app_under_mixed_concurrent_use_stays_bounded(trained_pair: dic
     sound one succeeds, each cache is within its bound, and the server still answers. Each round
     repeats the first round's requests: the last round's growth is what a warm mix costs."""
     require("gradio_client")
-    from demo.load import memory_report_of, methods_on_offer, run_load, serve
+    from demo.load import memory_report_of, methods_on_offer, run_load, serve, stop
     from demo_fixtures import free_port
 
     checkpoints, runs = copy_pair(trained_pair, tmp_path)
@@ -180,8 +180,7 @@ def test_a_served_app_under_mixed_concurrent_use_stays_bounded(trained_pair: dic
         still = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
             names[0], names[1], None, 1, "(predicted class)", 0.3, "gradcampp", api_name="/compare")
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
     print("RSS by round (MiB):", [round(r) for r in report.rss_mb], "\n" + owners)
     assert not report.unexpected, report.unexpected
     assert not report.leaked, report.leaked

@@ -31,12 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from crm_core.atomic import atomic_write_json
 from crm_core.checkpoints import CheckpointError, load_segmentation_checkpoint, save_segmentation_checkpoint
 from crm_core.data import DATASETS, DatasetNotFoundError, build_dataset
 from crm_core.data.synthetic import APPEARANCES
@@ -47,7 +45,7 @@ from crm_core.postprocess import BACKGROUND, FOREGROUND, MANIFEST_NAME, UNCERTAI
 from crm_core.pretrained import WeightsNotFoundError, resolve_weights
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import DATASET_DEFAULT_SIZE
-from crm_core.train_loop import DistInfo, epoch_batches, init_distributed, lr_factor, make_loader, resolve_device
+from crm_core.train_loop import DistInfo, distributed, epoch_batches, lr_factor, make_loader, resolve_device
 
 log = logging.getLogger("crm_core.segment")
 
@@ -277,12 +275,8 @@ def main(cfg: SegConfig) -> Path:
     """Train and evaluate; returns the checkpoint path. Raises on bad input (MaskError, ...)."""
     _check(cfg)
     device = resolve_device(cfg.device)
-    dist_info = init_distributed(device)
-    try:
+    with distributed(device) as dist_info:
         return _run(cfg, device, dist_info)
-    finally:
-        if dist_info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:

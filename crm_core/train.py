@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -28,7 +27,7 @@ from crm_core.crm import CRMNet
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import TrainConfig, TrainingDiverged, config_from_args, get_args_parser
-from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, epoch_batches, init_distributed, make_loader,
+from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, distributed, epoch_batches, make_loader,
                                  resolve_device, steps_per_epoch, train_one_epoch, validate)
 
 log = logging.getLogger("crm_core.train")
@@ -173,12 +172,8 @@ def main(
     """
     cfg.resolve()
     device = resolve_device(cfg.device)
-    dist_info = init_distributed(device)
-    try:
+    with distributed(device) as dist_info:
         return run_training(setup_training(cfg, device, dist_info), on_progress, should_stop)
-    finally:
-        if dist_info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def setup_training(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainSetup:

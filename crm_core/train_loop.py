@@ -4,13 +4,14 @@ terms with the CRM gate and the gradient diagnostics, the learning-rate schedule
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -52,6 +53,17 @@ def init_distributed(device: torch.device) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device) -> Iterator[DistInfo]:
+    """:func:`init_distributed` for the block, and the process group left after it (train, segment)."""
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def resolve_device(name: str) -> torch.device:

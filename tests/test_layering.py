@@ -28,7 +28,7 @@ from demo_fixtures import FakeEngine
 ROOT = Path(__file__).resolve().parent.parent
 # The demo modules that may import crm_core: the engine, the services it composes, and its lock order.
 ADAPTER = {"demo.engine", "demo.checkpoint_store", "demo.inference", "demo.evaluation", "demo.finetune",
-           "demo.results_reader", "demo.locks", "demo.bootstrap", "demo.bench"}
+           "demo.results_reader", "demo.stage2", "demo.locks", "demo.bootstrap", "demo.bench"}
 GRADIO_FREE = ADAPTER - {"demo.bench"} | {"demo.protocol"}  # demo.bench times the callbacks, lazily
 
 

@@ -90,11 +90,11 @@ def test_cli_trains_on_pseudo_masks_writes_checkpoint_metrics_eval_and_resumes(
 
 
 def test_ground_truth_training_beats_the_untrained_network(tmp_path: Path, no_progress: None) -> None:
-    common = ["--image-size", "64", "--num-classes", "3", "--train-size", "48", "--batch-size", "8",
-              "--test-limit", "24", "--lr", "3e-3", "--arch", ARCH, "--device", "cpu",
+    common = ["--image-size", "64", "--num-classes", "3", "--train-size", "32", "--batch-size", "8",
+              "--test-limit", "16", "--lr", "3e-3", "--arch", ARCH, "--device", "cpu",
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
     assert segment.cli(["--masks", "gt", "--name", "floor", "--steps", "0", *common]) == 0
-    assert segment.cli(["--masks", "gt", "--name", "trained", "--steps", "20", *common]) == 0
+    assert segment.cli(["--masks", "gt", "--name", "trained", "--steps", "12", *common]) == 0
     floor = RunDir(tmp_path / "runs" / "floor").read_eval()
     trained = RunDir(tmp_path / "runs" / "trained").read_eval()
     assert trained["masks"] == {"source": "gt", "manifest": None, "miou": 1.0}
@@ -203,6 +203,42 @@ def test_segmentation_and_cam_checkpoints_refuse_each_other(
     assert "not a stage-2 segmentation network" in _error_of(caplog)
 
 
+def test_the_dashboards_cam_menus_refuse_a_stage2_checkpoint_with_the_reason(
+        cam_checkpoint: Path, tmp_path: Path, no_progress: None) -> None:
+    from demo.checkpoint_store import CheckpointStore
+
+    assert segment.cli(seg_args(tmp_path, "gt", "seg", "--steps", "0", "--image-size", "64")) == 0
+    shutil.copy(cam_checkpoint, tmp_path / "ck" / "cam.pt")
+    store = CheckpointStore(tmp_path / "ck")
+    assert store.names(verify=False) == ["cam"] and store.names() == ["cam"]
+    assert "seg.pt: a stage-2 segmentation network" in store.refused()["seg"]
+    assert "not a CAM classifier" in store.refused()["seg"]
+
+
+def test_the_engine_shows_a_stage2_network_beside_a_cam_pseudo_mask_and_the_ground_truth(
+        pseudo_dir: Path, cam_checkpoint: Path, tmp_path: Path, no_progress: None) -> None:
+    from demo.engine import Engine
+    from demo.inference import score_pseudo_mask
+
+    assert segment.cli(seg_args(tmp_path, pseudo_dir, "seg", "--steps", "1")) == 0
+    shutil.copy(cam_checkpoint, tmp_path / "ck" / "cam.pt")
+    engine = Engine(tmp_path / "ck", tmp_path / "runs")
+    assert engine.segmentation_names() == ["seg"] and engine.checkpoint_names() == ["cam"]
+    view = engine.stage2_view("seg", "cam", 2)
+    data = segment.build_dataset("synthetic", "test", image_size=64, num_classes=3)  # the network's dataset
+    assert np.array_equal(view.sample.mask, data[2]["mask"].numpy()) and view.sample.image.shape == (64, 64, 3)
+    assert view.prediction.shape == (64, 64) and set(np.unique(view.prediction)) <= {1, 2}
+    assert view.prediction_scores == score_pseudo_mask((view.prediction == 1).astype(np.float32), view.sample.mask, 0.5)
+    cam = engine.cam("cam", view.sample.image, class_index=view.sample.label).cam
+    assert np.array_equal(view.pseudo, postprocess.pseudo_trimap(torch.from_numpy(cam)[None])[0].numpy())
+    assert view.pseudo_scores["miou"] == pytest.approx(score_pseudo_mask(cam, view.sample.mask, 0.45)["miou"])
+    assert "stage-2 fcn_resnet18" in view.description and engine.stage2_view("seg", None, 2).pseudo is None
+    with pytest.raises(CheckpointError, match="not a stage-2 segmentation network"):
+        engine.stage2_view("cam", None, 0)
+    with pytest.raises(ValueError, match="index must be in 0..199"):
+        engine.stage2_view("seg", None, 200)
+
+
 def test_pets_folder_works_unchanged(pets_root: Path, tmp_path: Path, no_progress: None) -> None:
     """The whole path on a torchvision-layout pets folder: CAM model, pseudo masks, stage 2."""
     from crm_core.train import main
@@ -247,6 +283,24 @@ def test_imagenet_weights_offline_are_a_clear_error(tmp_path: Path, caplog: pyte
 def test_bench_times_every_arch(no_progress: None) -> None:
     from crm_core.bench.segment_step import bench_segment_step
 
-    result = bench_segment_step(image_size=48, batch_size=2, repeats=1, warmup=0)
-    assert set(result["step_s"]) == set(SEG_ARCHS) and result["fastest_step"] in SEG_ARCHS
+    archs = ("fcn_resnet18", "lraspp_mobilenet_v3_large")
+    result = bench_segment_step(archs, image_size=48, batch_size=2, repeats=1, warmup=0)
+    assert set(result["step_s"]) == set(archs) and result["fastest_step"] in archs
     assert all(v > 0 for v in result["train_ms_per_image"].values())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, CRM_LAB_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "crm_core.segment",
+           *seg_args(tmp_path, "gt", "ddp", "--image-size", "64", "--train-size", "16", "--batch-size", "2",
+                     "--log-every", "1")]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_segmentation_checkpoint(tmp_path / "ck" / "ddp.pt")
+    assert ckpt.step == 2 and ckpt.seg_config["extra"]["world_size"] == 2
+    rows = RunDir(tmp_path / "runs" / "ddp").read_metrics()
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]  # rank 0 alone writes
+    assert RunDir(tmp_path / "runs" / "ddp").read_eval()["num_images"] == 6

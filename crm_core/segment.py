@@ -45,7 +45,8 @@ from crm_core.postprocess import BACKGROUND, FOREGROUND, MANIFEST_NAME, UNCERTAI
 from crm_core.pretrained import WeightsNotFoundError, resolve_weights
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import DATASET_DEFAULT_SIZE
-from crm_core.train_loop import DistInfo, distributed, epoch_batches, lr_factor, make_loader, resolve_device
+from crm_core.train_loop import (DistInfo, distributed, epoch_batches, lr_factor, make_loader, resolve_device,
+                                 run_checkpoint)
 
 log = logging.getLogger("crm_core.segment")
 
@@ -281,14 +282,10 @@ def main(cfg: SegConfig) -> Path:
 
 def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:
     torch.manual_seed(cfg.seed)
-    ckpt_path = Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
-    resumed = None
-    if cfg.resume:
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"{ckpt_path}: --resume given but there is no checkpoint to resume")
-        resumed = load_segmentation_checkpoint(ckpt_path)
-        if resumed.arch != cfg.arch:
-            raise CheckpointError(f"{ckpt_path}: --resume of a {resumed.arch} network with --arch {cfg.arch}")
+    ckpt_path, resume_from = run_checkpoint(cfg.checkpoint_dir, cfg.name, cfg.resume)
+    resumed = None if resume_from is None else load_segmentation_checkpoint(resume_from)
+    if resumed is not None and resumed.arch != cfg.arch:
+        raise CheckpointError(f"{ckpt_path}: --resume of a {resumed.arch} network with --arch {cfg.arch}")
     masks = load_masks(cfg)
     base = build_dataset(split=masks.split, length=cfg.train_size if masks.targets is None else None, **masks.dataset)
     train_set = MaskedDataset(base, masks.targets, cfg.train_size)

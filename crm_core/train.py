@@ -28,7 +28,7 @@ from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import TrainConfig, TrainingDiverged, config_from_args, get_args_parser
 from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, distributed, epoch_batches, make_loader,
-                                 resolve_device, steps_per_epoch, train_one_epoch, validate)
+                                 resolve_device, run_checkpoint, steps_per_epoch, train_one_epoch, validate)
 
 log = logging.getLogger("crm_core.train")
 
@@ -179,12 +179,8 @@ def main(
 def setup_training(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainSetup:
     """Seed, data, modules (restored on ``--resume``), step budget and run folder of a resolved ``cfg``."""
     torch.manual_seed(cfg.seed)
-    ckpt_path = Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
-    resume_payload = None
-    if cfg.resume:
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"{ckpt_path}: --resume given but there is no checkpoint to resume")
-        resume_payload = load_checkpoint(ckpt_path)
+    ckpt_path, resume_from = run_checkpoint(cfg.checkpoint_dir, cfg.name, cfg.resume)
+    resume_payload = None if resume_from is None else load_checkpoint(resume_from)
 
     train_set, val_set = build_datasets(cfg)
     modules = build_modules(cfg, list(train_set.class_names), device)

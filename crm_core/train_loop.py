@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -18,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from crm_core.checkpoints import CheckpointError
 from crm_core.data.transforms import random_hflip_batch
 from crm_core.losses import VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1, reconstruction_target
 from crm_core.metrics import CamDependence
@@ -64,6 +66,15 @@ def distributed(device: torch.device) -> Iterator[DistInfo]:
     finally:
         if info.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def run_checkpoint(checkpoint_dir: str, name: str, resume: bool) -> tuple[Path, Path | None]:
+    """A run's checkpoint path ``<checkpoint_dir>/<name>.pt``, and the same path again when the run
+    resumes it (None otherwise); ``--resume`` without the file is a CheckpointError."""
+    path = Path(checkpoint_dir) / f"{name}.pt"
+    if resume and not path.is_file():
+        raise CheckpointError(f"{path}: --resume given but there is no checkpoint to resume")
+    return path, path if resume else None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -164,3 +164,16 @@ def make_pets_folder(root: Path) -> Path:
 def pets_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fake Oxford pets folder (:func:`make_pets_folder`); its path is the data_root."""
     return make_pets_folder(tmp_path_factory.mktemp("pets"))
+
+
+def torchrun(module: str, args: list[str], timeout: int = 300) -> "subprocess.CompletedProcess[str]":
+    """``python -m <module> args`` as two data-parallel processes (torchrun, gloo on CPU), from the
+    repository root, without progress bars; --standalone: a local rendezvous on a free port (a fixed
+    port collides with any other run)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CRM_LAB_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", module, *args]
+    return subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=timeout)

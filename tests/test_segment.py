@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import tiny_config, torchrun
 from crm_core import postprocess, segment
 from crm_core.checkpoints import (CheckpointError, inspect_checkpoint, load_checkpoint, load_segmentation_checkpoint,
                                   read_checkpoint)
@@ -280,24 +280,23 @@ def test_imagenet_weights_offline_are_a_clear_error(tmp_path: Path, caplog: pyte
     assert network_attempts == []
 
 
-def test_bench_times_every_arch(no_progress: None) -> None:
-    from crm_core.bench.segment_step import bench_segment_step
+def test_bench_section_times_every_arch_and_reports_it(no_progress: None) -> None:
+    from crm_core import bench
 
-    archs = ("fcn_resnet18", "lraspp_mobilenet_v3_large")
-    result = bench_segment_step(archs, image_size=48, batch_size=2, repeats=1, warmup=0)
-    assert set(result["step_s"]) == set(archs) and result["fastest_step"] in archs
+    doc = bench.run_all(bench.BenchConfig(tiny=True, sections=("segment_step",)))
+    result = doc["details"]["segment_step"]
+    assert set(result["step_s"]) == set(SEG_ARCHS) and result["fastest_step"] in SEG_ARCHS
     assert all(v > 0 for v in result["train_ms_per_image"].values())
+    assert doc["segment_step_s"] == result["step_s"][DEFAULT_SEG_ARCH]["median"] > 0
+    text = bench.format_tables(doc)
+    assert "### 7. Stage 2: segmentation networks (48 px, batch 2, cpu)" in text
+    assert all(f"| {arch} |" in text for arch in SEG_ARCHS)
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
-    import os
-
-    env = dict(os.environ, CRM_LAB_NO_PROGRESS="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "crm_core.segment",
-           *seg_args(tmp_path, "gt", "ddp", "--image-size", "64", "--train-size", "16", "--batch-size", "2",
-                     "--log-every", "1")]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = torchrun("crm_core.segment", seg_args(tmp_path, "gt", "ddp", "--image-size", "64", "--train-size", "16",
+                                                   "--batch-size", "2", "--log-every", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = load_segmentation_checkpoint(tmp_path / "ck" / "ddp.pt")
     assert ckpt.step == 2 and ckpt.seg_config["extra"]["world_size"] == 2

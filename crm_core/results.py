@@ -21,8 +21,9 @@ training step. Rows come in groups (:data:`ROWS`):
 - ``legacy``: the old table's fast/exact preset check on random data (``--exact-row``).
 - ``stage2``: a segmentation network (``python -m crm_core.segment``, :data:`SEG_RECIPE`) trained
   on the train-split pseudo masks of resnet and of resnet_drs + CRM (informative data; the CAM
-  model of the same seed, trained first or reused), and on the ground truth (the ceiling); each
-  job records the mIoU of its masks and the CAM mIoU of the model that made them.
+  model of the same seed, trained first or reused), on resnet_drs + CRM's masks refined with SLIC
+  superpixels (``postprocess --superpixels``), and on the ground truth (the ceiling); each job
+  records the mIoU of its masks and the CAM mIoU of the model that made them.
 
 Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
 all three, so comparisons are paired by seed. An effect is claimed only where a two-sided paired
@@ -191,7 +192,7 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
     if source is not None:
         masks = str(Path(runs_dir) / name / "pseudo_masks")
         write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
-                           progress=False)
+                           refine=bool(row.overrides.get("superpixels")), progress=False)
     data = dict(dataset=RECIPE["dataset"], image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
                 appearance=row.appearance, data_seed=seed) if source is None else {}
     recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps})}

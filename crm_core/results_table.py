@@ -37,7 +37,7 @@ class Row:
     baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
     # stage 2: a segmentation network (SEG_RECIPE) trained on the train-split pseudo masks of this
     # row's CAM model (same seed), or "gt" on the ground truth; model / crm then describe that source
-    stage2: str | None = None
+    stage2: str | None = None  # (overrides {"superpixels": True}: its pseudo masks refined with SLIC, postprocess --superpixels)
 
     def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
         values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
@@ -95,6 +95,9 @@ def _rows() -> tuple[Row, ...]:
                  False, stage2="informative_resnet"),
              Row("informative_stage2_resnet_drs_crm", "stage 2 on resnet_drs + CRM's pseudo masks", "stage2",
                  "informative", "resnet_drs", True, stage2="informative_resnet_drs_crm"),
+             Row("informative_stage2_resnet_drs_crm_sp", "stage 2 on resnet_drs + CRM's superpixel-refined pseudo masks",
+                 "stage2", "informative", "resnet_drs", True, {"superpixels": True},
+                 stage2="informative_resnet_drs_crm"),
              Row("informative_stage2_gt", "stage 2 on ground truth (ceiling)", "stage2", "informative", "none", False,
                  stage2="gt")]
     return tuple(rows)
@@ -137,6 +140,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_stage2_resnet_drs_crm", "informative_stage2_resnet"),
     ("informative_stage2_gt", "informative_stage2_resnet"),
     ("informative_stage2_gt", "informative_stage2_resnet_drs_crm"),
+    ("informative_stage2_resnet_drs_crm_sp", "informative_stage2_resnet_drs_crm"),
 )
 # metric key -> (column title, format); "higher" says which direction is better (None: neither)
 METRICS: dict[str, tuple[str, str]] = {

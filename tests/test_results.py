@@ -240,8 +240,12 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     common = ["--steps", "1", "--stage2-steps", "1", "--train-size", "16", "--test-limit", "4", "--val-limit", "4",
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
               "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json")]
-    assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt", *common]) == 0
+    assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt",
+                        "informative_stage2_resnet_drs_crm_sp", *common]) == 0
     jobs = {j["row"]: j for j in json.loads((tmp_path / "results.json").read_text())["jobs"]}
+    refined = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_drs_crm_sp_s0" / "pseudo_masks"
+                          / "manifest.json").read_text())
+    assert refined["refined"] and jobs["informative_stage2_resnet_drs_crm_sp"]["masks_miou"] == refined["miou"]
     pseudo, gt = jobs["informative_stage2_resnet"], jobs["informative_stage2_gt"]
     cam_eval = json.loads((tmp_path / "runs" / "results_informative_resnet_s0" / "eval.json").read_text())
     assert pseudo["cam_miou"] == cam_eval["cam_miou_val_threshold"]["miou"]  # paired with the CAM that made its masks

@@ -16,10 +16,14 @@ import torch
 
 from crm_core.atomic import atomic_save
 from crm_core.models import CamClassifier, ModelConfig, ReconstructNet, create_model
+from crm_core.models.segmentation import SEG_ARCHS, SegmentationNet
 
 
 FORMAT = "crm-lab-checkpoint"
 VERSION = 1
+# What a checkpoint holds ("kind"): a CAM classifier (files written before the key have none) or a
+# stage-2 segmentation network (crm_core.segment). Each loader refuses the other kind with the reason.
+CAM_KIND, SEGMENTATION_KIND = "cam", "segmentation"
 
 
 class CheckpointError(RuntimeError):
@@ -91,6 +95,7 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "version": VERSION,
+        "kind": CAM_KIND,
         "model_config": classifier.cfg.to_dict(),
         "train_config": dict(train_config),
         "class_names": list(classifier.cfg.class_names),
@@ -114,10 +119,13 @@ def save_checkpoint(
     atomic_save(path, lambda buffer: torch.save(payload, buffer))
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False,
+                    cam_kind: bool = True) -> dict[str, Any]:
     """Load the raw dict with ``weights_only=True`` and check it is one of ours.
 
     ``mmap``: map the tensors' storage instead of reading it (for a look at the config alone).
+    ``cam_kind``: also check that it is a CAM classifier's (a stage-2 segmentation checkpoint is
+    refused with the reason); False checks the format and version only.
     """
     path = Path(path)
     if not path.is_file():
@@ -142,6 +150,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path}: not a CRM Lab checkpoint (missing format tag {FORMAT!r})")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+    if not cam_kind:
+        return payload
+    kind = payload.get("kind", CAM_KIND)
+    if kind == SEGMENTATION_KIND:
+        raise CheckpointError(f"{path}: a stage-2 segmentation network (python -m crm_core.segment), "
+                              "not a CAM classifier: it has no CAMs to explain or evaluate")
+    if kind != CAM_KIND:
+        raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r} (expected {CAM_KIND!r})")
     for key in ("model_config", "classifier", "image_size", "class_names"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint is missing {key!r}")
@@ -231,3 +247,71 @@ def _load_state(path: Path, what: str, module: torch.nn.Module, state: Any) -> N
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: {what} weights do not match the architecture in its config: {first}") from exc
+
+
+# -- stage-2 segmentation networks (crm_core.segment) ---------------------------------------
+@dataclass(frozen=True)
+class SegmentationCheckpoint:
+    """A stage-2 checkpoint rebuilt: the network, what it was trained on, where training stands."""
+
+    path: Path
+    name: str
+    arch: str  # a name in crm_core.models.segmentation.SEG_ARCHS
+    net: SegmentationNet
+    dataset: dict[str, Any]  # the dataset config its masks index (crm_core.explain.dataset_config)
+    masks: dict[str, Any]  # where its training masks came from ("gt" or a pseudo-mask folder and its manifest)
+    seg_config: dict[str, Any]  # the resolved SegConfig of the run
+    weights_source: str
+    step: int
+    epoch: int
+    epoch_step: int
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        source = "ground-truth masks" if self.masks.get("source") == "gt" else f"pseudo masks {self.masks.get('source')}"
+        return (f"{self.name}: stage-2 {self.arch} on {source}, {self.dataset.get('dataset')} "
+                f"{self.dataset.get('image_size')}px, step {self.step}, weights {self.weights_source}")
+
+
+def save_segmentation_checkpoint(
+    path: str | Path, *, net: SegmentationNet, dataset: dict[str, Any], masks: dict[str, Any],
+    seg_config: dict[str, Any], weights_source: str, step: int, epoch: int, epoch_step: int = 0,
+    optimizer: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a stage-2 checkpoint atomically: self-describing, plain values and tensors only."""
+    payload = {
+        "format": FORMAT, "version": VERSION, "kind": SEGMENTATION_KIND, "arch": net.arch,
+        "model": net.state_dict(), "dataset": dict(dataset), "masks": dict(masks), "seg_config": dict(seg_config),
+        "weights_source": weights_source, "step": int(step), "epoch": int(epoch), "epoch_step": int(epoch_step),
+        "optimizer": optimizer or {}, "extra": extra or {},
+    }
+    atomic_save(path, lambda buffer: torch.save(payload, buffer))
+
+
+def load_segmentation_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                                 optimizer: bool = True) -> SegmentationCheckpoint:
+    """Rebuild a stage-2 network from its file alone (weights_only); a CAM checkpoint is refused.
+    ``optimizer=False`` leaves the optimizer state out, never read (as :func:`load_checkpoint`)."""
+    path = Path(path)
+    payload = read_checkpoint(path, map_location, mmap=not optimizer, cam_kind=False)
+    kind = payload.get("kind", CAM_KIND)
+    if kind != SEGMENTATION_KIND:
+        raise CheckpointError(f"{path}: a {kind} classifier checkpoint (python -m crm_core.train), not a stage-2 "
+                              "segmentation network: train one with python -m crm_core.segment")
+    arch = payload.get("arch")
+    if arch not in SEG_ARCHS:
+        raise CheckpointError(f"{path}: unknown segmentation arch {arch!r}; known: {sorted(SEG_ARCHS)}")
+    for key in ("model", "dataset", "masks"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: segmentation checkpoint is missing {key!r}")
+    net = SegmentationNet(arch)
+    _load_state(path, "segmentation network", net, payload["model"])
+    net.eval()
+    return SegmentationCheckpoint(
+        path=path, name=path.stem, arch=arch, net=net, dataset=payload["dataset"], masks=payload["masks"],
+        seg_config=payload.get("seg_config", {}), weights_source=payload.get("weights_source", "unknown"),
+        step=int(payload.get("step", 0)), epoch=int(payload.get("epoch", 0)),
+        epoch_step=int(payload.get("epoch_step", 0)), optimizer=payload.get("optimizer", {}) if optimizer else {},
+        extra=payload.get("extra", {}),
+    )

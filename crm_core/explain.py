@@ -210,6 +210,16 @@ def superpixel_cache_sizes() -> tuple[int, int]:
         return len(_CACHES), SUPERPIXEL_CACHES
 
 
+def dataset_config(model: "CamModel | Checkpoint", data_root: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of :func:`crm_core.data.build_dataset` (all but the split) that
+    rebuild the dataset a checkpoint was trained on, at its image size: the one place they are read."""
+    checkpoint = model.checkpoint if isinstance(model, CamModel) else model
+    train = checkpoint.train_config
+    return dict(name=checkpoint.dataset, image_size=checkpoint.image_size,
+                data_root=data_root or train.get("data_root"), num_classes=len(checkpoint.class_names),
+                seed=int(train.get("seed", 0)), appearance=train.get("appearance", "random"))
+
+
 def dataset_for(model: "CamModel | Checkpoint", split: str, data_root: str | None = None, superpixels: SuperpixelCache | None = None):
     """The dataset a checkpoint was trained on, at its image size, for ``split``.
 
@@ -218,10 +228,4 @@ def dataset_for(model: "CamModel | Checkpoint", split: str, data_root: str | Non
     """
     from crm_core.data import build_dataset
 
-    checkpoint = model.checkpoint if isinstance(model, CamModel) else model
-    train = checkpoint.train_config
-    return build_dataset(
-        checkpoint.dataset, split, image_size=checkpoint.image_size,
-        data_root=data_root or train.get("data_root"), num_classes=len(checkpoint.class_names),
-        seed=int(train.get("seed", 0)), superpixels=superpixels, appearance=train.get("appearance", "random"),
-    )
+    return build_dataset(split=split, superpixels=superpixels, **dataset_config(model, data_root))

@@ -2,11 +2,13 @@
 
     python -m crm_core.postprocess --checkpoint checkpoints/drs_crm.pt --out pseudo/ --split train
 
-Each image gets a trimap PNG in the Oxford-IIIT Pet convention: 1 foreground, 2 background,
+Each image gets a trimap PNG (``<index>.png``, six digits) in the Oxford-IIIT Pet convention: 1 foreground, 2 background,
 3 uncertain (CAM between the two thresholds). The CAM is the ground-truth class's, from
 :meth:`crm_core.api.CamModel.explain` (``--cam-method``: any name of
 :data:`crm_core.cams.CAM_METHODS`, default the closed-form Grad-CAM++). With ``--superpixels``
 the CAM is first averaged inside SLIC superpixels, so mask borders follow image edges.
+Beside them: ``scores.json`` (the masks against ground truth) and ``manifest.json`` (the dataset
+config and split they index, checked by ``python -m crm_core.segment --masks``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from crm_core.explain import CamModel, dataset_for
+from crm_core.explain import CamModel, dataset_config, dataset_for
 from crm_core.atomic import atomic_write_json
 from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
@@ -31,6 +33,7 @@ from crm_core.metrics import binary_counts, ious_from_counts
 log = logging.getLogger("crm_core.postprocess")
 
 FOREGROUND, BACKGROUND, UNCERTAIN = 1, 2, 3
+MANIFEST_NAME = "manifest.json"  # beside the trimaps: the dataset config and split they were made from
 
 
 def pseudo_trimap(cam: torch.Tensor, low: float = 0.2, high: float = 0.45, segments: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,6 +120,22 @@ def make_pseudo_masks(
     }
 
 
+def write_pseudo_masks(model: CamModel, out: Path, split: str = "train", data_root: str | None = None,
+                       progress: bool = True, **options: Any) -> dict[str, Any]:
+    """:func:`make_pseudo_masks` of ``model`` on its own dataset's ``split`` into ``out``, with
+    ``scores.json`` (their scores) and ``manifest.json`` (:data:`MANIFEST_NAME`: which dataset,
+    split and images they index, which :mod:`crm_core.segment` checks); returns the scores."""
+    config = dataset_config(model, data_root)
+    results = make_pseudo_masks(model, dataset_for(model, split, data_root), out, progress=progress, **options)
+    results["split"] = split
+    atomic_write_json(out / "scores.json", results)
+    manifest = {"kind": "pseudo-masks", "split": split, "dataset": config, "num_images": results["num_images"],
+                "cam_method": options.get("cam_method", DEFAULT_CAM_METHOD),
+                **{k: results[k] for k in ("checkpoint", "low", "high", "refined", "miou", "fg_iou", "bg_iou")}}
+    atomic_write_json(out / MANIFEST_NAME, manifest)
+    return results
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Write CAM pseudo-mask trimaps and score them.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -143,13 +162,11 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         model = CamModel.load(args.checkpoint, args.device)
-        dataset = dataset_for(model, args.split, args.data_root)
         out = Path(args.out)
-        results = make_pseudo_masks(model, dataset, out, low=args.low, high=args.high, refine=args.superpixels,
-                                    n_segments=args.n_segments, compactness=args.compactness, limit=args.limit,
-                                    batch_size=args.batch_size, drs_delta=args.drs_delta, cam_method=args.cam_method)
-        results["split"] = args.split
-        atomic_write_json(out / "scores.json", results)
+        results = write_pseudo_masks(model, out, args.split, args.data_root, low=args.low, high=args.high,
+                                     refine=args.superpixels, n_segments=args.n_segments, compactness=args.compactness,
+                                     limit=args.limit, batch_size=args.batch_size, drs_delta=args.drs_delta,
+                                     cam_method=args.cam_method)
     except (CheckpointError, DatasetNotFoundError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2

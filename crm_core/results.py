@@ -19,6 +19,11 @@ training step. Rows come in groups (:data:`ROWS`):
   informative data with the ``exact`` preset (ReconstructNet decodes at full size) against the
   default ``fast`` one (a quarter of the size): the body coverage must agree within 0.05.
 - ``legacy``: the old table's fast/exact preset check on random data (``--exact-row``).
+- ``stage2``: a segmentation network (``python -m crm_core.segment``, :data:`SEG_RECIPE`) trained
+  on the train-split pseudo masks of resnet and of resnet_drs + CRM (informative data; the CAM
+  model of the same seed, trained first or reused), on resnet_drs + CRM's masks refined with SLIC
+  superpixels (``postprocess --superpixels``), and on the ground truth (the ceiling); each job
+  records the mIoU of its masks and the CAM mIoU of the model that made them.
 
 Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
 all three, so comparisons are paired by seed. An effect is claimed only where a two-sided paired
@@ -54,17 +59,18 @@ from crm_core.processes import run_jobs, threads_per_job
 # re-exports them (``crm_core.results.X`` keeps working for every X it had).
 from crm_core.results_report import (appearance_table, ceiling_share, compare, comparison_cell, comparisons_table,
                                      edges_line, fill_readme, grid_edges, markdown, mean_std, paired_t_test,
-                                     parts_of, readme_block, summarise)
+                                     parts_of, readme_block, stage2_table, summarise)
 from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, COMPARED, COMPARISONS, CRM_RECIPE, DEFAULT_STEPS,
                                     GROUPS, METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END,
-                                    README_METRICS, README_PLAN, RECIPE, ROWS, ROW_BY_KEY, Row, TABLE_ORDER)
+                                    README_METRICS, README_PLAN, RECIPE, ROWS, ROW_BY_KEY, Row, SEG_RECIPE,
+                                    TABLE_ORDER)
 
 __all__ = ['appearance_table', 'ceiling_share', 'compare', 'comparison_cell', 'comparisons_table', 'edges_line',
            'fill_readme', 'grid_edges', 'markdown', 'mean_std', 'paired_t_test', 'parts_of',
-           'readme_block', 'summarise', 'ALPHA', 'APPEARANCE_TITLES', 'COMPARED', 'COMPARISONS',
+           'readme_block', 'stage2_table', 'summarise', 'ALPHA', 'APPEARANCE_TITLES', 'COMPARED', 'COMPARISONS',
            'CRM_RECIPE', 'DEFAULT_STEPS', 'GROUPS', 'METRICS', 'NEGLIGIBLE', 'README_BEGIN',
            'README_COMPARISONS', 'README_END', 'README_METRICS', 'README_PLAN', 'RECIPE', 'ROWS',
-           'ROW_BY_KEY', 'Row', 'TABLE_ORDER']
+           'ROW_BY_KEY', 'Row', 'SEG_RECIPE', 'TABLE_ORDER']
 
 log = logging.getLogger("crm_core.results")
 
@@ -86,7 +92,7 @@ def code_revision() -> str:
 
 
 def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, device: str,
-                crm_overrides: dict[str, Any], train_size: int | None) -> str:
+                crm_overrides: dict[str, Any], train_size: int | None, stage2_steps: int | None = None) -> str:
     """The command that reruns exactly this (row, seed) and merges it into the table."""
     parts = ["python -m crm_core.results --merge --rows", row_key, "--first-seed", str(seed), "--seeds 1"]
     if steps != DEFAULT_STEPS:
@@ -97,6 +103,8 @@ def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit:
         parts += ["--val-limit", str(val_limit)]
     if train_size is not None:
         parts += ["--train-size", str(train_size)]
+    if stage2_steps is not None and stage2_steps != SEG_RECIPE["steps"]:
+        parts += ["--stage2-steps", str(stage2_steps)]
     if "crm_preset" in crm_overrides:
         parts += ["--crm-preset", str(crm_overrides["crm_preset"])]
     if device != "cpu":
@@ -110,7 +118,7 @@ def checkpoint_name(row: Row, seed: int) -> str:
 
 def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str, runs_dir: str,
             device: str, crm_overrides: dict[str, Any], reuse: bool, threads: int | None,
-            train_size: int | None = None) -> dict[str, Any]:
+            train_size: int | None = None, stage2_steps: int | None = None) -> dict[str, Any]:
     """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements."""
     import torch
 
@@ -126,9 +134,16 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     provenance = {"revision": code_revision(), "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
                                                              len(DEFAULT_THRESHOLDS)],
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
-                                         train_size)}
+                                         train_size, stage2_steps)}
     if row.baseline is not None:
         return {"row": row.key, "seed": seed, **score_row_baseline(row, seed, test_limit, val_limit), **provenance}
+    if row.stage2 is not None:
+        source = None
+        if row.stage2 != "gt":  # the CAM model of the source row (same seed), reused when already trained
+            source = run_job(row.stage2, seed, steps, test_limit, val_limit, checkpoint_dir, runs_dir, device,
+                             crm_overrides, True, threads, train_size)
+        return {"row": row.key, "seed": seed, **run_stage2(row, seed, source, test_limit, checkpoint_dir, runs_dir,
+                                                           device, train_size, stage2_steps), **provenance}
     name = checkpoint_name(row, seed)
     fields = row.train_fields(steps, crm_overrides)
     cfg = TrainConfig(name=name, seed=seed, checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device,
@@ -164,6 +179,38 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     }
 
 
+def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: int, checkpoint_dir: str,
+               runs_dir: str, device: str, train_size: int | None, steps: int | None = None) -> dict[str, Any]:
+    """A stage-2 row: pseudo masks of the source CAM model (``source``: its job; None for ground
+    truth) on the train split, a segmentation network (SEG_RECIPE) trained on them, its test scores."""
+    from crm_core.explain import CamModel
+    from crm_core.postprocess import write_pseudo_masks
+    from crm_core.segment import GT, SegConfig, main as segment_main
+
+    name = checkpoint_name(row, seed)
+    masks = GT
+    if source is not None:
+        masks = str(Path(runs_dir) / name / "pseudo_masks")
+        write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
+                           refine=bool(row.overrides.get("superpixels")), progress=False)
+    data = dict(dataset=RECIPE["dataset"], image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
+                appearance=row.appearance, data_seed=seed) if source is None else {}
+    recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps})}
+    cfg = SegConfig(name=name, masks=masks, seed=seed, train_size=train_size, test_limit=test_limit,
+                    checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device, **recipe, **data)
+    started = time.perf_counter()
+    path = segment_main(cfg)
+    evaluation = json.loads((Path(runs_dir) / name / "eval.json").read_text())
+    return {
+        "checkpoint": str(path), "source_checkpoint": None if source is None else source["checkpoint"],
+        "miou": evaluation["miou"], "fg_iou": evaluation["fg_iou"], "bg_iou": evaluation["bg_iou"],
+        "bg_fpr": evaluation["bg_fpr"], "head": evaluation["coverage"].get("head"),
+        "body": evaluation["coverage"].get("body"), "masks_miou": evaluation["masks"]["miou"],
+        "cam_miou": None if source is None else source["miou"], "arch": evaluation["arch"],
+        "train_s": evaluation["train_s"], "eval_s": time.perf_counter() - started - evaluation["train_s"],
+    }
+
+
 def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:
     """A baseline row: the no-model map on the recipe's data (same seed, size and classes), same protocol."""
     from crm_core.baselines import score_baseline
@@ -190,7 +237,7 @@ def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str
 def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
         runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
         train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
-        ) -> list[dict[str, Any]]:
+        stage2_steps: int | None = None) -> list[dict[str, Any]]:
     """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order.
 
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
@@ -198,7 +245,7 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     tasks = [(row.key, seed) for seed in seeds for row in rows]
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
                   runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse,
-                  threads=threads_per_job(jobs, device), train_size=train_size)
+                  threads=threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps)
 
     logged: set[int] = set()
 
@@ -247,6 +294,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="data appearances to run")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
     p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
+    p.add_argument("--stage2-steps", type=int, default=SEG_RECIPE["steps"],
+                   help="training steps of each stage-2 segmentation network (group stage2)")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
@@ -281,8 +330,8 @@ def cli(argv: list[str] | None = None) -> int:
             if code:
                 return code
         return cli(["--oracle", *common])
-    if args.seeds < 1 or args.jobs < 1 or args.steps < 1:
-        log.error("--seeds, --jobs and --steps must be >= 1")
+    if args.seeds < 1 or args.jobs < 1 or args.steps < 1 or args.stage2_steps < 1:
+        log.error("--seeds, --jobs, --steps and --stage2-steps must be >= 1")
         return 2
     groups = list(args.groups) + (["legacy"] if args.exact_row else [])
     try:
@@ -299,6 +348,7 @@ def cli(argv: list[str] | None = None) -> int:
     def write(jobs: list[dict[str, Any]], complete: bool) -> str:
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": seeds, "complete": complete,
+                "stage2_recipe": {**SEG_RECIPE, "steps": args.stage2_steps},
                 "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
         if old is not None:
@@ -316,7 +366,7 @@ def cli(argv: list[str] | None = None) -> int:
     jobs = run(rows, seeds, steps=args.steps, test_limit=args.test_limit, val_limit=args.val_limit,
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
                crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
-               on_job=lambda done: write(done, complete=False))
+               on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps)
     print(write(jobs, complete=True))
     return 0
 

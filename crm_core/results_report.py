@@ -13,9 +13,9 @@ from typing import Any
 
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, COMPARED, COMPARISONS, METRICS, NEGLIGIBLE,
-                                    README_BEGIN, README_COMPARISONS, README_END, README_METRICS, RECIPE, ROWS,
-                                    TABLE_ORDER)
+from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, METRICS,
+                                    NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END, README_METRICS, RECIPE,
+                                    ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -141,7 +141,7 @@ def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
     return (row["stats"]["miou"]["mean"] - lo) / (hi - lo) if hi > lo else None
 
 
-def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[str, ...] = tuple(METRICS)) -> list[str]:
+def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[str, ...] = CAM_TABLE_METRICS) -> list[str]:
     """The markdown lines of one appearance's table: floor, baselines, trained rows, ceilings."""
     keys = [r.key for g in TABLE_ORDER for r in ROWS
             if r.group == g and r.appearance == appearance and r.key in summary["rows"]]
@@ -157,6 +157,30 @@ def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[st
         share = ceiling_share(summary, key)
         lines.append(f"| {row['label']}{group} | {n} | " + " | ".join(_cell(row["stats"], m) for m in metrics)
                      + f" | {'–' if share is None else f'{share:.0%}'} |")
+    return lines
+
+
+def stage2_table(summary: dict[str, Any]) -> list[str]:
+    """The markdown lines of the stage-2 table (group ``stage2``): the segmentation network's mIoU
+    on the test split beside the mIoU of the masks it was trained on and of the CAM that made them,
+    and the paired differences between its rows (better CAMs against plain ones, the ceiling)."""
+    keys = [r.key for r in ROWS if r.group == "stage2" and r.key in summary["rows"]]
+    if not keys:
+        return []
+    titles = {**{m: METRICS[m][0] for m in STAGE2_METRICS}, "miou": "segmentation mIoU (test)"}
+    lines = ["| row | seeds | " + " | ".join(titles[m] for m in STAGE2_METRICS) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in STAGE2_METRICS) + " |"]
+    for key in keys:
+        row = summary["rows"][key]
+        n = max(s["n"] for s in row["stats"].values())
+        lines.append(f"| {row['label']} | {n} | " + " | ".join(_cell(row["stats"], m) for m in STAGE2_METRICS) + " |")
+    lines.append("")
+    for c in summary["comparisons"]:
+        if c["row"] in keys and "miou" in c["metrics"]:
+            lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
+                         f"(n = {c['metrics']['miou']['n']}): segmentation mIoU {comparison_cell(c['metrics']['miou'])}")
+    lines += ["", f"Stage 2 recipe: {json.dumps(SEG_RECIPE)}, python -m crm_core.segment's default architecture, "
+              "trained on the whole train split's masks (python -m crm_core.postprocess, default thresholds)."]
     return lines
 
 
@@ -190,6 +214,10 @@ def markdown(report: dict[str, Any]) -> str:
         table = appearance_table(summary, appearance)
         if table:
             lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
+    stage2 = stage2_table(summary)
+    if stage2:
+        lines += ["### Stage 2: a segmentation network trained on the pseudo masks (informative appearance)", "",
+                  *stage2, ""]
     if summary["comparisons"]:
         lines += ["### Paired differences (row − baseline, same seeds; effect: two-sided paired t-test "
                   f"p < {ALPHA} and at least " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items())
@@ -259,6 +287,10 @@ def readme_block(report: dict[str, Any]) -> str:
             lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
                          f"(n = {c['metrics']['miou']['n']}): {cells}")
         lines.append("")
+    stage2 = stage2_table(summary)
+    if stage2:
+        lines += ["**Stage 2: a segmentation network trained on the pseudo masks (informative appearance)**", "",
+                  *stage2, ""]
     edges = edges_line(summary)
     if edges:
         lines += [edges, ""]

@@ -35,6 +35,9 @@ class Row:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
     untrained: bool = False  # floor: no training step
     baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
+    # stage 2: a segmentation network (SEG_RECIPE) trained on the train-split pseudo masks of this
+    # row's CAM model (same seed), or "gt" on the ground truth; model / crm then describe that source
+    stage2: str | None = None  # (overrides {"superpixels": True}: its pseudo masks refined with SLIC, postprocess --superpixels)
 
     def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
         values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
@@ -85,12 +88,28 @@ def _rows() -> tuple[Row, ...]:
                  False, effnet),
              Row("informative_efficientnet_b0_drs_crm", "efficientnet_b0 + DRS + CRM", "backbone", "informative",
                  "resnet_drs", True, effnet)]
+    # Stage 2 (``--groups stage2``): the number WSSS papers report -- a segmentation network trained
+    # on the pseudo masks, scored against ground truth -- for the plain CAM, for the CAM that CRM
+    # improves most (resnet_drs + CRM on informative data) and for the ground truth (the ceiling).
+    rows += [Row("informative_stage2_resnet", "stage 2 on resnet's pseudo masks", "stage2", "informative", "resnet",
+                 False, stage2="informative_resnet"),
+             Row("informative_stage2_resnet_drs_crm", "stage 2 on resnet_drs + CRM's pseudo masks", "stage2",
+                 "informative", "resnet_drs", True, stage2="informative_resnet_drs_crm"),
+             Row("informative_stage2_resnet_drs_crm_sp", "stage 2 on resnet_drs + CRM's superpixel-refined pseudo masks",
+                 "stage2", "informative", "resnet_drs", True, {"superpixels": True},
+                 stage2="informative_resnet_drs_crm"),
+             Row("informative_stage2_gt", "stage 2 on ground truth (ceiling)", "stage2", "informative", "none", False,
+                 stage2="gt")]
     return tuple(rows)
 
 
 ROWS: tuple[Row, ...] = _rows()
 ROW_BY_KEY = {row.key: row for row in ROWS}
-GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "backbone", "preset", "legacy")
+GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "backbone", "preset", "legacy", "stage2")
+# Stage 2's recipe (crm_core.segment.SegConfig fields): the default architecture, on the recipe's
+# data; pseudo masks from crm_core.postprocess at its default thresholds (CAM >= 0.45 object,
+# < 0.2 background, uncertain between, ignored by the loss), made for the whole train split.
+SEG_RECIPE: dict[str, Any] = dict(steps=200, batch_size=16, lr=1e-3, lr_schedule="cosine", weights="none", workers=0)
 # Paired comparisons the table reads out: (row, baseline it is compared with).
 COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     pair for appearance in APPEARANCES for pair in (
@@ -117,6 +136,11 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_efficientnet_b0_drs", "informative_efficientnet_b0"),
     ("informative_efficientnet_b0_drs_crm", "informative_efficientnet_b0_drs"),
     ("informative_efficientnet_b0", "informative_resnet"),
+    # stage 2: do better CAMs give a better segmentation network, and how far is each from the ceiling?
+    ("informative_stage2_resnet_drs_crm", "informative_stage2_resnet"),
+    ("informative_stage2_gt", "informative_stage2_resnet"),
+    ("informative_stage2_gt", "informative_stage2_resnet_drs_crm"),
+    ("informative_stage2_resnet_drs_crm_sp", "informative_stage2_resnet_drs_crm"),
 )
 # metric key -> (column title, format); "higher" says which direction is better (None: neither)
 METRICS: dict[str, tuple[str, str]] = {
@@ -127,7 +151,15 @@ METRICS: dict[str, tuple[str, str]] = {
     "bg_fpr": ("background FP rate", "{:.3f}"),
     "cam_dependence": ("CAM dependence", "{:+.2f}"),
     "train_s": ("train time (s)", "{:.0f}"),
+    # stage 2 only: the mIoU of the masks it was trained on (train split), and the CAM mIoU of the
+    # model that made them (test split, val-chosen threshold: that row's "miou")
+    "masks_miou": ("its masks' mIoU (train)", "{:.3f}"),
+    "cam_miou": ("its CAM's mIoU (test)", "{:.3f}"),
 }
+# The columns of the CAM tables (one per appearance), and of the stage-2 table, whose "miou" is the
+# segmentation network's mask mIoU on the test split.
+CAM_TABLE_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence", "train_s")
+STAGE2_METRICS = ("miou", "head", "body", "bg_fpr", "masks_miou", "cam_miou", "train_s")
 COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
 # Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
 # the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -28,8 +27,8 @@ from crm_core.crm import CRMNet
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import TrainConfig, TrainingDiverged, config_from_args, get_args_parser
-from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, epoch_batches, init_distributed, make_loader,
-                                 resolve_device, steps_per_epoch, train_one_epoch, validate)
+from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, distributed, epoch_batches, make_loader,
+                                 resolve_device, run_checkpoint, steps_per_epoch, train_one_epoch, validate)
 
 log = logging.getLogger("crm_core.train")
 
@@ -173,23 +172,15 @@ def main(
     """
     cfg.resolve()
     device = resolve_device(cfg.device)
-    dist_info = init_distributed(device)
-    try:
+    with distributed(device) as dist_info:
         return run_training(setup_training(cfg, device, dist_info), on_progress, should_stop)
-    finally:
-        if dist_info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def setup_training(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainSetup:
     """Seed, data, modules (restored on ``--resume``), step budget and run folder of a resolved ``cfg``."""
     torch.manual_seed(cfg.seed)
-    ckpt_path = Path(cfg.checkpoint_dir) / f"{cfg.name}.pt"
-    resume_payload = None
-    if cfg.resume:
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"{ckpt_path}: --resume given but there is no checkpoint to resume")
-        resume_payload = load_checkpoint(ckpt_path)
+    ckpt_path, resume_from = run_checkpoint(cfg.checkpoint_dir, cfg.name, cfg.resume)
+    resume_payload = None if resume_from is None else load_checkpoint(resume_from)
 
     train_set, val_set = build_datasets(cfg)
     modules = build_modules(cfg, list(train_set.class_names), device)

@@ -4,19 +4,22 @@ terms with the CRM gate and the gradient diagnostics, the learning-rate schedule
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from crm_core.checkpoints import CheckpointError
 from crm_core.data.transforms import random_hflip_batch
 from crm_core.losses import VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1, reconstruction_target
 from crm_core.metrics import CamDependence
@@ -52,6 +55,26 @@ def init_distributed(device: torch.device) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device) -> Iterator[DistInfo]:
+    """:func:`init_distributed` for the block, and the process group left after it (train, segment)."""
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_checkpoint(checkpoint_dir: str, name: str, resume: bool) -> tuple[Path, Path | None]:
+    """A run's checkpoint path ``<checkpoint_dir>/<name>.pt``, and the same path again when the run
+    resumes it (None otherwise); ``--resume`` without the file is a CheckpointError."""
+    path = Path(checkpoint_dir) / f"{name}.pt"
+    if resume and not path.is_file():
+        raise CheckpointError(f"{path}: --resume given but there is no checkpoint to resume")
+    return path, path if resume else None
 
 
 def resolve_device(name: str) -> torch.device:

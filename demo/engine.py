@@ -15,12 +15,13 @@ composes and delegates to:
 - ``finetune`` (:class:`demo.finetune.FineTuneRunner`): what a fine-tune may train, its
   TrainConfig, the one running job.
 - ``results`` (:class:`demo.results_reader.ResultsReader`): run folders and docs/results.json.
+- ``stage2`` (:class:`demo.stage2.Stage2`): the stage-2 segmentation networks and the Stage 2 tab's view.
 
-This module, those five, ``demo.locks``, ``demo.bootstrap`` and ``demo.bench`` are the adapter:
+This module, those six, ``demo.locks``, ``demo.bootstrap`` and ``demo.bench`` are the adapter:
 the only dashboard modules that may import ``crm_core`` beyond ``crm_core.api``
 (``tests/test_layering.py``); none of them but ``demo.bench`` imports gradio.
 
-State: the five services, nothing else (each service's docstring lists its shared state and
+State: the six services, nothing else (each service's docstring lists its shared state and
 locks). Locks: none of its own. Every lock of the services is a ``demo.locks.OrderedLock``, taken
 in one order, outermost first: TRAINING, EVALUATION, CHECKED, MODELS, HOOKS, PERCEPTUAL; a
 thread that waits for one out of that order gets ``demo.locks.LockOrderError``.
@@ -45,8 +46,9 @@ from demo.memory import format_owners, memory_by_owner
 from demo.inference import (PACKAGE_METHODS, PACKAGE_REQUIREMENT, Inference, package_cam_available,
                             refine_with_superpixels, score_pseudo_mask)
 from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
-                           SuperpixelRefinement, TrainingBusy, finite)
+                           Stage2View, SuperpixelRefinement, TrainingBusy, finite)
 from demo.results_reader import REPO_ROOT, ResultsReader, read_results
+from demo.stage2 import Stage2
 
 if TYPE_CHECKING:
     from crm_core.train import TrainConfig
@@ -76,6 +78,7 @@ class Engine:
         self.evaluation = Evaluation(self.store, self.inference, runs_dir, device, eval_limit)
         self.finetune = FineTuneRunner(self.store, self.evaluation, runs_dir, device)
         self.results = ResultsReader(runs_dir, results_path)
+        self.stage2 = Stage2(self.store, self.inference)
 
     # The configuration, read from the services that use it (one copy of each value).
     @property
@@ -120,7 +123,7 @@ class Engine:
     # -- memory (the server's log, demo.bench and demo.load read it; no view does) ---------
     def cache_sizes(self) -> dict[str, tuple[int, int]]:
         """Every cache the engine keeps: name -> (entries, bound)."""
-        return {**self.store.cache_sizes(), **self.evaluation.cache_sizes(),
+        return {**self.store.cache_sizes(), **self.evaluation.cache_sizes(), **self.stage2.cache_sizes(),
                 "superpixel parameter sets": superpixel_cache_sizes()}
 
     def memory_report(self) -> dict[str, Any]:
@@ -262,3 +265,11 @@ class Engine:
 
     def request_stop(self, name: str) -> bool:
         return self.finetune.request_stop(name)
+
+    # -- stage 2 (stage2) ------------------------------------------------------------------
+    def segmentation_names(self) -> list[str]:
+        return self.stage2.names()
+
+    def stage2_view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2,
+                    high: float = 0.45) -> Stage2View:
+        return self.stage2.view(seg_name, cam_name, index, low, high)

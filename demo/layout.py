@@ -191,6 +191,24 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                 rec_table = gr.Dataframe(headers=cb.RECON_COLUMNS, interactive=False, elem_id="rec-table")
                 rec_md = gr.Markdown(elem_id="rec-info")
 
+            # -- Stage 2 --------------------------------------------------------------------
+            with gr.Tab("Stage 2", id="stage2") as tab_s2:
+                seg0 = engine.segmentation_names()
+                with gr.Row():
+                    s2_seg = gr.Dropdown(seg0, value=seg0[0] if seg0 else None,
+                                         label="Stage-2 network (python -m crm_core.segment)", elem_id="s2-seg", **PICK)
+                    s2_cam = gr.Dropdown(names, value=a0, label="CAM model (its pseudo mask)", elem_id="s2-cam", **PICK)
+                    s2_index = gr.Number(value=0, precision=0, label="test image index", elem_id="s2-index")
+                    s2_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
+                    s2_high = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="foreground from")
+                    s2_btn = gr.Button("Show", variant="primary", elem_id="s2-show")
+                with gr.Row():
+                    s2_pred = gr.Image(format="png", label="stage-2 network's mask", interactive=False, **VIEW)
+                    s2_pseudo = gr.Image(format="png", label="CAM pseudo mask (red fg, yellow uncertain)",
+                                         interactive=False, **VIEW)
+                    s2_gt = gr.Image(format="png", label="ground truth", interactive=False, **VIEW)
+                s2_md = gr.Markdown(cb.NO_STAGE2 if not seg0 else "", elem_id="s2-info")
+
             # -- 6 Runs ---------------------------------------------------------------------
             with gr.Tab("Runs", id="runs") as tab_runs:
                 with gr.Row():
@@ -366,6 +384,12 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
         ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta, ft_arch], **PRIVATE)
         ft_stop.click(bind(cb.stop_training), [ft_name], [ft_status], api_name="stop_training")
 
+        # Stage 2
+        s2_in = [s2_seg, s2_cam, s2_index, s2_low, s2_high]
+        s2_out = [s2_pred, s2_pseudo, s2_gt, s2_md]
+        gr.on([s2_btn.click, s2_seg.input, s2_cam.input, s2_index.submit, s2_low.release, s2_high.release],
+              bind(cb.stage2_view), s2_in, s2_out, api_name="stage2")
+
         # Tabs: refresh the menus (a new checkpoint appears without a restart), then fill the view.
         def drs_text(model: Any) -> str:
             return cb.drs_model_info(engine, model)[0]
@@ -376,6 +400,7 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
             (tab_drs, drs_text, [drs_model], [drs_model_md]),
             (tab_sp, bind(cb.superpixel_view), sp_in, sp_out),
             (tab_rec, reconstruct, rec_in, rec_out),
+            (tab_s2, None, None, None),
             (tab_runs, bind(cb.runs_view), runs_in, runs_out),
             (tab_results, bind(cb.results_view), results_in, results_out),  # reads the report only now
             (tab_ft, None, None, None),
@@ -387,4 +412,7 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                 event.then(drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
             if tab is tab_results:
                 event.then(bind(cb.checkpoint_choices), [res_model], [res_model], **PRIVATE)
+            if tab is tab_s2:
+                event.then(bind(cb.stage2_choices), [s2_seg], [s2_seg], **PRIVATE).then(
+                    bind(cb.checkpoint_choices), [s2_cam], [s2_cam], **PRIVATE)
     return app

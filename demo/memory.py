@@ -151,6 +151,7 @@ def memory_by_owner(engine: Any) -> dict[str, Any]:
     models = engine.store.cached_models()
     owners: dict[str, float] = {
         "model cache": sum(_module_mb(m.classifier, m.reconstructor) for m in models),
+        "stage-2 networks": sum(_module_mb(net) for net in engine.stage2.networks()),
         "perceptual network": _module_mb(engine.inference.built_perceptual()),
     }
     allocator = allocator_stats()

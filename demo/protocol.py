@@ -8,7 +8,8 @@ step: same members, same parameters, same return annotations, and no engine call
 outside this list.
 
 Here live the values that cross the surface: what the engine returns (:class:`Sample`,
-:class:`CamOutput`, :class:`Reconstruction`, :class:`SuperpixelRefinement`, :class:`RunInfo`),
+:class:`CamOutput`, :class:`Reconstruction`, :class:`SuperpixelRefinement`, :class:`Stage2View`,
+:class:`RunInfo`),
 what the Fine-tune tab hands it (:class:`FineTuneRequest`), the errors it raises for the user
 (:class:`InvalidName`, :class:`TrainingBusy`; the others come from ``crm_core.api``) and the
 name rule of checkpoints and runs (:data:`NAME_RE`).
@@ -83,6 +84,19 @@ class SuperpixelRefinement:
     refined_trimap: np.ndarray  # uint8 (H, W): the same from the per-superpixel average of the CAM
     raw_scores: dict[str, float] | None = None  # raw_trimap's foreground against the mask given (mask_scores' keys)
     refined_scores: dict[str, float] | None = None  # refined_trimap's, likewise
+
+
+@dataclass
+class Stage2View:
+    """A stage-2 segmentation network's mask beside a CAM model's pseudo mask and the ground truth,
+    for one test image of the network's dataset (the Stage 2 tab)."""
+
+    sample: Sample  # the image and its ground truth
+    prediction: np.ndarray  # uint8 (H, W) trimap of the network's mask: 1 object, 2 background
+    prediction_scores: dict[str, float]  # its fg_iou, bg_iou, miou, bg_fpr against the ground truth
+    pseudo: np.ndarray | None  # uint8 (H, W) the CAM model's pseudo trimap (1 fg, 2 bg, 3 uncertain); None: no CAM model
+    pseudo_scores: dict[str, float] | None  # its foreground against the ground truth (uncertain = background)
+    description: str  # the stage-2 checkpoint in one line: arch, masks it was trained on, step
 
 
 @dataclass
@@ -257,3 +271,13 @@ class DashboardEngine(Protocol):
 
     def request_stop(self, name: str) -> bool:
         """Ask the running fine-tune ``name`` to save and return; False when it is not running."""
+
+    def segmentation_names(self) -> list[str]:
+        """Stage-2 segmentation checkpoints (``python -m crm_core.segment``) in the checkpoint folder;
+        the CAM menus list none of them (they are refused there with the reason)."""
+
+    def stage2_view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2,
+                    high: float = 0.45) -> Stage2View:
+        """Test image ``index`` of stage-2 network ``seg_name``'s dataset: its mask, the pseudo trimap
+        of CAM model ``cam_name`` (None: none; thresholds ``low`` <= ``high``, as postprocess) and the
+        ground truth, each scored against the ground truth."""

@@ -125,3 +125,55 @@ def demo_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dirs = {"checkpoints": root / "checkpoints", "runs": root / "runs"}
     bootstrap_demo(dirs["checkpoints"], dirs["runs"], processes=len(DEMO_SET_NAMES), names=DEMO_SET_NAMES)
     return dirs
+
+
+# Oxford pets on a fake folder with torchvision's layout (oxford-iiit-pet/images, annotations/trimaps,
+# annotations/{trainval,test}.txt): 3 breeds x 7 random images of 40-90 px, 5 trainval + 2 test each.
+PETS_BREEDS = [("Abyssinian", 1, 1), ("Bengal", 1, 2), ("beagle", 2, 1)]  # (name, species, breed id)
+
+
+def make_pets_folder(root: Path) -> Path:
+    """Write the fake pets folder under ``root`` (its data_root) and return ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    base = root / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations" / "trimaps").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines: dict[str, list[str]] = {"trainval": [], "test": []}
+    modes = ["RGB", "L", "CMYK"]
+    for class_id, (breed, species, breed_id) in enumerate(PETS_BREEDS, start=1):
+        for n in range(1, 8):
+            image_id = f"{breed}_{n}"
+            w, h = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+            img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(modes[n % 3])
+            img.save(base / "images" / f"{image_id}.jpg", quality=90)
+            tri = np.full((h, w), 2, np.uint8)
+            tri[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 3
+            tri[h // 4 + 2: 3 * h // 4 - 2, w // 4 + 2: 3 * w // 4 - 2] = 1
+            Image.fromarray(tri).save(base / "annotations" / "trimaps" / f"{image_id}.png")
+            split = "test" if n > 5 else "trainval"
+            lines[split].append(f"{image_id} {class_id} {species} {breed_id}")
+    for split, rows in lines.items():
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pets_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake Oxford pets folder (:func:`make_pets_folder`); its path is the data_root."""
+    return make_pets_folder(tmp_path_factory.mktemp("pets"))
+
+
+def torchrun(module: str, args: list[str], timeout: int = 300) -> "subprocess.CompletedProcess[str]":
+    """``python -m <module> args`` as two data-parallel processes (torchrun, gloo on CPU), from the
+    repository root, without progress bars; --standalone: a local rendezvous on a free port (a fixed
+    port collides with any other run)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CRM_LAB_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", module, *args]
+    return subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -16,7 +16,7 @@ import numpy as np
 from crm_core.api import TrainConfig, load_image, to_uint8_image
 from demo.engine import read_results, refine_with_superpixels, score_pseudo_mask
 from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
-                           SuperpixelRefinement, TrainingBusy)
+                           Stage2View, SuperpixelRefinement, TrainingBusy)
 
 SIZE = 32
 CLASSES = ["stripes_h", "stripes_v", "checker"]
@@ -47,8 +47,9 @@ class FakeEngine:
     Pure steps (scoring a mask, superpixel refinement) are the engine module's own functions."""
 
     def __init__(self, names: tuple[str, ...] = ("resnet", "resnet_drs", "plain"), runs: tuple[str, ...] = ("resnet",),
-                 step_s: float = 0.0, results_path: Path | None = None) -> None:
+                 step_s: float = 0.0, results_path: Path | None = None, seg_names: tuple[str, ...] = ("seg",)) -> None:
         self.names = list(names)
+        self.seg_names = list(seg_names)
         self.results_path = results_path  # None: no report (as before `python -m crm_core.results`)
         self.runs = {name: self._metrics(name) for name in runs}
         self.step_s = step_s
@@ -270,6 +271,27 @@ class FakeEngine:
             self._job["stop"].set()
             return True
         return False
+
+    # stage 2: one fake segmentation network whose mask is the ground truth shifted by 2 px
+    def segmentation_names(self) -> list[str]:
+        return list(self.seg_names)
+
+    def stage2_view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2,
+                    high: float = 0.45) -> Stage2View:
+        if seg_name not in self.seg_names:
+            raise InvalidName(f"no stage-2 checkpoint named {seg_name!r}")
+        if not 0 <= int(index) < 200:
+            raise ValueError(f"index must be in 0..199, got {index}")
+        sample = _sample(int(index))
+        fg = np.roll(sample.mask == 1, 2, axis=1)
+        pseudo = pseudo_scores = None
+        if cam_name:
+            cam = self.cam(cam_name, sample.image, class_index=sample.label).cam
+            pseudo = np.where(cam >= high, 1, np.where(cam < low, 2, 3)).astype(np.uint8)
+            pseudo_scores = score_pseudo_mask(cam, sample.mask, high)
+        return Stage2View(sample=sample, prediction=np.where(fg, 1, 2).astype(np.uint8),
+                          prediction_scores=score_pseudo_mask(fg.astype(np.float32), sample.mask, 0.5),
+                          pseudo=pseudo, pseudo_scores=pseudo_scores, description=f"{seg_name}: fake stage-2 network")
 
 
 def assert_no_server_detail(message: str) -> None:

@@ -251,33 +251,7 @@ def test_synthetic_with_superpixels(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Oxford pets on a fake folder with torchvision's layout
 
-BREEDS = [("Abyssinian", 1, 1), ("Bengal", 1, 2), ("beagle", 2, 1)]  # (name, species, breed id)
-
-
-@pytest.fixture(scope="module")
-def pets_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pets")
-    base = root / "oxford-iiit-pet"
-    (base / "images").mkdir(parents=True)
-    (base / "annotations" / "trimaps").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    lines = {"trainval": [], "test": []}
-    modes = ["RGB", "L", "CMYK"]
-    for class_id, (breed, species, breed_id) in enumerate(BREEDS, start=1):
-        for n in range(1, 8):
-            image_id = f"{breed}_{n}"
-            w, h = int(rng.integers(40, 90)), int(rng.integers(40, 90))
-            img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(modes[n % 3])
-            img.save(base / "images" / f"{image_id}.jpg", quality=90)
-            tri = np.full((h, w), 2, np.uint8)
-            tri[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 3
-            tri[h // 4 + 2: 3 * h // 4 - 2, w // 4 + 2: 3 * w // 4 - 2] = 1
-            Image.fromarray(tri).save(base / "annotations" / "trimaps" / f"{image_id}.png")
-            split = "test" if n > 5 else "trainval"
-            lines[split].append(f"{image_id} {class_id} {species} {breed_id}")
-    for split, rows in lines.items():
-        (base / "annotations" / f"{split}.txt").write_text("\n".join(rows) + "\n")
-    return root
+# The folder itself: the ``pets_root`` fixture (tests/conftest.py, make_pets_folder).
 
 
 def test_pets_splits_and_format(pets_root):

@@ -203,6 +203,22 @@ def test_superpixel_view(engine: FakeEngine) -> None:
         cb.superpixel_view(engine, "resnet", "resnet", None, 1, 16, 0)
 
 
+def test_stage2_view_shows_the_network_the_pseudo_mask_and_the_ground_truth_with_ious(engine: FakeEngine) -> None:
+    pred, pseudo, gt, info = cb.stage2_view(engine, "seg", "resnet", 3)
+    assert pred.shape == pseudo.shape == gt.shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert not np.array_equal(pred, gt)  # the fake network's mask is shifted
+    assert "fake stage-2 network" in info and info.count("mIoU **") == 2 and "pseudo mask of resnet" in info
+    pred, pseudo, gt, info = cb.stage2_view(engine, "seg", None, 3)  # no CAM model: no pseudo mask
+    assert pseudo is None and info.count("mIoU **") == 1
+    assert cb.stage2_choices(engine, "gone")["value"] == "seg"
+    for args, message in ((("seg", "resnet", 3, 0.8, 0.2), "low threshold"), (("seg", "resnet", -1), "index"),
+                          (("resnet", "resnet", 3), "not a stage-2 network"), (("seg", "../x", 3), "invalid")):
+        with pytest.raises(gr.Error, match=message):
+            cb.stage2_view(engine, *args)
+    with pytest.raises(gr.Error, match="python -m crm_core.segment"):
+        cb.stage2_view(FakeEngine(seg_names=()), None, "resnet", 3)
+
+
 def test_reconstructions_table_and_model_without_crm(engine: FakeEngine) -> None:
     items, table, info = cb.reconstructions(engine, ["resnet", "plain"], "resnet", None, 0)
     assert len(items) == 4  # input + resnet's reconstruction, error map and decoder input
@@ -410,9 +426,9 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
     names = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
     assert names == {"compare", "startup", "sample_gallery", "load_sample", "browse", "drs_cam", "drs_model_info",
                      "drs_strip", "drs_curve", "superpixels", "reconstructions", "runs", "runs_csv", "fine_tune",
-                     "stop_training", "refresh_checkpoints", "results", "results_evaluate"}
+                     "stop_training", "refresh_checkpoints", "results", "results_evaluate", "stage2"}
     tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
-    assert "Results" in tabs
+    assert "Results" in tabs and "Stage 2" in tabs
     images = [c for c in config["components"] if c["type"] in ("image", "gallery")]
     assert images and all(c["props"].get("format") == "png" for c in images)
     training = [d for d in config["dependencies"] if d.get("api_name") == "fine_tune"][0]

@@ -4,15 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, torchrun
 from crm_core import train as train_mod
 from crm_core import train_loop
 from crm_core.checkpoints import load_checkpoint
@@ -20,7 +17,6 @@ from crm_core.metrics import DEFAULT_THRESHOLDS
 from crm_core.models import to_tanh_range
 from crm_core.runs import METRIC_COLUMNS, RunDir
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_cli_writes_checkpoint_run_and_every_choice(tmp_path: Path) -> None:
@@ -227,14 +223,11 @@ def test_bad_configuration_is_refused_with_a_message() -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
-    env = dict(os.environ, CRM_LAB_NO_PROGRESS="1", OMP_NUM_THREADS="1")
-    # --standalone: a local rendezvous on a free port (a fixed port collides with any other run)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "crm_core.train",
+    result = torchrun("crm_core.train", [
            "--name", "ddp", "--model", "resnet", "--arch", "resnet18", "--image-size", "64", "--batch-size", "2",
            "--num-classes", "3", "--train-size", "16", "--steps", "2", "--val-limit", "4", "--workers", "0",
            "--perceptual-size", "64", "--n-segments", "16", "--align-warmup", "0",
-           "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+           "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs")])
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "ck" / "ddp.pt")
     assert ckpt.step == 2 and ckpt.train_config["extra"]["world_size"] == 2

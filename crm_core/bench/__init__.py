@@ -15,6 +15,9 @@ them at tiny sizes:
 4. :mod:`~crm_core.bench.dashboard` -- Compare / DRS latencies and the cold start of ``app.py``:
    measured by ``python -m demo.bench`` (the dashboard side), run here as a subprocess.
 5. :mod:`~crm_core.bench.superpixels` -- cached SLIC lookup against recomputing it.
+7. :mod:`~crm_core.bench.segment_step` -- stage 2: a training step and an inference pass of every
+   segmentation network of ``crm_core.segment`` (per image, on ``--device``); the fastest step
+   chose its default architecture.
 
 Around them: :mod:`~crm_core.bench.timing` (the harness), :mod:`~crm_core.bench.workers`
 (fresh interpreters), :mod:`~crm_core.bench.suite` (the whole run), :mod:`~crm_core.bench.report`
@@ -29,6 +32,7 @@ from crm_core.bench.cli import cli, get_args_parser
 from crm_core.bench.dashboard import dashboard_latencies
 from crm_core.bench.report import MARK_BEGIN, MARK_END, format_summary, format_tables, machine_line, write_markdown
 from crm_core.bench.suite import BenchConfig, default_crm_preset, run_all
+from crm_core.bench.segment_step import bench_segment_step
 from crm_core.bench.superpixels import bench_superpixels
 from crm_core.bench.throughput import bench_scale, bench_training, run_train_subprocess, training_config
 from crm_core.bench.timing import Stats, machine_info, time_interleaved
@@ -37,7 +41,7 @@ from crm_core.bench.train_step import (RECIPES, TINY_RECIPES, Lever, ReferenceLa
 
 __all__ = [
     "MARK_BEGIN", "MARK_END", "RECIPES", "TINY_RECIPES", "BenchConfig", "Lever", "ReferenceLayerNorm", "Stats",
-    "StepRecipe", "StepRunner", "bench_crm_step", "bench_gradcampp", "bench_scale", "bench_superpixels",
+    "StepRecipe", "StepRunner", "bench_crm_step", "bench_gradcampp", "bench_scale", "bench_segment_step", "bench_superpixels",
     "bench_training", "cli", "dashboard_latencies", "default_crm_preset", "default_levers", "format_summary",
     "format_tables", "get_args_parser", "machine_info", "machine_line", "run_all", "run_train_subprocess",
     "time_interleaved", "training_config", "use_reference_norms", "write_markdown",

@@ -25,7 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the tables (+ machine) as Markdown")
     p.add_argument("--sections", nargs="+", default=list(BenchConfig.sections), choices=BenchConfig.sections,
                    help="benchmark sections to run")
-    p.add_argument("--device", default="cpu", help="device of the CRM-step section (cpu | cuda)")
+    p.add_argument("--device", default="cpu", help="device of the CRM-step and stage-2 sections (cpu | cuda)")
     p.add_argument("--repeats", type=int, default=None, help="timing repeats per candidate")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes, for tests

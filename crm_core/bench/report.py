@@ -121,6 +121,15 @@ def format_tables(doc: dict[str, Any]) -> str:
             lines.append(f"| {run['nproc']} x {run['threads_per_proc']} | {run['per_process_batch']} | "
                          f"{_f(run['images_per_s'])} | {_f(run['step_s'])} |")
         lines += ["", f"2 processes x 1 thread / 1 process x {r['cores']} threads (images/s): **{r['speedup_2proc']:.2f}x**.", ""]
+    if "segment_step" in d:
+        r = d["segment_step"]
+        lines += [f"### 7. Stage 2: segmentation networks ({r['image_size']} px, batch {r['batch_size']}, {r['device']})", "",
+                  "| arch | training step s (min / median / max) | training ms / image | inference ms / image | parameters |",
+                  "|---|---|---|---|---|"]
+        for arch, stats in r["step_s"].items():
+            lines.append(f"| {arch} | {_mmm(stats)} | {_f(r['train_ms_per_image'][arch], 0)} | "
+                         f"{_f(r['inference_ms_per_image'][arch], 0)} | {r['parameters'][arch]:,} |")
+        lines += ["", f"Fastest training step (medians): **{r['fastest_step']}**.", ""]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from crm_core.bench.cams import bench_gradcampp
 from crm_core.bench.dashboard import dashboard_latencies
+from crm_core.bench.segment_step import bench_segment_step
 from crm_core.bench.superpixels import bench_superpixels
 from crm_core.bench.throughput import bench_scale, bench_training
 from crm_core.bench.timing import machine_info
@@ -22,11 +23,11 @@ class BenchConfig:
     """Which sections run, and at which sizes."""
 
     quick: bool = False  # small repeat counts and only the levers the summary needs
-    sections: tuple[str, ...] = ("gradcampp", "crm_step", "training", "dashboard", "superpixels", "scale")
+    sections: tuple[str, ...] = ("gradcampp", "crm_step", "training", "dashboard", "superpixels", "scale", "segment_step")
     repeats: int | None = None  # timing repeats (default 3 quick / 5 full for fast sections)
     compile: bool = False  # also measure torch.compile (minutes of compilation on a small CPU)
     tiny: bool = False  # every section at toy sizes (resnet18, 64 px, batch 2): for tests of the pipeline
-    device: str = "cpu"  # where the CRM-step section runs (cpu | cuda); the other sections measure the CPU
+    device: str = "cpu"  # where the CRM-step and stage-2 sections run (cpu | cuda); the other sections measure the CPU
 
 
 def default_crm_preset() -> str:
@@ -114,6 +115,14 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
     if (r := section("scale", lambda: bench_scale(recipes["synthetic"], steps=train_steps,
                                                   global_batch=scale_batch))) is not None:
         summary["scale_speedup_2proc"] = r["speedup_2proc"]
+    if (r := section("segment_step", lambda: bench_segment_step(
+            image_size=48 if cfg.tiny else 112, batch_size=2 if cfg.tiny else 16, repeats=step_repeats,
+            warmup=0 if cfg.tiny else 1, device=cfg.device))) is not None:
+        from crm_core.models.segmentation import DEFAULT_SEG_ARCH
+
+        summary["segment_step_s"] = r["step_s"][DEFAULT_SEG_ARCH]["median"]  # the default stage-2 network's
+        summary["segment_train_ms_per_image"] = r["train_ms_per_image"][DEFAULT_SEG_ARCH]
+        summary["segment_inference_ms_per_image"] = r["inference_ms_per_image"][DEFAULT_SEG_ARCH]
     details["total_s"] = time.perf_counter() - started
     details["default_crm_preset"] = preset
     return {**summary, "details": details}

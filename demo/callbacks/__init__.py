@@ -1,7 +1,7 @@
 """Event functions of the dashboard: plain functions of (engine, UI values) -> UI values.
 
 One module per tab, mirroring :mod:`demo.layout`'s sections (compare, browse, drs, superpixels,
-reconstructions, runs, results, finetune), plus :mod:`~demo.callbacks.common` (user-facing
+reconstructions, runs, results, finetune, stage2), plus :mod:`~demo.callbacks.common` (user-facing
 errors, input validation, the image a view works on) and :mod:`~demo.callbacks.menus` (the
 checkpoint and run menus every tab shares). Every function takes the engine first, typed as
 :class:`demo.protocol.DashboardEngine`, and only translates: it validates the UI's values, calls
@@ -27,6 +27,7 @@ from demo.callbacks.reconstructions import RECON_COLUMNS, reconstructions
 from demo.callbacks.results import (APPEARANCES, RESULT_COLUMNS, RESULT_METRICS, RESULTS_COMMAND, comparisons_markdown,
                                     results_evaluate, results_plot, results_table, results_view)
 from demo.callbacks.runs import runs_csv, runs_table, runs_view
+from demo.callbacks.stage2 import NO_STAGE2, stage2_choices, stage2_view
 from demo.callbacks.superpixels import superpixel_view
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "APPEARANCES", "RESULT_COLUMNS", "RESULT_METRICS", "RESULTS_COMMAND", "comparisons_markdown", "results_evaluate",
     "results_plot", "results_table", "results_view",
     "MAX_STEPS", "base_defaults", "fine_tune", "fine_tune_request", "select_new_run", "stop_training", "suggest_name",
+    "NO_STAGE2", "stage2_choices", "stage2_view",
 ]

@@ -1,0 +1,119 @@
+"""The dashboard's stage 2: segmentation networks trained on pseudo masks (``python -m crm_core.segment``).
+
+:class:`Stage2` lists the stage-2 checkpoints of the checkpoint folder (the CAM store refuses
+them with the reason) and answers the Stage 2 tab: a test image of a network's own dataset, the
+network's mask, the pseudo trimap a CAM model makes of the same image (through
+:class:`demo.inference.Inference`, as the Superpixels tab) and the ground truth, each scored
+against the ground truth.
+
+State: ``_kinds``, per checkpoint file version ``(path, mtime ns, size)``, whether it is a stage-2
+network (an LRU of ``KINDS_BOUND`` versions); ``_nets``, the loaded networks keyed by ``(path, mtime ns)``, at most ``cache_size``.
+
+Locks (levels in ``demo.locks``): ``_lock`` (``MODELS``) guards both dicts and is held only to
+read or write them: files are read and networks loaded outside it, and nothing is acquired
+inside it, so it never waits while holding another lock of this module.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crm_core.api import list_checkpoints
+from crm_core.checkpoints import (SEGMENTATION_KIND, CheckpointError, SegmentationCheckpoint,
+                                  load_segmentation_checkpoint, read_checkpoint)
+from crm_core.data import build_dataset
+from crm_core.data.transforms import to_uint8_image
+from crm_core.postprocess import BACKGROUND, FOREGROUND, pseudo_trimap
+from demo.checkpoint_store import CheckpointStore, _file_key
+from demo.inference import Inference, _scores
+from demo.locks import MODELS, OrderedLock
+from demo.memory import BoundedDict
+from demo.protocol import NAME_RE, Sample, Stage2View
+
+__all__ = ["Stage2"]
+
+
+class Stage2:
+    """Stage-2 networks of ``store``'s checkpoint folder; see the module docstring."""
+
+    KINDS_BOUND = 1024  # file versions remembered (a bool each)
+
+    def __init__(self, store: CheckpointStore, inference: Inference, cache_size: int = 2) -> None:
+        self._store, self._inference, self.cache_size = store, inference, cache_size
+        self._kinds: BoundedDict = BoundedDict(self.KINDS_BOUND)  # (path, mtime ns, size) -> is a stage-2 network
+        self._nets: OrderedDict[tuple[str, int], SegmentationCheckpoint] = OrderedDict()
+        self._lock = OrderedLock("stage 2: segmentation networks", MODELS)
+
+    def _is_stage2(self, path: Path) -> bool:
+        key = _file_key(path)
+        with self._lock:
+            if key in self._kinds:
+                return self._kinds[key]
+        try:
+            kind = read_checkpoint(path, "cpu", mmap=True, cam_kind=False).get("kind") == SEGMENTATION_KIND
+        except CheckpointError:
+            kind = False  # unreadable: the CAM store says why
+        with self._lock:
+            self._kinds[key] = kind
+        return kind
+
+    def names(self) -> list[str]:
+        """Names of the stage-2 checkpoints in the folder."""
+        return [p.stem for p in list_checkpoints(self._store.checkpoint_dir)
+                if NAME_RE.match(p.stem) and self._is_stage2(p)]
+
+    def network(self, name: str) -> SegmentationCheckpoint:
+        """The loaded stage-2 network ``name`` (a CAM checkpoint is refused with the reason)."""
+        path = self._store.path(name)
+        key = (str(path), path.stat().st_mtime_ns)
+        with self._lock:
+            if key in self._nets:
+                self._nets.move_to_end(key)
+                return self._nets[key]
+        loaded = load_segmentation_checkpoint(path, optimizer=False)  # it segments, never resumes
+        with self._lock:
+            self._nets[key] = loaded
+            while len(self._nets) > self.cache_size:
+                self._nets.popitem(last=False)
+        return loaded
+
+    def cache_sizes(self) -> dict[str, tuple[int, int]]:
+        """cache -> (entries, bound)."""
+        with self._lock:
+            return {"stage-2 networks": (len(self._nets), self.cache_size),
+                    "stage-2 file kinds": (len(self._kinds), self._kinds.bound)}
+
+    def networks(self) -> list[Any]:
+        """The loaded stage-2 networks (modules), least recently used first."""
+        with self._lock:
+            return [loaded.net for loaded in self._nets.values()]
+
+    def view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2, high: float = 0.45) -> Stage2View:
+        """See :meth:`demo.protocol.DashboardEngine.stage2_view`."""
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, got low={low}, high={high}")
+        net = self.network(seg_name)
+        dataset = build_dataset(split="test", **net.dataset)
+        if not 0 <= int(index) < len(dataset):
+            raise ValueError(f"index must be in 0..{len(dataset) - 1}, got {index}")
+        item: dict[str, Any] = dataset[int(index)]
+        label = int(item["label"])
+        classes = list(getattr(dataset, "class_names", []))
+        sample = Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
+                        class_name=classes[label] if label < len(classes) else None, index=int(index))
+        with torch.no_grad():
+            fg = net.net(item["image"][None]).argmax(dim=1)[0].numpy() == 1  # (H, W) the network's object mask
+        prediction = np.where(fg, FOREGROUND, BACKGROUND).astype(np.uint8)
+        pseudo, pseudo_scores = None, None
+        if cam_name:
+            cam_classes = self._store.model(cam_name).class_names
+            explained = label if label < len(cam_classes) else None  # another class set: the predicted class
+            cam = self._inference.cam(cam_name, sample.image, class_index=explained).cam
+            pseudo = pseudo_trimap(torch.from_numpy(cam)[None], low, high)[0].numpy()
+            pseudo_scores = _scores(pseudo == FOREGROUND, sample.mask)
+        return Stage2View(sample=sample, prediction=prediction, prediction_scores=_scores(fg, sample.mask),
+                          pseudo=pseudo, pseudo_scores=pseudo_scores, description=net.describe())

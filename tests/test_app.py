@@ -105,6 +105,11 @@ def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> 
     assert len(table["data"]) == 7
     *images, info = call("/superpixels", "resnet", "resnet", None, 3, 24, 10, 0.2, 0.45)
     assert len(images) == 4 and "superpixels" in info
+    # Stage 2: this folder has no segmentation network yet, and the view says how to train one.
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="crm_core.segment"):
+        call("/stage2", None, "resnet", 0, 0.2, 0.45)
     gallery, table, info = call("/reconstructions", ["resnet", "resnet_drs"], "resnet", None, 3)
     # input, then per model: reconstruction, error map and decoder input (the per-class maps it decodes)
     assert len(gallery) == 7 and len(table["data"]) == 2

@@ -36,7 +36,8 @@ from crm_core.bench.report import format_tables
 from crm_core.bench.timing import time_interleaved
 from crm_core.data import build_dataset, to_uint8_image
 from demo.bootstrap import DEMO_RECIPE
-from demo.load import stop
+from demo.load import loadable_checkpoints, memory_report_of, methods_on_offer, run_load, serve, stop
+from demo.memory import rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +220,10 @@ def bench_memory(checkpoint_dir: Path, malloc: str, timeout: float = 900.0) -> d
     (demo.load) and after one more round, with ``app.py --malloc MALLOC``; the seconds each round
     took; and the memory by owner the server logs at the end."""
     try:
-        from demo.load import memory_report_of, methods_on_offer, run_load, serve
-        from demo.memory import rss_mb
-
         import gradio_client  # noqa: F401 - the load's clients
     except ImportError as exc:
         return {"available": False, "reason": f"gradio_client is not installed ({exc})"}
-    names = sorted(p.stem for p in checkpoint_dir.glob("*.pt"))
-    drs = [n for n in names if CamModel.load(checkpoint_dir / f"{n}.pt").has_drs]
+    names, drs = loadable_checkpoints(checkpoint_dir)  # read from the files, no model built
     runs = checkpoint_dir.parent / "runs"
     port = _free_port()
     server = serve(checkpoint_dir, runs, port, extra=["--malloc", malloc, "--log-level", "INFO"],

@@ -39,7 +39,7 @@ from demo.checkpoint_store import CheckpointStore
 from demo.locks import HOOKS, PERCEPTUAL, OrderedLock
 from demo.protocol import CamOutput, Reconstruction, Sample, SuperpixelRefinement
 
-__all__ = ["PACKAGE_METHODS", "PACKAGE_REQUIREMENT", "Inference", "package_cam_available", "refine_with_superpixels",
+__all__ = ["PACKAGE_METHODS", "PACKAGE_REQUIREMENT", "Inference", "cam_method_labels", "package_cam_available", "refine_with_superpixels",
            "score_pseudo_mask"]
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,15 @@ def package_cam_available() -> bool:
     cold start; it is imported the first time one of its methods is chosen.
     """
     return importlib.util.find_spec("pytorch_grad_cam") is not None
+
+
+def cam_method_labels() -> dict[str, str]:
+    """value -> label of every CAM method on offer: ours (crm_core.cams.CAM_METHODS: a registered
+    method is on the menu) and, when it is installed, the grad-cam package's ("pgc:<class>")."""
+    labels = {name: entry.label for name, entry in CAM_METHODS.items()}
+    if package_cam_available():
+        labels.update({f"pgc:{m}": f"{m} (grad-cam package)" for m in PACKAGE_METHODS})
+    return labels
 
 
 def score_pseudo_mask(cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
@@ -92,10 +101,7 @@ class Inference:
         self._hooks_lock = OrderedLock("inference: CAM hooks", HOOKS)  # hook-based CAMs hook shared modules
         self._perceptual: torch.nn.Module | None = None
         self._perceptual_lock = OrderedLock("inference: perceptual network", PERCEPTUAL)
-        # Our methods are crm_core.cams.CAM_METHODS, each with its label: a registered method is on the menu.
-        self._method_labels = {name: entry.label for name, entry in CAM_METHODS.items()}
-        if package_cam_available():
-            self._method_labels.update({f"pgc:{m}": f"{m} (grad-cam package)" for m in PACKAGE_METHODS})
+        self._method_labels = cam_method_labels()
 
     # -- CAM methods ---------------------------------------------------------------------
     def cam_methods(self) -> dict[str, str]:

@@ -37,7 +37,8 @@ from typing import Any, Callable, Sequence
 
 from demo.memory import rss_mb
 
-__all__ = ["LoadReport", "Request", "memory_report_of", "mixed_requests", "run_load", "serve", "stop"]
+__all__ = ["LoadReport", "Request", "loadable_checkpoints", "memory_report_of", "mixed_requests", "run_load", "serve",
+           "stop"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREDICTED = "(predicted class)"
@@ -239,7 +240,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _describe(checkpoints: Path) -> tuple[list[str], list[str]]:
+def loadable_checkpoints(checkpoints: Path) -> tuple[list[str], list[str]]:
     """Names of the loadable checkpoints in ``checkpoints`` and those with DRS (read, not built)."""
     from crm_core.checkpoints import inspect_checkpoint
 
@@ -257,10 +258,9 @@ def _describe(checkpoints: Path) -> tuple[list[str], list[str]]:
 
 def methods_on_offer() -> list[str]:
     """The CAM-method values the Compare menu offers on this machine."""
-    from demo.inference import PACKAGE_METHODS, package_cam_available
-    from crm_core.cams import CAM_METHODS
+    from demo.inference import cam_method_labels
 
-    return list(CAM_METHODS) + ([f"pgc:{m}" for m in PACKAGE_METHODS] if package_cam_available() else [])
+    return list(cam_method_labels())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.make_lab and not list(args.checkpoints.glob("*.pt")):
         args.checkpoints.mkdir(parents=True, exist_ok=True)
         make_lab(args.checkpoints, runs)
-    names, drs = _describe(args.checkpoints)
+    names, drs = loadable_checkpoints(args.checkpoints)
     if len(names) < 2:
         print(f"error: {args.checkpoints} holds {len(names)} loadable checkpoints; the load needs at least 2",
               file=sys.stderr)

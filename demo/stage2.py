@@ -15,7 +15,6 @@ inside it, so it never waits while holding another lock of this module.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,9 @@ class Stage2:
     KINDS_BOUND = 1024  # file versions remembered (a bool each)
 
     def __init__(self, store: CheckpointStore, inference: Inference, cache_size: int = 2) -> None:
-        self._store, self._inference, self.cache_size = store, inference, cache_size
+        self._store, self._inference = store, inference
         self._kinds: BoundedDict = BoundedDict(self.KINDS_BOUND)  # (path, mtime ns, size) -> is a stage-2 network
-        self._nets: OrderedDict[tuple[str, int], SegmentationCheckpoint] = OrderedDict()
+        self._nets: BoundedDict = BoundedDict(cache_size)  # (path, mtime ns) -> SegmentationCheckpoint, LRU
         self._lock = OrderedLock("stage 2: segmentation networks", MODELS)
 
     def _is_stage2(self, path: Path) -> bool:
@@ -71,20 +70,18 @@ class Stage2:
         path = self._store.path(name)
         key = (str(path), path.stat().st_mtime_ns)
         with self._lock:
-            if key in self._nets:
-                self._nets.move_to_end(key)
-                return self._nets[key]
+            cached = self._nets.get(key)
+        if cached is not None:
+            return cached
         loaded = load_segmentation_checkpoint(path, optimizer=False)  # it segments, never resumes
         with self._lock:
             self._nets[key] = loaded
-            while len(self._nets) > self.cache_size:
-                self._nets.popitem(last=False)
         return loaded
 
     def cache_sizes(self) -> dict[str, tuple[int, int]]:
         """cache -> (entries, bound)."""
         with self._lock:
-            return {"stage-2 networks": (len(self._nets), self.cache_size),
+            return {"stage-2 networks": (len(self._nets), self._nets.bound),
                     "stage-2 file kinds": (len(self._kinds), self._kinds.bound)}
 
     def networks(self) -> list[Any]:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import require
 from demo import render
+from demo.memory import rss_mb
 from demo_fixtures import assert_no_server_detail, copy_pair, served_app
 from hostile_files import IMAGE_ZOO, broken_checkpoints, hostile_checkpoint
 
@@ -240,13 +241,6 @@ def test_twenty_concurrent_compares_are_all_answered_correctly(server: dict) -> 
         assert np.abs(np.asarray(Image.open(out[0]), float) - np.asarray(Image.open(want[0]), float)).max() <= 1
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 @pytest.mark.slow
 def test_two_hundred_sequential_requests_keep_memory_flat(client: Client, tmp_path: Path, record_property) -> None:
     """The app is served in this process, so this process's RSS is the server's."""
@@ -263,13 +257,13 @@ def test_two_hundred_sequential_requests_keep_memory_flat(client: Client, tmp_pa
 
     for i in range(30):  # warm up: caches fill, allocator settles
         request(i)
-    before = _rss_mb()
+    before = rss_mb()
     samples = []
     for i in range(200):
         request(i)
         if i % 50 == 49:
-            samples.append(_rss_mb())
-    after = _rss_mb()
+            samples.append(rss_mb())
+    after = rss_mb()
     record_property("rss_before_mb", round(before, 1))
     record_property("rss_after_mb", round(after, 1))
     print(f"RSS before {before:.1f} MiB, after 200 requests {after:.1f} MiB, samples {[round(s) for s in samples]}")

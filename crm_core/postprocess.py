@@ -3,7 +3,9 @@
     python -m crm_core.postprocess --checkpoint checkpoints/drs_crm.pt --out pseudo/ --split train
 
 Each image gets a trimap PNG (``<index>.png``, six digits) in the Oxford-IIIT Pet convention: 1 foreground, 2 background,
-3 uncertain (CAM between the two thresholds). The CAM is the ground-truth class's, from
+3 uncertain (CAM between the two thresholds). With ``--at-val-threshold`` the band is moved to
+the CAM's own operating point: ``--high`` becomes the CAM threshold chosen on val (the
+evaluation protocol's), and ``--low`` is scaled with it. The CAM is the ground-truth class's, from
 :meth:`crm_core.api.CamModel.explain` (``--cam-method``: any name of
 :data:`crm_core.cams.CAM_METHODS`, default the closed-form Grad-CAM++). With ``--superpixels``
 the CAM is first averaged inside SLIC superpixels, so mask borders follow image edges.
@@ -24,6 +26,7 @@ from tqdm import tqdm
 
 from crm_core.explain import CamModel, dataset_config, dataset_for
 from crm_core.atomic import atomic_write_json
+from crm_core.evaluate import select_threshold
 from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
@@ -49,6 +52,19 @@ def pseudo_trimap(cam: torch.Tensor, low: float = 0.2, high: float = 0.45, segme
     trimap[cam >= high] = FOREGROUND
     trimap[cam < low] = BACKGROUND
     return trimap
+
+
+def band_at(threshold: float, low: float = 0.2, high: float = 0.45) -> tuple[float, float]:
+    """The (low, high) band moved so that ``high`` is ``threshold`` (a CAM's val-chosen threshold),
+    ``low`` scaled by the same factor: the uncertain band keeps its proportion below the cut.
+
+    Fixed thresholds suit no CAM in particular: a CAM whose best val threshold is 0.7 marks much
+    background as object at 0.45, and one whose best is 0.3 loses object pixels."""
+    if not (0.0 < high <= 1.0 and 0.0 <= low <= high):
+        raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1 and high > 0, got low={low}, high={high}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"a CAM threshold is in [0, 1], got {threshold}")
+    return low * threshold / high, threshold
 
 
 def score_trimaps(trimap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -121,17 +137,23 @@ def make_pseudo_masks(
 
 
 def write_pseudo_masks(model: CamModel, out: Path, split: str = "train", data_root: str | None = None,
-                       progress: bool = True, **options: Any) -> dict[str, Any]:
+                       progress: bool = True, val_threshold: float | None = None, **options: Any) -> dict[str, Any]:
     """:func:`make_pseudo_masks` of ``model`` on its own dataset's ``split`` into ``out``, with
     ``scores.json`` (their scores) and ``manifest.json`` (:data:`MANIFEST_NAME`: which dataset,
-    split and images they index, which :mod:`crm_core.segment` checks); returns the scores."""
+    split and images they index, which :mod:`crm_core.segment` checks); returns the scores.
+
+    ``val_threshold``: the CAM's val-chosen threshold; the ``low`` / ``high`` band (default 0.2 /
+    0.45) is moved there (:func:`band_at`) and the threshold recorded with the masks."""
     config = dataset_config(model, data_root)
+    if val_threshold is not None:
+        options["low"], options["high"] = band_at(val_threshold, options.get("low", 0.2), options.get("high", 0.45))
     results = make_pseudo_masks(model, dataset_for(model, split, data_root), out, progress=progress, **options)
     results["split"] = split
+    results["val_threshold"] = val_threshold
     atomic_write_json(out / "scores.json", results)
     manifest = {"kind": "pseudo-masks", "split": split, "dataset": config, "num_images": results["num_images"],
                 "cam_method": options.get("cam_method", DEFAULT_CAM_METHOD),
-                **{k: results[k] for k in ("checkpoint", "low", "high", "refined", "miou", "fg_iou", "bg_iou")}}
+                **{k: results[k] for k in ("checkpoint", "low", "high", "val_threshold", "refined", "miou", "fg_iou", "bg_iou")}}
     atomic_write_json(out / MANIFEST_NAME, manifest)
     return results
 
@@ -144,6 +166,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to make pseudo masks for")
     p.add_argument("--low", type=float, default=0.2, help="CAM below this: background")
     p.add_argument("--high", type=float, default=0.45, help="CAM at or above this: foreground")
+    p.add_argument("--at-val-threshold", action="store_true",
+                   help="move the band to the CAM's own threshold: --high becomes the CAM threshold chosen on the "
+                        "val split (as evaluate's), --low is scaled by the same factor")
+    p.add_argument("--val-limit", type=int, default=100, help="val images the threshold is chosen on (--at-val-threshold)")
     p.add_argument("--superpixels", action="store_true", help="refine with SLIC superpixels")
     p.add_argument("--n-segments", type=int, default=64, help="SLIC superpixels per image (--superpixels)")
     p.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness (--superpixels)")
@@ -163,14 +189,24 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         model = CamModel.load(args.checkpoint, args.device)
         out = Path(args.out)
-        results = write_pseudo_masks(model, out, args.split, args.data_root, low=args.low, high=args.high,
+        val_threshold = None
+        if args.at_val_threshold:
+            if args.val_limit < 1:
+                raise ValueError(f"--val-limit must be >= 1, got {args.val_limit}")
+            val_threshold = select_threshold(model, dataset_for(model, "val", args.data_root), limit=args.val_limit,
+                                             batch_size=args.batch_size, drs_delta=args.drs_delta,
+                                             cam_method=args.cam_method, progress=True)
+            log.info("CAM threshold chosen on %d val images: %.2f", args.val_limit, val_threshold)
+        results = write_pseudo_masks(model, out, args.split, args.data_root, val_threshold=val_threshold,
+                                     low=args.low, high=args.high,
                                      refine=args.superpixels, n_segments=args.n_segments, compactness=args.compactness,
                                      limit=args.limit, batch_size=args.batch_size, drs_delta=args.drs_delta,
                                      cam_method=args.cam_method)
     except (CheckpointError, DatasetNotFoundError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    print(f"{results['num_images']} trimaps in {out}: mIoU {results['miou']:.4f} "
+    print(f"{results['num_images']} trimaps in {out} (object >= {results['high']:.2f}, background < "
+          f"{results['low']:.2f}): mIoU {results['miou']:.4f} "
           f"(fg {results['fg_iou']:.4f}, bg {results['bg_iou']:.4f}), confident-pixel mIoU "
           f"{results['confident_miou']:.4f}, uncertain {results['uncertain_share']:.1%}")
     return 0

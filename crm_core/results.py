@@ -20,10 +20,12 @@ training step. Rows come in groups (:data:`ROWS`):
   default ``fast`` one (a quarter of the size): the body coverage must agree within 0.05.
 - ``legacy``: the old table's fast/exact preset check on random data (``--exact-row``).
 - ``stage2``: a segmentation network (``python -m crm_core.segment``, :data:`SEG_RECIPE`) trained
-  on the train-split pseudo masks of resnet and of resnet_drs + CRM (informative data; the CAM
-  model of the same seed, trained first or reused), on resnet_drs + CRM's masks refined with SLIC
-  superpixels (``postprocess --superpixels``), and on the ground truth (the ceiling); each job
-  records the mIoU of its masks and the CAM mIoU of the model that made them.
+  on the train-split pseudo masks of resnet and of resnet + CRM (informative data; the CAM model
+  of the same seed, trained first or reused; the masks cut at the threshold that model's job
+  chose on val, ``postprocess --at-val-threshold``), on resnet + CRM's masks refined with SLIC
+  superpixels (``postprocess --superpixels``), on the ground truth (the ceiling), and with no
+  training step (the floor); each job records the mIoU of its masks, the
+  threshold they were cut at and the CAM mIoU of the model that made them.
 
 Seeds change the weights, the batches *and* the synthetic data; rows with the same seed share
 all three, so comparisons are paired by seed. An effect is claimed only where a two-sided paired
@@ -189,13 +191,14 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
 
     name = checkpoint_name(row, seed)
     masks = GT
-    if source is not None:
+    if source is not None:  # cut at the threshold the source job chose on val (the band moved there)
         masks = str(Path(runs_dir) / name / "pseudo_masks")
         write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
-                           refine=bool(row.overrides.get("superpixels")), progress=False)
+                           refine=bool(row.overrides.get("superpixels")), progress=False,
+                           val_threshold=source["threshold"])
     data = dict(dataset=RECIPE["dataset"], image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
                 appearance=row.appearance, data_seed=seed) if source is None else {}
-    recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps})}
+    recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps}), **({"steps": 0} if row.untrained else {})}
     cfg = SegConfig(name=name, masks=masks, seed=seed, train_size=train_size, test_limit=test_limit,
                     checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device, **recipe, **data)
     started = time.perf_counter()
@@ -207,6 +210,7 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
         "bg_fpr": evaluation["bg_fpr"], "head": evaluation["coverage"].get("head"),
         "body": evaluation["coverage"].get("body"), "masks_miou": evaluation["masks"]["miou"],
         "cam_miou": None if source is None else source["miou"], "arch": evaluation["arch"],
+        "masks_threshold": None if source is None else source["threshold"],
         "train_s": evaluation["train_s"], "eval_s": time.perf_counter() - started - evaluation["train_s"],
     }
 

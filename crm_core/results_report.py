@@ -180,7 +180,8 @@ def stage2_table(summary: dict[str, Any]) -> list[str]:
             lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
                          f"(n = {c['metrics']['miou']['n']}): segmentation mIoU {comparison_cell(c['metrics']['miou'])}")
     lines += ["", f"Stage 2 recipe: {json.dumps(SEG_RECIPE)}, python -m crm_core.segment's default architecture, "
-              "trained on the whole train split's masks (python -m crm_core.postprocess, default thresholds)."]
+              "trained on the whole train split's masks (python -m crm_core.postprocess --at-val-threshold: each CAM's "
+              "val-chosen threshold t is the object cut, 0.44 t the background one, uncertain between)."]
     return lines
 
 

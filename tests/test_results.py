@@ -217,18 +217,19 @@ def test_stage2_table_pairs_each_network_with_its_masks_and_reads_out_the_differ
     jobs = []
     for s in range(3):
         jobs += [{"row": "informative_stage2_resnet", "seed": s, "miou": 0.60 + 0.01 * s, "masks_miou": 0.55,
-                  "cam_miou": 0.58, "head": 0.9, "body": 0.4, "bg_fpr": 0.02, "train_s": 100.0},
-                 {"row": "informative_stage2_resnet_drs_crm", "seed": s, "miou": 0.70 + 0.012 * s, "masks_miou": 0.65,
-                  "cam_miou": 0.72, "head": 0.9, "body": 0.7, "bg_fpr": 0.03, "train_s": 100.0},
+                  "cam_miou": 0.58, "masks_threshold": 0.6, "head": 0.9, "body": 0.4, "bg_fpr": 0.02, "train_s": 100.0},
+                 {"row": "informative_stage2_resnet_crm", "seed": s, "miou": 0.70 + 0.012 * s, "masks_miou": 0.65,
+                  "cam_miou": 0.72, "masks_threshold": 0.5, "head": 0.9, "body": 0.7, "bg_fpr": 0.03, "train_s": 100.0},
                  {"row": "informative_stage2_gt", "seed": s, "miou": 0.90 + 0.001 * s, "masks_miou": 1.0,
                   "head": 0.95, "body": 0.95, "bg_fpr": 0.01, "train_s": 100.0}]
     report = _report(jobs)
     lines = "\n".join(results.stage2_table(report["summary"]))
-    assert "| stage 2 on resnet_drs + CRM's pseudo masks | 3 | 0.712 ± 0.012 |" in lines
-    assert "| 0.650 ± 0.000 | 0.720 ± 0.000 |" in lines  # its masks' mIoU and its CAM's mIoU beside it
-    assert "stage 2 on resnet_drs + CRM's pseudo masks − stage 2 on resnet's pseudo masks (n = 3): " \
+    assert "| stage 2 on resnet + CRM's pseudo masks | 3 | 0.712 ± 0.012 |" in lines
+    # its masks' mIoU, the threshold they were cut at and its CAM's mIoU beside it
+    assert "| 0.650 ± 0.000 | 0.50 ± 0.00 | 0.720 ± 0.000 |" in lines
+    assert "stage 2 on resnet + CRM's pseudo masks − stage 2 on resnet's pseudo masks (n = 3): " \
            "segmentation mIoU **+0.102**" in lines
-    assert "stage 2 on ground truth (ceiling) − stage 2 on resnet_drs + CRM's pseudo masks" in lines
+    assert "stage 2 on ground truth (ceiling) − stage 2 on resnet + CRM's pseudo masks" in lines
     # the CAM tables do not list the stage-2 rows; the report and the README block carry the stage-2 table
     assert "stage 2" not in "\n".join(results.appearance_table(report["summary"], "informative"))
     assert lines.split("\n")[0] in results.markdown(report) and lines.split("\n")[0] in results.readme_block(report)
@@ -240,19 +241,28 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     common = ["--steps", "1", "--stage2-steps", "1", "--train-size", "16", "--test-limit", "4", "--val-limit", "4",
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
               "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json")]
-    assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt",
-                        "informative_stage2_resnet_drs_crm_sp", *common]) == 0
+    assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt", "informative_stage2_floor",
+                        "informative_stage2_resnet_crm_sp", *common]) == 0
     jobs = {j["row"]: j for j in json.loads((tmp_path / "results.json").read_text())["jobs"]}
-    refined = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_drs_crm_sp_s0" / "pseudo_masks"
+    refined = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_crm_sp_s0" / "pseudo_masks"
                           / "manifest.json").read_text())
-    assert refined["refined"] and jobs["informative_stage2_resnet_drs_crm_sp"]["masks_miou"] == refined["miou"]
-    pseudo, gt = jobs["informative_stage2_resnet"], jobs["informative_stage2_gt"]
+    assert refined["refined"] and jobs["informative_stage2_resnet_crm_sp"]["masks_miou"] == refined["miou"]
+    pseudo, gt, floor = jobs["informative_stage2_resnet"], jobs["informative_stage2_gt"], jobs["informative_stage2_floor"]
     cam_eval = json.loads((tmp_path / "runs" / "results_informative_resnet_s0" / "eval.json").read_text())
     assert pseudo["cam_miou"] == cam_eval["cam_miou_val_threshold"]["miou"]  # paired with the CAM that made its masks
+    manifest = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_s0" / "pseudo_masks"
+                           / "manifest.json").read_text())
+    # the masks are cut where the CAM's own evaluation chose its threshold on val, the band moved there
+    val_threshold = cam_eval["cam_miou_val_threshold"]["threshold"]
+    assert pseudo["masks_threshold"] == manifest["val_threshold"] == manifest["high"] == val_threshold
+    assert manifest["low"] == pytest.approx(0.2 / 0.45 * val_threshold)
     scores = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_s0" / "pseudo_masks" / "scores.json")
                         .read_text())
     assert pseudo["masks_miou"] == scores["miou"] and scores["num_images"] == 16
     assert gt["masks_miou"] == 1.0 and gt["cam_miou"] is None and gt["source_checkpoint"] is None
-    for job in (pseudo, gt):
+    # the floor: the same network with no training step, its checkpoint says so
+    from crm_core.checkpoints import load_segmentation_checkpoint
+    assert load_segmentation_checkpoint(floor["checkpoint"]).step == 0 and floor["masks_threshold"] is None
+    for job in (pseudo, gt, floor):
         assert 0 <= job["miou"] <= 1 and job["head"] is not None and "--stage2-steps 1" in job["command"]
     assert "segmentation mIoU (test)" in (tmp_path / "results.md").read_text()

@@ -193,6 +193,26 @@ def test_baselines_and_ceilings_are_labelled_lines_not_dots(engine: FakeEngine) 
     assert [t.name for t in figure.data if t.type == "scatter"] == ["resnet (yours)"] and len(_references(figure)) == 4
 
 
+def test_stage2_rows_have_their_own_mIoU_column_and_stay_off_the_cam_plot(tmp_path: Path) -> None:
+    report = _report()
+    stage2 = {"miou": {"mean": 0.61, "std": 0.02, "n": 3}, "masks_miou": {"mean": 0.55, "std": 0.01, "n": 3},
+              "train_s": {"mean": 90.0, "std": 1.0, "n": 3}}
+    report["summary"]["rows"]["informative_stage2_resnet"] = {
+        "key": "informative_stage2_resnet", "label": "stage 2 on resnet's pseudo masks", "group": "stage2",
+        "appearance": "informative", "model": "resnet", "crm": False, "overrides": {}, "untrained": False,
+        "stats": stage2}
+    report["jobs"] += [{"row": "informative_stage2_resnet", "seed": seed, "miou": 0.61, "masks_miou": 0.55,
+                        "train_s": 90.0} for seed in SEEDS]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    _, _, table, figure, _ = _view(FakeEngine(results_path=path), "informative")
+    line = table[table["row"] == "stage 2 on resnet's pseudo masks"].iloc[0]
+    assert line[cb.SEGMENTATION_COLUMN] == "0.610 ± 0.020" and line[cb.RESULT_METRICS["miou"]] == "–"
+    cam_rows = table[table["group"] != "stage2"]
+    assert (cam_rows[cb.SEGMENTATION_COLUMN] == "–").all() and (cam_rows[cb.RESULT_METRICS["miou"]] != "–").all()
+    assert "stage 2 on resnet's pseudo masks" not in {x for x, _ in _markers(figure)} and len(_markers(figure)) == 12
+
+
 def test_runs_at_the_threshold_grids_edge_are_counted(engine: FakeEngine, tmp_path: Path) -> None:
     status = _view(engine, "random")[1]
     assert "1 of 42 runs chose an edge of the threshold grid (now 0.00–0.99) on val" in status

@@ -75,6 +75,45 @@ def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> No
     assert 0 <= scores["miou"] <= 1 and scores["refined"]
 
 
+def test_band_at_moves_the_trimap_band_to_a_cams_own_threshold() -> None:
+    from crm_core.postprocess import band_at
+
+    assert band_at(0.9) == (pytest.approx(0.4), 0.9)  # 0.2 / 0.45 keeps its proportion below the cut
+    assert band_at(0.45) == (pytest.approx(0.2), 0.45)
+    assert band_at(0.6, low=0.6, high=0.6) == (pytest.approx(0.6), 0.6)  # a binary cut stays binary
+    for bad in (dict(threshold=1.5), dict(threshold=0.5, low=0.5, high=0.3), dict(threshold=0.5, high=0.0)):
+        with pytest.raises(ValueError):
+            band_at(**bad)
+
+
+def test_postprocess_cuts_the_masks_at_the_cams_val_chosen_threshold(trained_pair: dict, tmp_path: Path) -> None:
+    from crm_core import postprocess
+    from crm_core.evaluate import select_threshold
+    from crm_core.explain import CamModel, dataset_for
+    from PIL import Image
+    import numpy as np
+
+    ckpt = trained_pair["resnet_drs"]
+    model = CamModel.load(ckpt)
+    expected = select_threshold(model, dataset_for(model, "val"), limit=6)  # the evaluation protocol's own choice
+    out = tmp_path / "at_val"
+    assert postprocess.cli(["--checkpoint", str(ckpt), "--out", str(out), "--split", "test", "--limit", "6",
+                            "--at-val-threshold", "--val-limit", "6"]) == 0
+    manifest = json.loads((out / postprocess.MANIFEST_NAME).read_text())
+    assert manifest["val_threshold"] == manifest["high"] == expected
+    assert manifest["low"] == pytest.approx(0.2 / 0.45 * expected)
+    # the PNGs are those cut: the trimap of each image's CAM at the moved band
+    batch = torch.utils.data.default_collate([dataset_for(model, "test")[i] for i in range(6)])
+    cams = model.explain(batch["image"], batch["label"]).cams
+    trimaps = postprocess.pseudo_trimap(cams, manifest["low"], manifest["high"]).numpy()
+    for index, trimap in zip(batch["index"].tolist(), trimaps):
+        assert np.array_equal(np.array(Image.open(out / f"{index:06d}.png")), trimap)
+    fixed = tmp_path / "fixed"
+    assert postprocess.cli(["--checkpoint", str(ckpt), "--out", str(fixed), "--split", "test", "--limit", "6"]) == 0
+    assert json.loads((fixed / postprocess.MANIFEST_NAME).read_text())["val_threshold"] is None
+    assert postprocess.cli(["--checkpoint", str(ckpt), "--out", str(out), "--at-val-threshold", "--val-limit", "0"]) == 2
+
+
 def test_the_evaluation_protocol_chooses_on_val_reports_on_test_and_records_what_it_is_about(
         trained_pair: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from crm_core.evaluate import evaluate_checkpoint, evaluate_protocol, select_threshold

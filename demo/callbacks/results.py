@@ -17,7 +17,13 @@ log = logging.getLogger(__name__)
 #: Metrics of docs/results.json the tab plots (key -> label); the table also shows train time.
 RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "head": "head covered",
                   "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence"}
+# Stage-2 rows (group STAGE2_GROUP) score a segmentation network, not a CAM: their "miou" goes in a
+# column of its own, and the strip plot (CAM metrics) leaves them out.
+STAGE2_GROUP = "stage2"
+SEGMENTATION_COLUMN = "segmentation mIoU (stage 2)"
 RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
+TABLE_COLUMNS = ("row", "group", "seeds", RESULT_COLUMNS["miou"], SEGMENTATION_COLUMN,
+                 *(title for metric, title in RESULT_COLUMNS.items() if metric != "miou"))
 RESULTS_COMMAND = "python -m crm_core.results --plan --jobs 2"  # the README table (crm_core.results README_PLAN)
 # The report's data appearances in display order, the headline's first (the README's table trains
 # its rows on informative and camouflage data; random keeps its no-model rows); an appearance the
@@ -57,27 +63,32 @@ def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str,
     """One line per report row (mean ± std over seeds) and per checkpoint the user evaluated (one value).
 
     Rows go floor, no-model baselines, trained rows, ceilings (the report's order within a group);
-    the group column names the baselines and ceilings, which come from no model."""
+    the group column names the baselines and ceilings, which come from no model. A stage-2 row's
+    mIoU (its segmentation network's, on test) is in the segmentation column, not the CAM one."""
     records = []
     for key, row in sorted(rows.items(), key=lambda item: _table_rank(item[1])):
         stats = row["stats"]
+        cells = {title: _mean_std(stats, metric) for metric, title in RESULT_COLUMNS.items()}
+        cells[SEGMENTATION_COLUMN] = "–"
+        if row.get("group") == STAGE2_GROUP:
+            cells[SEGMENTATION_COLUMN], cells[RESULT_COLUMNS["miou"]] = cells[RESULT_COLUMNS["miou"]], "–"
         records.append({"row": row.get("label", key), "group": row.get("group"),
-                        "seeds": max((int(s.get("n", 1)) for s in stats.values()), default=0),
-                        **{title: _mean_std(stats, metric) for metric, title in RESULT_COLUMNS.items()}})
+                        "seeds": max((int(s.get("n", 1)) for s in stats.values()), default=0), **cells})
     for user_row in user_rows:
-        records.append({"row": _yours(user_row), "group": "yours", "seeds": 1, **{
+        records.append({"row": _yours(user_row), "group": "yours", "seeds": 1, SEGMENTATION_COLUMN: "–", **{
             title: "–" if finite(user_row.get(metric)) is None else f"{user_row[metric]:.3f}"
             for metric, title in RESULT_COLUMNS.items()}})
-    return pd.DataFrame(records, columns=["row", "group", "seeds", *RESULT_COLUMNS.values()])
+    return pd.DataFrame(records, columns=list(TABLE_COLUMNS))
 
 
 def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]], user_rows: Sequence[dict[str, Any]],
                  metric: str) -> Any:
     """The strip plot of ``metric``: a dot per (row, seed) of the trained rows from the report's jobs; the
-    floors, and the baselines and ceilings that come from no model, as labelled lines at their mean."""
+    floors, and the baselines and ceilings that come from no model, as labelled lines at their mean.
+    Stage-2 rows are left out: their metrics are a segmentation network's, not a CAM's."""
     points: dict[str, list[tuple[int, float]]] = {}
     for key, row in rows.items():
-        if row.get("group") in REFERENCE_GROUPS:
+        if row.get("group") in (*REFERENCE_GROUPS, STAGE2_GROUP):
             continue
         values = [(job.get("seed"), finite(job.get(metric))) for job in jobs if job.get("row") == key]
         if any(v is not None for _, v in values):

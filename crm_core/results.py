@@ -360,6 +360,8 @@ def cli(argv: list[str] | None = None) -> int:
             jobs = [j for j in old.get("jobs", []) if (j["row"], j["seed"]) not in done] + jobs
             meta["merged_with"] = old.get("meta")
         report = {"meta": meta, "jobs": jobs, "summary": summarise(jobs)}
+        if old is not None and "oracle" in old:  # measured by --oracle, not by a row: a merge keeps it
+            report["oracle"] = old["oracle"]
         table = markdown(report)
         if args.json:
             atomic_write_json(args.json, report)

@@ -107,12 +107,16 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
         assert (tmp_path / "runs" / results.checkpoint_name(results.ROW_BY_KEY[job["row"]], 0) / "eval.json").is_file()
     assert "resnet untrained (floor)" in (tmp_path / "results.md").read_text()
 
-    # --reuse keeps checkpoints trained with the same config; --merge keeps the other rows' jobs.
+    # --reuse keeps checkpoints trained with the same config; --merge keeps the other rows' jobs and
+    # the oracle section (measured by --oracle, not by any row).
+    report["oracle"] = {"random": {"oracle_gain": 0.001, "intensity_miou": 0.45, "colour_miou": 0.5}}
+    (tmp_path / "results.json").write_text(json.dumps(report))
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ck").glob("*.pt")}
     assert results.cli(["--rows", "random_resnet_drs_crm", "--reuse", "--merge", *common]) == 0
     assert all((tmp_path / "ck" / p).stat().st_mtime_ns == t for p, t in stamps.items())
     merged = json.loads((tmp_path / "results.json").read_text())
     assert sorted(j["row"] for j in merged["jobs"]) == sorted(rows) and merged["jobs"][-1]["reused"]
+    assert merged["oracle"] == report["oracle"]
     assert results.cli(["--rows", "no_such_row", *common]) == 2
 
 

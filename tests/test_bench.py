@@ -210,3 +210,25 @@ def test_cli_end_to_end_at_toy_sizes(tmp_path: Path, grad_cam_package) -> None:
     assert "### 1. Grad-CAM++" in text and "### 5. Superpixels" in text
     assert bench.cli(["--from-json", str(out_json), "--markdown", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == text
+
+
+def test_the_lever_table_in_docs_quotes_its_json() -> None:
+    """docs/benchmarks.md's lever section quotes docs/bench_2026-12-02_crm_step_levers.json, row by row."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "benchmarks.md").read_text()
+    section = text[text.index("## The CRM step's speed levers"):text.index("## Dashboard memory under a lab's use")]
+    rows = {r["lever"]: r for r in json.loads((root / "docs" / "bench_2026-12-02_crm_step_levers.json").read_text())
+            ["details"]["crm_step"]["224_last2"]["rows"]}
+    quoted = {"plain (no CRM)": "plain", "`fast` preset, perceptual term on": "crm_fast",
+              "`fast`, VGG taps relu1_1..relu4_1": "crm_fast_vgg_to_relu4",
+              "`fast`, VGG taps relu1_1..relu3_1": "crm_fast_vgg_to_relu3", "the results' recipe": "crm_recipe",
+              "`exact` preset": "crm_exact"}
+    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| lever")]
+    assert len(lines) == len(quoted)
+    for start, lever in quoted.items():
+        line = next(line for line in lines if line.startswith(f"| {start}"))
+        step, ratio = (cell.strip().strip("*") for cell in line.split("|")[2:4])
+        assert step == f"{rows[lever]['step_s']['median']:.2f}" and ratio == f"{rows[lever]['ratio_vs_plain']:.2f}"
+    # the perceptual term's cost, quoted as the difference of two rows and its share of a plain step
+    vgg = rows["crm_fast"]["step_s"]["median"] - rows["crm_recipe"]["step_s"]["median"]
+    assert f"costs {vgg:.2f} s here" in section and f"{vgg / rows['plain']['step_s']['median']:.0%}" in section

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +20,7 @@ from crm_core.cams import DEFAULT_CAM_METHOD, ClassSelection, class_cams, create
 from crm_core.checkpoints import Checkpoint, load_checkpoint
 from crm_core.crm import decoder_input
 from crm_core.data.superpixels import SuperpixelCache
+from crm_core.lru import BoundedDict
 from crm_core.data.transforms import load_image
 from crm_core.metrics import CamDependence
 from crm_core.models import ClassifierOutput, delta_override, from_tanh_range, resize_reconstruction
@@ -188,8 +188,8 @@ def list_checkpoints(directory: str | os.PathLike = "checkpoints") -> list[Path]
 
 #: One on-disk SLIC cache per (n_segments, compactness), the most recent SUPERPIXEL_CACHES of them:
 #: the dashboard's sliders can ask for any pair, and each cache object is kept only to be reused.
-_CACHES: "OrderedDict[tuple[int, float], SuperpixelCache]" = OrderedDict()
 SUPERPIXEL_CACHES = 16
+_CACHES: BoundedDict = BoundedDict(SUPERPIXEL_CACHES)  # (n_segments, compactness) -> SuperpixelCache
 _CACHES_LOCK = threading.Lock()
 
 
@@ -197,10 +197,9 @@ def superpixels(image: torch.Tensor | np.ndarray, n_segments: int = 64, compactn
     """SLIC labels (H, W) of an image, cached on disk by image content and parameters."""
     key = (int(n_segments), float(compactness))
     with _CACHES_LOCK:
-        cache = _CACHES.pop(key, None) or SuperpixelCache(n_segments=key[0], compactness=key[1])
-        _CACHES[key] = cache  # most recent last
-        while len(_CACHES) > SUPERPIXEL_CACHES:
-            _CACHES.popitem(last=False)
+        cache = _CACHES.get(key)
+        if cache is None:
+            cache = _CACHES[key] = SuperpixelCache(n_segments=key[0], compactness=key[1])
     return cache.get(image)
 
 

@@ -23,9 +23,10 @@ import ctypes
 import ctypes.util
 import logging
 import sys
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
+
+from crm_core.lru import BoundedDict  # re-exported: the engine's caches are built from here
 
 __all__ = ["BoundedDict", "allocator_stats", "configure_allocator", "format_owners", "memory_by_owner", "rss_mb"]
 
@@ -40,30 +41,6 @@ MiB = 2**20
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-class BoundedDict(OrderedDict):
-    """A dict that keeps its ``bound`` most recently set or read entries (the engine's small caches:
-    their keys come from users -- any delta, any image count -- so without a bound they only grow).
-    Not thread-safe: its owner guards it with its lock."""
-
-    def __init__(self, bound: int) -> None:
-        super().__init__()
-        if bound < 1:
-            raise ValueError(f"a cache bound must be >= 1, got {bound}")
-        self.bound = int(bound)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.bound:
-            self.popitem(last=False)
 
 
 def _glibc() -> Any | None:

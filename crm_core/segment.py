@@ -1,6 +1,6 @@
 """Stage 2 of WSSS: train a segmentation network on pseudo masks, score it against ground truth.
 
-    python -m crm_core.postprocess --checkpoint checkpoints/drs_crm.pt --out pseudo/drs_crm --split train
+    python -m crm_core.postprocess --checkpoint checkpoints/drs_crm.pt --out pseudo/drs_crm --split train --at-val-threshold
     python -m crm_core.segment --masks pseudo/drs_crm --name seg_drs_crm
     python -m crm_core.segment --masks gt --name seg_gt          # the fully supervised ceiling
     torchrun --nproc_per_node=2 -m crm_core.segment ...          # data-parallel, as the trainer

@@ -191,7 +191,12 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
 
     name = checkpoint_name(row, seed)
     masks = GT
-    if source is not None:  # cut at the threshold the source job chose on val (the band moved there)
+    source_row = ROW_BY_KEY[row.stage2] if row.stage2 in ROW_BY_KEY else None
+    if source_row is not None and source_row.baseline is not None:  # a map that comes from no model
+        masks = str(Path(runs_dir) / name / "pseudo_masks")
+        write_baseline_masks(source_row, seed, Path(masks), train_size, source["threshold"],
+                             refine=bool(row.overrides.get("superpixels")))
+    elif source is not None:  # cut at the threshold the source job chose on val (the band moved there)
         masks = str(Path(runs_dir) / name / "pseudo_masks")
         write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
                            refine=bool(row.overrides.get("superpixels")), progress=False,
@@ -205,7 +210,7 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
     path = segment_main(cfg)
     evaluation = json.loads((Path(runs_dir) / name / "eval.json").read_text())
     return {
-        "checkpoint": str(path), "source_checkpoint": None if source is None else source["checkpoint"],
+        "checkpoint": str(path), "source_checkpoint": None if source is None else source.get("checkpoint"),
         "miou": evaluation["miou"], "fg_iou": evaluation["fg_iou"], "bg_iou": evaluation["bg_iou"],
         "bg_fpr": evaluation["bg_fpr"], "head": evaluation["coverage"].get("head"),
         "body": evaluation["coverage"].get("body"), "masks_miou": evaluation["masks"]["miou"],
@@ -213,6 +218,24 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
         "masks_threshold": None if source is None else source["threshold"],
         "train_s": evaluation["train_s"], "eval_s": time.perf_counter() - started - evaluation["train_s"],
     }
+
+
+def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None, threshold: float,
+                         refine: bool = False) -> dict[str, Any]:
+    """Pseudo masks of a no-model row's maps (crm_core.baselines) on the recipe's train split (same
+    seed), cut at the threshold its job chose on val: the stage-2 baseline a CAM's masks must beat."""
+    from crm_core.baselines import baseline_maps, fit_colour_classifier
+    from crm_core.data import build_dataset
+    from crm_core.postprocess import write_masks_of
+
+    config = dict(name=RECIPE["dataset"], image_size=RECIPE["image_size"], data_root=None,
+                  num_classes=RECIPE["num_classes"], seed=seed, appearance=row.appearance)
+    train = build_dataset(split="train", **config)
+    colour = fit_colour_classifier(train) if row.baseline == "colour" else None
+    cam_size = RECIPE["image_size"] // RECIPE["output_stride"]
+    return write_masks_of(None, train, config, out, "train", progress=False, val_threshold=threshold,
+                          limit=train_size, refine=refine, source=f"baseline {row.baseline}",
+                          maps=lambda batch: baseline_maps(row.baseline, batch, cam_size, colour))
 
 
 def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:

@@ -90,8 +90,9 @@ def _rows() -> tuple[Row, ...]:
                  "resnet_drs", True, effnet)]
     # Stage 2 (``--groups stage2``): the number WSSS papers report -- a segmentation network trained
     # on the pseudo masks, scored against ground truth -- for the plain CAM and the CAM with CRM
-    # (the main table's pair), for CRM's masks refined with superpixels, for the ground truth (the
-    # ceiling) and with no training step (the floor).
+    # (the main table's pair), for CRM's masks refined with superpixels, for the image brightness's
+    # masks (the no-model cue, cut at its own val threshold), for the ground truth (the ceiling) and
+    # with no training step (the floor).
     rows += [Row("informative_stage2_floor", "stage 2 untrained network (floor)", "stage2", "informative", "none",
                  False, untrained=True, stage2="gt"),
              Row("informative_stage2_resnet", "stage 2 on resnet's pseudo masks", "stage2", "informative", "resnet",
@@ -100,6 +101,8 @@ def _rows() -> tuple[Row, ...]:
                  "resnet", True, stage2="informative_resnet_crm"),
              Row("informative_stage2_resnet_crm_sp", "stage 2 on resnet + CRM's superpixel-refined pseudo masks",
                  "stage2", "informative", "resnet", True, {"superpixels": True}, stage2="informative_resnet_crm"),
+             Row("informative_stage2_intensity", "stage 2 on the image brightness's masks (no model)", "stage2",
+                 "informative", "none", False, stage2="informative_intensity"),
              Row("informative_stage2_gt", "stage 2 on ground truth (ceiling)", "stage2", "informative", "none", False,
                  stage2="gt")]
     return tuple(rows)
@@ -145,6 +148,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_stage2_gt", "informative_stage2_resnet"),
     ("informative_stage2_gt", "informative_stage2_resnet_crm"),
     ("informative_stage2_resnet_crm_sp", "informative_stage2_resnet_crm"),
+    ("informative_stage2_resnet_crm", "informative_stage2_intensity"),
 )
 # metric key -> (column title, format); "higher" says which direction is better (None: neither)
 METRICS: dict[str, tuple[str, str]] = {

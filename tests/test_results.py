@@ -246,7 +246,7 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
               "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json")]
     assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt", "informative_stage2_floor",
-                        "informative_stage2_resnet_crm_sp", *common]) == 0
+                        "informative_stage2_resnet_crm_sp", "informative_stage2_intensity", *common]) == 0
     jobs = {j["row"]: j for j in json.loads((tmp_path / "results.json").read_text())["jobs"]}
     refined = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_crm_sp_s0" / "pseudo_masks"
                           / "manifest.json").read_text())
@@ -267,6 +267,22 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     # the floor: the same network with no training step, its checkpoint says so
     from crm_core.checkpoints import load_segmentation_checkpoint
     assert load_segmentation_checkpoint(floor["checkpoint"]).step == 0 and floor["masks_threshold"] is None
-    for job in (pseudo, gt, floor):
+    # the no-model cue's masks: the brightness map cut where its own job chose on val
+    bright = jobs["informative_stage2_intensity"]
+    bright_manifest = json.loads((tmp_path / "runs" / "results_informative_stage2_intensity_s0" / "pseudo_masks"
+                                  / "manifest.json").read_text())
+    cue = results.score_row_baseline(results.ROW_BY_KEY["informative_intensity"], 0, 4, 4)
+    assert bright["masks_threshold"] == bright_manifest["high"] == cue["threshold"] and bright["cam_miou"] == cue["miou"]
+    assert bright_manifest["checkpoint"] == "baseline intensity" and bright_manifest["num_images"] == 16
+    from crm_core.baselines import intensity_map
+    from crm_core.data import build_dataset
+    from crm_core.postprocess import pseudo_trimap
+    from PIL import Image
+    import numpy as np
+    item = build_dataset(split="train", **bright_manifest["dataset"])[3]
+    expected = pseudo_trimap(intensity_map(item["image"][None]), bright_manifest["low"], bright_manifest["high"])[0]
+    png = tmp_path / "runs" / "results_informative_stage2_intensity_s0" / "pseudo_masks" / "000003.png"
+    assert np.array_equal(np.array(Image.open(png)), expected.numpy())
+    for job in (pseudo, gt, floor, bright):
         assert 0 <= job["miou"] <= 1 and job["head"] is not None and "--stage2-steps 1" in job["command"]
     assert "segmentation mIoU (test)" in (tmp_path / "results.md").read_text()

@@ -23,7 +23,8 @@ training step. Rows come in groups (:data:`ROWS`):
   on the train-split pseudo masks of resnet and of resnet + CRM (informative data; the CAM model
   of the same seed, trained first or reused; the masks cut at the threshold that model's job
   chose on val, ``postprocess --at-val-threshold``), on resnet + CRM's masks refined with SLIC
-  superpixels (``postprocess --superpixels``), on the ground truth (the ceiling), and with no
+  superpixels (``postprocess --superpixels``), on the image brightness's masks (the no-model cue,
+  cut at its own val-chosen threshold), on the ground truth (the ceiling), and with no
   training step (the floor); each job records the mIoU of its masks, the
   threshold they were cut at and the CAM mIoU of the model that made them.
 

@@ -76,13 +76,22 @@ def score_trimaps(trimap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([strict, confident])
 
 
-#: Where a trimap's map comes from: a dataset batch -> (B, H, W) maps in [0, 1] (a CAM model's
-#: CAMs of the true class, or a map that comes from no model, crm_core.baselines).
+#: Where a trimap's map comes from: a dataset batch -> (B, H, W) maps in [0, 1] (a CAM model's,
+#: :func:`cam_maps`, or a map that comes from no model, crm_core.baselines).
 MapSource = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
+def cam_maps(model: CamModel, drs_delta: float | None = None, cam_method: str = DEFAULT_CAM_METHOD) -> MapSource:
+    """``model``'s CAMs of each image's ground-truth class (image-level labels are known in WSSS);
+    ``cam_method``: a name in :data:`crm_core.cams.CAM_METHODS`."""
+    def maps(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model.explain(batch["image"], batch["label"], drs_delta, method=cam_method).cams.cpu()
+    return maps
+
+
 def make_pseudo_masks(
-    model: CamModel | None,
+    maps: MapSource,
+    source: str,
     dataset: Any,
     out_dir: Path | None,
     *,
@@ -93,22 +102,10 @@ def make_pseudo_masks(
     compactness: float = 10.0,
     limit: int | None = None,
     batch_size: int = 16,
-    drs_delta: float | None = None,
     progress: bool = True,
-    cam_method: str = DEFAULT_CAM_METHOD,
-    maps: MapSource | None = None,
-    source: str | None = None,
 ) -> dict[str, Any]:
-    """Write one trimap PNG per image to ``out_dir`` (if given) and return their scores.
-
-    ``cam_method``: a name in :data:`crm_core.cams.CAM_METHODS`. ``maps`` (with ``source``, what
-    they are) replaces the model's CAMs, e.g. by a baseline's maps; ``model`` is then None."""
-    if maps is None:
-        if model is None:
-            raise ValueError("pseudo masks need a CAM model or a map source")
-        maps = lambda batch: model.explain(batch["image"], batch["label"], drs_delta,  # noqa: E731
-                                           method=cam_method).cams.cpu()
-        source = str(model.checkpoint.path)
+    """Write one trimap PNG per image of ``maps`` (``source``: what they are, e.g. a checkpoint's
+    path) to ``out_dir`` (if given) and return their scores."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("nothing to process: the split is empty")
@@ -123,10 +120,8 @@ def make_pseudo_masks(
     total = 0
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"pseudo masks {model.name if model is not None else source}", unit="batch",
-                          disable=not progress):
-            cams = maps(batch)  # a model's: the CAM of the ground-truth class (image-level labels are known in WSSS)
-            trimap = pseudo_trimap(cams, low, high, batch["superpixels"] if refine else None)
+        for batch in tqdm(loader, desc=f"pseudo masks {Path(source).name}", unit="batch", disable=not progress):
+            trimap = pseudo_trimap(maps(batch), low, high, batch["superpixels"] if refine else None)
             counts += score_trimaps(trimap, batch["mask"])
             uncertain += int((trimap == UNCERTAIN).sum())
             total += trimap.numel()
@@ -151,29 +146,32 @@ def make_pseudo_masks(
 
 
 def write_pseudo_masks(model: CamModel, out: Path, split: str = "train", data_root: str | None = None,
-                       progress: bool = True, val_threshold: float | None = None, **options: Any) -> dict[str, Any]:
-    """:func:`make_pseudo_masks` of ``model`` on its own dataset's ``split`` into ``out``, with
-    ``scores.json`` (their scores) and ``manifest.json`` (:data:`MANIFEST_NAME`: which dataset,
-    split and images they index, which :mod:`crm_core.segment` checks); returns the scores.
-
-    ``val_threshold``: the CAM's val-chosen threshold; the ``low`` / ``high`` band (default 0.2 /
-    0.45) is moved there (:func:`band_at`) and the threshold recorded with the masks."""
-    return write_masks_of(model, dataset_for(model, split, data_root), dataset_config(model, data_root), out, split,
-                          progress, val_threshold, **options)
+                       progress: bool = True, val_threshold: float | None = None, drs_delta: float | None = None,
+                       cam_method: str = DEFAULT_CAM_METHOD, **options: Any) -> dict[str, Any]:
+    """:func:`write_masks_of` for ``model``'s CAMs on its own dataset's ``split``."""
+    return write_masks_of(cam_maps(model, drs_delta, cam_method), str(model.checkpoint.path),
+                          dataset_for(model, split, data_root), dataset_config(model, data_root), out, split,
+                          progress, val_threshold, cam_method=cam_method, **options)
 
 
-def write_masks_of(model: CamModel | None, dataset: Any, config: dict[str, Any], out: Path, split: str = "train",
-                   progress: bool = True, val_threshold: float | None = None, **options: Any) -> dict[str, Any]:
+def write_masks_of(maps: MapSource, source: str, dataset: Any, config: dict[str, Any], out: Path,
+                   split: str = "train", progress: bool = True, val_threshold: float | None = None,
+                   cam_method: str | None = None, **options: Any) -> dict[str, Any]:
     """:func:`make_pseudo_masks` on ``dataset`` (of dataset config ``config``, split ``split``) into
-    ``out`` with ``scores.json`` and ``manifest.json``: of ``model``'s CAMs, or of ``options["maps"]``."""
+    ``out``, with ``scores.json`` (their scores) and ``manifest.json`` (:data:`MANIFEST_NAME`: which
+    dataset, split and images they index, which :mod:`crm_core.segment` checks); returns the scores.
+
+    ``val_threshold``: the map's val-chosen threshold; the ``low`` / ``high`` band (default 0.2 /
+    0.45) is moved there (:func:`band_at`) and the threshold recorded with the masks.
+    ``cam_method``: recorded in the manifest (None: the maps are not a model's CAMs)."""
     if val_threshold is not None:
         options["low"], options["high"] = band_at(val_threshold, options.get("low", 0.2), options.get("high", 0.45))
-    results = make_pseudo_masks(model, dataset, out, progress=progress, **options)
+    results = make_pseudo_masks(maps, source, dataset, out, progress=progress, **options)
     results["split"] = split
     results["val_threshold"] = val_threshold
     atomic_write_json(out / "scores.json", results)
     manifest = {"kind": "pseudo-masks", "split": split, "dataset": config, "num_images": results["num_images"],
-                "cam_method": options.get("cam_method", DEFAULT_CAM_METHOD) if model is not None else None,
+                "cam_method": cam_method,
                 **{k: results[k] for k in ("checkpoint", "low", "high", "val_threshold", "refined", "miou", "fg_iou", "bg_iou")}}
     atomic_write_json(out / MANIFEST_NAME, manifest)
     return results

@@ -221,6 +221,13 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
     }
 
 
+def recipe_data(row: Row, seed: int) -> dict[str, Any]:
+    """The build_dataset keyword arguments (all but the split) of the recipe's data for ``row`` and
+    ``seed``: what a no-model row is scored on and its stage-2 masks index."""
+    return dict(name=RECIPE["dataset"], image_size=RECIPE["image_size"], data_root=None,
+                num_classes=RECIPE["num_classes"], seed=seed, appearance=row.appearance)
+
+
 def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None, threshold: float,
                          refine: bool = False) -> dict[str, Any]:
     """Pseudo masks of a no-model row's maps (crm_core.baselines) on the recipe's train split (same
@@ -229,24 +236,22 @@ def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None,
     from crm_core.data import build_dataset
     from crm_core.postprocess import write_masks_of
 
-    config = dict(name=RECIPE["dataset"], image_size=RECIPE["image_size"], data_root=None,
-                  num_classes=RECIPE["num_classes"], seed=seed, appearance=row.appearance)
+    config = recipe_data(row, seed)
     train = build_dataset(split="train", **config)
     colour = fit_colour_classifier(train) if row.baseline == "colour" else None
     cam_size = RECIPE["image_size"] // RECIPE["output_stride"]
-    return write_masks_of(None, train, config, out, "train", progress=False, val_threshold=threshold,
-                          limit=train_size, refine=refine, source=f"baseline {row.baseline}",
-                          maps=lambda batch: baseline_maps(row.baseline, batch, cam_size, colour))
+    return write_masks_of(lambda batch: baseline_maps(row.baseline, batch, cam_size, colour),
+                          f"baseline {row.baseline}", train, config, out, "train", progress=False,
+                          val_threshold=threshold, limit=train_size, refine=refine)
 
 
 def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:
     """A baseline row: the no-model map on the recipe's data (same seed, size and classes), same protocol."""
     from crm_core.baselines import score_baseline
-    from crm_core.data.synthetic import SyntheticPets
+    from crm_core.data import build_dataset
 
     started = time.perf_counter()
-    splits = {split: SyntheticPets(split, RECIPE["image_size"], RECIPE["num_classes"], seed=seed,
-                                   appearance=row.appearance) for split in ("train", "val", "test")}
+    splits = {split: build_dataset(split=split, **recipe_data(row, seed)) for split in ("train", "val", "test")}
     scores = score_baseline(row.baseline, train=splits["train"], val=splits["val"], test=splits["test"],
                             cam_size=RECIPE["image_size"] // RECIPE["output_stride"], val_limit=val_limit,
                             test_limit=test_limit)

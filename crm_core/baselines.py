@@ -145,5 +145,29 @@ def score_baseline(name: str, *, train: Any, val: Any, test: Any, cam_size: int,
             "miou_best_on_test": test_curve.at(test_curve.best_index())["miou"]}
 
 
-__all__ = ["BASELINES", "Baseline", "ColourClassifier", "baseline_maps", "fit_colour_classifier", "intensity_map",
+CONSTANT_MASKS = {"all background": 0.0, "all object": 1.0}
+
+
+def score_constant_masks(*, val: Any, test: Any, val_limit: int = 100, test_limit: int = 200) -> dict[str, Any]:
+    """The floor of any mask: the better constant prediction (all background or all object),
+    chosen on ``val`` by mIoU and reported on ``test`` with the keys a results job has
+    (``prediction`` names the one chosen; ``threshold`` is None, there is nothing to cut)."""
+    def curves(dataset: Any, limit: int) -> dict[str, ThresholdCurve]:
+        part_names = dict(getattr(dataset, "part_names", {}))
+        out = {name: ThresholdCurve((0.5,), tuple(sorted(part_names))) for name in CONSTANT_MASKS}
+        for batch in _batches(dataset, limit):
+            for name, value in CONSTANT_MASKS.items():
+                out[name].add(torch.full(batch["mask"].shape, value), batch["mask"], batch.get("parts"))
+        return out
+
+    on_val = curves(val, val_limit)
+    chosen = max(CONSTANT_MASKS, key=lambda name: on_val[name].at(0)["miou"])
+    curve = curves(test, test_limit)[chosen]
+    at = curve.at(0)
+    coverage = curve.coverage_at(0, dict(getattr(test, "part_names", {})))
+    return {"prediction": chosen, "threshold": None, "miou": at["miou"], "fg_iou": at["fg_iou"],
+            "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body")}
+
+
+__all__ = ["BASELINES", "CONSTANT_MASKS", "score_constant_masks", "Baseline", "ColourClassifier", "baseline_maps", "fit_colour_classifier", "intensity_map",
            "pooled_mask_map", "score_baseline"]

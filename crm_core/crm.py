@@ -19,6 +19,10 @@ from crm_core.models.classifier import CamClassifier
 from crm_core.models.decoder import ReconstructNet
 
 DECODER_INPUTS = ("gradcampp", "scores")
+# The divisor floor of the max-normalisation inside training (decoder input, alignment map): a map
+# whose peak is below it is not blown up to 1, so the normalisation's gradient stays bounded.
+# The maps that are scored or shown are normalised scale-free (crm_core.cams.utils.normalize_cams).
+TRAINING_MIN_PEAK = 1e-8
 
 
 def class_score_maps(features: torch.Tensor, fc_weight: torch.Tensor) -> torch.Tensor:
@@ -30,7 +34,7 @@ def decoder_input(classifier: CamClassifier, features: torch.Tensor, kind: str =
     """What ReconstructNet decodes, (B, C, h, w), from ``classifier``'s ``features`` (B, K, h, w) of a
     forward pass already run; differentiable in features and head."""
     if kind == "gradcampp":
-        return class_cams(classifier, features)
+        return class_cams(classifier, features, min_peak=TRAINING_MIN_PEAK)
     if kind == "scores":
         return class_score_maps(features, classifier.fc.weight)
     raise ValueError(f"unknown decoder input {kind!r}; choose from {list(DECODER_INPUTS)}")
@@ -57,7 +61,7 @@ class CRMNet(nn.Module):
         logits, features = self.classifier(images)
         if self.reconstructor is None:
             return {"logits": logits, "features": features, "cams": None, "decoder_in": None, "recon": None}
-        cams = class_cams(self.classifier, features)  # (B, C, h, w), the registry's default method
+        cams = class_cams(self.classifier, features, min_peak=TRAINING_MIN_PEAK)  # (B, C, h, w), default method
         decoder_in = cams if self.decoder_input_kind == "gradcampp" else decoder_input(
             self.classifier, features, self.decoder_input_kind)
         return {"logits": logits, "features": features, "cams": cams, "decoder_in": decoder_in,

@@ -1,4 +1,4 @@
-"""Loss terms of CAM-driven reconstruction training (DESIGN.md, "Loss").
+"""Loss terms of CAM-driven reconstruction training (docs/method.md, "Training objective").
 
 total = CE + w_l1 * L1(recon, image) + w_vgg * Perceptual(recon, image) + w_align * Align(CAM, superpixels)
 
@@ -134,7 +134,7 @@ def alignment_target(cam: torch.Tensor, segments: torch.Tensor, confident: float
         erosion: erode that confident region with a square of this side first (the SSC code:
             threshold 0.3, an 8 x 8 erosion); 0 keeps it whole.
     """
-    target = normalize_cams(superpixel_mean(cam, segments), eps=1e-6)
+    target = normalize_cams(superpixel_mean(cam, segments), min_peak=1e-6)
     if confident is not None:
         target = torch.maximum(target, cam * erode(cam >= confident, erosion))
     return target
@@ -149,6 +149,6 @@ def alignment_loss(cam: torch.Tensor, segments: torch.Tensor, confident: float |
     """
     size = segments.shape[-2:]
     cam_up = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # (B, H, W)
-    cam_up = normalize_cams(cam_up, eps=1e-6)
+    cam_up = normalize_cams(cam_up, min_peak=1e-6)
     target = alignment_target(cam_up.detach(), segments, confident, erosion)
     return F.mse_loss(cam_up, target)

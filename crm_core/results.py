@@ -78,26 +78,37 @@ __all__ = ['appearance_table', 'ceiling_share', 'compare', 'comparison_cell', 'c
 log = logging.getLogger("crm_core.results")
 
 
+# What a job's numbers depend on: a change here makes a run "dirty" (the table's own outputs,
+# docs/results.* and the README, are written by the runs and do not).
+CODE_PATHS = ("crm_core", "requirements.txt")
+
+
 def code_revision() -> str:
-    """The git commit the code runs from, with "+dirty" when tracked files differ from it
-    ("unknown" outside a git checkout): every job of docs/results.json records it."""
+    """The git commit the code runs from; with "+dirty:<hash>" when tracked code files
+    (:data:`CODE_PATHS`) differ from it (the hash: sha256 of their ``git diff HEAD``, so two dirty runs say whether they ran the same
+    changes); "unknown" outside a git checkout. Every job of docs/results.json records it."""
+    import hashlib
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        diff = subprocess.run(["git", "diff", "HEAD", "--", *CODE_PATHS], cwd=root, capture_output=True,
+                              timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head + ("+dirty" if dirty else "")
+    return head + (f"+dirty:{hashlib.sha256(diff).hexdigest()[:12]}" if diff.strip() else "")
 
 
 def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, device: str,
-                crm_overrides: dict[str, Any], train_size: int | None, stage2_steps: int | None = None) -> str:
-    """The command that reruns exactly this (row, seed) and merges it into the table."""
+                crm_overrides: dict[str, Any], train_size: int | None, stage2_steps: int | None = None,
+                threads: int | None = None) -> str:
+    """The command that reruns exactly this (row, seed) and merges it into the table (with the
+    thread count it ran on: CPU results depend on it)."""
     parts = ["python -m crm_core.results --merge --rows", row_key, "--first-seed", str(seed), "--seeds 1"]
+    if threads is not None:
+        parts += ["--threads", str(threads)]
     if steps != DEFAULT_STEPS:
         parts += ["--steps", str(steps)]
     if test_limit != 200:
@@ -134,12 +145,16 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         torch.set_num_threads(threads)
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"
     row = ROW_BY_KEY[row_key]
+    used_threads = torch.get_num_threads() if device == "cpu" else None
     provenance = {"revision": code_revision(), "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
                                                              len(DEFAULT_THRESHOLDS)],
+                  "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
-                                         train_size, stage2_steps)}
+                                         train_size, stage2_steps, used_threads)}
     if row.baseline is not None:
         return {"row": row.key, "seed": seed, **score_row_baseline(row, seed, test_limit, val_limit), **provenance}
+    if row.stage2 == "constant":
+        return {"row": row.key, "seed": seed, **score_constant_floor(row, seed, test_limit, val_limit), **provenance}
     if row.stage2 is not None:
         source = None
         if row.stage2 != "gt":  # the CAM model of the source row (same seed), reused when already trained
@@ -169,7 +184,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     evaluation = evaluate_protocol(model, limit=test_limit, val_limit=val_limit, samples=5, runs_dir=runs_dir)
     at = evaluation["cam_miou_val_threshold"]
     coverage = evaluation["coverage_val_threshold"]
-    return {
+    return {"cam_peak_raw": raw_cam_peak(model), **{
         "row": row.key, "seed": seed, "checkpoint": str(path), "reused": reused,
         "accuracy": evaluation["accuracy"], "threshold": at["threshold"], "miou": at["miou"],
         "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body"),
@@ -179,7 +194,26 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         "train_s": float(model.checkpoint.extra.get("wall_time", 0.0)), "eval_s": time.perf_counter() - started,
         "notices": model.checkpoint.train_config.get("extra", {}).get("notices", []),
         **provenance,
-    }
+    }}
+
+
+def raw_cam_peak(model: Any, images: int = 16) -> float:
+    """The median, over the first ``images`` test images, of the peak of the ground-truth class's
+    raw (unnormalised) CAM: how much signal the normalised maps were scaled up from. A tiny peak
+    is not an empty map (normalisation is scale-free), but the table flags it
+    (:data:`crm_core.results_table.TINY_CAM_PEAK`)."""
+    import torch
+
+    from crm_core.cams import DEFAULT_CAM_METHOD, create_cam
+    from crm_core.explain import dataset_for
+
+    test = dataset_for(model, "test")
+    batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(test, range(min(images, len(test)))),
+                                                  batch_size=images)))
+    with torch.no_grad():
+        raw = create_cam(DEFAULT_CAM_METHOD, model.classifier)(batch["image"].to(model.device),
+                                                               batch["label"].tolist()).cams  # (B, h, w)
+    return float(raw.flatten(1).amax(dim=1).median())
 
 
 def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: int, checkpoint_dir: str,
@@ -214,7 +248,8 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
         "checkpoint": str(path), "source_checkpoint": None if source is None else source.get("checkpoint"),
         "miou": evaluation["miou"], "fg_iou": evaluation["fg_iou"], "bg_iou": evaluation["bg_iou"],
         "bg_fpr": evaluation["bg_fpr"], "head": evaluation["coverage"].get("head"),
-        "body": evaluation["coverage"].get("body"), "masks_miou": evaluation["masks"]["miou"],
+        "body": evaluation["coverage"].get("body"),
+        "masks_miou": None if row.untrained else evaluation["masks"]["miou"],  # an untrained network saw none
         "cam_miou": None if source is None else source["miou"], "arch": evaluation["arch"],
         "masks_threshold": None if source is None else source["threshold"],
         "train_s": evaluation["train_s"], "eval_s": time.perf_counter() - started - evaluation["train_s"],
@@ -258,6 +293,17 @@ def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> 
     return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
 
 
+def score_constant_floor(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:
+    """The stage-2 floor row: the better constant mask (chosen on val) on the recipe's test split."""
+    from crm_core.baselines import score_constant_masks
+    from crm_core.data import build_dataset
+
+    started = time.perf_counter()
+    val, test = (build_dataset(split=split, **recipe_data(row, seed)) for split in ("val", "test"))
+    scores = score_constant_masks(val=val, test=test, val_limit=val_limit, test_limit=test_limit)
+    return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
+
+
 def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str]) -> list[Row]:
     if keys:
         unknown = [k for k in keys if k not in ROW_BY_KEY]
@@ -270,7 +316,7 @@ def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str
 def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
         runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
         train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
-        stage2_steps: int | None = None) -> list[dict[str, Any]]:
+        stage2_steps: int | None = None, threads: int | None = None) -> list[dict[str, Any]]:
     """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order.
 
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
@@ -278,7 +324,7 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     tasks = [(row.key, seed) for seed in seeds for row in rows]
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
                   runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse,
-                  threads=threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps)
+                  threads=threads or threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps)
 
     logged: set[int] = set()
 
@@ -333,6 +379,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of each job (default: the cores split between --jobs; results depend on it, "
+                        "so every job's recorded command names it)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run even though tracked files differ from the git commit (the jobs then record "
+                        "the diff's hash); without it such a run is refused, as its numbers could not be rerun")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where results_*.pt go")
     p.add_argument("--runs-dir", default="runs", help="where the run folders go")
     p.add_argument("--out", default="docs/results.md", help="markdown table")
@@ -363,8 +415,13 @@ def cli(argv: list[str] | None = None) -> int:
             if code:
                 return code
         return cli(["--oracle", *common])
-    if args.seeds < 1 or args.jobs < 1 or args.steps < 1 or args.stage2_steps < 1:
-        log.error("--seeds, --jobs, --steps and --stage2-steps must be >= 1")
+    if args.seeds < 1 or args.jobs < 1 or args.steps < 1 or args.stage2_steps < 1 or (args.threads or 1) < 1:
+        log.error("--seeds, --jobs, --steps, --stage2-steps and --threads must be >= 1")
+        return 2
+    revision = code_revision()
+    if "+dirty" in revision and not args.allow_dirty:
+        log.error("tracked files differ from git commit %s: commit first (a job's recorded revision must rerun it), "
+                  "or pass --allow-dirty to record the diff's hash instead", revision.split("+")[0][:12])
         return 2
     groups = list(args.groups) + (["legacy"] if args.exact_row else [])
     try:
@@ -401,7 +458,7 @@ def cli(argv: list[str] | None = None) -> int:
     jobs = run(rows, seeds, steps=args.steps, test_limit=args.test_limit, val_limit=args.val_limit,
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
                crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
-               on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps)
+               on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps, threads=args.threads)
     print(write(jobs, complete=True))
     return 0
 

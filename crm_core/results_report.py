@@ -13,9 +13,9 @@ from typing import Any
 
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, METRICS,
-                                    NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END, README_METRICS, RECIPE,
-                                    ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER)
+from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
+                                    METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END, README_METRICS,
+                                    RECIPE, ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -87,7 +87,66 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             if seeds:
                 entry["metrics"][metric] = compare([a[s] - b[s] for s in seeds], metric)
         comparisons.append(entry)
-    return {"rows": rows, "comparisons": comparisons, "grid_edges": grid_edges(jobs)}
+    return {"rows": rows, "comparisons": comparisons, "headline": apply_holm(comparisons),
+            "grid_edges": grid_edges(jobs), "degenerate": degenerate_runs(jobs)}
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p values, in the order given: the k-th smallest p is multiplied by
+    (m - k + 1), running maxima keep the order, capped at 1 (NaN stays NaN and counts in m)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: (math.isnan(pvalues[i]), pvalues[i]))
+    adjusted = [float("nan")] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        if math.isnan(pvalues[i]):
+            continue
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def apply_holm(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Correct the headline family (:data:`HEADLINE`) for multiplicity: each of its metrics gets
+    ``p_holm`` and its ``effect`` is decided on it; every other comparison metric is marked
+    exploratory (raw p). Returns the family's entries, in :data:`HEADLINE`'s order (those measured)."""
+    by_pair = {(c["row"], c["baseline"]): c for c in comparisons}
+    for c in comparisons:
+        for m in c["metrics"].values():
+            m["family"] = "exploratory"
+    members = [(key, base, metric, by_pair[(key, base)]["metrics"][metric]) for key, base, metric in HEADLINE
+               if (key, base) in by_pair and metric in by_pair[(key, base)]["metrics"]]
+    adjusted = holm([m["p"] for *_, m in members])
+    family = []
+    for (key, base, metric, m), p_holm in zip(members, adjusted):
+        m["family"], m["p_holm"] = "headline", p_holm
+        m["effect"] = bool(m["n"] > 1 and p_holm < ALPHA and not m["negligible"]
+                           and abs(m["diff"]) >= NEGLIGIBLE.get(metric, 0.0))
+        family.append({"row": key, "baseline": base, "metric": metric, "diff": m["diff"], "n": m["n"],
+                       "p": m["p"], "p_holm": p_holm, "effect": m["effect"]})
+    return family
+
+
+def degenerate_runs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs whose evaluation cannot mean what its row says: a CAM whose val-chosen threshold leaves
+    no object pixel (or no background pixel) on test -- a constant prediction, not a map -- or whose
+    raw peak is below :data:`TINY_CAM_PEAK`. Rows that are constant by design are not flagged."""
+    flagged = []
+    for job in jobs:
+        row = ROW_BY_KEY.get(job["row"])
+        if row is None or row.stage2 is not None or row.group == "ceiling":
+            continue
+        reasons = []
+        if job.get("bg_fpr") == 0.0 and not job.get("head") and not job.get("body"):
+            reasons.append("its val-chosen threshold leaves no object pixel")
+        elif job.get("bg_fpr") is not None and job["bg_fpr"] >= 0.999:
+            reasons.append("its val-chosen threshold calls every pixel object")
+        peak = job.get("cam_peak_raw")
+        if peak is not None and peak < TINY_CAM_PEAK:
+            reasons.append(f"raw CAM peak {peak:.1e} < {TINY_CAM_PEAK:g}")
+        if reasons:
+            flagged.append({"row": job["row"], "seed": job["seed"], "reasons": reasons})
+    return flagged
 
 
 def grid_edges(jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -115,15 +174,17 @@ def _p(p: float) -> str:
 
 
 def comparison_cell(m: dict[str, Any] | None) -> str:
-    """One metric of a paired comparison, as the tables and the README print it."""
+    """One metric of a paired comparison, as the tables and the README print it (a headline
+    comparison adds its Holm-adjusted p, on which its effect is decided)."""
     if m is None:
         return "–"
     p = m.get("p", float("nan"))
+    ps = _p(p) + (f", Holm {_p(m['p_holm']).replace('p ', 'p_adj ')}" if "p_holm" in m else "")
     if m.get("negligible"):
-        return f"negligible ({m['diff']:+.3f}, {_p(p)})"
+        return f"negligible ({m['diff']:+.3f}, {ps})"
     if not m["effect"]:
-        return f"no effect ({m['diff']:+.3f}, {_p(p)})" if math.isfinite(p) else f"no effect ({m['diff']:+.3f})"
-    return f"**{m['diff']:+.3f}** ± {m['se']:.3f} ({_p(p)})"
+        return f"no effect ({m['diff']:+.3f}, {ps})" if math.isfinite(p) else f"no effect ({m['diff']:+.3f})"
+    return f"**{m['diff']:+.3f}** ± {m['se']:.3f} ({ps})"
 
 
 def ceiling_share(summary: dict[str, Any], key: str) -> float | None:

@@ -77,6 +77,15 @@ def _rows() -> tuple[Row, ...]:
     ]
     # The design's second backbone, same recipe otherwise (``--groups backbone``): its floor, with and
     # without CRM on the appearance where colour helps and on the one where it does not; DRS on informative.
+    # Which of CRM's two terms carries its effect (``--groups mechanism``): CRM with the alignment
+    # term off (the gated reconstruction alone), and the alignment term alone (reconstruction L1
+    # weight 0) with the gate off, so that the gate -- shut when the decoder learns nothing -- cannot
+    # silence it; each paired against plain and full CRM.
+    for appearance in ("informative", "camouflage"):
+        rows += [Row(f"{appearance}_resnet_crm_noalign", "resnet + CRM, alignment off (reconstruction alone)",
+                     "mechanism", appearance, "resnet", True, {"align_weight": 0.0}),
+                 Row(f"{appearance}_resnet_alignonly", "resnet + alignment alone (no reconstruction, no gate)",
+                     "mechanism", appearance, "resnet", True, {"l1_weight": 0.0, "crm_gate": False})]
     effnet = {"arch": "efficientnet_b0"}
     for appearance in ("informative", "camouflage"):
         rows += [Row(f"{appearance}_efficientnet_b0_floor", "efficientnet_b0 untrained (floor)", "backbone", appearance,
@@ -91,10 +100,13 @@ def _rows() -> tuple[Row, ...]:
     # Stage 2 (``--groups stage2``): the number WSSS papers report -- a segmentation network trained
     # on the pseudo masks, scored against ground truth -- for the plain CAM and the CAM with CRM
     # (the main table's pair), for CRM's masks refined with superpixels, for the image brightness's
-    # masks (the no-model cue, cut at its own val threshold), for the ground truth (the ceiling) and
-    # with no training step (the floor).
-    rows += [Row("informative_stage2_floor", "stage 2 untrained network (floor)", "stage2", "informative", "none",
-                 False, untrained=True, stage2="gt"),
+    # masks (the no-model cue, cut at its own val threshold) and for the ground truth (the ceiling).
+    # The floor is the better of the two constant masks (all background, all object; chosen on val):
+    # an untrained network's random head is a coin flip between them, kept as a row but no floor.
+    rows += [Row("informative_stage2_constant", "stage 2 floor: the better constant mask (chosen on val)", "stage2",
+                 "informative", "none", False, stage2="constant"),
+             Row("informative_stage2_floor", "stage 2 untrained network (a random head: not a floor)", "stage2",
+                 "informative", "none", False, untrained=True, stage2="gt"),
              Row("informative_stage2_resnet", "stage 2 on resnet's pseudo masks", "stage2", "informative", "resnet",
                  False, stage2="informative_resnet"),
              Row("informative_stage2_resnet_crm", "stage 2 on resnet + CRM's pseudo masks", "stage2", "informative",
@@ -110,7 +122,7 @@ def _rows() -> tuple[Row, ...]:
 
 ROWS: tuple[Row, ...] = _rows()
 ROW_BY_KEY = {row.key: row for row in ROWS}
-GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "backbone", "preset", "legacy", "stage2")
+GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "mechanism", "backbone", "preset", "legacy", "stage2")
 # Stage 2's recipe (crm_core.segment.SegConfig fields): the default architecture, on the recipe's
 # data; pseudo masks from crm_core.postprocess for the whole train split, cut at the source CAM's
 # val-chosen threshold t (CAM >= t object, < 0.44 t background: postprocess's 0.2 / 0.45 band moved
@@ -142,14 +154,34 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_efficientnet_b0_drs", "informative_efficientnet_b0"),
     ("informative_efficientnet_b0_drs_crm", "informative_efficientnet_b0_drs"),
     ("informative_efficientnet_b0", "informative_resnet"),
+    # which term carries CRM's effect
+    *(pair for a in ("informative", "camouflage") for pair in (
+        (f"{a}_resnet_crm_noalign", f"{a}_resnet"), (f"{a}_resnet_crm", f"{a}_resnet_crm_noalign"),
+        (f"{a}_resnet_alignonly", f"{a}_resnet"), (f"{a}_resnet_crm", f"{a}_resnet_alignonly"))),
     # stage 2: do better CAMs give a better segmentation network, and how far is each from the ceiling?
-    ("informative_stage2_resnet", "informative_stage2_floor"),
+    ("informative_stage2_resnet", "informative_stage2_constant"),
     ("informative_stage2_resnet_crm", "informative_stage2_resnet"),
     ("informative_stage2_gt", "informative_stage2_resnet"),
     ("informative_stage2_gt", "informative_stage2_resnet_crm"),
     ("informative_stage2_resnet_crm_sp", "informative_stage2_resnet_crm"),
     ("informative_stage2_resnet_crm", "informative_stage2_intensity"),
 )
+# The headline family: the comparisons (row, baseline, metric) the README's claims of an effect rest
+# on. Their p values are corrected together (Holm); an effect is claimed only where the adjusted p
+# is below ALPHA. Every other comparison is exploratory.
+HEADLINE: tuple[tuple[str, str, str], ...] = (
+    ("informative_resnet_crm", "informative_resnet", "miou"),
+    ("informative_resnet_crm", "informative_resnet", "body"),
+    ("camouflage_resnet_crm", "camouflage_resnet", "miou"),
+    ("camouflage_resnet_crm", "camouflage_resnet", "body"),
+    ("informative_resnet_crm", "informative_colour", "miou"),
+    ("informative_resnet_crm_noalign", "informative_resnet", "miou"),
+    ("camouflage_resnet_crm_noalign", "camouflage_resnet", "miou"),
+    ("informative_stage2_resnet_crm", "informative_stage2_resnet", "miou"),
+)
+# A run whose median raw CAM peak (before max-normalisation) is below this is flagged: its maps
+# are scaled up from almost nothing (an untrained EfficientNet's peak near 1e-14).
+TINY_CAM_PEAK = 1e-6
 # metric key -> (column title, format); "higher" says which direction is better (None: neither)
 METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("accuracy", "{:.3f}"),
@@ -181,7 +213,7 @@ NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fp
 
 
 # Order of the groups in a table: the floor and the cues first, the ceilings last.
-TABLE_ORDER = ("floor", "baseline", "main", "ablation", "backbone", "preset", "legacy", "ceiling")
+TABLE_ORDER = ("floor", "baseline", "main", "mechanism", "ablation", "backbone", "preset", "legacy", "ceiling")
 APPEARANCE_TITLES = {
     "random": "Random appearance (reconstruction cannot use the CAM)",
     "informative": "Informative appearance (one class-agnostic object appearance; brightness nearly segments it)",
@@ -204,7 +236,9 @@ README_PLAN: tuple[tuple[tuple[str, ...], int], ...] = (
     (("camouflage_resnet_floor", "camouflage_resnet", "camouflage_resnet_crm"), 5),
     (("random_resnet_floor", "random_resnet", "random_resnet_crm"), 5),
     (("informative_resnet_drs_d03", "informative_resnet_drs_d03_crm"), 5),
-    # the design's second backbone (3 seeds: not a headline comparison)
+    # which of CRM's terms carries the effect (5 seeds: the README's claim rests on it)
+    (tuple(r.key for r in ROWS if r.group == "mechanism"), 5),
+    # the second backbone family (3 seeds: not a headline comparison)
     (("informative_efficientnet_b0_floor", "informative_efficientnet_b0", "informative_efficientnet_b0_crm"), 3),
     (("camouflage_efficientnet_b0_floor", "camouflage_efficientnet_b0", "camouflage_efficientnet_b0_crm"), 3),
     (("informative_efficientnet_b0_drs", "informative_efficientnet_b0_drs_crm"), 3),
@@ -218,6 +252,8 @@ README_BEGIN, README_END = "<!-- results:begin (generated by python -m crm_core.
 # brightness and against the colour classifier, the trained plain model against its floor and
 # against a perfect head-only map.
 README_COMPARISONS = (("resnet_crm", "resnet"), ("resnet_drs_crm", "resnet_drs"), ("resnet_crm", "intensity"),
+                      ("resnet_crm_noalign", "resnet"), ("resnet_crm", "resnet_crm_noalign"),
+                      ("resnet_alignonly", "resnet"), ("resnet_crm", "resnet_alignonly"),
                       ("resnet_crm", "colour"),
                       ("resnet", "resnet_floor"), ("resnet", "perfect_head"), ("resnet_drs_d03_crm", "resnet_drs_d03"))
 README_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence")

@@ -45,8 +45,8 @@ from crm_core.postprocess import BACKGROUND, FOREGROUND, MANIFEST_NAME, UNCERTAI
 from crm_core.pretrained import WeightsNotFoundError, resolve_weights
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import DATASET_DEFAULT_SIZE
-from crm_core.train_loop import (DistInfo, distributed, epoch_batches, lr_factor, make_loader, resolve_device,
-                                 run_checkpoint)
+from crm_core.train_loop import (DistInfo, deterministic_kernels, distributed, epoch_batches, lr_factor, make_loader,
+                                 resolve_device, run_checkpoint)
 
 log = logging.getLogger("crm_core.segment")
 
@@ -281,6 +281,7 @@ def main(cfg: SegConfig) -> Path:
 
 
 def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:
+    deterministic_kernels()
     torch.manual_seed(cfg.seed)
     ckpt_path, resume_from = run_checkpoint(cfg.checkpoint_dir, cfg.name, cfg.resume)
     resumed = None if resume_from is None else load_segmentation_checkpoint(resume_from)

@@ -27,8 +27,9 @@ from crm_core.crm import CRMNet
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import MetricsWriter, RunDir
 from crm_core.train_config import TrainConfig, TrainingDiverged, config_from_args, get_args_parser
-from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, distributed, epoch_batches, make_loader,
-                                 resolve_device, run_checkpoint, steps_per_epoch, train_one_epoch, validate)
+from crm_core.train_loop import (DistInfo, TrainState, apply_memory_format, deterministic_kernels, distributed,
+                                 epoch_batches, make_loader, resolve_device, run_checkpoint, steps_per_epoch,
+                                 train_one_epoch, validate)
 
 log = logging.getLogger("crm_core.train")
 
@@ -66,7 +67,7 @@ class TrainModules:
     reconstructor: ReconstructNet | None  # None without CRM
     perceptual: VGGPerceptualLoss | None  # None when the perceptual term is off
     net: CRMNet  # classifier + reconstructor, on the device, in cfg's memory format
-    optimizers: dict[str, torch.optim.Optimizer]  # "cls" and, with CRM, "rec": one Adam each (DESIGN.md)
+    optimizers: dict[str, torch.optim.Optimizer]  # "cls" and, with CRM, "rec": one Adam each (docs/method.md)
 
 
 def build_modules(cfg: TrainConfig, class_names: list[str], device: torch.device | str = "cpu") -> TrainModules:
@@ -178,6 +179,7 @@ def main(
 
 def setup_training(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainSetup:
     """Seed, data, modules (restored on ``--resume``), step budget and run folder of a resolved ``cfg``."""
+    deterministic_kernels()
     torch.manual_seed(cfg.seed)
     ckpt_path, resume_from = run_checkpoint(cfg.checkpoint_dir, cfg.name, cfg.resume)
     resume_payload = None if resume_from is None else load_checkpoint(resume_from)

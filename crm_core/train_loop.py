@@ -100,6 +100,16 @@ def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, dist_i
     return [mine[i:i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
 
 
+def deterministic_kernels() -> None:
+    """Ask torch for deterministic kernels. oneDNN (mkldnn), which runs CPU convolutions, may
+    otherwise pick reductions whose order varies from run to run on several threads; for a given
+    seed, thread count and machine a run then repeats itself. Ops with no deterministic version
+    only warn. Measured on two cores: it does not change the results of a run that was already
+    repeatable (same weights, bit for bit, on 1 and 2 threads)."""
+    torch.backends.mkldnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def make_loader(dataset: torch.utils.data.Dataset, batches: list[list[int]], workers: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=workers, persistent_workers=False,
@@ -154,6 +164,10 @@ def compute_losses(
                 # The decoder learns from the full loss; the classifier feels the reconstruction
                 # only as far as the reconstruction depends on the CAM (when it does not, its
                 # gradient into the CAM carries no information about the object, only noise).
+                # With the default decoder input the decoder reads the very CAM tensor that the
+                # alignment term reads, so the hook scales the alignment's gradient into the
+                # classifier as well: the gate governs everything CRM adds. With --decoder-input
+                # scores it scales the reconstruction's gradient alone.
                 out["decoder_in"].register_hook(lambda grad, g=gate: grad * g)
         if perceptual is not None:
             loss_vgg = perceptual(out["recon"], target)

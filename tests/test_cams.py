@@ -135,7 +135,7 @@ def test_closed_form_matches_package_at_its_eps(variant: str, output_stride: int
 
 
 def test_resnet50_float32_matches_package_and_hooks(grad_cam_package) -> None:
-    """The setting of the design notes (ResNet50, float32), at a small input to stay fast."""
+    """The setting docs/method.md describes (ResNet50, float32), at a small input to stay fast."""
     model = _model("resnet_drs", 16, arch="resnet50", dtype=torch.float32)
     images = _images(size=(64, 64), dtype=torch.float32)
     hooked = GradCAMPlusPlus(model)(images)

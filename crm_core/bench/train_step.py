@@ -37,7 +37,7 @@ class StepRecipe:
 
 
 RECIPES: dict[str, StepRecipe] = {
-    # The synthetic benchmark's training recipe (DESIGN.md): trained from scratch.
+    # The synthetic benchmark's training recipe (docs/method.md): trained from scratch.
     "synthetic": StepRecipe("synthetic", "resnet18", 112, 16, 16, "none"),
     # The pets recipe: ResNet50 at 224, only layer4 + fc train.
     "224_last2": StepRecipe("224_last2", "resnet50", 224, 32, 8, "last2"),

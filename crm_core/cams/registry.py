@@ -69,11 +69,14 @@ def compute_cams(
     return create_cam(method, model, **kwargs)(images, classes)
 
 
-def class_cams(model: CamClassifier, features: torch.Tensor, method: str = DEFAULT_CAM_METHOD) -> torch.Tensor:
+def class_cams(model: CamClassifier, features: torch.Tensor, method: str = DEFAULT_CAM_METHOD,
+               min_peak: float = 0.0) -> torch.Tensor:
     """Every class's map from the GAP input ``features`` (B, K, h, w) of a forward pass already run,
     each divided by its own maximum: (B, C, h, w) in [0, 1], differentiable.
 
     What CRM's ReconstructNet decodes (``decoder_input="gradcampp"``), what its alignment loss
     reads the true class's map from, and :meth:`crm_core.api.CamModel.predict`'s maps.
+    ``min_peak``: see :func:`crm_core.cams.utils.normalize_cams` (training passes one; the maps
+    that are scored or shown are scale-free).
     """
-    return normalize_cams(create_cam(method, model).from_features(features))
+    return normalize_cams(create_cam(method, model).from_features(features), min_peak=min_peak)

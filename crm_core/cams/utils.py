@@ -11,16 +11,24 @@ import torch
 import torch.nn.functional as F
 
 
-def normalize_cams(cams: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def normalize_cams(cams: torch.Tensor, min_peak: float = 0.0) -> torch.Tensor:
     """Divide each map by its own maximum (CAM papers compare maps in [0, 1] this way).
 
     Works on (h, w), (B, h, w) and (B, C, h, w): the max is taken over the last two dims.
-    Maps are expected non-negative (raw CAMs are, after the final ReLU). The divisor is
-    clamped at ``eps``, so an all-zero map stays zero with finite gradients, and a map whose
-    maximum exceeds ``eps`` reaches exactly 1.
+    Maps are expected non-negative (raw CAMs are, after the final ReLU). Scale-free: any map
+    with a positive maximum reaches exactly 1, however small that maximum is (an untrained
+    network's raw Grad-CAM++ can peak near 1e-14 and still has structure; an absolute epsilon
+    would squash it to an empty map and turn the floor into the all-background prediction).
+    Only an exact all-zero map stays zero, with finite gradients.
+
+    ``min_peak`` > 0 clamps the divisor instead, for the training losses alone: there the
+    normalisation is differentiated, and a divisor near 0 would make its gradient explode.
+    Every map that is scored, thresholded or shown uses the scale-free default.
     """
     peak = cams.amax(dim=(-2, -1), keepdim=True)  # (..., 1, 1)
-    return cams / peak.clamp_min(eps)
+    if min_peak > 0:
+        return cams / peak.clamp_min(min_peak)
+    return cams / torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
 def upsample_cams(cams: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """SLIC superpixels: computation, an on-disk cache and superpixel pooling (drawn by `crm_core.viz`).
 
-The CRM alignment loss (DESIGN.md, "Loss") averages the CAM inside each SLIC superpixel. SLIC
+The CRM alignment loss (docs/method.md, "Training objective") averages the CAM inside each SLIC superpixel. SLIC
 costs tens of milliseconds per image, far more than rendering a synthetic image, so results are
 cached on disk keyed by the exact pixels and the SLIC parameters. DataLoader workers share the
 cache concurrently, hence atomic writes and tolerance of unreadable files.

@@ -1,6 +1,6 @@
 """ReconstructNet: decode class activation maps back into the image (the CRM of Chen et al.).
 
-Layer list (DESIGN.md): CAMs (K channels) -> Conv + LayerNorm block -> 1 ResBlock ->
+Layer list (docs/method.md): CAMs (K channels) -> Conv + LayerNorm block -> 1 ResBlock ->
 N up-blocks (transposed conv x2, norm, ReLU, conv) -> Conv + Tanh to RGB. N follows from
 image size / CAM size (5 take a 7x7 CAM to 224x224). The Tanh output lives in [-1, 1], so
 the reconstruction target is the image mapped to [-1, 1] (:func:`to_tanh_range`).

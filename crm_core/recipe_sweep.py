@@ -69,6 +69,9 @@ class Study:
     current: str  # the candidate that is today's default
     reference_row: str = "resnet"  # what PLAIN trains (same row naming)
     reference: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of reference_row's
+    # a candidate is eligible only if its mean val accuracy reaches this: a recipe must first train
+    # the network (CAMs of an unconverged classifier are not compared); None: no such condition
+    min_accuracy: float | None = None
 
 
 def _placement(arch: str) -> dict[str, dict[str, Any]]:
@@ -82,6 +85,12 @@ STUDIES: dict[str, Study] = {
     "drs_placement_efficientnet": Study("Where DRS goes on EfficientNet-b0", "resnet_drs",
                                         _placement("efficientnet_b0"), ModelConfig().drs_positions[0],
                                         reference={"arch": "efficientnet_b0"}),
+    # EfficientNet-b0 under the resnet18 recipe (200 steps) stops at ~0.85 accuracy: how long must it
+    # train? Candidates differ in steps (epochs follow, 100 steps an epoch); the reference is resnet18
+    # on the table's recipe, the backbone it is compared with.
+    "efficientnet_recipe": Study("How long EfficientNet-b0 trains (a recipe that converges, chosen on val)", "resnet",
+                                 {f"steps{n}": {"arch": "efficientnet_b0", "steps": n, "epochs": n // 100}
+                                  for n in (200, 400, 600)}, "steps200", min_accuracy=0.98),
     "drs_placement_resnet": Study("Where DRS goes on resnet18: layer4's blocks against every block (the official "
                                   "code's placement)", "resnet_drs",
                                   {k: v for k, v in _placement("resnet18").items() if k != "layer4"},
@@ -124,9 +133,10 @@ def _as_json(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
+def summarise_sweep(jobs: list[dict[str, Any]], current: str, min_accuracy: float | None = None) -> dict[str, Any]:
     """Per (appearance, candidate) means; paired differences to the plain model and to ``current``;
-    the chosen candidate (highest mean val mIoU over every appearance and seed)."""
+    the chosen candidate (highest mean val mIoU over every appearance and seed, among the candidates
+    whose mean val accuracy reaches ``min_accuracy`` when given)."""
     def values(candidate: str, appearance: str, metric: str) -> dict[int, float]:
         return {j["seed"]: j[metric] for j in jobs
                 if j["candidate"] == candidate and j["appearance"] == appearance and j.get(metric) is not None}
@@ -150,12 +160,16 @@ def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
                     if len(seeds) > 1:
                         row["vs"].setdefault(base, {})[metric] = compare([mine[s] - theirs[s] for s in seeds], metric)
             rows.append(row)
-    overall = {}
+    overall, accuracy = {}, {}
     for candidate in candidates:
         scores = [j["miou"] for j in jobs if j["candidate"] == candidate]
+        accuracies = [j["accuracy"] for j in jobs if j["candidate"] == candidate and j.get("accuracy") is not None]
+        if accuracies:
+            accuracy[candidate] = sum(accuracies) / len(accuracies)
         if candidate != PLAIN and scores:
             overall[candidate] = sum(scores) / len(scores)
-    best = max(overall, key=overall.get) if overall else None
+    eligible = {c: v for c, v in overall.items() if min_accuracy is None or accuracy.get(c, 0.0) >= min_accuracy}
+    best = max(eligible, key=eligible.get) if eligible else None
     # The current default is kept unless the best candidate beats it by an effect (paired over every
     # appearance and seed): a tie or a difference within noise is no reason to change the table.
     beats_current = None
@@ -163,10 +177,11 @@ def summarise_sweep(jobs: list[dict[str, Any]], current: str) -> dict[str, Any]:
         pairs = _paired(jobs, best, current)
         beats_current = compare([a - b for a, b in pairs], "miou") if len(pairs) > 1 else None
     chosen = best
-    if best != current and current in overall and not (beats_current and beats_current["effect"]
-                                                      and beats_current["diff"] > 0):
-        chosen = current
-    return {"rows": rows, "overall_val_miou": overall, "best": best, "best_vs_current": beats_current,
+    if best != current and current in eligible and not (beats_current and beats_current["effect"]
+                                                       and beats_current["diff"] > 0):
+        chosen = current  # a default that meets the condition is replaced only by an effect
+    return {"rows": rows, "overall_val_miou": overall, "val_accuracy": accuracy, "min_accuracy": min_accuracy,
+            "eligible": sorted(eligible), "best": best, "best_vs_current": beats_current,
             "chosen": chosen, "current": current, "current_is_chosen": chosen == current}
 
 
@@ -208,8 +223,20 @@ def render(report: dict[str, Any]) -> str:
                      f"{diff(row, PLAIN)} | {diff(row, summary['current'])} |")
     overall = ", ".join(f"{c} {v:.3f}" for c, v in sorted(summary["overall_val_miou"].items(), key=lambda kv: -kv[1]))
     best, versus = summary["best"], summary.get("best_vs_current")
+    condition = summary.get("min_accuracy")
+    if condition is not None:
+        accuracies = ", ".join(f"{'reference' if c == PLAIN else c} {v:.3f}"
+                               for c, v in sorted(summary.get("val_accuracy", {}).items()))
+        lines += ["", f"Mean val accuracy: {accuracies}. Only a candidate whose mean val accuracy reaches "
+                      f"{condition:g} is eligible (a recipe must first train the network): "
+                      f"{', '.join(summary.get('eligible') or []) or 'none'}."]
     if best is None:
-        verdict = "no candidate has finished yet"
+        verdict = ("no candidate has finished yet" if not summary["overall_val_miou"] else
+                   "no candidate reaches the accuracy condition")
+    elif condition is not None and summary["current"] not in (summary.get("eligible") or []) and \
+            summary["chosen"] == best:
+        verdict = (f"the current default ({summary['current']}) does not reach it, so {best}, the highest eligible, "
+                   "is chosen")
     elif summary["current_is_chosen"] and best == summary["current"]:
         verdict = "the current default has the highest, and stays"
     elif summary["current_is_chosen"] or versus is None:
@@ -276,7 +303,8 @@ def cli(argv: list[str] | None = None) -> int:
     if args.render:
         try:
             report = json.loads(Path(json_path).read_text())
-            report["summary"] = summarise_sweep(report["jobs"], report["summary"]["current"])
+            report["summary"] = summarise_sweep(report["jobs"], report["summary"]["current"],
+                                                report["summary"].get("min_accuracy"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("cannot read sweep report %s: %s", json_path, exc)
             return 2
@@ -298,7 +326,7 @@ def cli(argv: list[str] | None = None) -> int:
                 "settings": {name: _as_json(settings)
                              for name, settings in ((PLAIN, study.reference), *study.candidates.items())},
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
-        report = {"meta": meta, "jobs": jobs, "summary": summarise_sweep(jobs, current)}
+        report = {"meta": meta, "jobs": jobs, "summary": summarise_sweep(jobs, current, study.min_accuracy)}
         text = render(report)
         atomic_write_json(json_path, report)
         atomic_write_text(out_path, text)

@@ -258,6 +258,33 @@ def comparisons_table(summary: dict[str, Any], keys: set[str] | None = None) -> 
     return lines
 
 
+def headline_table(summary: dict[str, Any]) -> list[str]:
+    """The declared headline family (:data:`HEADLINE`): raw and Holm-adjusted p side by side."""
+    family = summary.get("headline") or []
+    if not family:
+        return []
+    rows = summary["rows"]
+    lines = ["| appearance | comparison (row − baseline) | metric | n | difference | p | Holm-adjusted p | effect |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in family:
+        row = rows[e["row"]]
+        metric = ("segmentation mIoU (test)" if row["group"] == "stage2" and e["metric"] == "miou"
+                  else METRICS[e["metric"]][0])
+        lines.append(f"| {row['appearance']} | {row['label']} − {rows[e['baseline']]['label']} | {metric} | {e['n']} | "
+                     f"{e['diff']:+.3f} | {_p(e['p'])} | {_p(e['p_holm'])} | {'yes' if e['effect'] else 'no'} |")
+    return lines
+
+
+def degenerate_line(summary: dict[str, Any]) -> str:
+    flagged = summary.get("degenerate")
+    if flagged is None:
+        return ""
+    if not flagged:
+        return "No run flagged: every val-chosen threshold cuts a mask that is neither empty nor full."
+    listed = "; ".join(f"{f['row']} seed {f['seed']}: {', '.join(f['reasons'])}" for f in flagged)
+    return f"Flagged runs ({len(flagged)}): {listed}."
+
+
 def edges_line(summary: dict[str, Any]) -> str:
     edges = summary.get("grid_edges") or {}
     if not edges:
@@ -280,14 +307,18 @@ def markdown(report: dict[str, Any]) -> str:
     if stage2:
         lines += ["### Stage 2: a segmentation network trained on the pseudo masks (informative appearance)", "",
                   *stage2, ""]
+    headline = headline_table(summary)
+    if headline:
+        lines += ["### Headline comparisons (the README's claims; Holm-corrected over this family)", "", *headline, ""]
     if summary["comparisons"]:
-        lines += ["### Paired differences (row − baseline, same seeds; effect: two-sided paired t-test "
+        lines += ["### Paired differences (row − baseline, same seeds; the headline family's cells add Holm's p, "
+                  "every other comparison is exploratory; effect: two-sided paired t-test "
                   f"p < {ALPHA} and at least " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items())
                   + "; negligible: p < {ALPHA} but smaller)".replace("{ALPHA}", str(ALPHA)), "",
                   *comparisons_table(summary), ""]
-    edges = edges_line(summary)
-    if edges:
-        lines += [edges, ""]
+    for line in (edges_line(summary), degenerate_line(summary)):
+        if line:
+            lines += [line, ""]
     meta = report["meta"]
     if meta.get("complete") is False:
         lines.append("**Partial report: the run is still going, or was interrupted.**")
@@ -353,9 +384,14 @@ def readme_block(report: dict[str, Any]) -> str:
     if stage2:
         lines += ["**Stage 2: a segmentation network trained on the pseudo masks (informative appearance)**", "",
                   *stage2, ""]
-    edges = edges_line(summary)
-    if edges:
-        lines += [edges, ""]
+    headline = headline_table(summary)
+    if headline:
+        lines += [f"**Headline comparisons** (the claims below rest on these {len(headline) - 2}; their p is "
+                  "corrected for multiplicity by Holm's method, and an effect needs the adjusted p < "
+                  f"{ALPHA}; every other comparison above is exploratory):", "", *headline, ""]
+    for line in (edges_line(summary), degenerate_line(summary)):
+        if line:
+            lines += [line, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -44,7 +44,7 @@ class Row:
         if self.crm:
             values.update({**CRM_RECIPE, **crm_overrides})
         values.update(self.overrides)
-        values["steps"] = 0 if self.untrained else steps
+        values["steps"] = 0 if self.untrained else self.overrides.get("steps", steps)  # a row may fix its own
         return values
 
 
@@ -75,7 +75,7 @@ def _rows() -> tuple[Row, ...]:
         Row("random_resnet_drs_crm_exact", "resnet_drs + CRM, exact preset", "legacy", "random", "resnet_drs", True,
             {"crm_preset": "exact"}),
     ]
-    # The design's second backbone, same recipe otherwise (``--groups backbone``): its floor, with and
+    # The second backbone family, same recipe otherwise (``--groups backbone``): its floor, with and
     # without CRM on the appearance where colour helps and on the one where it does not; DRS on informative.
     # Which of CRM's two terms carries its effect (``--groups mechanism``): CRM with the alignment
     # term off (the gated reconstruction alone), and the alignment term alone (reconstruction L1

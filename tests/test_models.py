@@ -152,7 +152,7 @@ def test_reconstructnet_reaches_image_size_in_tanh_range(image_size: int, cam_si
     assert out.shape == (2, 3, image_size, image_size)
     assert out.min() >= -1 and out.max() <= 1
     if (image_size, cam_size) == (224, 7):
-        assert num_up_blocks(image_size, cam_size) == 5  # DESIGN: 5 up-blocks take 7x7 to 224x224
+        assert num_up_blocks(image_size, cam_size) == 5  # docs/method.md: 5 up-blocks take 7x7 to 224x224
 
 
 def test_layernorm_normalises_over_chw_per_sample() -> None:

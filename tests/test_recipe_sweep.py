@@ -145,3 +145,23 @@ def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them
             value = float(digits) * (-1 if sign in ("−", "-") else 1)
             assert any(round(v, places) == round(value, places) for v in values), \
                 f"{heading} {sign}{digits} is not in docs/sweep_{study}.json"
+
+
+def test_a_recipe_that_does_not_train_the_network_is_not_eligible():
+    """efficientnet_recipe: the current default (200 steps) stops short of the accuracy condition, so
+    the best candidate that reaches it is chosen without having to beat the default's mIoU."""
+    study = recipe_sweep.STUDIES["efficientnet_recipe"]
+    assert study.min_accuracy == 0.98 and study.current == "steps200"
+    assert study.candidates["steps600"] == {"arch": "efficientnet_b0", "steps": 600, "epochs": 6}
+    jobs = []
+    for seed in (10, 11, 12):
+        jobs += [dict(_job("steps200", seed, 0.56), accuracy=0.85), dict(_job("steps400", seed, 0.60), accuracy=0.97),
+                 dict(_job("steps600", seed, 0.58 + 0.001 * seed), accuracy=0.995),
+                 dict(_job(recipe_sweep.PLAIN, seed, 0.62), accuracy=1.0)]
+    summary = recipe_sweep.summarise_sweep(jobs, study.current, study.min_accuracy)
+    assert summary["eligible"] == ["steps600"] and summary["chosen"] == "steps600"
+    assert summary["val_accuracy"]["steps200"] == pytest.approx(0.85)
+    text = recipe_sweep.render({"summary": summary, "meta": _meta()})
+    assert "does not reach it, so steps600" in text and "Mean val accuracy" in text
+    # without the condition, the highest mIoU (steps400) would have won on mIoU alone
+    assert recipe_sweep.summarise_sweep(jobs, study.current)["best"] == "steps400"

@@ -94,7 +94,8 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
     monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
     common = ["--steps", "1", "--train-size", "32", "--test-limit", "4", "--val-limit", "4",
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
-              "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json")]
+              "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json"),
+              "--allow-dirty"]
     rows = ["random_resnet_floor", "random_resnet_drs_crm"]
     assert results.cli(["--rows", *rows, *common]) == 0
     report = json.loads((tmp_path / "results.json").read_text())
@@ -244,9 +245,11 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
     common = ["--steps", "1", "--stage2-steps", "1", "--train-size", "16", "--test-limit", "4", "--val-limit", "4",
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
-              "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json")]
+              "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json"),
+              "--allow-dirty"]
     assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt", "informative_stage2_floor",
-                        "informative_stage2_resnet_crm_sp", "informative_stage2_intensity", *common]) == 0
+                        "informative_stage2_resnet_crm_sp", "informative_stage2_intensity",
+                        "informative_stage2_constant", *common]) == 0
     jobs = {j["row"]: j for j in json.loads((tmp_path / "results.json").read_text())["jobs"]}
     refined = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_crm_sp_s0" / "pseudo_masks"
                           / "manifest.json").read_text())
@@ -267,6 +270,11 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     # the floor: the same network with no training step, its checkpoint says so
     from crm_core.checkpoints import load_segmentation_checkpoint
     assert load_segmentation_checkpoint(floor["checkpoint"]).step == 0 and floor["masks_threshold"] is None
+    assert floor["masks_miou"] is None  # it never trained on any mask
+    # the floor of any mask: the better constant prediction, chosen on val, scored on the same test images
+    constant = jobs["informative_stage2_constant"]
+    assert constant["prediction"] == "all background" and constant["fg_iou"] == 0 and constant["bg_fpr"] == 0
+    assert constant["head"] == constant["body"] == 0 and constant.get("masks_miou") is None
     # the no-model cue's masks: the brightness map cut where its own job chose on val
     bright = jobs["informative_stage2_intensity"]
     bright_manifest = json.loads((tmp_path / "runs" / "results_informative_stage2_intensity_s0" / "pseudo_masks"

@@ -76,7 +76,7 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
         return out
 
     if (r := section("crm_step", crm_steps)) is not None:
-        # The headline is the issue's own reference: resnet50 last2, batch 8, 224 px.
+        # The headline is the reference step: resnet50 last2, batch 8, 224 px.
         summary["crm_step_ratio"] = r["224_last2"]["ratio"][f"crm_{preset}"]
         summary["crm_step_ratio_synthetic"] = r["synthetic"]["ratio"][f"crm_{preset}"]
         summary["crm_step_ratio_exact"] = r["224_last2"]["ratio"]["crm_exact"]

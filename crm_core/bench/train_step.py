@@ -41,7 +41,7 @@ RECIPES: dict[str, StepRecipe] = {
     "synthetic": StepRecipe("synthetic", "resnet18", 112, 16, 16, "none"),
     # The pets recipe: ResNet50 at 224, only layer4 + fc train.
     "224_last2": StepRecipe("224_last2", "resnet50", 224, 32, 8, "last2"),
-    # The design's second backbone on the same pets-sized recipe.
+    # The second backbone family on the same pets-sized recipe.
     "efficientnet_b0_224_last2": StepRecipe("efficientnet_b0_224_last2", "efficientnet_b0", 224, 32, 8, "last2"),
 }
 #: The same two recipes at toy sizes (resnet18, 64 px, batch 2): for tests of the pipeline.

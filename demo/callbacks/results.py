@@ -120,6 +120,10 @@ def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]
         # Every comparison of a t-tested report says its p (n/a: fewer than two paired seeds);
         # an older report (no "p": its rule was 2 SE) says none.
         p_text = "" if "p" not in entry else f", {_p(p)}" if p is not None else ", p n/a"
+        if finite(entry.get("p_holm")) is not None:  # one of the claims the README rests on
+            p_text += f", Holm-adjusted {_p(entry['p_holm'])}; headline"
+        elif entry.get("family") == "exploratory":
+            p_text += "; exploratory"
         effect = entry.get("effect") and se is not None
         if entry.get("negligible"):  # p < ALPHA but below the minimal size crm_core.results asks of an effect
             verdict = f"negligible ({diff:+.3f}{p_text})"
@@ -131,7 +135,8 @@ def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]
     if not lines:
         return ""
     rule = (f"an effect is a two-sided paired t-test, p < {ALPHA}, and at least the minimal size; negligible: "
-            f"p < {ALPHA} but smaller" if tested else
+            f"p < {ALPHA} but smaller; a headline comparison is decided on its p adjusted by Holm over the "
+            "declared family, the others are exploratory" if tested else
             "an older report: there an effect is a mean difference beyond 2 standard errors and a minimal size; "
             f"remake it with `{RESULTS_COMMAND}` for p-values")
     return f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; {rule}):\n" + "\n".join(lines)

@@ -88,7 +88,41 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
                 entry["metrics"][metric] = compare([a[s] - b[s] for s in seeds], metric)
         comparisons.append(entry)
     return {"rows": rows, "comparisons": comparisons, "headline": apply_holm(comparisons),
-            "grid_edges": grid_edges(jobs), "degenerate": degenerate_runs(jobs)}
+            "grid_edges": grid_edges(jobs), "degenerate": degenerate_runs(jobs),
+            "stage2_sources": stage2_sources(jobs)}
+
+
+def stage2_sources(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does each stage-2 job's CAM model reproduce the table's own job of that row and seed? (A
+    stage-2 job reuses the table's checkpoint or retrains it; a retrained copy matches only at the
+    same code, seed and thread count.) The differences in CAM mIoU, per (stage-2 row, seed)."""
+    table = {(j["row"], j["seed"]): j for j in jobs}
+    pairs = []
+    for job in jobs:
+        row = ROW_BY_KEY.get(job["row"])
+        if row is None or row.stage2 is None or job.get("cam_miou") is None:
+            continue
+        source = ROW_BY_KEY.get(row.stage2)
+        own = table.get((row.stage2, job["seed"]))
+        if source is None or source.baseline is not None or own is None:
+            continue
+        pairs.append({"row": job["row"], "seed": job["seed"], "diff": job["cam_miou"] - own["miou"]})
+    identical = sum(p["diff"] == 0.0 for p in pairs)
+    largest = max((abs(p["diff"]) for p in pairs), default=0.0)
+    return {"pairs": pairs, "identical": identical, "largest": largest}
+
+
+def stage2_sources_line(summary: dict[str, Any]) -> str:
+    sources = summary.get("stage2_sources") or {}
+    pairs = sources.get("pairs") or []
+    if not pairs:
+        return ""
+    if sources["identical"] == len(pairs):
+        return (f"Every stage-2 job's CAM model reproduces the table's own job of its row and seed "
+                f"({len(pairs)} of {len(pairs)}, CAM mIoU identical).")
+    return (f"Stage-2 source CAMs against the table's own job of the same row and seed: {sources['identical']} of "
+            f"{len(pairs)} identical, largest CAM mIoU difference {sources['largest']:.3f} (retrained copies, "
+            "not the table's checkpoints: a copy matches only at the same code, seed and thread count).")
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -316,7 +350,7 @@ def markdown(report: dict[str, Any]) -> str:
                   f"p < {ALPHA} and at least " + ", ".join(f"{k} {v:g}" for k, v in NEGLIGIBLE.items())
                   + "; negligible: p < {ALPHA} but smaller)".replace("{ALPHA}", str(ALPHA)), "",
                   *comparisons_table(summary), ""]
-    for line in (edges_line(summary), degenerate_line(summary)):
+    for line in (edges_line(summary), degenerate_line(summary), stage2_sources_line(summary)):
         if line:
             lines += [line, ""]
     meta = report["meta"]
@@ -389,7 +423,7 @@ def readme_block(report: dict[str, Any]) -> str:
         lines += [f"**Headline comparisons** (the claims below rest on these {len(headline) - 2}; their p is "
                   "corrected for multiplicity by Holm's method, and an effect needs the adjusted p < "
                   f"{ALPHA}; every other comparison above is exploratory):", "", *headline, ""]
-    for line in (edges_line(summary), degenerate_line(summary)):
+    for line in (edges_line(summary), degenerate_line(summary), stage2_sources_line(summary)):
         if line:
             lines += [line, ""]
     return "\n".join(lines).rstrip() + "\n"

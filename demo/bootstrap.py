@@ -319,7 +319,8 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
         os.replace(staging / f"{name}.pt", existing[name])  # keeps its mtime: eval.json still matches it
     with contextlib.suppress(OSError):
         staging.rmdir()  # when empty
-    log.info("bootstrap finished in %.0f s", time.perf_counter() - started)
+    log.info("bootstrap finished in %.0f s (the evidence above repeats on this machine at one thread per model; "
+             "another CPU gives other numbers)", time.perf_counter() - started)
     if evals:
         log_evidence(evals)
     return list(existing.values())

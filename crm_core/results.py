@@ -132,8 +132,13 @@ def checkpoint_name(row: Row, seed: int) -> str:
 
 def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str, runs_dir: str,
             device: str, crm_overrides: dict[str, Any], reuse: bool, threads: int | None,
-            train_size: int | None = None, stage2_steps: int | None = None) -> dict[str, Any]:
-    """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements."""
+            train_size: int | None = None, stage2_steps: int | None = None,
+            table_source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements.
+
+    ``table_source``: for a stage-2 row, the table's own job of its source CAM row and seed (from
+    the JSON merged into). Its checkpoint is reused when present; otherwise it is retrained at the
+    thread count that job recorded, and the stage-2 job says whether the copy reproduces it."""
     import torch
 
     from crm_core.explain import CamModel
@@ -157,11 +162,19 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         return {"row": row.key, "seed": seed, **score_constant_floor(row, seed, test_limit, val_limit), **provenance}
     if row.stage2 is not None:
         source = None
+        checks: dict[str, Any] = {}
         if row.stage2 != "gt":  # the CAM model of the source row (same seed), reused when already trained
+            source_threads = (table_source or {}).get("threads") or threads
             source = run_job(row.stage2, seed, steps, test_limit, val_limit, checkpoint_dir, runs_dir, device,
-                             crm_overrides, True, threads, train_size)
+                             crm_overrides, True, source_threads, train_size)
+            if threads:
+                torch.set_num_threads(threads)  # the source may have run at the table's own thread count
+            if table_source is not None and table_source.get("miou") is not None:
+                checks = {"source_threads": source.get("threads"),
+                          "source_reproduces_table": source["miou"] == table_source["miou"]
+                          and source.get("threshold") == table_source.get("threshold")}
         return {"row": row.key, "seed": seed, **run_stage2(row, seed, source, test_limit, checkpoint_dir, runs_dir,
-                                                           device, train_size, stage2_steps), **provenance}
+                                                           device, train_size, stage2_steps), **checks, **provenance}
     name = checkpoint_name(row, seed)
     fields = row.train_fields(steps, crm_overrides)
     cfg = TrainConfig(name=name, seed=seed, checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device,
@@ -316,7 +329,8 @@ def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str
 def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
         runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
         train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
-        stage2_steps: int | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+        stage2_steps: int | None = None, threads: int | None = None,
+        table: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order.
 
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
@@ -335,8 +349,16 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
         if on_job is not None:
             on_job([results[i] for i in sorted(results)])
 
-    return run_jobs(run_job, [dict(row_key=key, seed=seed, **common) for key, seed in tasks], jobs,
-                    desc="results", on_done=done)
+    # a stage-2 row's source CAM is the table's own job of that row and seed, when the table has it
+    by_key = {(j["row"], j["seed"]): j for j in table or []}
+
+    def table_source(key: str, seed: int) -> dict[str, Any] | None:
+        source = ROW_BY_KEY[key].stage2
+        job = by_key.get((source, seed)) if source not in (None, "gt", "constant") else None
+        return None if job is None else {k: job.get(k) for k in ("threads", "miou", "threshold")}
+
+    return run_jobs(run_job, [dict(row_key=key, seed=seed, table_source=table_source(key, seed), **common)
+                              for key, seed in tasks], jobs, desc="results", on_done=done)
 
 
 def _short(job: dict[str, Any]) -> str:
@@ -458,7 +480,8 @@ def cli(argv: list[str] | None = None) -> int:
     jobs = run(rows, seeds, steps=args.steps, test_limit=args.test_limit, val_limit=args.val_limit,
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
                crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
-               on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps, threads=args.threads)
+               on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps, threads=args.threads,
+               table=(old or {}).get("jobs"))
     print(write(jobs, complete=True))
     return 0
 

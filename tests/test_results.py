@@ -200,7 +200,7 @@ def test_every_number_of_the_readmes_results_prose_is_in_docs_results_json() -> 
         share = ceiling_share(summary, key)
         values += [] if share is None else [100 * share]
     for comparison in summary["comparisons"]:
-        values += [v for m in comparison["metrics"].values() for v in (m["diff"], m["p"])]
+        values += [v for m in comparison["metrics"].values() for v in (m["diff"], m["p"], m.get("p_holm", m["p"]))]
     for oracle in report.get("oracle", {}).values():
         values += [100 * oracle["oracle_gain"], oracle["intensity_miou"], oracle["colour_miou"]]
     constants = {"0.001", "0.01", "0.05", "0.3", "0.55", "0.95"}  # p bound, minimal size, alpha, deltas, old grid top
@@ -247,9 +247,13 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
               "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
               "--out", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json"),
               "--allow-dirty"]
+    # the table's own CAM job first; its checkpoint is then lost (a fresh clone has none), so the
+    # stage-2 job retrains it at the thread count that job recorded and checks the copy reproduces it
+    assert results.cli(["--rows", "informative_resnet", "--threads", "1", *common]) == 0
+    (tmp_path / "ck" / "results_informative_resnet_s0.pt").unlink()
     assert results.cli(["--rows", "informative_stage2_resnet", "informative_stage2_gt", "informative_stage2_floor",
                         "informative_stage2_resnet_crm_sp", "informative_stage2_intensity",
-                        "informative_stage2_constant", *common]) == 0
+                        "informative_stage2_constant", "--merge", "--threads", "2", *common]) == 0
     jobs = {j["row"]: j for j in json.loads((tmp_path / "results.json").read_text())["jobs"]}
     refined = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_crm_sp_s0" / "pseudo_masks"
                           / "manifest.json").read_text())
@@ -257,6 +261,8 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     pseudo, gt, floor = jobs["informative_stage2_resnet"], jobs["informative_stage2_gt"], jobs["informative_stage2_floor"]
     cam_eval = json.loads((tmp_path / "runs" / "results_informative_resnet_s0" / "eval.json").read_text())
     assert pseudo["cam_miou"] == cam_eval["cam_miou_val_threshold"]["miou"]  # paired with the CAM that made its masks
+    assert pseudo["source_threads"] == jobs["informative_resnet"]["threads"] == 1 and pseudo["threads"] == 2
+    assert pseudo["source_reproduces_table"] and pseudo["cam_miou"] == jobs["informative_resnet"]["miou"]
     manifest = json.loads((tmp_path / "runs" / "results_informative_stage2_resnet_s0" / "pseudo_masks"
                            / "manifest.json").read_text())
     # the masks are cut where the CAM's own evaluation chose its threshold on val, the band moved there

@@ -91,6 +91,17 @@ STUDIES: dict[str, Study] = {
     "efficientnet_recipe": Study("How long EfficientNet-b0 trains (a recipe that converges, chosen on val)", "resnet",
                                  {f"steps{n}": {"arch": "efficientnet_b0", "steps": n, "epochs": n // 100}
                                   for n in (200, 400, 600)}, "steps200", min_accuracy=0.98),
+    # The alignment term alone (reconstruction weight 0, no gate) moves nothing under the table's
+    # recipe: it switches on after one epoch, when the cosine schedule has decayed the learning
+    # rate, and at 112 px its superpixel target is close to the smooth upsampled CAM itself.
+    # Candidates: no warm-up, a 10x weight, and SSC's target (CAM > 0.3 eroded 8x8); reference:
+    # the plain classifier.
+    "alignment": Study("Can the superpixel alignment term act on its own? (warm-up, weight, target)",
+                       "resnet_alignonly",
+                       {"warmup1": {}, "warmup0": {"align_warmup": 0},
+                        "warmup0_x10": {"align_warmup": 0, "align_weight": 10.0},
+                        "warmup0_ssc_target": {"align_warmup": 0, "align_confident": 0.3, "align_erosion": 8}},
+                       "warmup1"),
     "drs_placement_resnet": Study("Where DRS goes on resnet18: layer4's blocks against every block (the official "
                                   "code's placement)", "resnet_drs",
                                   {k: v for k, v in _placement("resnet18").items() if k != "layer4"},

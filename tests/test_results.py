@@ -201,6 +201,7 @@ def test_every_number_of_the_readmes_results_prose_is_in_docs_results_json() -> 
         values += [] if share is None else [100 * share]
     for comparison in summary["comparisons"]:
         values += [v for m in comparison["metrics"].values() for v in (m["diff"], m["p"], m.get("p_holm", m["p"]))]
+    values.append(summary["stage2_sources"]["largest"])
     for oracle in report.get("oracle", {}).values():
         values += [100 * oracle["oracle_gain"], oracle["intensity_miou"], oracle["colour_miou"]]
     constants = {"0.001", "0.01", "0.05", "0.3", "0.55", "0.95"}  # p bound, minimal size, alpha, deltas, old grid top

@@ -337,3 +337,16 @@ def test_a_negligible_difference_is_not_read_as_an_effect() -> None:
     # An older report (its rule was 2 SE, no p): said so, with the command that remakes it.
     text = comparisons_markdown(summary(effect=False, negligible=True), {"a": {}}, "miou")
     assert text.endswith("- A vs B: negligible (+0.001)") and "an older report" in text and "p-values" in text
+
+
+def test_headline_comparisons_show_their_holm_p_and_the_rest_say_exploratory(tmp_path: Path) -> None:
+    report = _report()
+    headline, exploratory = report["summary"]["comparisons"][0]["metrics"]["miou"], \
+        report["summary"]["comparisons"][1]["metrics"]["miou"]
+    headline.update(family="headline", p_holm=0.9)
+    exploratory.update(family="exploratory")
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    text = _view(FakeEngine(results_path=path), "random")[4]
+    assert "- resnet + CRM vs resnet: no effect (+0.004, p = 0.728, Holm-adjusted p = 0.900; headline)" in text
+    assert "(effect, p = 0.002; exploratory)" in text and "declared family" in text

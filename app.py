@@ -3,7 +3,8 @@
 On a fresh clone (no checkpoint in ``checkpoints/``) it first trains the demo pair on the synthetic
 dataset (a few minutes on a laptop CPU, offline), serves, and trains the rest of the demo set in
 the background; ``--no-bootstrap`` skips all that. Parse args, build, launch: nothing heavy
-happens at import.
+happens at import. A ``--host`` other machines can reach needs logins (``--auth-file``,
+``CRM_LAB_AUTH``) or ``--insecure-no-auth``, checked before anything else (docs/serving.md).
 """
 from __future__ import annotations
 
@@ -30,7 +31,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    p.add_argument("--auth-file", default=None, metavar="PATH",
+                   help="require a login: user:password lines (user:password:admin for an admin; # comments), "
+                        "a file only you may read (chmod 600). Or set CRM_LAB_AUTH=user:password[,user2:password2]")
+    p.add_argument("--auth", default=None, metavar="USER:PASS",
+                   help="require this one login (its password shows in ps: prefer --auth-file or CRM_LAB_AUTH)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve a non-loopback --host without any login (refused otherwise; the page says so)")
+    p.add_argument("--jobs-per-user", type=int, default=2,
+                   help="with logins: the most fine-tune jobs (running plus queued) one user may have")
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="checkpoint folder")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="run folder")
     p.add_argument("--results", default=str(ROOT / "docs" / "results.json"),
@@ -47,12 +56,31 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
-    if value is None:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise ValueError("--auth must look like user:password")
-    return user, password
+    """``--auth user:password`` as (user, password); ValueError when it is not that."""
+    from demo.serving import parse_auth_arg  # light: the standard library only
+
+    return None if value is None else parse_auth_arg(value)
+
+
+def serving_setup(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple:
+    """(demo.serving.Logins or None, demo.serving.Access) for ``args``: who may log in and what the
+    UI is told about it; logs the warnings (--auth on the command line, --insecure-no-auth). Refuses (demo.serving.ServingRefused, a ValueError with a one-line message) a host
+    other machines can reach without a login, unless --insecure-no-auth; a bad --auth-file,
+    CRM_LAB_AUTH or --auth; logins given two ways. Passwords are never logged."""
+    from demo.serving import Access, check_bind, resolve_logins
+
+    if args.jobs_per_user < 1:
+        raise ValueError("--jobs-per-user must be >= 1")
+    logins, warnings = resolve_logins(args.auth_file, args.auth, environ)
+    banner, more = check_bind(args.host, args.port, logins, args.insecure_no_auth)
+    for warning in warnings + more:
+        log.warning("%s", warning)
+    if logins is not None:
+        log.info("logins from %s: %d user(s), admins: %s", logins.source, len(logins.users),
+                 ", ".join(sorted(logins.admins)) or "none")
+    access = Access(logins=logins is not None, admins=logins.admins if logins else frozenset(),
+                    jobs_per_user=args.jobs_per_user, banner=banner)
+    return logins, access
 
 
 def _import_dashboard() -> None:
@@ -75,7 +103,9 @@ def _train_rest(checkpoints: Path, runs: Path, device: str, eval_images: int, na
 
 
 def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
-    """Bootstrap if needed, build the UI and launch it; returns the Blocks (``.local_url`` set)."""
+    """Bootstrap if needed, build the UI and launch it; returns the Blocks (``.local_url`` set).
+    ``args.serving`` is :func:`serving_setup`'s answer when :func:`main` has it already."""
+    logins, access = getattr(args, "serving", None) or serving_setup(args)  # refused before any work
     from demo.bootstrap import (DEMO_BEFORE_SERVING, DEMO_MODELS, bootstrap_demo, needs_bootstrap,  # light
                                 staged_demo_models)
 
@@ -103,11 +133,11 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     from demo.layout import build_app
 
     engine = Engine(checkpoints, runs, device=device, eval_limit=args.eval_images, results_path=Path(args.results))
-    app = build_app(engine)
+    app = build_app(engine, access)
     app.queue(default_concurrency_limit=2)
-    log.info("serving on http://%s:%d", args.host, args.port)
+    log.info("serving on http://%s:%d%s", args.host, args.port, " (login required)" if logins else "")
     app.launch(
-        server_name=args.host, server_port=args.port, share=False, auth=parse_auth(args.auth),
+        server_name=args.host, server_port=args.port, share=False, auth=logins.gradio_auth() if logins else None,
         max_file_size=args.max_file_size, allowed_paths=[str(checkpoints), str(runs)], show_error=False,
         prevent_thread_lock=True, quiet=False, footer_links=["api"],
     )
@@ -162,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        parse_auth(args.auth)
         if args.eval_images < 1:
             raise ValueError("--eval-images must be >= 1")
+        # Before anything listens or trains: a host other machines reach needs a login (demo.serving).
+        args.serving = serving_setup(args)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -52,9 +52,12 @@ class CheckpointSummary:
         cfg, train = self.model_config, self.train_config
         crm = "CRM" if self.has_reconstructor else "no CRM"
         drs = f"DRS delta={'learnable' if cfg.drs_learnable else cfg.drs_delta}" if cfg.drs else "no DRS"
+        extra = train.get("extra")
+        owner = extra.get("owner") if isinstance(extra, dict) else None  # the dashboard login that trained it
         return (f"{self.name}: {cfg.variant} ({cfg.arch}, {drs}, {crm}), {self.dataset} "
                 f"{self.image_size}px, {len(self.class_names)} classes, step {self.step}, "
-                f"weights {self.weights_source}, lr {train.get('cls_lr', '?')}")
+                f"weights {self.weights_source}, lr {train.get('cls_lr', '?')}"
+                + (f", owner {owner}" if owner else ""))
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ class FineTuneRunner:
             checkpoint_dir=str(checkpoint_dir), runs_dir=str(self.runs_dir), device=self.device,
         )
         values.update(request.extra)
+        if request.owner:  # in the run's config.json and the checkpoint's train_config (docs/serving.md)
+            values["extra"] = {**values.get("extra", {}), "owner": request.owner}
         cfg = TrainConfig(**values)
         cfg.resolve()
         return cfg

@@ -19,6 +19,7 @@ from demo import callbacks as cb
 from demo import plots
 from demo.messages import safe_message
 from demo.protocol import DashboardEngine, FineTuneRequest
+from demo.serving import Access, JobBook
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,19 @@ def readable_upload_errors(image: gr.Image) -> gr.Image:
     return image
 
 
-def build_app(engine: DashboardEngine) -> gr.Blocks:
+def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Blocks:
     """The whole dashboard around ``engine`` (demo.engine.Engine or a test fake).
 
     Building asks the engine only what it can answer without building a model: the menus'
     checkpoints are read, not verified, and the page's load event refreshes them (verified).
+    ``access`` (demo.serving.Access; None: no logins) says whether users log in, who the admins
+    are, each user's fine-tune limit and the banner of an app served without login to the network.
     """
+    access = access or Access()
+    # The fine-tune jobs of this app, with their owners. Without logins gradio's queue holds the
+    # waiting jobs (concurrency_limit=1) and the book only ever holds the running one; with logins
+    # every job is booked on arrival, so that each user's running plus queued jobs can be counted.
+    jobs = JobBook(access.jobs_per_user if access.logins else None)
     names = engine.checkpoint_names(verify=False)
     a0, b0 = cb.default_pair(names)
     drs0 = cb.default_drs(engine, names)
@@ -78,6 +86,8 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
         return bound
 
     with gr.Blocks(title="CRM Lab", analytics_enabled=False) as app:
+        if access.banner:
+            gr.Markdown(f"⚠️ **{access.banner}**", elem_id="insecure-banner")
         gr.Markdown("# CRM Lab\nWeakly supervised segmentation: Grad-CAM++ maps of ResNet classifiers with "
                     "DRS (Discriminative Region Suppression) and CRM (a ReconstructNet decoding the CAMs back "
                     "into the image).", elem_id="crm-title")
@@ -268,7 +278,9 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
                 with gr.Row():
                     ft_start = gr.Button("Start", variant="primary", elem_id="ft-start")
                     ft_stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
-                ft_status = gr.Markdown("One training job at a time; others wait in the queue.", elem_id="ft-status")
+                ft_status = gr.Markdown("One training job at a time; others wait in the queue" + (
+                    f" (at most {access.jobs_per_user} running or queued per user; Stop stops your own jobs)."
+                    if access.logins else "."), elem_id="ft-status")
                 ft_plot = gr.Plot(label="Live losses")
 
         # -- wiring ---------------------------------------------------------------------------
@@ -366,23 +378,30 @@ def build_app(engine: DashboardEngine) -> gr.Blocks:
 
         res_btn.click(results_evaluate, [res_model, *results_in], [res_user, *results_out], api_name="results_evaluate")
 
-        # Fine-tune: one job at a time (concurrency_limit=1 queues the others; the engine's lock
-        # refuses with a message anything that slips past, e.g. a second app on the same engine).
+        # Fine-tune: one job at a time. Without logins concurrency_limit=1 queues the others; with
+        # logins they wait in ``jobs`` (so that each user's jobs are counted), whose first job trains.
+        # The engine's lock refuses with a message anything that slips past, e.g. a second app on the
+        # same engine. gradio hands each call its gr.Request: ``request.username`` is the login.
         def fine_tune(name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch: Any, cls_lr: Any,
                       rec_lr: Any, l1: Any, vgg: Any, align: Any, drs_delta: Any, learnable: Any, arch: Any = None,
-                      progress: gr.Progress = gr.Progress()) -> Any:
+                      request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
+            owner = getattr(request, "username", None) if access.logins else None
             yield from cb.fine_tune(engine, name, base, model, dataset, steps, batch, cls_lr, rec_lr, l1, vgg, align,
-                                    drs_delta, learnable, arch, progress=progress)
+                                    drs_delta, learnable, arch, progress=progress, jobs=jobs, owner=owner)
+
+        def stop_training(name: Any, request: gr.Request = None) -> str:  # type: ignore[assignment]
+            return cb.stop_training(engine, name, jobs=jobs, access=access, user=getattr(request, "username", None))
 
         ft_in = [ft_name, ft_base, ft_model, ft_dataset, ft_steps, ft_batch, ft_cls_lr, ft_rec_lr, ft_l1, ft_vgg,
                  ft_align, ft_delta, ft_learnable, ft_arch]
-        ft_start.click(fine_tune, ft_in, [ft_status, ft_plot], api_name="fine_tune", concurrency_limit=1,
+        ft_start.click(fine_tune, ft_in, [ft_status, ft_plot], api_name="fine_tune",
+                       concurrency_limit=None if access.logins else 1,
                        concurrency_id="training", show_progress_on=[ft_status]).then(
             refresh, pickers, pickers + [models_md], **PRIVATE).then(
             bind(cb.select_new_run), [runs_sel, ft_name], [runs_sel], **PRIVATE).then(
             lambda: cb.suggest_name(engine), None, [ft_name], **PRIVATE)
         ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta, ft_arch], **PRIVATE)
-        ft_stop.click(bind(cb.stop_training), [ft_name], [ft_status], api_name="stop_training")
+        ft_stop.click(stop_training, [ft_name], [ft_status], api_name="stop_training")
 
         # Stage 2
         s2_in = [s2_seg, s2_cam, s2_index, s2_low, s2_high]

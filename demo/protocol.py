@@ -128,6 +128,7 @@ class FineTuneRequest:
     delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"
     arch: str = RESULTS_RECIPE["arch"]  # backbone from scratch (a base keeps its own)
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
+    owner: str | None = None  # the login that started it (None: no login); TrainConfig.extra["owner"]
 
 
 def finite(value: Any) -> float | None:

@@ -54,6 +54,7 @@ class FakeEngine:
         self.runs = {name: self._metrics(name) for name in runs}
         self.step_s = step_s
         self.trained: list[FineTuneRequest] = []
+        self.owners: dict[str, str | None] = {}  # run name -> the owner its fine-tune recorded
         self._lock = threading.Lock()
         self._job: dict[str, Any] = {}
 
@@ -229,17 +230,23 @@ class FakeEngine:
     def run(self, name: str) -> RunInfo:
         if not isinstance(name, str) or name not in self.runs:
             raise InvalidName(f"no run named {name!r}")
-        return RunInfo(name=name, config={"train": {"model": "resnet", "arch": "resnet18", "image_size": SIZE}},
+        train = {"model": "resnet", "arch": "resnet18", "image_size": SIZE}
+        if self.owners.get(name):
+            train["extra"] = {"owner": self.owners[name]}
+        return RunInfo(name=name, config={"train": train},
                        metrics=self.runs[name], eval={"accuracy": 0.5, "cam_miou_best": {"miou": 0.4, "threshold": 0.3}})
 
     # training
     def train_config(self, request: FineTuneRequest) -> TrainConfig:
         if request.name in self.names:
             raise ValueError(f"{request.name!r} already exists")
+        values = dict(request.extra)
+        if request.owner:  # as demo.finetune.FineTuneRunner.train_config records it
+            values["extra"] = {**values.get("extra", {}), "owner": request.owner}
         return TrainConfig(name=request.name, model=request.model, dataset=request.dataset, steps=request.steps,
                            batch_size=request.batch_size, cls_lr=request.cls_lr, rec_lr=request.rec_lr,
                            l1_weight=request.l1_weight, vgg_weight=request.vgg_weight,
-                           align_weight=request.align_weight, delta=request.delta, **request.extra)
+                           align_weight=request.align_weight, delta=request.delta, **values)
 
     def training_status(self) -> str | None:
         return f"fine-tune {self._job['name']!r} is running" if self._job else None
@@ -261,6 +268,7 @@ class FakeEngine:
             self.trained.append(request)
             self.names.append(request.name)
             self.runs[request.name] = self._metrics(request.name)
+            self.owners[request.name] = request.owner
             return Path("/nonexistent") / f"{request.name}.pt"
         finally:
             self._job = {}

@@ -1,4 +1,9 @@
-"""Fine-tune tab: validate a request, train in a worker thread with a live chart, stop it."""
+"""Fine-tune tab: validate a request, train in a worker thread with a live chart, stop it.
+
+With a :class:`demo.serving.JobBook` (the served app's), jobs wait their turn in it, each with its
+owner (the login; None without one); with logins, each user may have ``Access.jobs_per_user`` jobs
+running or queued, and only a job's owner or an admin may stop it.
+"""
 from __future__ import annotations
 
 import queue
@@ -13,6 +18,7 @@ from demo import plots
 from demo.callbacks.common import _delta, _model_name, _number, user_errors
 from demo.callbacks.menus import NO_BASE
 from demo.protocol import NAME_RE, DashboardEngine, FineTuneRequest
+from demo.serving import Access, Job, JobBook
 
 MAX_STEPS = 2000
 
@@ -28,8 +34,9 @@ def suggest_name(engine: DashboardEngine, stem: str = "finetune") -> str:
 
 def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any,
                       batch_size: Any, cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any,
-                      delta: Any, learnable: Any, arch: Any = None) -> FineTuneRequest:
-    """The tab's values, validated, as the request the engine trains from (``arch`` None: the default)."""
+                      delta: Any, learnable: Any, arch: Any = None, owner: str | None = None) -> FineTuneRequest:
+    """The tab's values, validated, as the request the engine trains from (``arch`` None: the default;
+    ``owner``: the login that asks, recorded in the run and the checkpoint)."""
     name = str(name or "").strip()
     if not NAME_RE.match(name) or ".." in name:
         raise gr.Error(f"checkpoint name {name[:60]!r}: use 1-64 letters, digits, '_', '-', '.' (no path)")
@@ -45,7 +52,7 @@ def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any,
         rec_lr=_number(rec_lr, "ReconstructNet learning rate", 0.0, 1.0, lo_open=True),
         l1_weight=_number(l1_weight, "L1 weight", 0.0, 1000.0), vgg_weight=_number(vgg_weight, "perceptual weight", 0.0, 1000.0),
         align_weight=_number(align_weight, "alignment weight", 0.0, 1000.0),
-        delta="learnable" if learnable else f"{_delta(delta):g}",
+        delta="learnable" if learnable else f"{_delta(delta):g}", owner=owner,
         **({} if arch in (None, "") else {"arch": _choice(arch, engine.backbones(), "backbone")}),
     )
 
@@ -60,25 +67,61 @@ def _choice(value: Any, allowed: list[str], what: str) -> str:
 def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch_size: Any,
               cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any, delta: Any,
               learnable: Any, arch: Any = None, progress: Callable | None = None, poll_s: float = 0.5,
-              plot_every_s: float = 1.0) -> Iterator[tuple[str, Any]]:
+              plot_every_s: float = 1.0, jobs: JobBook | None = None,
+              owner: str | None = None) -> Iterator[tuple[str, Any]]:
     """Train in a worker thread; yield (status, live loss chart) while it runs.
 
-    Closing the generator (Stop, or the browser leaving) asks the run to save and return.
+    Closing the generator (Stop, or the browser leaving) asks the run to save and return. With
+    ``jobs``, the job is booked there first (demo.serving.JobLimit past the owner's limit) and waits
+    for its turn; without, a busy engine refuses it at once.
     """
     request = fine_tune_request(engine, name, base, model, dataset, steps, batch_size, cls_lr, rec_lr,
-                                l1_weight, vgg_weight, align_weight, delta, learnable, arch)
+                                l1_weight, vgg_weight, align_weight, delta, learnable, arch, owner)
+    if jobs is None:
+        _refuse_if_busy(engine)
+    engine.train_config(request)  # validate (name free, base compatible) before booking or starting a thread
+    if jobs is None:
+        yield from _train(engine, request, progress, poll_s, plot_every_s)
+        return
+    job = jobs.admit(request.name, owner)
+    try:
+        while True:
+            ahead = jobs.wait_turn(job, timeout=4 * poll_s)
+            if job.stop.is_set():
+                yield (f"**{request.name}** was cancelled before it started; nothing was trained.",
+                       plots.live_figure(request.name, []))
+                return
+            if ahead == 0:
+                break
+            yield (f"Queued: **{request.name}** starts when the {ahead} job(s) before it end.",
+                   plots.live_figure(request.name, []))
+        _refuse_if_busy(engine)  # a job of another app on the same engine
+        yield from _train(engine, request, progress, poll_s, plot_every_s, job)
+    finally:
+        jobs.done(job)
+
+
+def _refuse_if_busy(engine: DashboardEngine) -> None:
     busy = engine.training_status()
     if busy:
         raise gr.Error(f"{busy}; one training job at a time — wait for it to finish, then start again")
-    engine.train_config(request)  # validate (name free, base compatible) before starting a thread
+
+
+def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable | None, poll_s: float,
+           plot_every_s: float, job: Job | None = None) -> Iterator[tuple[str, Any]]:
+    """The job itself: a worker thread trains, this generator reports. ``job.stop`` (Stop on a
+    booked job) stops it as closing the generator does."""
     rows: list[dict[str, Any]] = []
     updates: queue.Queue = queue.Queue()
     stop = threading.Event()
     result: dict[str, Any] = {}
 
+    def should_stop() -> bool:
+        return stop.is_set() or (job is not None and job.stop.is_set())
+
     def work() -> None:
         try:
-            result["path"] = engine.train(request, on_progress=updates.put, should_stop=stop.is_set)
+            result["path"] = engine.train(request, on_progress=updates.put, should_stop=should_stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the generator, re-raised there
             result["error"] = exc
 
@@ -137,9 +180,25 @@ def base_defaults(engine: DashboardEngine, base: Any) -> tuple[dict, dict, dict]
 
 
 @user_errors
-def stop_training(engine: DashboardEngine, name: Any) -> str:
+def stop_training(engine: DashboardEngine, name: Any, jobs: JobBook | None = None, access: Access | None = None,
+                  user: str | None = None) -> str:
+    """Stop the fine-tune ``name``: a running one saves and returns, a queued one (in ``jobs``) never
+    starts. With logins (``access.logins``), only the job's owner or an admin may stop it."""
     name = str(name or "").strip()
+    job = jobs.find(name) if jobs is not None else None
+    if access is not None and access.logins and not access.is_admin(user):
+        if job is not None and job.owner != user:
+            raise gr.Error(f"{name!r} is {job.owner}'s fine-tune: only its owner or an admin can stop it")
+        if job is None:  # nothing of this user's; a job this app did not book has no known owner
+            return f"No fine-tune of yours named {name!r} is running or queued."
+    if job is not None:
+        started = jobs.cancel(job)  # type: ignore[union-attr]
+        engine.request_stop(name)
+        if not started:
+            return f"Cancelled **{name}**: it was waiting for its turn and will not start."
+        return f"Stopping **{name}**: it saves its checkpoint at the end of the current step."
     if engine.request_stop(name):
         return f"Stopping **{name}**: it saves its checkpoint at the end of the current step."
     status = engine.training_status()
     return f"No running fine-tune named {name!r}." + (f" ({status})" if status else "")
+

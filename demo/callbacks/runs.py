@@ -40,6 +40,7 @@ def runs_table(engine: DashboardEngine, names: Sequence[str] | None = None) -> p
             "cls lr": train.get("cls_lr"), "delta": train.get("delta") if train.get("model") == "resnet_drs" else None,
             "init from": Path(train["init_from"]).stem if train.get("init_from") else None,
             "weights": extra.get("weights_source"),
+            "owner": extra.get("owner"),  # the login that started it from the dashboard (docs/serving.md)
         })
     frame = pd.DataFrame(records)
     return frame.round(4) if not frame.empty else pd.DataFrame(columns=["run"])

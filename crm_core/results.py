@@ -103,12 +103,14 @@ def code_revision() -> str:
 
 def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, device: str,
                 crm_overrides: dict[str, Any], train_size: int | None, stage2_steps: int | None = None,
-                threads: int | None = None) -> str:
+                threads: int | None = None, stage2_seed: int = 0) -> str:
     """The command that reruns exactly this (row, seed) and merges it into the table (with the
     thread count it ran on: CPU results depend on it)."""
     parts = ["python -m crm_core.results --merge --rows", row_key, "--first-seed", str(seed), "--seeds 1"]
     if threads is not None:
         parts += ["--threads", str(threads)]
+    if stage2_seed:
+        parts += ["--first-stage2-seed", str(stage2_seed), "--stage2-seeds 1"]
     if steps != DEFAULT_STEPS:
         parts += ["--steps", str(steps)]
     if test_limit != 200:
@@ -126,14 +128,26 @@ def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit:
     return " ".join(parts)
 
 
-def checkpoint_name(row: Row, seed: int) -> str:
-    return f"results_{row.key}_s{seed}"
+def checkpoint_name(row: Row, seed: int, stage2_seed: int = 0) -> str:
+    return f"results_{row.key}_s{seed}" + (f"_n{stage2_seed}" if stage2_seed else "")
+
+
+def stage2_network_seed(seed: int, stage2_seed: int) -> int:
+    """The seed of a stage-2 network's weights, batches and flips. The CAM seed ``seed`` draws the
+    data and the CAM model whose masks it learns; ``stage2_seed`` k draws further networks on the
+    same masks (k = 0 is the CAM seed itself)."""
+    return seed + 1000 * stage2_seed
+
+
+def job_key(job: dict[str, Any]) -> tuple[str, int, int]:
+    """What a job of the table is: its row, its seed and (stage 2) its network seed."""
+    return job["row"], job["seed"], int(job.get("stage2_seed") or 0)
 
 
 def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str, runs_dir: str,
             device: str, crm_overrides: dict[str, Any], reuse: bool, threads: int | None,
             train_size: int | None = None, stage2_steps: int | None = None,
-            table_source: dict[str, Any] | None = None) -> dict[str, Any]:
+            table_source: dict[str, Any] | None = None, stage2_seed: int = 0) -> dict[str, Any]:
     """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements.
 
     ``table_source``: for a stage-2 row, the table's own job of its source CAM row and seed (from
@@ -155,7 +169,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
                                                              len(DEFAULT_THRESHOLDS)],
                   "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
-                                         train_size, stage2_steps, used_threads)}
+                                         train_size, stage2_steps, used_threads, stage2_seed)}
     if row.baseline is not None:
         return {"row": row.key, "seed": seed, **score_row_baseline(row, seed, test_limit, val_limit), **provenance}
     if row.stage2 == "constant":
@@ -173,8 +187,9 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
                 checks = {"source_threads": source.get("threads"),
                           "source_reproduces_table": source["miou"] == table_source["miou"]
                           and source.get("threshold") == table_source.get("threshold")}
-        return {"row": row.key, "seed": seed, **run_stage2(row, seed, source, test_limit, checkpoint_dir, runs_dir,
-                                                           device, train_size, stage2_steps), **checks, **provenance}
+        return {"row": row.key, "seed": seed, "stage2_seed": stage2_seed,
+                **run_stage2(row, seed, source, test_limit, checkpoint_dir, runs_dir, device, train_size, stage2_steps,
+                             stage2_seed), **checks, **provenance}
     name = checkpoint_name(row, seed)
     fields = row.train_fields(steps, crm_overrides)
     cfg = TrainConfig(name=name, seed=seed, checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device,
@@ -230,14 +245,16 @@ def raw_cam_peak(model: Any, images: int = 16) -> float:
 
 
 def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: int, checkpoint_dir: str,
-               runs_dir: str, device: str, train_size: int | None, steps: int | None = None) -> dict[str, Any]:
+               runs_dir: str, device: str, train_size: int | None, steps: int | None = None,
+               stage2_seed: int = 0) -> dict[str, Any]:
     """A stage-2 row: pseudo masks of the source CAM model (``source``: its job; None for ground
-    truth) on the train split, a segmentation network (SEG_RECIPE) trained on them, its test scores."""
+    truth) on the train split, a segmentation network (SEG_RECIPE, network seed
+    :func:`stage2_network_seed`) trained on them, its test scores."""
     from crm_core.explain import CamModel
     from crm_core.postprocess import write_pseudo_masks
     from crm_core.segment import GT, SegConfig, main as segment_main
 
-    name = checkpoint_name(row, seed)
+    name = checkpoint_name(row, seed, stage2_seed)
     masks = GT
     source_row = ROW_BY_KEY[row.stage2] if row.stage2 in ROW_BY_KEY else None
     if source_row is not None and source_row.baseline is not None:  # a map that comes from no model
@@ -252,7 +269,8 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
     data = dict(dataset=RECIPE["dataset"], image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
                 appearance=row.appearance, data_seed=seed) if source is None else {}
     recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps}), **({"steps": 0} if row.untrained else {})}
-    cfg = SegConfig(name=name, masks=masks, seed=seed, train_size=train_size, test_limit=test_limit,
+    cfg = SegConfig(name=name, masks=masks, seed=stage2_network_seed(seed, stage2_seed), train_size=train_size,
+                    test_limit=test_limit,
                     checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device, **recipe, **data)
     started = time.perf_counter()
     path = segment_main(cfg)
@@ -330,12 +348,13 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
         runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
         train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
         stage2_steps: int | None = None, threads: int | None = None,
-        table: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Run every (row, seed) job, ``jobs`` at a time; results come back in (row, seed) order.
+        table: list[dict[str, Any]] | None = None, stage2_seeds: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
+    """Run every (row, seed) job, ``jobs`` at a time (a stage-2 row: one per network seed of
+    ``stage2_seeds``); results come back in task order.
 
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
     interrupted run keeps what it measured)."""
-    tasks = [(row.key, seed) for seed in seeds for row in rows]
+    tasks = [(row.key, seed, k) for seed in seeds for row in rows for k in (stage2_seeds if row.stage2 else (0,))]
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
                   runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse,
                   threads=threads or threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps)
@@ -345,7 +364,8 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     def done(results: dict[int, dict[str, Any]]) -> None:
         for index in sorted(set(results) - logged):
             logged.add(index)
-            log.info("%s seed %d: %s", *tasks[index], _short(results[index]))
+            key, seed, k = tasks[index]
+            log.info("%s seed %d%s: %s", key, seed, f" network seed {k}" if k else "", _short(results[index]))
         if on_job is not None:
             on_job([results[i] for i in sorted(results)])
 
@@ -357,8 +377,8 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
         job = by_key.get((source, seed)) if source not in (None, "gt", "constant") else None
         return None if job is None else {k: job.get(k) for k in ("threads", "miou", "threshold")}
 
-    return run_jobs(run_job, [dict(row_key=key, seed=seed, table_source=table_source(key, seed), **common)
-                              for key, seed in tasks], jobs, desc="results", on_done=done)
+    return run_jobs(run_job, [dict(row_key=key, seed=seed, table_source=table_source(key, seed), stage2_seed=k,
+                                   **common) for key, seed, k in tasks], jobs, desc="results", on_done=done)
 
 
 def _short(job: dict[str, Any]) -> str:
@@ -397,6 +417,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
     p.add_argument("--stage2-steps", type=int, default=SEG_RECIPE["steps"],
                    help="training steps of each stage-2 segmentation network (group stage2)")
+    p.add_argument("--stage2-seeds", type=int, default=1,
+                   help="stage-2 networks per CAM seed and mask set (network seeds --first-stage2-seed, ...)")
+    p.add_argument("--first-stage2-seed", type=int, default=0, help="first stage-2 network seed")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
@@ -432,13 +455,15 @@ def cli(argv: list[str] | None = None) -> int:
         return _refresh(args)
     if args.plan:
         common = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--plan"]
-        for rows, count in README_PLAN:
-            code = cli(["--merge", *common, "--rows", *rows, "--seeds", str(count)])
+        for rows, count, *extra in README_PLAN:
+            code = cli(["--merge", *common, "--rows", *rows, "--seeds", str(count), *(extra[0] if extra else ())])
             if code:
                 return code
         return cli(["--oracle", *common])
-    if args.seeds < 1 or args.jobs < 1 or args.steps < 1 or args.stage2_steps < 1 or (args.threads or 1) < 1:
-        log.error("--seeds, --jobs, --steps, --stage2-steps and --threads must be >= 1")
+    if (args.seeds < 1 or args.jobs < 1 or args.steps < 1 or args.stage2_steps < 1 or (args.threads or 1) < 1
+            or args.stage2_seeds < 1 or args.first_stage2_seed < 0):
+        log.error("--seeds, --jobs, --steps, --stage2-steps, --stage2-seeds and --threads must be >= 1, "
+                  "--first-stage2-seed >= 0")
         return 2
     revision = code_revision()
     if "+dirty" in revision and not args.allow_dirty:
@@ -464,8 +489,8 @@ def cli(argv: list[str] | None = None) -> int:
                 "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
         if old is not None:
-            done = {(j["row"], j["seed"]) for j in jobs}
-            jobs = [j for j in old.get("jobs", []) if (j["row"], j["seed"]) not in done] + jobs
+            done = {job_key(j) for j in jobs}
+            jobs = [j for j in old.get("jobs", []) if job_key(j) not in done] + jobs
             meta["merged_with"] = old.get("meta")
         report = {"meta": meta, "jobs": jobs, "summary": summarise(jobs)}
         if old is not None and "oracle" in old:  # measured by --oracle, not by a row: a merge keeps it
@@ -481,7 +506,8 @@ def cli(argv: list[str] | None = None) -> int:
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
                crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
                on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps, threads=args.threads,
-               table=(old or {}).get("jobs"))
+               table=(old or {}).get("jobs"),
+               stage2_seeds=tuple(range(args.first_stage2_seed, args.first_stage2_seed + args.stage2_seeds)))
     print(write(jobs, complete=True))
     return 0
 

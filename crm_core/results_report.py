@@ -27,12 +27,23 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, float]:
-    out = {}
+    """Seed -> the row's value of ``metric``; a stage-2 row's several networks of one CAM seed are
+    averaged first, so that seeds stay the unit of every mean, std and paired test."""
+    per_seed: dict[int, list[float]] = {}
     for job in jobs:
         value = job.get(metric)
         if job["row"] == row and value is not None and math.isfinite(value):
-            out[job["seed"]] = float(value)
-    return out
+            per_seed.setdefault(job["seed"], []).append(float(value))
+    return {seed: sum(values) / len(values) for seed, values in per_seed.items()}
+
+
+def networks_per_seed(jobs: list[dict[str, Any]], row: str) -> int:
+    """How many stage-2 networks each CAM seed of ``row`` has (the fewest over its seeds; 1 elsewhere)."""
+    counts: dict[int, int] = {}
+    for job in jobs:
+        if job["row"] == row:
+            counts[job["seed"]] = counts.get(job["seed"], 0) + 1
+    return min(counts.values(), default=1)
 
 
 def paired_t_test(diffs: list[float]) -> tuple[float, float]:
@@ -75,7 +86,7 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
                 mean, std = mean_std(values)
                 stats[metric] = {"mean": mean, "std": std, "n": len(values)}
         if stats:
-            rows[row.key] = {**asdict(row), "stats": stats}
+            rows[row.key] = {**asdict(row), "stats": stats, "networks_per_seed": networks_per_seed(jobs, row.key)}
     comparisons = []
     for key, base in COMPARISONS:
         if key not in rows or base not in rows:
@@ -268,7 +279,10 @@ def stage2_table(summary: dict[str, Any]) -> list[str]:
     for key in keys:
         row = summary["rows"][key]
         n = max(s["n"] for s in row["stats"].values())
-        lines.append(f"| {row['label']} | {n} | " + " | ".join(_cell(row["stats"], m) for m in STAGE2_METRICS) + " |")
+        networks = row.get("networks_per_seed", 1)
+        seeds = f"{n} × {networks} networks" if networks > 1 else str(n)
+        lines.append(f"| {row['label']} | {seeds} | " + " | ".join(_cell(row["stats"], m) for m in STAGE2_METRICS)
+                     + " |")
     lines.append("")
     for c in summary["comparisons"]:
         if c["row"] in keys and "miou" in c["metrics"]:

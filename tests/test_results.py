@@ -301,3 +301,44 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     for job in (pseudo, gt, floor, bright):
         assert 0 <= job["miou"] <= 1 and job["head"] is not None and "--stage2-steps 1" in job["command"]
     assert "segmentation mIoU (test)" in (tmp_path / "results.md").read_text()
+
+
+def test_stage2_networks_per_seed_are_averaged_before_pairing_and_rerun_alone() -> None:
+    jobs = []
+    for seed in range(3):
+        for k, bump in enumerate((0.0, 0.02, 0.04)):  # three networks on each CAM seed's masks
+            jobs.append({"row": "informative_stage2_resnet_crm", "seed": seed, "stage2_seed": k,
+                         "miou": 0.60 + 0.01 * seed + bump})
+        jobs.append({"row": "informative_stage2_resnet", "seed": seed, "stage2_seed": 0, "miou": 0.55 + 0.01 * seed})
+    summary = results.summarise(jobs)
+    row = summary["rows"]["informative_stage2_resnet_crm"]
+    assert row["stats"]["miou"]["n"] == 3 and row["networks_per_seed"] == 3
+    assert row["stats"]["miou"]["mean"] == pytest.approx(0.63)  # the mean of per-seed means
+    pair = next(c for c in summary["comparisons"] if c["row"] == "informative_stage2_resnet_crm"
+                and c["baseline"] == "informative_stage2_resnet")
+    assert pair["metrics"]["miou"]["n"] == 3 and pair["metrics"]["miou"]["diff"] == pytest.approx(0.07)
+    assert "| 3 × 3 networks |" in "\n".join(results.stage2_table(summary))
+    # each network has its own checkpoint and seed, and its command reruns it alone
+    row_def = results.ROW_BY_KEY["informative_stage2_resnet_crm"]
+    assert results.checkpoint_name(row_def, 2, 1) == "results_informative_stage2_resnet_crm_s2_n1"
+    assert results.checkpoint_name(row_def, 2, 0) == "results_informative_stage2_resnet_crm_s2"
+    assert results.stage2_network_seed(2, 0) == 2 and results.stage2_network_seed(2, 1) == 1002
+    command = results.job_command("informative_stage2_resnet_crm", 2, 200, 200, 100, "cpu", {}, None,
+                                  threads=1, stage2_seed=1)
+    assert "--first-stage2-seed 1 --stage2-seeds 1" in command
+    assert results.job_key({"row": "r", "seed": 1}) == ("r", 1, 0)
+
+
+def test_stage2_seeds_train_one_network_each_and_merge_keeps_them_apart(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
+    common = ["--rows", "informative_stage2_gt", "--stage2-steps", "1", "--train-size", "16", "--test-limit", "4",
+              "--val-limit", "4", "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
+              "--out", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json"), "--allow-dirty", "--merge"]
+    assert results.cli([*common, "--stage2-seeds", "2"]) == 0
+    assert results.cli([*common, "--first-stage2-seed", "1", "--stage2-seeds", "1"]) == 0  # one network rerun alone
+    jobs = json.loads((tmp_path / "r.json").read_text())["jobs"]
+    assert sorted(results.job_key(j) for j in jobs) == [("informative_stage2_gt", 0, 0), ("informative_stage2_gt", 0, 1)]
+    from crm_core.checkpoints import load_segmentation_checkpoint
+    seeds = {j["stage2_seed"]: load_segmentation_checkpoint(j["checkpoint"]).seg_config["seed"] for j in jobs}
+    assert seeds == {0: 0, 1: 1000}

@@ -50,7 +50,7 @@ __all__ = [
     # runs and training
     "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
     # the results table
-    "RESULT_GROUP_ORDER",
+    "RESULT_GROUP_ORDER", "RESULTS_PLAN_COMMAND", "results_provenance",
 ]
 
 #: Names loaded on first use (module, attribute): importing crm_core.train costs the CLI's imports.
@@ -60,6 +60,8 @@ _LAZY = {
     "CRM_RECIPE": ("crm_core.results_table", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
     "RESULTS_RECIPE": ("crm_core.results_table", "RECIPE"),  # the results' (and the demo set's) recipe
     "RESULT_GROUP_ORDER": ("crm_core.results_table", "TABLE_ORDER"),  # the results table's groups, in order
+    "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the README's table whole
+    "results_provenance": ("crm_core.results_report", "provenance"),  # how a results report was made
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
+from crm_core.results_table import (ALPHA, PLAN_COMMAND, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
                                     METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END, README_METRICS,
                                     RECIPE, ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
 
@@ -370,9 +370,18 @@ def markdown(report: dict[str, Any]) -> str:
     meta = report["meta"]
     if meta.get("complete") is False:
         lines.append("**Partial report: the run is still going, or was interrupted.**")
-    lines.append(f"Reproduce: `{meta['command']}` — {meta['wall_s'] / 60:.1f} min on {meta['machine']} "
-                 f"({meta['jobs']} parallel job(s), device {meta['device']}); recipe {json.dumps(RECIPE)}, "
-                 f"steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}.")
+    made = provenance(report)
+    lines.append(f"Rebuild it whole: `{made['plan']}` (on {meta['machine']}, device {meta['device']}); recipe "
+                 f"{json.dumps(RECIPE)}, steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}. "
+                 f"{made['runs']} runs, {made['minutes']:.0f} min at {made['jobs_at_once']} jobs at a time"
+                 + (f"; {made['dirty_runs']} of them ran from uncommitted code (revision +dirty) and cannot be "
+                    "rerun exactly" if made["dirty_runs"] else "") + ".")
+    lines += ["", f"This report was merged from {len(made['parts'])} part(s), oldest first (each job's own command, "
+              "in the JSON, reruns that job alone):", ""]
+    lines += [f"{i}. `{part['command']}` — " + (f"{part['wall_s'] / 60:.1f} min" if part.get("wall_s") else "time ?")
+              + f", revision {str(part.get('revision') or 'unknown')[:12]}"
+              + ("" if part.get("complete", True) else ", interrupted (its finished jobs were kept)")
+              for i, part in enumerate(made["parts"], 1)]
     notices = sorted({n for job in report["jobs"] for n in job.get("notices", [])})
     if notices:
         lines += [""] + [f"Notice recorded by the runs: {n}." for n in notices]
@@ -388,23 +397,39 @@ def parts_of(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
     return parts[::-1]
 
 
+def provenance(report: dict[str, Any]) -> dict[str, Any]:
+    """How ``report`` was made: the command that rebuilds it whole (``plan``), the parts it was
+    merged from with their commands (oldest first), its runs and their time, and how many runs
+    ran from uncommitted code (a revision with "+dirty": their numbers cannot be rerun exactly)."""
+    jobs = report["jobs"]
+    parts = parts_of(report.get("meta"))
+    jobs_at_once = max(int(p.get("jobs", 1)) for p in parts) if parts else 1
+    # Job time, not the parts' wall clock: a part rerun with --reuse re-evaluates without training.
+    busy = sum(float(j.get("train_s") or 0.0) + float(j.get("eval_s") or 0.0) for j in jobs)
+    oracle_s = sum(float(p.get("oracle_wall_s", 0.0)) for p in parts)
+    return {"plan": PLAN_COMMAND, "runs": len(jobs), "jobs_at_once": jobs_at_once,
+            "minutes": (busy / jobs_at_once + oracle_s) / 60, "job_minutes": busy / 60, "oracle_minutes": oracle_s / 60,
+            "parts": [{"command": p.get("command"), "seeds": p.get("seeds"), "wall_s": p.get("wall_s"),
+                       "complete": p.get("complete", True), "revision": p.get("revision")} for p in parts],
+            "dirty_runs": sum(1 for j in jobs if "+dirty" in str(j.get("revision", ""))),
+            "revisions": sorted({str(j.get("revision", "unknown"))[:12] for j in jobs})}
+
+
 def readme_block(report: dict[str, Any]) -> str:
     """The README's results section body, every number from ``report`` (docs/results.json)."""
     summary = report["summary"]
     seeds = sorted({j["seed"] for j in report["jobs"]})
-    parts = parts_of(report["meta"])
-    jobs_at_once = max(int(p.get("jobs", 1)) for p in parts) if parts else 1
-    # Job time, not the parts' wall clock: a part rerun with --reuse re-evaluates without training.
-    busy = sum(float(j.get("train_s") or 0.0) + float(j.get("eval_s") or 0.0) for j in report["jobs"])
-    oracle_s = sum(p.get("oracle_wall_s", 0.0) for p in parts)
+    made = provenance(report)
     train = [j["train_s"] for j in report["jobs"] if j.get("train_s")]
-    revisions = sorted({str(j.get("revision", "unknown"))[:12] for j in report["jobs"]})
-    lines = [f"Seeds {', '.join(map(str, seeds))}; {len(report['jobs'])} runs, "
-             f"{(busy / jobs_at_once + oracle_s) / 60:.0f} min of training and evaluation on "
-             f"{report['meta']['machine']} at {jobs_at_once} jobs at a time (the runs' own times: "
-             f"{busy / 60:.0f} job-minutes, + {oracle_s / 60:.0f} min for the oracle); a training run took "
+    dirty = (f" {made['dirty_runs']} of the {made['runs']} runs ran from uncommitted code (their revision ends in "
+             "+dirty), so their numbers cannot be rerun exactly." if made["dirty_runs"] else "")
+    lines = [f"Seeds {', '.join(map(str, seeds))}; {made['runs']} runs, "
+             f"{made['minutes']:.0f} min of training and evaluation on "
+             f"{report['meta']['machine']} at {made['jobs_at_once']} jobs at a time (the runs' own times: "
+             f"{made['job_minutes']:.0f} job-minutes, + {made['oracle_minutes']:.0f} min for the oracle); a training run took "
              f"{min(train):.0f}–{max(train):.0f} s (train time column of docs/results.md). "
-             f"Code revision(s): {', '.join(revisions)}.", ""]
+             f"Built in {len(made['parts'])} parts (listed in docs/results.md); `{made['plan']}` rebuilds it whole. "
+             f"Code revision(s): {', '.join(made['revisions'])}.{dirty}", ""]
     oracle = report.get("oracle") or {}
     if oracle:
         lines += ["| appearance | oracle gain | brightness as the CAM: mIoU | colour classifier: mIoU |",

@@ -170,8 +170,8 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
                     curve_btn = gr.Button("Compute CAM mIoU vs delta")
                 with gr.Row():
                     curve_plot = gr.Plot(label="CAM mIoU vs delta")
-                    curve_table = gr.Dataframe(headers=["delta", "miou_best", "best_threshold", "miou_fixed",
-                                                        "accuracy"], interactive=False)
+                    curve_table = gr.Dataframe(headers=list(cb.CURVE_COLUMNS.values()), interactive=False,
+                                               elem_id="drs-curve-table")
 
             # -- 4 Superpixels --------------------------------------------------------------
             with gr.Tab("Superpixels", id="superpixels") as tab_sp:

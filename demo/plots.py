@@ -137,36 +137,42 @@ def delta_figure(points: Sequence[Mapping[str, Any]], name: str = "") -> go.Figu
 def results_figure(points: Mapping[str, Sequence[tuple[int, float]]], floors: Sequence[tuple[str, float]],
                    metric: str, yours: Mapping[str, float] | None = None,
                    references: Sequence[tuple[str, str, float]] = ()) -> go.Figure:
-    """The Results tab's strip plot: one jittered dot per (row, seed), untrained floors as dashed lines,
-    the rows made by no model (baselines, ceilings) as dotted lines.
+    """The Results tab's strip plot: one row of jittered dots per table row (one dot per seed), the
+    metric along x; untrained floors as dashed lines, the rows made by no model (baselines, ceilings)
+    as dotted lines, each line named in the legend below the plot.
 
-    ``points``: row label -> [(seed, value)]; ``floors``: [(model, the floor row's mean)];
+    Rows run down the y axis so that long labels stay horizontal and legible at any width; the
+    lines' names go in the legend rather than beside the lines, where close values would overlap.
+
+    ``points``: row label -> [(seed, value)]; ``floors``: [(floor row's label, its mean)];
     ``yours``: label -> value of each checkpoint the user evaluated (drawn as a star);
     ``references``: [(group, row label, mean)] of each baseline ("baseline") and ceiling ("ceiling")
-    row, labelled with its label and mean.
+    row, named with its label and mean.
     """
     fig = go.Figure()
     for label, values in points.items():
         # A box with every point and no visible box is plotly's strip plot (what px.strip draws).
-        fig.add_trace(go.Box(x=[label] * len(values), y=[v for _, v in values], name=label, boxpoints="all",
-                             jitter=0.6, pointpos=0, fillcolor="rgba(0,0,0,0)", line=dict(color="rgba(0,0,0,0)"),
-                             marker=dict(size=8, color=run_colour(label)), hoveron="points",
-                             text=[f"seed {seed}" for seed, _ in values], showlegend=False))
+        fig.add_trace(go.Box(y=[label] * len(values), x=[v for _, v in values], name=label, orientation="h",
+                             boxpoints="all", jitter=0.6, pointpos=0, fillcolor="rgba(0,0,0,0)",
+                             line=dict(color="rgba(0,0,0,0)"), marker=dict(size=8, color=run_colour(label)),
+                             hoveron="points", text=[f"seed {seed}" for seed, _ in values], showlegend=False))
     for label, value in (yours or {}).items():
-        fig.add_trace(go.Scatter(x=[label], y=[value], mode="markers", name=label, showlegend=False,
+        fig.add_trace(go.Scatter(y=[label], x=[value], mode="markers", name=label, showlegend=False,
                                  marker=dict(symbol="star", size=16, color="black")))
-    for i, (model, mean) in enumerate(floors):
-        fig.add_hline(y=mean, line_dash="dash", line_color="grey", annotation_text=f"untrained floor ({model})",
-                      annotation_position="top left" if i % 2 == 0 else "bottom right")
-    for i, (group, label, mean) in enumerate(references):
-        # Cues left (they sit low), ceilings right, alternating above and below so close lines stay readable.
-        side = "right" if group == "ceiling" else "left"
-        fig.add_hline(y=mean, line_dash="dot", line_color=REFERENCE_COLOURS.get(group, "grey"),
-                      annotation_text=f"{label}: {mean:.3f}", annotation_font_size=11,
-                      annotation_font_color=REFERENCE_COLOURS.get(group, "grey"),
-                      annotation_position=f"{'top' if i % 2 == 0 else 'bottom'} {side}")
-    fig.update_layout(height=440, template="plotly_white", margin=dict(l=50, r=20, t=40, b=120),
-                      yaxis_title=metric, xaxis_tickangle=-25, uirevision="results")
+    lines = [("dash", "grey", f"{label}: {mean:.3f}", mean) for label, mean in floors]
+    lines += [("dot", REFERENCE_COLOURS.get(group, "grey"), f"{label}: {mean:.3f}", mean)
+              for group, label, mean in references]
+    for dash, colour, name, mean in lines:
+        fig.add_vline(x=mean, line_dash=dash, line_color=colour, name=name)
+        # The line's legend entry: a trace with no points, drawn in the line's style.
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, showlegend=True,
+                                 line=dict(dash=dash, color=colour)))
+    rows = len(points) + len(yours or {})
+    fig.update_layout(height=160 + 42 * max(rows, 2) + 22 * len(lines), template="plotly_white",
+                      margin=dict(l=20, r=20, t=30, b=40), xaxis_title=metric, uirevision="results",
+                      legend=dict(orientation="h", yanchor="top", y=-0.12 - 0.4 / max(rows, 2), x=0,
+                                  xanchor="left", font=dict(size=11)))
+    fig.update_yaxes(automargin=True, autorange="reversed")  # the table's order, top down
     if not points and not yours:
         fig.add_annotation(text="no values for this metric" if not references and not floors else
                            "no trained rows with this metric", showarrow=False, xref="paper", yref="paper",

@@ -95,14 +95,21 @@ def _view(engine: FakeEngine, appearance: str = "random", metric: str = "miou", 
 
 
 def _markers(figure: go.Figure) -> list[tuple[str, float]]:
-    """(x label, y) of every dot of the strip plot (its box traces)."""
-    return [(x, y) for trace in figure.data if trace.type == "box" for x, y in zip(trace.x, trace.y)]
+    """(row label, value) of every dot of the strip plot (its box traces: rows on y, the metric on x)."""
+    return [(y, x) for trace in figure.data if trace.type == "box" for y, x in zip(trace.y, trace.x)]
 
 
 def _lines(figure: go.Figure) -> list[tuple[str, float, str]]:
-    """(dash, y, annotation) of every horizontal line, in drawing order (add_hline adds a shape and its note)."""
-    notes = [a for a in figure.layout.annotations if a.xref != "paper" or a.text != "no values for this metric"]
-    return [(shape.line.dash, shape.y0, note.text) for shape, note in zip(figure.layout.shapes, notes)]
+    """(dash, x, legend name) of every vertical line, in drawing order: each is a full-height shape and a
+    legend entry in the same dash (a line trace with no points)."""
+    shapes = [shape for shape in figure.layout.shapes if shape.type == "line"]
+    entries = [t for t in figure.data if t.type == "scatter" and t.mode == "lines" and t.showlegend]
+    assert len(shapes) == len(entries)
+    for shape, entry in zip(shapes, entries):
+        assert shape.x0 == shape.x1 and shape.yref == "y domain" and (shape.y0, shape.y1) == (0, 1)
+        assert entry.line.dash == shape.line.dash and entry.line.color == shape.line.color
+        assert shape.name == entry.name
+    return [(shape.line.dash, shape.x0, entry.name) for shape, entry in zip(shapes, entries)]
 
 
 def _references(figure: go.Figure) -> list[tuple[str, float, str]]:
@@ -154,16 +161,20 @@ def test_strip_plot_has_a_dot_per_row_and_seed_and_the_floor_lines(engine: FakeE
                 if key.startswith("random") and key not in NO_MODEL for seed in SEEDS}
     markers = _markers(figure)
     assert len(markers) == 9 and set(markers) == expected
-    assert all(trace.boxpoints == "all" and trace.jitter > 0 for trace in figure.data)
+    assert all(trace.boxpoints == "all" and trace.jitter > 0 for trace in figure.data if trace.type == "box")
     floors = [line for line in _lines(figure) if line[0] == "dash"]
-    assert floors == [("dash", pytest.approx(0.31), "untrained floor (resnet)")]
-    assert figure.layout.yaxis.title.text == cb.RESULT_METRICS["miou"]
+    assert floors == [("dash", pytest.approx(0.31), "resnet untrained (floor): 0.310")]
+    assert figure.layout.xaxis.title.text == cb.RESULT_METRICS["miou"]
+    # rows down the y axis in the table's order, labels horizontal; the lines' names in a legend, not
+    # as notes beside the lines (close values would overlap)
+    assert figure.layout.yaxis.autorange == "reversed" and not figure.layout.xaxis.tickangle
+    assert not [a for a in figure.layout.annotations] and figure.layout.legend.orientation == "h"
 
     figure = _view(engine, "informative", "miou")[3]
     assert len(_markers(figure)) == 12 and not _references(figure)  # no baseline rows in this appearance
-    floors = sorted((s.y0, a.text) for s, a in zip(figure.layout.shapes, figure.layout.annotations))
-    assert floors == [(pytest.approx(1.0 / 3), "untrained floor (resnet)"),
-                      (pytest.approx(0.36), "untrained floor (resnet_drs)")]
+    floors = sorted((x, name) for _, x, name in _lines(figure))
+    assert floors == [(pytest.approx(1.0 / 3), "resnet untrained (floor): 0.333"),
+                      (pytest.approx(0.36), "resnet_drs untrained (floor): 0.360")]
     # A metric that some rows lack (no decoder, no CAM dependence): only the rows that have it.
     figure = _view(engine, "informative", "cam_dependence")[3]
     assert {x for x, _ in _markers(figure)} == {"resnet_drs + CRM"} and not figure.layout.shapes
@@ -180,7 +191,7 @@ def test_baselines_and_ceilings_are_labelled_lines_not_dots(engine: FakeEngine) 
         ("dot", pytest.approx(0.81), "perfect object mask at the CAM grid (ceiling): 0.810"),
     ]
     assert len(figure.layout.shapes) == 5  # and the floor, dashed as before
-    colours = {round(shape.y0, 2): shape.line.color for shape in figure.layout.shapes if shape.line.dash == "dot"}
+    colours = {round(shape.x0, 2): shape.line.color for shape in figure.layout.shapes if shape.line.dash == "dot"}
     assert colours[0.21] != colours[0.81]  # a cue and a ceiling read apart
     # A metric the no-model rows lack (accuracy, CAM dependence) draws no line for them.
     assert not _references(_view(engine, "random", "accuracy")[3])
@@ -190,7 +201,8 @@ def test_baselines_and_ceilings_are_labelled_lines_not_dots(engine: FakeEngine) 
     # The user's checkpoint still joins as a star beside them.
     rows = cb.results_evaluate(engine, "resnet", "random", "miou", [])[0]
     figure = _view(engine, "random", "miou", rows)[3]
-    assert [t.name for t in figure.data if t.type == "scatter"] == ["resnet (yours)"] and len(_references(figure)) == 4
+    assert [t.name for t in figure.data if t.type == "scatter" and t.mode == "markers"] == ["resnet (yours)"]
+    assert len(_references(figure)) == 4
 
 
 def test_stage2_rows_have_their_own_mIoU_column_and_stay_off_the_cam_plot(tmp_path: Path) -> None:
@@ -247,8 +259,8 @@ def test_an_evaluated_checkpoint_joins_the_table_and_the_plot_as_yours(engine: F
     assert choices["value"] == "random"  # shown under the appearance it was trained on
     mine = table[table["row"] == "resnet_drs (yours)"]
     assert len(mine) == 1 and mine["group"].item() == "yours" and mine[cb.RESULT_METRICS["miou"]].item() == "0.550"
-    stars = [t for t in figure.data if t.type == "scatter"]
-    assert [(t.name, t.x[0], t.y[0]) for t in stars] == [("resnet_drs (yours)", "resnet_drs (yours)", 0.55)]
+    stars = [t for t in figure.data if t.type == "scatter" and t.mode == "markers"]
+    assert [(t.name, t.y[0], t.x[0]) for t in stars] == [("resnet_drs (yours)", "resnet_drs (yours)", 0.55)]
     assert len(_markers(figure)) == 9  # the report's dots are still there
 
     # Evaluated again: replaced, not repeated; another appearance's checkpoint is listed under its own.
@@ -350,3 +362,32 @@ def test_headline_comparisons_show_their_holm_p_and_the_rest_say_exploratory(tmp
     text = _view(FakeEngine(results_path=path), "random")[4]
     assert "- resnet + CRM vs resnet: no effect (+0.004, p = 0.728, Holm-adjusted p = 0.900; headline)" in text
     assert "(effect, p = 0.002; exploratory)" in text and "declared family" in text
+
+
+def test_the_header_says_how_the_repositorys_report_was_made() -> None:
+    """Held to docs/results.json itself: the command that rebuilds the table whole, each part it was
+    merged from (walked here through meta.merged_with), and how many runs ran from uncommitted code."""
+    from crm_core.results import get_args_parser
+    from demo.messages import safe_message
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "results.json"
+    report = json.loads(path.read_text())
+    status = _view(FakeEngine(results_path=path), "informative")[1]
+    plan = cb.plan_command()
+    assert f"rebuilt whole by `{plan}`" in status
+    assert get_args_parser().parse_args(plan.split()[3:]).plan  # a real option of the runner
+    parts, meta = [], report["meta"]
+    while meta:
+        parts.append(meta["command"])
+        meta = meta.get("merged_with")
+    assert len(parts) > 1 and f"built in {len(parts)} parts" in status
+    listed = status[status.index("<details>"):]
+    assert f"The {len(parts)} parts of this report, oldest first" in listed
+    positions = [listed.index(f"`{safe_message(command)}`") for command in reversed(parts)]
+    assert positions == sorted(positions)  # oldest first
+    dirty = sum("+dirty" in str(job.get("revision")) for job in report["jobs"])
+    assert (f"{dirty} of the {len(report['jobs'])} runs ran from uncommitted code" in status if dirty
+            else "Every run ran from committed code." in status)
+    # A report of one part (no merge) has no list, and says it all on one line.
+    single = _view(FakeEngine(results_path=path.parent / "missing.json"), "informative")[1]
+    assert plan in single and "<details>" not in single

@@ -18,14 +18,15 @@ from demo.callbacks.browse import BROWSE_ORDERS, browse, open_in_compare
 from demo.callbacks.common import (DEFAULT_THRESHOLD, MAX_BROWSE, PREDICTED, USER_ERRORS, explained_class,
                                    resolve_source, user_errors)
 from demo.callbacks.compare import compare, current_picture, load_sample, sample_gallery, startup
-from demo.callbacks.drs import CURVE_DELTAS, STRIP_DELTAS, drs_curve, drs_model_info, drs_strip, drs_view
+from demo.callbacks.drs import CURVE_COLUMNS, CURVE_DELTAS, STRIP_DELTAS, drs_curve, drs_model_info, drs_strip, drs_view
 from demo.callbacks.finetune import (MAX_STEPS, base_defaults, fine_tune, fine_tune_request, select_new_run,
                                      stop_training, suggest_name)
 from demo.callbacks.menus import (NO_BASE, PREFERRED_B, checkpoint_choices, checkpoints_markdown, default_drs,
                                   default_pair, refresh_checkpoints)
 from demo.callbacks.reconstructions import RECON_COLUMNS, reconstructions
-from demo.callbacks.results import (APPEARANCES, RESULT_COLUMNS, RESULT_METRICS, RESULTS_COMMAND, SEGMENTATION_COLUMN,
-                                    comparisons_markdown, results_evaluate, results_plot, results_table, results_view)
+from demo.callbacks.results import (APPEARANCES, RESULT_COLUMNS, RESULT_METRICS, SEGMENTATION_COLUMN,
+                                    comparisons_markdown, plan_command, results_evaluate, results_plot, results_table,
+                                    results_view)
 from demo.callbacks.runs import runs_csv, runs_table, runs_view
 from demo.callbacks.stage2 import NO_STAGE2, stage2_choices, stage2_view
 from demo.callbacks.superpixels import superpixel_view
@@ -38,12 +39,12 @@ __all__ = [
     # tabs, in layout order
     "compare", "current_picture", "load_sample", "sample_gallery", "startup",
     "BROWSE_ORDERS", "browse", "open_in_compare",
-    "CURVE_DELTAS", "STRIP_DELTAS", "drs_curve", "drs_model_info", "drs_strip", "drs_view",
+    "CURVE_COLUMNS", "CURVE_DELTAS", "STRIP_DELTAS", "drs_curve", "drs_model_info", "drs_strip", "drs_view",
     "superpixel_view",
     "RECON_COLUMNS", "reconstructions",
     "runs_csv", "runs_table", "runs_view",
-    "APPEARANCES", "RESULT_COLUMNS", "RESULT_METRICS", "RESULTS_COMMAND", "SEGMENTATION_COLUMN", "comparisons_markdown",
-    "results_evaluate", "results_plot", "results_table", "results_view",
+    "APPEARANCES", "RESULT_COLUMNS", "RESULT_METRICS", "SEGMENTATION_COLUMN", "comparisons_markdown",
+    "plan_command", "results_evaluate", "results_plot", "results_table", "results_view",
     "MAX_STEPS", "base_defaults", "fine_tune", "fine_tune_request", "select_new_run", "stop_training", "suggest_name",
     "NO_STAGE2", "stage2_choices", "stage2_view",
 ]

@@ -24,7 +24,6 @@ SEGMENTATION_COLUMN = "segmentation mIoU (stage 2)"
 RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
 TABLE_COLUMNS = ("row", "group", "seeds", RESULT_COLUMNS["miou"], SEGMENTATION_COLUMN,
                  *(title for metric, title in RESULT_COLUMNS.items() if metric != "miou"))
-RESULTS_COMMAND = "python -m crm_core.results --plan --jobs 2"  # the README table (crm_core.results README_PLAN)
 # The report's data appearances in display order, the headline's first (the README's table trains
 # its rows on informative and camouflage data; random keeps its no-model rows); an appearance the
 # report has and this list lacks follows them (read off the report's rows, not off crm_core.data).
@@ -34,6 +33,13 @@ REFERENCE_GROUPS = ("baseline", "ceiling")
 # Order of the groups in the table: crm_core.results' own (the floor and the no-model cues first, the
 # ceilings last); a group it does not list goes before the ceilings.
 ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results.ALPHA)
+
+
+def plan_command() -> str:
+    """The command that rebuilds the README's table whole (crm_core.results_table.PLAN_COMMAND)."""
+    from crm_core.api import RESULTS_PLAN_COMMAND  # lazy: the results table's module
+
+    return RESULTS_PLAN_COMMAND
 
 
 def _result_metric(metric: Any) -> str:
@@ -87,14 +93,16 @@ def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]]
     floors, and the baselines and ceilings that come from no model, as labelled lines at their mean.
     Stage-2 rows are left out: their metrics are a segmentation network's, not a CAM's."""
     points: dict[str, list[tuple[int, float]]] = {}
-    for key, row in rows.items():
+    for key, row in sorted(rows.items(), key=lambda item: _table_rank(item[1])):  # the table's order
         if row.get("group") in (*REFERENCE_GROUPS, STAGE2_GROUP):
             continue
         values = [(job.get("seed"), finite(job.get(metric))) for job in jobs if job.get("row") == key]
         if any(v is not None for _, v in values):
             points[row.get("label", key)] = [(seed, v) for seed, v in values if v is not None]
-    floors = [(row.get("model", key), row["stats"][metric]["mean"]) for key, row in rows.items()
-              if row.get("group") == "floor" and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
+    # every untrained CAM model's row is a floor, whatever its group (a second backbone's floor is in "backbone")
+    floors = [(row.get("label", key), row["stats"][metric]["mean"]) for key, row in rows.items()
+              if (row.get("group") == "floor" or row.get("untrained")) and row.get("group") != STAGE2_GROUP
+              and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
     references = [(str(row["group"]), str(row.get("label", key)), row["stats"][metric]["mean"])
                   for key, row in rows.items() if row.get("group") in REFERENCE_GROUPS
                   and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
@@ -138,7 +146,7 @@ def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]
             f"p < {ALPHA} but smaller; a headline comparison is decided on its p adjusted by Holm over the "
             "declared family, the others are exploratory" if tested else
             "an older report: there an effect is a mean difference beyond 2 standard errors and a minimal size; "
-            f"remake it with `{RESULTS_COMMAND}` for p-values")
+            f"remake it with `{plan_command()}` for p-values")
     return f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; {rule}):\n" + "\n".join(lines)
 
 
@@ -160,17 +168,40 @@ def edges_line(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
 
 
 def _report_line(report: dict[str, Any]) -> str:
+    """One line: what the report holds, how long it took, the command that rebuilds it whole, how many
+    parts it was merged from, and how many of its runs ran from uncommitted code."""
+    from crm_core.api import results_provenance  # lazy: the results report's module
+
     meta = report.get("meta") or {}
     seeds = meta.get("seeds") or sorted({job.get("seed") for job in report["jobs"]}, key=str)
-    wall = finite(meta.get("wall_s"))
-    made = f" in {wall / 60:.0f} min" if wall is not None else ""
     rows = (report.get("summary") or {}).get("rows") or {}
     no_model = {key for key, row in rows.items() if row.get("group") in REFERENCE_GROUPS or row.get("model") == "none"}
     maps = sum(1 for job in report["jobs"] if job.get("row") in no_model)
     models = f"{len(report['jobs']) - maps} models" + (f" and {maps} no-model baseline/ceiling runs" if maps else "")
-    return safe_message(f"{models} ({meta.get('steps', '?')} steps, seeds {seeds}, "
-                        f"{meta.get('device', '?')}{made}), made by `{meta.get('command', RESULTS_COMMAND)}`. "
-                        "Threshold chosen on val, scores on test; mean ± std over seeds.")
+    made = results_provenance(report)
+    parts = len(made["parts"])
+    built = (f"built in {parts} parts (listed below), " if parts > 1 else "") + f"rebuilt whole by `{made['plan']}`"
+    dirty = (f" {made['dirty_runs']} of the {made['runs']} runs ran from uncommitted code (revision +dirty): their "
+             "numbers cannot be rerun exactly." if made["dirty_runs"] else " Every run ran from committed code.")
+    return safe_message(f"{models} ({meta.get('steps', '?')} steps, seeds {seeds}, {meta.get('device', '?')}, "
+                        f"{made['minutes']:.0f} min of training and evaluation at {made['jobs_at_once']} jobs at a "
+                        f"time); {built}.{dirty} Threshold chosen on val, scores on test; mean ± std over seeds.")
+
+
+def _parts_markdown(report: dict[str, Any]) -> str:
+    """The parts a merged report was built from, each with its command (a collapsed list); "" for one part."""
+    from crm_core.api import results_provenance
+
+    parts = results_provenance(report)["parts"]
+    if len(parts) < 2:
+        return ""
+    items = "\n".join(
+        f"{i}. `{safe_message(str(part.get('command')))}`"
+        + (f" ({part['wall_s'] / 60:.0f} min)" if finite(part.get("wall_s")) is not None else "")
+        + ("" if part.get("complete", True) else " (interrupted: its finished runs were kept)")
+        for i, part in enumerate(parts, 1))
+    return (f"<details><summary>The {len(parts)} parts of this report, oldest first (each merged into it with "
+            f"--merge)</summary>\n\n{items}\n\n</details>")
 
 
 @user_errors
@@ -183,10 +214,10 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
         report = engine.results_report()
     except (OSError, ValueError) as exc:
         log.warning("results report: %s", exc)
-        report, status = None, f"{' '.join(safe_message(exc).split())}; remake it with `{RESULTS_COMMAND}`"
+        report, status = None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan_command()}`"
     else:
         status = _report_line(report) if report else \
-            f"No results report yet (docs/results.json is missing): make it with `{RESULTS_COMMAND}`"
+            f"No results report yet (docs/results.json is missing): make it with `{plan_command()}`"
     summary = (report or {}).get("summary") or {}
     every_row = summary.get("rows") or {}
     present = {str(r.get("appearance", "random")) for r in every_row.values()}
@@ -200,6 +231,9 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     edges = edges_line(summary, rows)
     if edges:
         status = f"{status} {safe_message(edges)}"
+    parts = _parts_markdown(report) if report else ""
+    if parts:
+        status = f"{status}\n\n{parts}"
     figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric) if rows or mine else None
     return (gr.update(choices=choices, value=appearance), status, results_table(rows, mine), figure,
             comparisons_markdown(summary, rows, metric))

@@ -1,8 +1,8 @@
 """CRM Lab dashboard: ``python app.py`` then open http://127.0.0.1:7860.
 
 On a fresh clone (no checkpoint in ``checkpoints/``) it first trains the demo pair on the synthetic
-dataset (a few minutes on a laptop CPU, offline), serves, and trains the rest of the demo set in
-the background; ``--no-bootstrap`` skips all that. Parse args, build, launch: nothing heavy
+dataset (a few minutes on a laptop CPU, offline), serves, and trains the rest of the demo set and
+its two stage-2 networks in the background; ``--no-bootstrap`` skips all that. Parse args, build, launch: nothing heavy
 happens at import. A ``--host`` other machines can reach needs logins (``--auth-file``,
 ``CRM_LAB_AUTH``) or ``--insecure-no-auth``, checked before anything else (docs/serving.md).
 """
@@ -88,18 +88,22 @@ def _import_dashboard() -> None:
     import demo.layout  # noqa: F401
 
 
-def _train_rest(checkpoints: Path, runs: Path, device: str, eval_images: int, names: list[str]) -> None:
-    """The demo models not needed for the first view, trained while the dashboard serves: each
-    appears in the menus (on the next tab change or refresh) once trained and evaluated."""
-    from demo.bootstrap import bootstrap_demo
+def _train_rest(checkpoints: Path, runs: Path, device: str, eval_images: int, names: list[str],
+                stage2: bool = False) -> None:
+    """The demo models not needed for the first view, trained while the dashboard serves, then (``stage2``)
+    the stage-2 networks of the demo set: each appears in its menus (on the next tab change or refresh)
+    once trained and evaluated."""
+    from demo.bootstrap import bootstrap_demo, bootstrap_stage2
 
-    if not names:
-        return
-    log.info("training %s in the background (lowest priority); it joins the menus when done", ", ".join(names))
+    what = ", ".join(names + (["the stage-2 networks"] if stage2 else []))
+    log.info("training %s in the background (lowest priority); each joins the menus when done", what)
     try:
-        bootstrap_demo(checkpoints, runs, device=device, eval_images=eval_images, names=names, background=True)
+        if names:
+            bootstrap_demo(checkpoints, runs, device=device, eval_images=eval_images, names=names, background=True)
+        if stage2:
+            bootstrap_stage2(checkpoints, runs, device=device, eval_images=eval_images, background=True)
     except Exception:  # noqa: BLE001 - a thread's last word; the dashboard keeps serving the others
-        log.exception("background training of %s failed", ", ".join(names))
+        log.exception("background training of %s failed", what)
 
 
 def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
@@ -107,7 +111,7 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     ``args.serving`` is :func:`serving_setup`'s answer when :func:`main` has it already."""
     logins, access = getattr(args, "serving", None) or serving_setup(args)  # refused before any work
     from demo.bootstrap import (DEMO_BEFORE_SERVING, DEMO_MODELS, bootstrap_demo, needs_bootstrap,  # light
-                                staged_demo_models)
+                                stage2_leftovers, staged_demo_models)
 
     checkpoints, runs = Path(args.checkpoints).resolve(), Path(args.runs).resolve()
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -145,12 +149,14 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False):
     # starts once the page is served, so the first view finds most of it done.
     threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
     log_memory_on_signal(engine)
-    # The rest of the demo set trains behind the served page: on a first launch, or when a launch
-    # was stopped while it trained (its staged checkpoint is resumed).
+    # The rest of the demo set trains behind the served page, then its stage-2 networks: on a first
+    # launch, or when a launch was stopped while they trained (a staged CAM model is resumed, a
+    # stage-2 network trained again).
     rest = ([name for name in DEMO_MODELS if name not in DEMO_BEFORE_SERVING] if first_launch
             else [] if args.no_bootstrap else staged_demo_models(checkpoints))
-    if rest:
-        threading.Thread(target=_train_rest, args=(checkpoints, runs, device, args.eval_images, rest),
+    stage2 = first_launch or (not args.no_bootstrap and bool(stage2_leftovers(checkpoints, runs)))
+    if rest or stage2:
+        threading.Thread(target=_train_rest, args=(checkpoints, runs, device, args.eval_images, rest, stage2),
                          name="bootstrap-rest", daemon=True).start()
     if not prevent_thread_lock:
         app.block_thread()

@@ -103,9 +103,11 @@ def make_pseudo_masks(
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write one trimap PNG per image of ``maps`` (``source``: what they are, e.g. a checkpoint's
-    path) to ``out_dir`` (if given) and return their scores."""
+    path) to ``out_dir`` (if given) and return their scores. ``on_batch(done, total)``: called
+    after every batch with the images done so far (a caller's progress; it may raise to cancel)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("nothing to process: the split is empty")
@@ -128,6 +130,8 @@ def make_pseudo_masks(
             if out_dir is not None:
                 for index, tri in zip(batch["index"].tolist(), trimap.numpy()):
                     Image.fromarray(tri).save(out_dir / f"{index:06d}.png")
+            if on_batch is not None:
+                on_batch(int(batch["index"][-1]) + 1, n)
     strict, confident = ious_from_counts(counts[0]), ious_from_counts(counts[1])
     return {
         "checkpoint": source,

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -272,15 +272,25 @@ def _check(cfg: SegConfig) -> None:
             raise ValueError(message)
 
 
-def main(cfg: SegConfig) -> Path:
-    """Train and evaluate; returns the checkpoint path. Raises on bad input (MaskError, ...)."""
+def main(cfg: SegConfig, on_progress: Callable[[dict[str, Any]], None] | None = None,
+         should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train and evaluate; returns the checkpoint path. Raises on bad input (MaskError, ...).
+
+    Args:
+        on_progress: called after every step with its row (step, epoch, max_steps, loss_total,
+            lr, wall_time), as crm_core.train's: the dashboard draws its live chart from it.
+        should_stop: polled after every step; when it returns True the run saves its checkpoint,
+            scores it on the test split as a finished one and returns early (resumable with ``--resume``).
+    """
     _check(cfg)
     device = resolve_device(cfg.device)
     with distributed(device) as dist_info:
-        return _run(cfg, device, dist_info)
+        return _run(cfg, device, dist_info, on_progress, should_stop)
 
 
-def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:
+def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
+         on_progress: Callable[[dict[str, Any]], None] | None = None,
+         should_stop: Callable[[], bool] | None = None) -> Path:
     deterministic_kernels()
     torch.manual_seed(cfg.seed)
     ckpt_path, resume_from = run_checkpoint(cfg.checkpoint_dir, cfg.name, cfg.resume)
@@ -332,8 +342,9 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:
     progress = tqdm(total=cfg.steps, initial=min(step, cfg.steps), desc=cfg.name, unit="step", dynamic_ncols=True,
                     disable=not dist_info.is_main or os.environ.get("CRM_LAB_NO_PROGRESS") == "1")
     pending: list[float] = []
+    stopped = False
     try:
-        while step < cfg.steps:
+        while step < cfg.steps and not stopped:
             batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, dist_info)[epoch_step:]
             for batch in make_loader(train_set, batches, cfg.workers):
                 if step >= cfg.steps:
@@ -362,6 +373,13 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:
                     pending.clear()
                 if step % cfg.ckpt_every == 0:
                     save()
+                if on_progress is not None:
+                    on_progress({"step": step, "epoch": epoch, "max_steps": cfg.steps, "loss_total": float(loss.detach()),
+                                 "lr": optimizer.param_groups[0]["lr"], "wall_time": wall_time})
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    log.info("stopped at step %d of %d; checkpoint saved (continue with --resume)", step, cfg.steps)
+                    break
             if epoch_step >= per_epoch:
                 epoch, epoch_step = epoch + 1, 0
         save()
@@ -374,8 +392,8 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo) -> Path:
         writer.close()
         run.write_eval({"kind": "segmentation", "checkpoint": str(ckpt_path), "name": cfg.name, "arch": cfg.arch,
                         "split": "test", **results, "masks": masks.info, "dataset": masks.dataset,
-                        "train_images": len(train_set), "step": step, "train_s": wall_time,
-                        "weights_source": weights_source})
+                        "train_images": len(train_set), "step": step, "steps": cfg.steps, "stopped": stopped,
+                        "train_s": wall_time, "weights_source": weights_source})
     return ckpt_path
 
 

@@ -21,6 +21,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_module
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -62,6 +63,21 @@ DEMO_BEFORE_SERVING = ("resnet", "resnet_drs_crm")
 
 
 STAGING = ".training"  # the hidden subfolder of checkpoints/ where demo models train (no menu lists it)
+
+#: The first launch's stage-2 networks, name -> the demo CAM model whose pseudo masks each trains
+#: on: the plain CAM and the CRM one, so that the Stage 2 tab opens on the number WSSS papers report
+#: for both. They train at the end of the background phase (:func:`bootstrap_stage2`).
+DEMO_STAGE2: dict[str, str] = {"stage2_resnet": "resnet", "stage2_resnet_drs_crm": "resnet_drs_crm"}
+#: Their recipe (demo.stage2_train.train_stage2_network): pseudo masks of the first ``images`` train
+#: images cut at the CAM's val-chosen threshold (postprocess --at-val-threshold), then crm_core.segment's
+#: default network (fcn_resnet18), ``steps`` steps of 16 images from scratch, scored on the launch's
+#: --eval-images test images. Sized for time: the two train side by side, one thread each, and each
+#: took 116 s of CPU (masks and threshold 15 s, 60 steps ~1.6 s each, scoring), so about two minutes
+#: on an idle 2-core machine after resnet_drs (~4 minutes alone): the background phase ends about 6
+#: minutes after the page is served. Measured on the demo set (64 test images): stage2_resnet 0.576
+#: test mIoU on masks of mIoU 0.651, stage2_resnet_drs_crm 0.623 on masks of 0.707: the CRM model's
+#: masks make the better network, as in the results' stage-2 rows (200 steps, the whole train split).
+DEMO_STAGE2_RECIPE: dict[str, Any] = dict(images=320, steps=60)
 
 
 def staged_demo_models(checkpoint_dir: str | Path) -> list[str]:
@@ -174,6 +190,43 @@ def train_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = 
                                      runs_dir=values["runs_dir"])
 
 
+def stage2_values(name: str, checkpoint_dir: str | Path, runs_dir: str | Path, device: str = "cpu",
+                  **overrides: Any) -> dict[str, Any]:
+    """The job of one first-launch stage-2 network (``name`` from DEMO_STAGE2), for :func:`_worker`."""
+    return dict(DEMO_STAGE2_RECIPE, kind="stage2", name=name, cam_model=DEMO_STAGE2[name],
+                checkpoint_dir=str(checkpoint_dir), runs_dir=str(runs_dir), device=device, **overrides)
+
+
+def train_stage2_one(values: dict[str, Any], eval_images: int = 64, on_progress: Any = None) -> tuple[Path, dict[str, Any]]:
+    """Pseudo masks of ``values["cam_model"]`` at its val-chosen threshold (the one its eval.json
+    recorded for this very file, else chosen now on ``eval_images`` val images), then the network;
+    returns (checkpoint, its eval.json)."""
+    from crm_core.api import CamModel, dataset_for
+    from crm_core.evaluate import select_threshold
+    from crm_core.runs import RunDir
+    from demo.stage2_job import train_stage2_network
+
+    checkpoint_dir, runs_dir = Path(values["checkpoint_dir"]), Path(values["runs_dir"])
+    cam_path = checkpoint_dir / f"{values['cam_model']}.pt"
+    model = CamModel.load(cam_path, values.get("device", "cpu"))
+    threshold = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        stored = RunDir(runs_dir / values["cam_model"]).read_eval()
+        if stored.get("threshold_split") == "val" and stored.get("checkpoint_mtime_ns") == cam_path.stat().st_mtime_ns:
+            threshold = float(stored["cam_miou_val_threshold"]["threshold"])
+    if threshold is None:
+        threshold = select_threshold(model, dataset_for(model, "val"), limit=eval_images)
+    extra = {k: v for k, v in values.items() if k not in ("kind", "name", "cam_model", "checkpoint_dir", "runs_dir",
+                                                          "device", "images", "steps")}
+    path = train_stage2_network(model, values["name"], checkpoint_dir, runs_dir, checkpoint_dir / STAGING,
+                                images=values["images"],
+                                steps=values["steps"], val_threshold=threshold, device=values.get("device", "cpu"),
+                                on_progress=on_progress, test_limit=eval_images, **extra)
+    if path is None:
+        raise RuntimeError(f"{values['name']} was stopped before it trained")
+    return path, RunDir(runs_dir / values["name"]).read_eval()
+
+
 def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any, cores: int, niceness: int) -> None:
     """Child process: progress rows sent to the parent (which draws the bars).
 
@@ -193,15 +246,27 @@ def _worker(values: dict[str, Any], eval_images: int, events: Any, running: Any,
     def before_eval() -> None:
         torch.set_num_threads(max(1, cores // max(1, running.value)))
 
+    def on_progress(row: dict[str, Any]) -> None:
+        if "step" in row:  # not the stage-2 jobs' rows of their pseudo masks
+            events.put((name, "step", row))
+
     try:
-        path, results = train_one(values, eval_images, on_progress=lambda row: events.put((name, "step", row)),
-                                  before_eval=before_eval)
+        if values.get("kind") == "stage2":
+            path, results = train_stage2_one(values, eval_images, on_progress=on_progress)
+        else:
+            path, results = train_one(values, eval_images, on_progress=on_progress, before_eval=before_eval)
         events.put((name, "done", {"path": str(path), "eval": results}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         events.put((name, "error", f"{type(exc).__name__}: {exc}"))
 
 
 def _ready_line(name: str, results: dict[str, Any]) -> str:
+    if results.get("kind") == "segmentation":
+        masks = results.get("masks") or {}
+        source = Path(str((masks.get("manifest") or {}).get("checkpoint", "?"))).stem
+        return (f"bootstrap: {name} ready: stage-2 test mIoU {results['miou']:.3f} ({results['num_images']} test "
+                f"images), trained {results['step']} steps on {results['train_images']} pseudo masks of {source} "
+                f"(their own mIoU {masks.get('miou', float('nan')):.3f})")
     at = results.get("cam_miou_val_threshold") or results["cam_miou_best"]
     return (f"bootstrap: {name} ready: accuracy {results['accuracy']:.3f}, CAM mIoU {at['miou']:.3f} at threshold "
             f"{at['threshold']:.2f} ({results['num_images']} test images)")
@@ -223,8 +288,8 @@ def _train_parallel(configs: list[dict[str, Any]], eval_images: int, niceness: i
     # (nice 1: ~0.8 of its CPU share). Measured on 2 cores: without it the plain models finished
     # training 50 s before the CRM one, which then trained alone on one core; with nice 1 the
     # three finish within 17 s of each other (nice 2 overshoots: the CRM one first, by 30 s).
-    crowded = len(configs) > cores and any(c["crm"] for c in configs)
-    nice = {c["name"]: (1 if crowded and not c["crm"] else 0) if niceness is None else niceness for c in configs}
+    crowded = len(configs) > cores and any(c.get("crm") for c in configs)
+    nice = {c["name"]: (1 if crowded and not c.get("crm") else 0) if niceness is None else niceness for c in configs}
     workers = {c["name"]: context.Process(target=_worker, name=f"bootstrap-{c['name']}", daemon=True,
                                           args=(c, eval_images, events, running, cores, nice[c["name"]]))
                for c in configs}
@@ -324,3 +389,51 @@ def bootstrap_demo(checkpoint_dir: str | Path, runs_dir: str | Path, device: str
     if evals:
         log_evidence(evals)
     return list(existing.values())
+
+
+def stage2_leftovers(checkpoint_dir: str | Path, runs_dir: str | Path) -> list[str]:
+    """First-launch stage-2 networks a stopped launch left unfinished (a staged checkpoint or a run
+    folder, and no checkpoint): the next launch trains them again."""
+    folder = Path(checkpoint_dir)
+    return [name for name in DEMO_STAGE2 if not (folder / f"{name}.pt").is_file()
+            and ((folder / STAGING / f"{name}.pt").is_file() or (Path(runs_dir) / name).is_dir())]
+
+
+def bootstrap_stage2(checkpoint_dir: str | Path, runs_dir: str | Path, device: str = "cpu", eval_images: int = 64,
+                     names: Sequence[str] | None = None, background: bool = True) -> list[Path]:
+    """Train the first launch's stage-2 networks (:data:`DEMO_STAGE2`, :data:`DEMO_STAGE2_RECIPE`)
+    whose CAM model is in ``checkpoint_dir`` and which are not; returns the checkpoints trained.
+
+    Side by side in worker processes, as the demo models (``background``: nice 10, log lines
+    instead of bars), each in the staging folder until trained and scored; what a stopped launch
+    left of one (its staged checkpoint, its run folder) is discarded first, and the log says so."""
+    folder = Path(checkpoint_dir)
+    names = list(DEMO_STAGE2) if names is None else list(names)
+    unknown = sorted(set(names) - set(DEMO_STAGE2))
+    if unknown:
+        raise ValueError(f"not demo stage-2 networks: {unknown}; choose from {sorted(DEMO_STAGE2)}")
+    started = time.perf_counter()
+    configs = []
+    for name in names:
+        cam = DEMO_STAGE2[name]
+        if (folder / f"{name}.pt").is_file():
+            continue
+        if not (folder / f"{cam}.pt").is_file():
+            log.warning("bootstrap: %s needs %s, which is not in %s: not trained", name, cam, folder)
+            continue
+        for left in (folder / STAGING / f"{name}.pt", Path(runs_dir) / name):
+            if left.exists():
+                log.info("bootstrap: discarding %s, left by a launch that was stopped", left)
+                shutil.rmtree(left) if left.is_dir() else left.unlink()
+        configs.append(stage2_values(name, folder, runs_dir, device))
+    if not configs:
+        return []
+    for values in configs:
+        log.info("bootstrap: training %s (stage 2: pseudo masks of %s on %d train images at its val-chosen threshold, "
+                 "%d steps)", values["name"], values["cam_model"], values["images"], values["steps"])
+    evals = _train_parallel(configs, eval_images, niceness=10 if background else None, show_bars=not background,
+                            cores=1 if background else None)
+    with contextlib.suppress(OSError):
+        (folder / STAGING).rmdir()  # when empty
+    log.info("bootstrap stage 2 finished in %.0f s", time.perf_counter() - started)
+    return [folder / f"{name}.pt" for name in evals]

@@ -16,12 +16,14 @@ composes and delegates to:
   TrainConfig, the one running job.
 - ``results`` (:class:`demo.results_reader.ResultsReader`): run folders and docs/results.json.
 - ``stage2`` (:class:`demo.stage2.Stage2`): the stage-2 segmentation networks and the Stage 2 tab's view.
+- ``stage2_trainer`` (:class:`demo.stage2_train.Stage2Trainer`): the Stage 2 tab's trainings (pseudo
+  masks, then a network), in the fine-tune runner's one training slot.
 
-This module, those six, ``demo.locks``, ``demo.bootstrap`` and ``demo.bench`` are the adapter:
+This module, those seven, ``demo.locks``, ``demo.bootstrap`` and ``demo.bench`` are the adapter:
 the only dashboard modules that may import ``crm_core`` beyond ``crm_core.api``
 (``tests/test_layering.py``); none of them but ``demo.bench`` imports gradio.
 
-State: the six services, nothing else (each service's docstring lists its shared state and
+State: the seven services, nothing else (each service's docstring lists its shared state and
 locks). Locks: none of its own. Every lock of the services is a ``demo.locks.OrderedLock``, taken
 in one order, outermost first: TRAINING, EVALUATION, CHECKED, MODELS, HOOKS, PERCEPTUAL; a
 thread that waits for one out of that order gets ``demo.locks.LockOrderError``.
@@ -46,9 +48,10 @@ from demo.memory import format_owners, memory_by_owner
 from demo.inference import (PACKAGE_METHODS, PACKAGE_REQUIREMENT, Inference, package_cam_available,
                             refine_with_superpixels, score_pseudo_mask)
 from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
-                           Stage2View, SuperpixelRefinement, TrainingBusy, finite)
+                           Stage2Request, Stage2View, SuperpixelRefinement, TrainingBusy, finite)
 from demo.results_reader import REPO_ROOT, ResultsReader, read_results
 from demo.stage2 import Stage2
+from demo.stage2_train import Stage2Trainer
 
 if TYPE_CHECKING:
     from crm_core.train import TrainConfig
@@ -67,7 +70,7 @@ class Engine:
     """Checkpoints in ``checkpoint_dir``, runs in ``runs_dir``; see the module docstring.
 
     ``results_path`` (relative: from the repository root) is the report the Results tab reads;
-    ``eval_limit`` the number of val and test images a fine-tune is scored on.
+    ``eval_limit`` the number of val and test images a fine-tune is scored on (a stage-2 network: test images).
     """
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", runs_dir: str | Path = "runs",
@@ -78,7 +81,9 @@ class Engine:
         self.evaluation = Evaluation(self.store, self.inference, runs_dir, device, eval_limit)
         self.finetune = FineTuneRunner(self.store, self.evaluation, runs_dir, device)
         self.results = ResultsReader(runs_dir, results_path)
-        self.stage2 = Stage2(self.store, self.inference)
+        self.stage2 = Stage2(self.store, self.inference, runs_dir)
+        self.stage2_trainer = Stage2Trainer(self.store, self.inference, self.evaluation, self.finetune, self.stage2,
+                                            runs_dir, device, eval_limit)
 
     # The configuration, read from the services that use it (one copy of each value).
     @property
@@ -270,6 +275,20 @@ class Engine:
     def segmentation_names(self) -> list[str]:
         return self.stage2.names()
 
-    def stage2_view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2,
+    def segmentation_info(self, name: str) -> dict[str, Any]:
+        return self.stage2.info(name)
+
+    def segmentation_archs(self) -> list[str]:
+        return self.stage2_trainer.archs()
+
+    def stage2_config(self, request: Stage2Request) -> dict[str, Any]:
+        return self.stage2_trainer.config(request)
+
+    def train_stage2(self, request: Stage2Request, on_progress: Callable[[dict[str, Any]], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Path | None:
+        """Pseudo masks, then a stage-2 network (one training job at a time, with fine-tunes); its path."""
+        return self.stage2_trainer.train(request, on_progress, should_stop)
+
+    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
                     high: float = 0.45) -> Stage2View:
         return self.stage2.view(seg_name, cam_name, index, low, high)

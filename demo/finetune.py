@@ -6,8 +6,12 @@ names checked against the checkpoint and run folders), runs ``crm_core.train.mai
 progress and stop callbacks, and scores the new checkpoint
 (:meth:`demo.evaluation.Evaluation.write_eval`) before returning its path.
 
-State: ``_job``, the running fine-tune (its name, stop event and last progress row; empty when
-idle). It is replaced whole, never edited in place, except for the progress row its own job writes.
+Its :meth:`FineTuneRunner.job` is the one training slot of the engine: the stage-2 trainings of
+the Stage 2 tab (:class:`demo.stage2_train.Stage2Trainer`) run in it too, so a fine-tune and a
+stage-2 training never run at once and Stop reaches either by name.
+
+State: ``_job``, the running job (its name, what it is, stop event and last progress row; empty
+when idle). It is replaced whole, never edited in place, except for the progress row its own job writes.
 
 Locks (levels in ``demo.locks``): ``_lock`` (``TRAINING``, the outermost level) is taken without
 waiting (a second job is told it is busy) and held for the whole job, which reads its base
@@ -17,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from demo.bootstrap import DEMO_RECIPE  # the demo set is defined with the code that trains it
 from demo.checkpoint_store import CheckpointStore, path_in
@@ -101,45 +106,54 @@ class FineTuneRunner:
 
     # -- the job -------------------------------------------------------------------------
     def training_status(self) -> str | None:
-        """A line about the running fine-tune, or None when idle."""
+        """A line about the running job, or None when idle."""
         job = dict(self._job)
         if not job:
             return None
         row = job.get("row") or {}
-        step = f"step {row.get('step', 0)}/{row.get('max_steps', '?')}"
-        return f"fine-tune {job['name']!r} is running ({step})"
+        where = row.get("phase_text") or f"step {row.get('step', 0)}/{row.get('max_steps', '?')}"
+        return f"{job.get('what', 'fine-tune')} {job['name']!r} is running ({where})"
+
+    @contextmanager
+    def job(self, name: str, what: str, on_progress: Callable[[dict[str, Any]], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Callable, Callable]]:
+        """The training slot, taken without waiting (TrainingBusy when another job holds it) for
+        job ``name`` (``what``: "fine-tune", "stage-2 training"); yields (progress, stopping): the
+        callbacks to train with, which record the job's last row and add :meth:`request_stop`."""
+        if not self._lock.acquire(blocking=False):
+            raise TrainingBusy(f"{self.training_status() or 'another training job is running'}; "
+                               "one training job at a time — try again when it finishes")
+        stop = threading.Event()
+        self._job = {"name": name, "what": what, "stop": stop, "row": None}
+
+        def progress(row: dict[str, Any]) -> None:
+            self._job["row"] = row
+            if on_progress is not None:
+                on_progress(row)
+
+        def stopping() -> bool:
+            return stop.is_set() or (should_stop is not None and bool(should_stop()))
+
+        try:
+            yield progress, stopping
+        finally:
+            self._job = {}
+            self._lock.release()
 
     def train(self, request: FineTuneRequest, on_progress: Callable[[dict[str, Any]], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> Path:
         """Train (one job at a time), evaluate on a few test images, return the checkpoint path."""
         from crm_core.train import main as train_main
 
-        if not self._lock.acquire(blocking=False):
-            raise TrainingBusy(f"{self.training_status() or 'another fine-tune is running'}; "
-                               "one training job at a time — try again when it finishes")
-        stop = threading.Event()
-        self._job = {"name": request.name, "stop": stop, "row": None}
-        try:
+        with self.job(request.name, "fine-tune", on_progress, should_stop) as (progress, stopping):
             cfg = self.train_config(request)
-
-            def progress(row: dict[str, Any]) -> None:
-                self._job["row"] = row
-                if on_progress is not None:
-                    on_progress(row)
-
-            def stopping() -> bool:
-                return stop.is_set() or (should_stop is not None and bool(should_stop()))
-
             log.info("fine-tune %s: %s", cfg.name, cfg.to_dict())
             path = train_main(cfg, on_progress=progress, should_stop=stopping)
             self._evaluation.write_eval(path)
             return path
-        finally:
-            self._job = {}
-            self._lock.release()
 
     def request_stop(self, name: str) -> bool:
-        """Ask the running fine-tune ``name`` to save and return; False if it is not running."""
+        """Ask the running job ``name`` to save and return; False if it is not running."""
         job = self._job
         if job and job.get("name") == name:
             job["stop"].set()

@@ -18,7 +18,7 @@ from crm_core.api import DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA
 from demo import callbacks as cb
 from demo import plots
 from demo.messages import safe_message
-from demo.protocol import DashboardEngine, FineTuneRequest
+from demo.protocol import DashboardEngine, FineTuneRequest, Stage2Request
 from demo.serving import Access, JobBook
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,10 @@ VIEW = dict(height=300, min_width=300)
 # Galleries of results: 4 columns and "contain" (not cropped: the colour bar stays) show them at >= 224 px.
 RESULTS = dict(columns=4, object_fit="contain", format="png", allow_preview=False)
 
-#: The Fine-tune tab starts from FineTuneRequest's defaults (one place for them).
+#: The Fine-tune tab starts from FineTuneRequest's defaults (one place for them), the Stage 2
+#: tab's training panel from Stage2Request's.
 FT_DEFAULTS = FineTuneRequest(name="")
+S2_DEFAULTS = Stage2Request(name="", cam_model="")
 
 
 def readable_upload_errors(image: gr.Image) -> gr.Image:
@@ -204,20 +206,49 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
             # -- Stage 2 --------------------------------------------------------------------
             with gr.Tab("Stage 2", id="stage2") as tab_s2:
                 seg0 = engine.segmentation_names()
+                seg_default = cb.default_network(seg0)
+                info0 = engine.segmentation_info(seg_default) if seg_default else {}
+                cam0 = info0.get("cam_model") if info0.get("cam_model") in names else a0
                 with gr.Row():
-                    s2_seg = gr.Dropdown(seg0, value=seg0[0] if seg0 else None,
-                                         label="Stage-2 network (python -m crm_core.segment)", elem_id="s2-seg", **PICK)
-                    s2_cam = gr.Dropdown(names, value=a0, label="CAM model (its pseudo mask)", elem_id="s2-cam", **PICK)
+                    s2_seg = gr.Dropdown(cb.stage2_menu(engine, seg0), value=seg_default,
+                                         label="Stage-2 network (its test mIoU)", elem_id="s2-seg", **PICK)
+                    s2_cam = gr.Dropdown(names, value=cam0, label="CAM model (its pseudo mask)", elem_id="s2-cam",
+                                         **PICK)
                     s2_index = gr.Number(value=0, precision=0, label="test image index", elem_id="s2-index")
-                    s2_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
-                    s2_high = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="foreground from")
+                    s2_low = gr.Slider(0.0, 1.0, value=round(info0.get("low") or 0.2, 2), step=0.01,
+                                       label="background below", elem_id="s2-low")
+                    s2_high = gr.Slider(0.0, 1.0, value=round(info0.get("high") or 0.45, 2), step=0.01,
+                                        label="foreground from", elem_id="s2-high")
                     s2_btn = gr.Button("Show", variant="primary", elem_id="s2-show")
                 with gr.Row():
-                    s2_pred = gr.Image(format="png", label="stage-2 network's mask", interactive=False, **VIEW)
+                    s2_pred = gr.Image(format="png", label="stage-2 network's mask", interactive=False,
+                                       elem_id="s2-pred", **VIEW)
                     s2_pseudo = gr.Image(format="png", label="CAM pseudo mask (red fg, yellow uncertain)",
-                                         interactive=False, **VIEW)
-                    s2_gt = gr.Image(format="png", label="ground truth", interactive=False, **VIEW)
+                                         interactive=False, elem_id="s2-pseudo", **VIEW)
+                    s2_gt = gr.Image(format="png", label="ground truth", interactive=False, elem_id="s2-gt", **VIEW)
                 s2_md = gr.Markdown(cb.NO_STAGE2 if not seg0 else "", elem_id="s2-info")
+                with gr.Accordion("Train stage 2: pseudo masks of a CAM model, then a segmentation network on them",
+                                  open=not seg0, elem_id="s2-train"):
+                    with gr.Row():
+                        s2t_name = gr.Textbox(value=cb.suggest_name(engine, "stage2"), label="New network name",
+                                              elem_id="s2-train-name", lines=1, max_lines=1)
+                        s2t_cam = gr.Dropdown(names, value=a0, label="CAM model (its pseudo masks)",
+                                              elem_id="s2-train-cam", **PICK)
+                        s2t_cut = gr.Radio(list(cb.CUTS), value=next(iter(cb.CUTS)), label="Mask cut",
+                                           elem_id="s2-train-cut")
+                    with gr.Row():
+                        s2t_images = gr.Slider(1, 640, value=S2_DEFAULTS.images, step=1, label="Training images",
+                                               elem_id="s2-train-images")
+                        s2t_steps = gr.Slider(1, 500, value=S2_DEFAULTS.steps, step=1, label="Steps",
+                                              elem_id="s2-train-steps")
+                        s2t_arch = gr.Dropdown(engine.segmentation_archs(), value=engine.segmentation_archs()[0],
+                                               label="Segmentation architecture", elem_id="s2-train-arch")
+                    with gr.Row():
+                        s2t_start = gr.Button("Start", variant="primary", elem_id="s2-train-start")
+                        s2t_stop = gr.Button("Stop", variant="stop", elem_id="s2-train-stop")
+                    s2t_status = gr.Markdown("One training job at a time, fine-tunes included; others wait in the "
+                                             "queue.", elem_id="s2-train-status")
+                    s2t_plot = gr.Plot(label="Live loss")
 
             # -- 6 Runs ---------------------------------------------------------------------
             with gr.Tab("Runs", id="runs") as tab_runs:
@@ -403,11 +434,32 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
         ft_base.input(bind(cb.base_defaults), [ft_base], [ft_model, ft_delta, ft_arch], **PRIVATE)
         ft_stop.click(stop_training, [ft_name], [ft_status], api_name="stop_training")
 
-        # Stage 2
+        # Stage 2: the view (no network needed: the pseudo mask and the ground truth), then the
+        # training panel, whose jobs share the fine-tunes' queue (concurrency_id "training", ``jobs``).
         s2_in = [s2_seg, s2_cam, s2_index, s2_low, s2_high]
         s2_out = [s2_pred, s2_pseudo, s2_gt, s2_md]
-        gr.on([s2_btn.click, s2_seg.input, s2_cam.input, s2_index.submit, s2_low.release, s2_high.release],
-              bind(cb.stage2_view), s2_in, s2_out, api_name="stage2")
+        s2_view = bind(cb.stage2_view)
+        gr.on([s2_btn.click, s2_cam.input, s2_index.submit, s2_low.release, s2_high.release],
+              s2_view, s2_in, s2_out, api_name="stage2")
+        s2_seg.input(bind(cb.network_defaults), [s2_seg], [s2_cam, s2_low, s2_high], **PRIVATE).then(
+            s2_view, s2_in, s2_out, **PRIVATE)
+        s2_menus = [s2_seg, s2_cam, s2_low, s2_high]
+
+        def stage2_train(name: Any, cam: Any, cut: Any, low: Any, high: Any, images: Any, steps: Any, arch: Any,
+                         request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
+            owner = getattr(request, "username", None) if access.logins else None
+            yield from cb.stage2_train(engine, name, cam, cut, low, high, images, steps, arch, progress=progress,
+                                       jobs=jobs, owner=owner)
+
+        s2t_start.click(stage2_train, [s2t_name, s2t_cam, s2t_cut, s2_low, s2_high, s2t_images, s2t_steps, s2t_arch],
+                        [s2t_status, s2t_plot], api_name="stage2_train",
+                        concurrency_limit=None if access.logins else 1, concurrency_id="training",
+                        show_progress_on=[s2t_status]).then(
+            bind(cb.stage2_choices), [*s2_menus, s2t_name], s2_menus, **PRIVATE).then(
+            s2_view, s2_in, s2_out, **PRIVATE).then(
+            refresh, pickers, pickers + [models_md], **PRIVATE).then(
+            lambda: cb.suggest_name(engine, "stage2"), None, [s2t_name], **PRIVATE)
+        s2t_stop.click(stop_training, [s2t_name], [s2t_status], api_name="stage2_stop")
 
         # Tabs: refresh the menus (a new checkpoint appears without a restart), then fill the view.
         def drs_text(model: Any) -> str:
@@ -431,7 +483,8 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
                 event.then(drs_view, drs_in, drs_out, **PRIVATE).then(strip, [drs_model, *source], [drs_strip], **PRIVATE)
             if tab is tab_results:
                 event.then(bind(cb.checkpoint_choices), [res_model], [res_model], **PRIVATE)
-            if tab is tab_s2:
-                event.then(bind(cb.stage2_choices), [s2_seg], [s2_seg], **PRIVATE).then(
-                    bind(cb.checkpoint_choices), [s2_cam], [s2_cam], **PRIVATE)
+            if tab is tab_s2:  # a network trained meanwhile appears, and the view fills
+                event.then(bind(cb.checkpoint_choices), [s2_cam], [s2_cam], **PRIVATE).then(
+                    bind(cb.checkpoint_choices), [s2t_cam], [s2t_cam], **PRIVATE).then(
+                    bind(cb.stage2_choices), s2_menus, s2_menus, **PRIVATE).then(s2_view, s2_in, s2_out, **PRIVATE)
     return app

@@ -10,7 +10,8 @@ outside this list.
 Here live the values that cross the surface: what the engine returns (:class:`Sample`,
 :class:`CamOutput`, :class:`Reconstruction`, :class:`SuperpixelRefinement`, :class:`Stage2View`,
 :class:`RunInfo`),
-what the Fine-tune tab hands it (:class:`FineTuneRequest`), the errors it raises for the user
+what the Fine-tune tab and the Stage 2 tab's training panel hand it (:class:`FineTuneRequest`,
+:class:`Stage2Request`), the errors it raises for the user
 (:class:`InvalidName`, :class:`TrainingBusy`; the others come from ``crm_core.api``) and the
 name rule of checkpoints and runs (:data:`NAME_RE`).
 """
@@ -38,7 +39,7 @@ class InvalidName(ValueError):
 
 
 class TrainingBusy(RuntimeError):
-    """Another fine-tune holds the training lock."""
+    """Another training job (a fine-tune or a stage-2 training) holds the training lock."""
 
 
 @dataclass
@@ -92,11 +93,11 @@ class Stage2View:
     for one test image of the network's dataset (the Stage 2 tab)."""
 
     sample: Sample  # the image and its ground truth
-    prediction: np.ndarray  # uint8 (H, W) trimap of the network's mask: 1 object, 2 background
-    prediction_scores: dict[str, float]  # its fg_iou, bg_iou, miou, bg_fpr against the ground truth
+    prediction: np.ndarray | None  # uint8 (H, W) trimap of the network's mask: 1 object, 2 background; None: no network
+    prediction_scores: dict[str, float] | None  # its fg_iou, bg_iou, miou, bg_fpr against the ground truth
     pseudo: np.ndarray | None  # uint8 (H, W) the CAM model's pseudo trimap (1 fg, 2 bg, 3 uncertain); None: no CAM model
     pseudo_scores: dict[str, float] | None  # its foreground against the ground truth (uncertain = background)
-    description: str  # the stage-2 checkpoint in one line: arch, masks it was trained on, step
+    description: str  # the stage-2 checkpoint in one line: arch, masks it was trained on, step ("" without one)
 
 
 @dataclass
@@ -129,6 +130,29 @@ class FineTuneRequest:
     arch: str = RESULTS_RECIPE["arch"]  # backbone from scratch (a base keeps its own)
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
     owner: str | None = None  # the login that started it (None: no login); TrainConfig.extra["owner"]
+
+
+#: The mask cuts a stage-2 training may make its pseudo masks at (Stage2Request.cut).
+STAGE2_CUTS = ("val", "band")
+#: The most steps a stage-2 training from the dashboard may take.
+STAGE2_MAX_STEPS = 2000
+
+
+@dataclass
+class Stage2Request:
+    """What the Stage 2 tab's training panel asks for: pseudo masks of CAM model ``cam_model`` on the
+    first ``images`` train images, then a segmentation network trained on them for ``steps`` steps
+    (crm_core.postprocess, then crm_core.segment). Its defaults are the panel's initial values."""
+
+    name: str  # new checkpoint / run name
+    cam_model: str  # the CAM checkpoint whose pseudo masks it trains on
+    cut: str = "val"  # "val": the CAM's threshold chosen on val (postprocess --at-val-threshold); "band": low / high
+    low: float = 0.2  # cut "band": CAM below this is background
+    high: float = 0.45  # cut "band": CAM from this is object (between the two: ignored)
+    images: int = 160  # training images (the first N of the train split)
+    steps: int = 40
+    arch: str | None = None  # a segmentation architecture (None: crm_core.segment's default)
+    owner: str | None = None  # the login that started it (None: no login); SegConfig.extra["owner"]
 
 
 def finite(value: Any) -> float | None:
@@ -264,21 +288,41 @@ class DashboardEngine(Protocol):
         """The validated TrainConfig a fine-tune request stands for (ValueError when it is not valid)."""
 
     def training_status(self) -> str | None:
-        """A line about the running fine-tune, or None when idle."""
+        """A line about the running training job (fine-tune or stage 2), or None when idle."""
 
     def train(self, request: FineTuneRequest, on_progress: Callable[[dict[str, Any]], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> Path:
         """Run the fine-tune (one at a time, else TrainingBusy); returns the checkpoint's path."""
 
     def request_stop(self, name: str) -> bool:
-        """Ask the running fine-tune ``name`` to save and return; False when it is not running."""
+        """Ask the running training job ``name`` to save and return; False when it is not running."""
 
     def segmentation_names(self) -> list[str]:
         """Stage-2 segmentation checkpoints (``python -m crm_core.segment``) in the checkpoint folder;
         the CAM menus list none of them (they are refused there with the reason)."""
 
-    def stage2_view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2,
+    def segmentation_info(self, name: str) -> dict[str, Any]:
+        """What stage-2 network ``name`` is, from its run's eval.json: ``miou`` (test mIoU as
+        crm_core.segment scored it; None when not scored), ``test_images``, ``cam_model`` (the CAM
+        checkpoint its pseudo masks came from; None: ground truth or another folder), ``low`` and
+        ``high`` (the masks' band), ``train_images``, ``step``, ``arch``, ``owner``."""
+
+    def segmentation_archs(self) -> list[str]:
+        """Segmentation architectures a stage-2 training can use, crm_core.segment's default first."""
+
+    def stage2_config(self, request: Stage2Request) -> dict[str, Any]:
+        """The validated stage-2 job a request stands for (ValueError when it is not valid): the
+        SegConfig fields it will train with (``segment``) and how its masks are cut (``cut``)."""
+
+    def train_stage2(self, request: Stage2Request, on_progress: Callable[[dict[str, Any]], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Path | None:
+        """Make the pseudo masks and train the network (one training job at a time, with fine-tunes:
+        else TrainingBusy); ``on_progress`` gets ``phase`` rows (masks) then step rows. Returns the
+        checkpoint's path, or None when stopped before the network's first step (nothing kept)."""
+
+    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
                     high: float = 0.45) -> Stage2View:
         """Test image ``index`` of stage-2 network ``seg_name``'s dataset: its mask, the pseudo trimap
         of CAM model ``cam_name`` (None: none; thresholds ``low`` <= ``high``, as postprocess) and the
-        ground truth, each scored against the ground truth."""
+        ground truth, each scored against the ground truth. ``seg_name`` None: no network, the
+        image is one of ``cam_name``'s own dataset (which is then required)."""

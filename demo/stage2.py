@@ -1,10 +1,12 @@
 """The dashboard's stage 2: segmentation networks trained on pseudo masks (``python -m crm_core.segment``).
 
 :class:`Stage2` lists the stage-2 checkpoints of the checkpoint folder (the CAM store refuses
-them with the reason) and answers the Stage 2 tab: a test image of a network's own dataset, the
+them with the reason), says what each is (its run's eval.json: test mIoU, the CAM model and band
+of its pseudo masks) and answers the Stage 2 tab: a test image of a network's own dataset, the
 network's mask, the pseudo trimap a CAM model makes of the same image (through
 :class:`demo.inference.Inference`, as the Superpixels tab) and the ground truth, each scored
-against the ground truth.
+against the ground truth. Without a network, the image is a test image of the CAM model's dataset.
+Training one is :mod:`demo.stage2_train`'s.
 
 State: ``_kinds``, per checkpoint file version ``(path, mtime ns, size)``, whether it is a stage-2
 network (an LRU of ``KINDS_BOUND`` versions); ``_nets``, the loaded networks keyed by ``(path, mtime ns)``, at most ``cache_size``.
@@ -27,6 +29,7 @@ from crm_core.checkpoints import (SEGMENTATION_KIND, CheckpointError, Segmentati
 from crm_core.data import build_dataset
 from crm_core.data.transforms import to_uint8_image
 from crm_core.postprocess import BACKGROUND, FOREGROUND, pseudo_trimap
+from crm_core.runs import RunDir
 from demo.checkpoint_store import CheckpointStore, _file_key
 from demo.inference import Inference, _scores
 from demo.locks import MODELS, OrderedLock
@@ -41,8 +44,10 @@ class Stage2:
 
     KINDS_BOUND = 1024  # file versions remembered (a bool each)
 
-    def __init__(self, store: CheckpointStore, inference: Inference, cache_size: int = 2) -> None:
+    def __init__(self, store: CheckpointStore, inference: Inference, runs_dir: str | Path = "runs",
+                 cache_size: int = 2) -> None:
         self._store, self._inference = store, inference
+        self.runs_dir = Path(runs_dir).resolve()
         self._kinds: BoundedDict = BoundedDict(self.KINDS_BOUND)  # (path, mtime ns, size) -> is a stage-2 network
         self._nets: BoundedDict = BoundedDict(cache_size)  # (path, mtime ns) -> SegmentationCheckpoint, LRU
         self._lock = OrderedLock("stage 2: segmentation networks", MODELS)
@@ -59,6 +64,32 @@ class Stage2:
         with self._lock:
             self._kinds[key] = kind
         return kind
+
+    def is_network(self, name: str) -> bool:
+        """Whether checkpoint ``name`` exists and is a stage-2 network (InvalidName for a bad name)."""
+        path = self._store.path(name)
+        return path.is_file() and self._is_stage2(path)
+
+    def info(self, name: str) -> dict[str, Any]:
+        """See :meth:`demo.protocol.DashboardEngine.segmentation_info`."""
+        path = self._store.path(name)
+        try:
+            results = RunDir(self.runs_dir / name).read_eval()
+            if results.get("kind") != "segmentation" or Path(str(results.get("checkpoint"))).name != path.name:
+                results = {}
+        except (OSError, ValueError):
+            results = {}
+        if not results:  # no run of it here: what its checkpoint says, unscored
+            net = self.network(name)
+            results = {"masks": net.masks, "arch": net.arch, "step": net.step,
+                       "train_images": net.seg_config.get("extra", {}).get("train_images"),
+                       "owner": net.seg_config.get("extra", {}).get("owner")}
+        manifest = (results.get("masks") or {}).get("manifest") or {}
+        source = manifest.get("checkpoint")
+        cam = Path(source).stem if source and Path(source).parent.resolve() == self._store.checkpoint_dir else None
+        return {"miou": results.get("miou"), "test_images": results.get("num_images"), "cam_model": cam,
+                "low": manifest.get("low"), "high": manifest.get("high"), "train_images": results.get("train_images"),
+                "step": results.get("step"), "arch": results.get("arch"), "owner": results.get("owner")}
 
     def names(self) -> list[str]:
         """Names of the stage-2 checkpoints in the folder."""
@@ -89,22 +120,31 @@ class Stage2:
         with self._lock:
             return [loaded.net for loaded in self._nets.values()]
 
-    def view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2, high: float = 0.45) -> Stage2View:
+    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
+             high: float = 0.45) -> Stage2View:
         """See :meth:`demo.protocol.DashboardEngine.stage2_view`."""
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, got low={low}, high={high}")
-        net = self.network(seg_name)
-        dataset = build_dataset(split="test", **net.dataset)
-        if not 0 <= int(index) < len(dataset):
-            raise ValueError(f"index must be in 0..{len(dataset) - 1}, got {index}")
-        item: dict[str, Any] = dataset[int(index)]
-        label = int(item["label"])
-        classes = list(getattr(dataset, "class_names", []))
-        sample = Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
-                        class_name=classes[label] if label < len(classes) else None, index=int(index))
-        with torch.no_grad():
-            fg = net.net(item["image"][None]).argmax(dim=1)[0].numpy() == 1  # (H, W) the network's object mask
-        prediction = np.where(fg, FOREGROUND, BACKGROUND).astype(np.uint8)
+        prediction = prediction_scores = None
+        if seg_name:
+            net = self.network(seg_name)
+            dataset = build_dataset(split="test", **net.dataset)
+            if not 0 <= int(index) < len(dataset):
+                raise ValueError(f"index must be in 0..{len(dataset) - 1}, got {index}")
+            item: dict[str, Any] = dataset[int(index)]
+            label = int(item["label"])
+            classes = list(getattr(dataset, "class_names", []))
+            sample = Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
+                            class_name=classes[label] if label < len(classes) else None, index=int(index))
+            with torch.no_grad():
+                fg = net.net(item["image"][None]).argmax(dim=1)[0].numpy() == 1  # (H, W) the network's object mask
+            prediction = np.where(fg, FOREGROUND, BACKGROUND).astype(np.uint8)
+            prediction_scores = _scores(fg, sample.mask)
+        elif cam_name:
+            sample = self._inference.samples(cam_name, [int(index)])[0]  # a test image of the CAM model's dataset
+            label = int(sample.label)
+        else:
+            raise ValueError("choose a stage-2 network or a CAM model")
         pseudo, pseudo_scores = None, None
         if cam_name:
             cam_classes = self._store.model(cam_name).class_names
@@ -112,5 +152,5 @@ class Stage2:
             cam = self._inference.cam(cam_name, sample.image, class_index=explained).cam
             pseudo = pseudo_trimap(torch.from_numpy(cam)[None], low, high)[0].numpy()
             pseudo_scores = _scores(pseudo == FOREGROUND, sample.mask)
-        return Stage2View(sample=sample, prediction=prediction, prediction_scores=_scores(fg, sample.mask),
-                          pseudo=pseudo, pseudo_scores=pseudo_scores, description=net.describe())
+        return Stage2View(sample=sample, prediction=prediction, prediction_scores=prediction_scores,
+                          pseudo=pseudo, pseudo_scores=pseudo_scores, description=net.describe() if seg_name else "")

@@ -15,8 +15,8 @@ import numpy as np
 
 from crm_core.api import TrainConfig, load_image, to_uint8_image
 from demo.engine import read_results, refine_with_superpixels, score_pseudo_mask
-from demo.protocol import (NAME_RE, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo, Sample,
-                           Stage2View, SuperpixelRefinement, TrainingBusy)
+from demo.protocol import (NAME_RE, STAGE2_MAX_STEPS, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo,
+                           Sample, Stage2Request, Stage2View, SuperpixelRefinement, TrainingBusy)
 
 SIZE = 32
 CLASSES = ["stripes_h", "stripes_v", "checker"]
@@ -55,6 +55,7 @@ class FakeEngine:
         self.step_s = step_s
         self.trained: list[FineTuneRequest] = []
         self.owners: dict[str, str | None] = {}  # run name -> the owner its fine-tune recorded
+        self.seg_steps: dict[str, int] = {}  # stage-2 network -> the steps its training did
         self._lock = threading.Lock()
         self._job: dict[str, Any] = {}
 
@@ -251,28 +252,33 @@ class FakeEngine:
     def training_status(self) -> str | None:
         return f"fine-tune {self._job['name']!r} is running" if self._job else None
 
-    def train(self, request: FineTuneRequest, on_progress: Callable | None = None,
-              should_stop: Callable[[], bool] | None = None) -> Path:
+    def _steps(self, name: str, steps: int, on_progress: Callable | None, should_stop: Callable | None) -> int:
+        """Fake training steps of job ``name`` in the one training slot; returns the steps done."""
         if not self._lock.acquire(blocking=False):
-            raise TrainingBusy("another fine-tune is running")
+            raise TrainingBusy("another training job is running")
         stop = threading.Event()
-        self._job = {"name": request.name, "stop": stop}
+        self._job = {"name": name, "stop": stop}
         try:
-            for step in range(1, request.steps + 1):
+            for step in range(1, steps + 1):
                 time.sleep(self.step_s)
                 if on_progress is not None:
-                    on_progress({"step": step, "epoch": 0, "max_steps": request.steps, "wall_time": step * 0.1,
+                    on_progress({"step": step, "epoch": 0, "max_steps": steps, "wall_time": step * 0.1,
                                  "loss_total": 1.0 / step, "loss_cls": 0.5 / step, "accuracy": 0.5})
                 if stop.is_set() or (should_stop is not None and should_stop()):
-                    break
-            self.trained.append(request)
-            self.names.append(request.name)
-            self.runs[request.name] = self._metrics(request.name)
-            self.owners[request.name] = request.owner
-            return Path("/nonexistent") / f"{request.name}.pt"
+                    return step
+            return steps
         finally:
             self._job = {}
             self._lock.release()
+
+    def train(self, request: FineTuneRequest, on_progress: Callable | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path:
+        self._steps(request.name, request.steps, on_progress, should_stop)
+        self.trained.append(request)
+        self.names.append(request.name)
+        self.runs[request.name] = self._metrics(request.name)
+        self.owners[request.name] = request.owner
+        return Path("/nonexistent") / f"{request.name}.pt"
 
     def request_stop(self, name: str) -> bool:
         if self._job and self._job["name"] == name:
@@ -280,14 +286,49 @@ class FakeEngine:
             return True
         return False
 
-    # stage 2: one fake segmentation network whose mask is the ground truth shifted by 2 px
+    # stage 2: fake segmentation networks whose mask is the ground truth shifted by 2 px
     def segmentation_names(self) -> list[str]:
         return list(self.seg_names)
 
-    def stage2_view(self, seg_name: str, cam_name: str | None, index: int, low: float = 0.2,
+    def segmentation_info(self, name: str) -> dict[str, Any]:
+        if name not in self.seg_names:
+            raise InvalidName(f"no stage-2 checkpoint named {name!r}")
+        return {"miou": 0.6, "test_images": 200, "cam_model": "resnet_drs", "low": 0.25, "high": 0.55,
+                "train_images": 160, "step": self.seg_steps.get(name, 40), "arch": "fcn_resnet18",
+                "owner": self.owners.get(name)}
+
+    def segmentation_archs(self) -> list[str]:
+        return ["fcn_resnet18", "lraspp_mobilenet_v3_large"]
+
+    def stage2_config(self, request: Stage2Request) -> dict[str, Any]:
+        if request.name in self.names or request.name in self.seg_names:
+            raise ValueError(f"{request.name!r} already exists")
+        if request.cam_model in self.seg_names:
+            raise ValueError(f"{request.cam_model!r} is a stage-2 segmentation network, not a CAM model")
+        self.checkpoint_path(request.cam_model)
+        if not 1 <= request.images <= 640 or not 1 <= request.steps <= STAGE2_MAX_STEPS:
+            raise ValueError("training images must be between 1 and 640, steps between 1 and 2000")
+        return {"segment": {"name": request.name, "train_size": request.images, "steps": request.steps,
+                            "arch": request.arch or "fcn_resnet18", "extra": {"owner": request.owner}},
+                "cut": {"cam_model": request.cam_model, "cut": request.cut}}
+
+    def train_stage2(self, request: Stage2Request, on_progress: Callable | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Path | None:
+        self.stage2_config(request)
+        if on_progress is not None:
+            on_progress({"phase": "masks", "done": request.images, "total": request.images,
+                         "phase_text": f"pseudo masks {request.images}/{request.images}"})
+        self.seg_steps[request.name] = self._steps(request.name, request.steps, on_progress, should_stop)
+        self.seg_names.append(request.name)
+        self.owners[request.name] = request.owner
+        return Path("/nonexistent") / f"{request.name}.pt"
+
+    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
                     high: float = 0.45) -> Stage2View:
-        if seg_name not in self.seg_names:
+        if seg_name is not None and seg_name not in self.seg_names:
             raise InvalidName(f"no stage-2 checkpoint named {seg_name!r}")
+        if seg_name is None and not cam_name:
+            raise ValueError("choose a stage-2 network or a CAM model")
         if not 0 <= int(index) < 200:
             raise ValueError(f"index must be in 0..199, got {index}")
         sample = _sample(int(index))
@@ -297,6 +338,9 @@ class FakeEngine:
             cam = self.cam(cam_name, sample.image, class_index=sample.label).cam
             pseudo = np.where(cam >= high, 1, np.where(cam < low, 2, 3)).astype(np.uint8)
             pseudo_scores = score_pseudo_mask(cam, sample.mask, high)
+        if seg_name is None:
+            return Stage2View(sample=sample, prediction=None, prediction_scores=None, pseudo=pseudo,
+                              pseudo_scores=pseudo_scores, description="")
         return Stage2View(sample=sample, prediction=np.where(fg, 1, 2).astype(np.uint8),
                           prediction_scores=score_pseudo_mask(fg.astype(np.float32), sample.mask, 0.5),
                           pseudo=pseudo, pseudo_scores=pseudo_scores, description=f"{seg_name}: fake stage-2 network")

@@ -1,6 +1,7 @@
 """app.py served on 127.0.0.1 with real tiny checkpoints, every public endpoint driven by gradio_client."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,11 +106,16 @@ def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> 
     assert len(table["data"]) == 7
     *images, info = call("/superpixels", "resnet", "resnet", None, 3, 24, 10, 0.2, 0.45)
     assert len(images) == 4 and "superpixels" in info
-    # Stage 2: this folder has no segmentation network yet, and the view says how to train one.
+    # Stage 2: this folder has no segmentation network yet; Show still shows the CAM model's pseudo
+    # mask and the ground truth, and says how to make a network (test_stage2_from_the_browser_api trains one).
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="crm_core.segment"):
-        call("/stage2", None, "resnet", 0, 0.2, 0.45)
+    network, pseudo, gt, info = call("/stage2", None, "resnet", 0, 0.2, 0.45)
+    assert network is None and Path(pseudo).suffix == Path(gt).suffix == ".png"
+    assert "no stage-2 network" in info and "Train stage 2" in info and "pseudo mask of resnet" in info
+    with pytest.raises(AppError, match="training images must be"):
+        call("/stage2_train", "s2-none", "resnet", "the CAM's threshold chosen on val", 0.2, 0.45, 0, 2, "fcn_resnet18")
+    assert "No running fine-tune named 's2-none'" in call("/stage2_stop", "s2-none")
     gallery, table, info = call("/reconstructions", ["resnet", "resnet_drs"], "resnet", None, 3)
     # input, then per model: reconstruction, error map and decoder input (the per-class maps it decodes)
     assert len(gallery) == 7 and len(table["data"]) == 2
@@ -224,7 +230,7 @@ def test_auth_protects_the_app(tmp_path: Path) -> None:
 def test_a_first_launch_serves_after_the_compared_pair_and_trains_the_rest_behind(tmp_path: Path,
                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Empty checkpoints/: the pair the first view compares trains before the page is served, the
-    rest of the demo set after, in the background (the 5-minute first launch)."""
+    rest of the demo set after, in the background (the 5-minute first launch), then its stage-2 networks."""
     import socket
 
     import app
@@ -246,15 +252,51 @@ def test_a_first_launch_serves_after_the_compared_pair_and_trains_the_rest_behin
         calls.append((tuple(names), background, serving()))
         return []
 
+    def fake_stage2(checkpoints, runs, device="cpu", eval_images=64, names=None, background=False):
+        calls.append(("stage 2", background, serving()))
+        return []
+
     monkeypatch.setattr(bootstrap, "bootstrap_demo", fake_bootstrap)
+    monkeypatch.setattr(bootstrap, "bootstrap_stage2", fake_stage2)
     args = app.get_args_parser().parse_args(["--checkpoints", str(tmp_path / "checkpoints"), "--runs",
                                              str(tmp_path / "runs"), "--port", str(port)])
     blocks = app.launch(args, prevent_thread_lock=True)
     try:
         deadline = time.time() + 60
-        while len(calls) < 2 and time.time() < deadline:
+        while len(calls) < 3 and time.time() < deadline:
             time.sleep(0.2)
     finally:
         blocks.close()
-    assert calls == [(bootstrap.DEMO_BEFORE_SERVING, False, False), (("resnet_drs",), True, True)]
+    # the demo set's stage-2 networks train last, behind the served page
+    assert calls == [(bootstrap.DEMO_BEFORE_SERVING, False, False), (("resnet_drs",), True, True),
+                     ("stage 2", True, True)]
     assert set(bootstrap.DEMO_BEFORE_SERVING) | {"resnet_drs"} == set(bootstrap.DEMO_MODELS)
+
+
+@pytest.mark.slow
+def test_stage2_from_the_browser_api(client: Client, server: dict) -> None:
+    """A stage-2 training started through the API finishes, is scored as crm_core.segment scores it
+    and appears in the Stage 2 menu; a second one stops when asked; bad input is a message."""
+    from gradio_client.exceptions import AppError
+
+    val = "the CAM's threshold chosen on val"
+    status, _ = client.predict("s2-api", "resnet", val, 0.2, 0.45, 8, 2, "fcn_resnet18", api_name="/stage2_train")
+    results = json.loads((server["runs"] / "s2-api" / "eval.json").read_text())
+    assert f"test mIoU **{results['miou']:.3f}** on {results['num_images']} test images" in status, status
+    assert (server["checkpoints"] / "s2-api.pt").is_file()
+    network, pseudo, gt, info = client.predict("s2-api", "resnet", 1, 0.2, 0.45, api_name="/stage2")
+    assert network and pseudo and gt and "s2-api: stage-2" in info and info.count("mIoU **") == 2
+    # stopped after its first step (500 steps do not end by themselves first): kept, scored, in the menu
+    job = client.submit("s2-stop", "resnet", val, 0.2, 0.45, 8, 500, "fcn_resnet18", api_name="/stage2_train")
+    deadline = time.monotonic() + 120
+    while not any("step" in str(o[0]) for o in job.outputs()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Stopping" in client.predict("s2-stop", api_name="/stage2_stop")
+    status, _ = job.result(timeout=180)
+    assert "s2-stop" in status and "stopped early" in status and "test mIoU" in status
+    for args, message in ((("s2-api", "resnet", val, 0.2, 0.45, 8, 2, "fcn_resnet18"), "already exists"),
+                          (("s2-x", "s2-api", val, 0.2, 0.45, 8, 2, "fcn_resnet18"), "not a CAM model"),
+                          (("s2-x", "resnet", val, 0.2, 0.45, 8, 9000, "fcn_resnet18"), "steps must be")):
+        with pytest.raises(AppError, match=message) as caught:
+            client.predict(*args, api_name="/stage2_train")
+        assert "Traceback" not in str(caught.value)

@@ -1,6 +1,6 @@
 """A process the server starts, the server stops: SIGTERM to ``python app.py`` leaves none of
 its training workers running, before serving (the first launch's bootstrap) and while serving
-(the demo models that train behind the page), and a stopped launch's staged checkpoint is
+(the demo models and the demo set's stage-2 networks that train behind the page), and a stopped launch's staged checkpoint is
 resumed or discarded by the next one."""
 from __future__ import annotations
 
@@ -120,6 +120,27 @@ def test_sigterm_while_serving_stops_the_background_training(tmp_path: Path) -> 
     text = log.read_text()
     assert "discarding" in text and "resnet_drs.pt" in text  # the unreadable staged file, said in the log
     assert not (checkpoints / "resnet_drs.pt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_stage2_networks_train_stops_them(tmp_path: Path) -> None:
+    """A launch that finds a demo stage-2 network a stopped launch left unfinished trains it again
+    behind the page, in a worker process; SIGTERM leaves none of it running."""
+    from crm_core.train import main as train_main
+
+    from conftest import tiny_config
+
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    train_main(tiny_config(tmp_path, name="resnet", model="resnet", crm=False, steps=1))  # the CAM model it needs
+    (runs / "stage2_resnet" / "pseudo_masks.partial").mkdir(parents=True)  # left by a launch that was killed
+    log = tmp_path / "app.log"
+    proc, _ = _start_app(checkpoints, runs, log)
+    _wait(lambda: len(_children(proc.pid)) >= 1, 120, "the stage-2 worker", proc, log)
+    time.sleep(3)
+    _stop_and_check(proc, log)
+    text = log.read_text()
+    assert "discarding" in text and "stage2_resnet" in text and "training stage2_resnet (stage 2" in text
+    assert not (checkpoints / "stage2_resnet.pt").exists()
 
 
 def test_a_staged_checkpoint_of_the_demo_recipe_is_resumed_and_any_other_discarded(tmp_path: Path,

@@ -1,4 +1,5 @@
-"""The dashboard in a real chromium (Playwright): every tab, an upload, the delta slider, a fine-tune.
+"""The dashboard in a real chromium (Playwright): every tab, an upload, the delta slider, a fine-tune,
+Stage 2 without a network, then a stage-2 training from its panel.
 
 Screenshots go to test-artifacts/ (git-ignored). Without /usr/bin/chromium the test is skipped,
 unless CRM_LAB_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
@@ -114,6 +115,32 @@ def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
             page.get_by_label("Model A").click()
             expect(page.get_by_role("option", name="ft-browser")).to_be_visible(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "11_new_checkpoint_in_menu.png"), full_page=True)
+            page.keyboard.press("Escape")
+
+            # Stage 2 before any network: the tab opens on the CAM model's pseudo mask and the ground
+            # truth, and says how to make a network; then one trained from its panel joins the menu.
+            page.get_by_role("tab", name="Stage 2").click()
+            info = page.locator("#s2-info")
+            expect(info).to_contain_text("no stage-2 network", timeout=60_000)
+            expect(info).to_contain_text("pseudo mask of")
+            expect(page.locator("#s2-pseudo img")).to_be_visible()
+            expect(page.locator("#s2-gt img")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "12_stage2_without_network.png"), full_page=True)
+            page.locator("#s2-train-name textarea, #s2-train-name input").first.fill("s2-browser")
+            for element, value in (("#s2-train-images", "8"), ("#s2-train-steps", "2")):
+                box = page.locator(f"{element} input[type=number]")
+                box.fill(value)
+                box.press("Enter")
+            page.locator("#s2-train-start").click()
+            expect(page.locator("#s2-train-status")).to_contain_text("Done: s2-browser", timeout=240_000)
+            expect(page.locator("#s2-train-status")).to_contain_text("test mIoU")
+            assert (checkpoints / "s2-browser.pt").is_file()
+            # chosen in the menu with its test mIoU, and shown: network | pseudo mask | ground truth
+            expect(page.locator("#s2-seg input")).to_have_value(re.compile(r"^s2-browser · test mIoU 0\.\d{3}$"),
+                                                                 timeout=30_000)
+            expect(page.locator("#s2-pred img")).to_be_visible(timeout=60_000)
+            expect(info).to_contain_text("stage-2 network: mIoU")
+            page.screenshot(path=str(ARTIFACTS / "13_stage2_trained_in_browser.png"), full_page=True)
         finally:
             browser.close()
         assert not errors, errors

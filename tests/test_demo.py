@@ -216,13 +216,61 @@ def test_stage2_view_shows_the_network_the_pseudo_mask_and_the_ground_truth_with
     assert "fake stage-2 network" in info and info.count("mIoU **") == 2 and "pseudo mask of resnet" in info
     pred, pseudo, gt, info = cb.stage2_view(engine, "seg", None, 3)  # no CAM model: no pseudo mask
     assert pseudo is None and info.count("mIoU **") == 1
-    assert cb.stage2_choices(engine, "gone")["value"] == "seg"
+    # a network no longer there: the menu falls back to one that is, and the CAM model and band follow it
+    menu, cam, low, high = cb.stage2_choices(engine, "gone")
+    assert menu["value"] == "seg" and menu["choices"] == [("seg · test mIoU 0.600", "seg")]
+    assert (cam["value"], low["value"], high["value"]) == ("resnet_drs", 0.25, 0.55)
+    menu, cam, *_ = cb.stage2_choices(engine, "seg")  # kept: nothing else moves
+    assert menu["value"] == "seg" and cam == gr.update()
     for args, message in ((("seg", "resnet", 3, 0.8, 0.2), "low threshold"), (("seg", "resnet", -1), "index"),
-                          (("resnet", "resnet", 3), "not a stage-2 network"), (("seg", "../x", 3), "invalid")):
+                          (("resnet", "resnet", 3), "not a stage-2 network"), (("seg", "../x", 3), "invalid"),
+                          ((None, None, 3), "choose a CAM model")):
         with pytest.raises(gr.Error, match=message):
             cb.stage2_view(engine, *args)
-    with pytest.raises(gr.Error, match="python -m crm_core.segment"):
-        cb.stage2_view(FakeEngine(seg_names=()), None, "resnet", 3)
+
+
+def test_stage2_show_without_a_network_shows_the_pseudo_mask_and_the_ground_truth() -> None:
+    engine = FakeEngine(seg_names=())
+    pred, pseudo, gt, info = cb.stage2_view(engine, None, "resnet", 3)
+    assert pred is None and pseudo.shape == gt.shape == (render.DISPLAY, render.DISPLAY, 3)
+    assert "no stage-2 network" in info and "Train stage 2" in info and "pseudo mask of resnet" in info
+    assert info.count("mIoU **") == 1 and "test image 3" in info
+
+
+def test_stage2_training_panel_trains_shows_its_chart_and_refuses_bad_input() -> None:
+    engine = FakeEngine(seg_names=("seg",), step_s=0.05)
+    seen: list = []
+    updates = list(cb.stage2_train(engine, "s2-new", "resnet", next(iter(cb.CUTS)), 0.2, 0.45, 32, 4,
+                                   "fcn_resnet18", poll_s=0.01, plot_every_s=0.0, owner="ann",
+                                   progress=lambda *a, **k: seen.append((a, k))))
+    assert ((32, 32),) in [a for a, _ in seen] and any(k.get("desc") == "pseudo masks 32/32" for _, k in seen)
+    text, figure = updates[-1]
+    assert "Done: **s2-new**" in text and "test mIoU **0.600**" in text and len(figure.data[0].x) == 4
+    assert "s2-new" in engine.segmentation_names() and engine.owners["s2-new"] == "ann"
+    menu, *_ = cb.stage2_choices(engine, "seg", "resnet", 0.2, 0.45, "s2-new")  # the new one is chosen
+    assert menu["value"] == "s2-new"
+    band = list(cb.CUTS)[1]
+    for args, message in ((("x", "seg", band, 0.2, 0.45, 8, 4), "stage-2 segmentation network, not a CAM model"),
+                          (("x", "resnet", band, 0.2, 0.45, 0, 4), "training images must be"),
+                          (("seg", "resnet", band, 0.2, 0.45, 8, 4), "already exists"),
+                          (("x", "resnet", band, 0.2, 0.45, 8, 0), "steps must be"),
+                          (("x", "resnet", band, 0.2, 0.45, 8, 5000), "steps must be"),
+                          (("x", "resnet", band, 0.6, 0.45, 8, 4), "band's background threshold"),
+                          (("x", "resnet", "somewhere", 0.2, 0.45, 8, 4), "mask cut"),
+                          (("x", "resnet", band, 0.2, 0.45, 999, 4), "between 1 and 640"),
+                          (("../x", "resnet", band, 0.2, 0.45, 8, 4), "checkpoint name")):
+        with pytest.raises(gr.Error, match=message):
+            list(cb.stage2_train(engine, *args))
+    with pytest.raises(gr.Error, match="architecture"):
+        list(cb.stage2_train(engine, "x", "resnet", band, 0.2, 0.45, 8, 4, "resnet999"))
+    # stopped: the generator closed early stops the job, which keeps what it trained
+    slow = FakeEngine(step_s=0.05)
+    run = cb.stage2_train(slow, "s2-stop", "resnet", band, 0.2, 0.45, 8, 200, poll_s=0.01, plot_every_s=0.0)
+    for text, _ in run:
+        if "step 3/" in text:
+            break
+    run.close()
+    assert 3 <= slow.seg_steps["s2-stop"] < 200 and slow.training_status() is None
 
 
 def test_reconstructions_table_and_model_without_crm(engine: FakeEngine) -> None:
@@ -432,7 +480,8 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
     names = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
     assert names == {"compare", "startup", "sample_gallery", "load_sample", "browse", "drs_cam", "drs_model_info",
                      "drs_strip", "drs_curve", "superpixels", "reconstructions", "runs", "runs_csv", "fine_tune",
-                     "stop_training", "refresh_checkpoints", "results", "results_evaluate", "stage2"}
+                     "stop_training", "refresh_checkpoints", "results", "results_evaluate", "stage2", "stage2_train",
+                     "stage2_stop"}
     tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
     assert "Results" in tabs and "Stage 2" in tabs
     images = [c for c in config["components"] if c["type"] in ("image", "gallery")]

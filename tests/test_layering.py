@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The demo modules that may import crm_core: the engine, the services it composes, its lock order and
 # memory accounting, and the tools that drive the engine or the served app (bench, load).
 ADAPTER = {"demo.engine", "demo.checkpoint_store", "demo.inference", "demo.evaluation", "demo.finetune",
-           "demo.results_reader", "demo.stage2", "demo.locks", "demo.memory", "demo.bootstrap", "demo.bench",
+           "demo.results_reader", "demo.stage2", "demo.stage2_train", "demo.stage2_job", "demo.locks", "demo.memory", "demo.bootstrap", "demo.bench",
            "demo.load"}
 GRADIO_FREE = ADAPTER - {"demo.bench"} | {"demo.protocol"}  # demo.bench times the callbacks, lazily
 

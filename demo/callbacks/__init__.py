@@ -28,7 +28,8 @@ from demo.callbacks.results import (APPEARANCES, RESULT_COLUMNS, RESULT_METRICS,
                                     comparisons_markdown, plan_command, results_evaluate, results_plot, results_table,
                                     results_view)
 from demo.callbacks.runs import runs_csv, runs_table, runs_view
-from demo.callbacks.stage2 import NO_STAGE2, stage2_choices, stage2_view
+from demo.callbacks.stage2 import (CUTS, NO_STAGE2, default_network, network_defaults, stage2_choices, stage2_menu,
+                                   stage2_request, stage2_train, stage2_view)
 from demo.callbacks.superpixels import superpixel_view
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "APPEARANCES", "RESULT_COLUMNS", "RESULT_METRICS", "SEGMENTATION_COLUMN", "comparisons_markdown",
     "plan_command", "results_evaluate", "results_plot", "results_table", "results_view",
     "MAX_STEPS", "base_defaults", "fine_tune", "fine_tune_request", "select_new_run", "stop_training", "suggest_name",
-    "NO_STAGE2", "stage2_choices", "stage2_view",
+    "CUTS", "NO_STAGE2", "default_network", "network_defaults", "stage2_choices", "stage2_menu", "stage2_request",
+    "stage2_train", "stage2_view",
 ]

@@ -1,5 +1,8 @@
 """Fine-tune tab: validate a request, train in a worker thread with a live chart, stop it.
 
+Its job machinery (:func:`booked`: the queue; :func:`in_worker`: the worker thread and its live
+chart; :func:`stop_training`) serves the Stage 2 tab's trainings too (demo.callbacks.stage2).
+
 With a :class:`demo.serving.JobBook` (the served app's), jobs wait their turn in it, each with its
 owner (the login; None without one); with logins, each user may have ``Access.jobs_per_user`` jobs
 running or queued, and only a job's owner or an admin may stop it.
@@ -10,7 +13,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import gradio as gr
 
@@ -37,9 +40,7 @@ def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any,
                       delta: Any, learnable: Any, arch: Any = None, owner: str | None = None) -> FineTuneRequest:
     """The tab's values, validated, as the request the engine trains from (``arch`` None: the default;
     ``owner``: the login that asks, recorded in the run and the checkpoint)."""
-    name = str(name or "").strip()
-    if not NAME_RE.match(name) or ".." in name:
-        raise gr.Error(f"checkpoint name {name[:60]!r}: use 1-64 letters, digits, '_', '-', '.' (no path)")
+    name = new_name(name)
     if base in (None, "", NO_BASE):
         base = None
     else:
@@ -53,11 +54,19 @@ def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any,
         l1_weight=_number(l1_weight, "L1 weight", 0.0, 1000.0), vgg_weight=_number(vgg_weight, "perceptual weight", 0.0, 1000.0),
         align_weight=_number(align_weight, "alignment weight", 0.0, 1000.0),
         delta="learnable" if learnable else f"{_delta(delta):g}", owner=owner,
-        **({} if arch in (None, "") else {"arch": _choice(arch, engine.backbones(), "backbone")}),
+        **({} if arch in (None, "") else {"arch": choice(arch, engine.backbones(), "backbone")}),
     )
 
 
-def _choice(value: Any, allowed: list[str], what: str) -> str:
+def new_name(name: Any) -> str:
+    """A new checkpoint's name as typed, checked to be a plain name (not yet that it is free)."""
+    name = str(name or "").strip()
+    if not NAME_RE.match(name) or ".." in name:
+        raise gr.Error(f"checkpoint name {name[:60]!r}: use 1-64 letters, digits, '_', '-', '.' (no path)")
+    return name
+
+
+def choice(value: Any, allowed: list[str], what: str) -> str:
     if str(value) not in allowed:
         raise gr.Error(f"{what} {str(value)[:60]!r}: choose from {', '.join(allowed)}")
     return str(value)
@@ -78,39 +87,48 @@ def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset
     request = fine_tune_request(engine, name, base, model, dataset, steps, batch_size, cls_lr, rec_lr,
                                 l1_weight, vgg_weight, align_weight, delta, learnable, arch, owner)
     if jobs is None:
-        _refuse_if_busy(engine)
+        refuse_if_busy(engine)
     engine.train_config(request)  # validate (name free, base compatible) before booking or starting a thread
+    yield from booked(engine, jobs, request.name, owner, poll_s,
+                      lambda job: _train(engine, request, progress, poll_s, plot_every_s, job))
+
+
+def booked(engine: DashboardEngine, jobs: JobBook | None, name: str, owner: str | None, poll_s: float,
+           start: Callable[[Job | None], Iterator[tuple[str, Any]]]) -> Iterator[tuple[str, Any]]:
+    """``start(job)``'s updates once job ``name`` has its turn in ``jobs`` (None: at once), with a
+    "Queued" line while it waits; the job leaves the book however it ends. Every training job of
+    the app (fine-tunes, stage-2 trainings) goes through here, so they queue behind each other."""
     if jobs is None:
-        yield from _train(engine, request, progress, poll_s, plot_every_s)
+        yield from start(None)
         return
-    job = jobs.admit(request.name, owner)
+    job = jobs.admit(name, owner)
     try:
         while True:
             ahead = jobs.wait_turn(job, timeout=4 * poll_s)
             if job.stop.is_set():
-                yield (f"**{request.name}** was cancelled before it started; nothing was trained.",
-                       plots.live_figure(request.name, []))
+                yield (f"**{name}** was cancelled before it started; nothing was trained.", plots.live_figure(name, []))
                 return
             if ahead == 0:
                 break
-            yield (f"Queued: **{request.name}** starts when the {ahead} job(s) before it end.",
-                   plots.live_figure(request.name, []))
-        _refuse_if_busy(engine)  # a job of another app on the same engine
-        yield from _train(engine, request, progress, poll_s, plot_every_s, job)
+            yield f"Queued: **{name}** starts when the {ahead} job(s) before it end.", plots.live_figure(name, [])
+        refuse_if_busy(engine)  # a job of another app on the same engine
+        yield from start(job)
     finally:
         jobs.done(job)
 
 
-def _refuse_if_busy(engine: DashboardEngine) -> None:
+def refuse_if_busy(engine: DashboardEngine) -> None:
     busy = engine.training_status()
     if busy:
         raise gr.Error(f"{busy}; one training job at a time — wait for it to finish, then start again")
 
 
-def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable | None, poll_s: float,
-           plot_every_s: float, job: Job | None = None) -> Iterator[tuple[str, Any]]:
-    """The job itself: a worker thread trains, this generator reports. ``job.stop`` (Stop on a
-    booked job) stops it as closing the generator does."""
+def in_worker(name: str, steps: int, work: Callable[[Callable, Callable], Any], progress: Callable | None,
+              poll_s: float, plot_every_s: float, job: Job | None = None) -> Generator[tuple[str, Any], None, tuple]:
+    """Run ``work(on_progress, should_stop)`` in a worker thread; yield (status, live loss chart)
+    while it runs and return (its result, the step rows). Rows without a step (a phase before
+    training, e.g. making pseudo masks: ``phase_text``, ``done``, ``total``) update the status line.
+    ``job.stop`` (Stop on a booked job) stops it as closing the generator does."""
     rows: list[dict[str, Any]] = []
     updates: queue.Queue = queue.Queue()
     stop = threading.Event()
@@ -119,17 +137,17 @@ def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable
     def should_stop() -> bool:
         return stop.is_set() or (job is not None and job.stop.is_set())
 
-    def work() -> None:
+    def run() -> None:
         try:
-            result["path"] = engine.train(request, on_progress=updates.put, should_stop=should_stop)
+            result["value"] = work(updates.put, should_stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the generator, re-raised there
             result["error"] = exc
 
-    worker = threading.Thread(target=work, name=f"fine-tune-{request.name}", daemon=True)
+    worker = threading.Thread(target=run, name=f"training-{name}", daemon=True)
     worker.start()
     last_plot = time.monotonic()
     try:
-        yield f"Starting **{request.name}** ({request.steps} steps)…", plots.live_figure(request.name, rows)
+        yield f"Starting **{name}** ({steps} steps)…", plots.live_figure(name, rows)
         while worker.is_alive() or not updates.empty():
             worker.join(timeout=poll_s)
             fresh = []
@@ -137,22 +155,43 @@ def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable
                 fresh.append(updates.get_nowait())
             if not fresh:
                 continue
-            rows.extend(fresh)
+            rows.extend(r for r in fresh if "step" in r)
+            phases = [r for r in fresh if "step" not in r and r.get("total")]
+            if phases and progress is not None:
+                progress((int(phases[-1]["done"]), int(phases[-1]["total"])), desc=phases[-1].get("phase_text", name),
+                         unit="images")
+            last = fresh[-1]
+            due = time.monotonic() - last_plot >= plot_every_s or not worker.is_alive()
+            if "step" not in last:  # before the first step
+                if due:
+                    last_plot = time.monotonic()
+                    yield f"**{name}**: {last.get('phase_text', 'preparing')}…", plots.live_figure(name, rows)
+                continue
             row = rows[-1]
-            total = int(row.get("max_steps") or request.steps)
+            total = int(row.get("max_steps") or steps)
             if progress is not None:
-                progress((int(row["step"]), total), desc=f"training {request.name}", unit="steps")
-            if time.monotonic() - last_plot >= plot_every_s or not worker.is_alive():
+                progress((int(row["step"]), total), desc=f"training {name}", unit="steps")
+            if due:
                 last_plot = time.monotonic()
-                yield (f"**{request.name}**: step {row['step']}/{total}, loss {row.get('loss_total', float('nan')):.4f}",
-                       plots.live_figure(request.name, rows))
+                yield (f"**{name}**: step {row['step']}/{total}, loss {row.get('loss_total', float('nan')):.4f}",
+                       plots.live_figure(name, rows))
     finally:
         if worker.is_alive():  # generator closed early (Stop button, page closed): save and return
             stop.set()
             worker.join()
     if "error" in result:
         raise result["error"]
-    path = Path(result["path"])
+    return result.get("value"), rows
+
+
+def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable | None, poll_s: float,
+           plot_every_s: float, job: Job | None = None) -> Iterator[tuple[str, Any]]:
+    """The fine-tune itself: a worker thread trains, this generator reports."""
+    def work(on_progress: Callable, should_stop: Callable) -> Path:
+        return engine.train(request, on_progress=on_progress, should_stop=should_stop)
+
+    path, rows = yield from in_worker(request.name, request.steps, work, progress, poll_s, plot_every_s, job)
+    path = Path(path)
     done = rows[-1]["step"] if rows else 0
     total = int(rows[-1].get("max_steps", request.steps)) if rows else request.steps
     stopped = " (stopped early; resumable)" if done < total else ""

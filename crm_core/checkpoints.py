@@ -277,7 +277,7 @@ class SegmentationCheckpoint:
         if isinstance(manifest.get("low"), (int, float)) and isinstance(manifest.get("high"), (int, float)):
             at_val = " at the CAM's val-chosen threshold" if manifest.get("val_threshold") is not None else ""
             source += f" (object >= {manifest['high']:.2f}, background < {manifest['low']:.2f}{at_val})"
-        return (f"{self.name}: stage-2 {self.arch} on {source}, {self.dataset.get('dataset')} "
+        return (f"{self.name}: stage-2 {self.arch} on {source}, {self.dataset.get('name')} "
                 f"{self.dataset.get('image_size')}px, step {self.step}, weights {self.weights_source}")
 
 

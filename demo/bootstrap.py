@@ -400,13 +400,14 @@ def stage2_leftovers(checkpoint_dir: str | Path, runs_dir: str | Path) -> list[s
 
 
 def bootstrap_stage2(checkpoint_dir: str | Path, runs_dir: str | Path, device: str = "cpu", eval_images: int = 64,
-                     names: Sequence[str] | None = None, background: bool = True) -> list[Path]:
+                     names: Sequence[str] | None = None, background: bool = True, **overrides: Any) -> list[Path]:
     """Train the first launch's stage-2 networks (:data:`DEMO_STAGE2`, :data:`DEMO_STAGE2_RECIPE`)
     whose CAM model is in ``checkpoint_dir`` and which are not; returns the checkpoints trained.
 
     Side by side in worker processes, as the demo models (``background``: nice 10, log lines
     instead of bars), each in the staging folder until trained and scored; what a stopped launch
-    left of one (its staged checkpoint, its run folder) is discarded first, and the log says so."""
+    left of one (its staged checkpoint, its run folder) is discarded first, and the log says so.
+    ``overrides``: recipe values (images, steps) or SegConfig fields, for tests."""
     folder = Path(checkpoint_dir)
     names = list(DEMO_STAGE2) if names is None else list(names)
     unknown = sorted(set(names) - set(DEMO_STAGE2))
@@ -425,7 +426,7 @@ def bootstrap_stage2(checkpoint_dir: str | Path, runs_dir: str | Path, device: s
             if left.exists():
                 log.info("bootstrap: discarding %s, left by a launch that was stopped", left)
                 shutil.rmtree(left) if left.is_dir() else left.unlink()
-        configs.append(stage2_values(name, folder, runs_dir, device))
+        configs.append(stage2_values(name, folder, runs_dir, device, **overrides))
     if not configs:
         return []
     for values in configs:

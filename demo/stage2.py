@@ -153,4 +153,23 @@ class Stage2:
             pseudo = pseudo_trimap(torch.from_numpy(cam)[None], low, high)[0].numpy()
             pseudo_scores = _scores(pseudo == FOREGROUND, sample.mask)
         return Stage2View(sample=sample, prediction=prediction, prediction_scores=prediction_scores,
-                          pseudo=pseudo, pseudo_scores=pseudo_scores, description=net.describe() if seg_name else "")
+                          pseudo=pseudo, pseudo_scores=pseudo_scores,
+                          description=self._describe(seg_name, net) if seg_name else "")
+
+    def _describe(self, name: str, net: SegmentationCheckpoint) -> str:
+        """The network in one line, its masks named by their CAM model (no server path)."""
+        info = self.info(name)
+        source = net.masks.get("source")
+        manifest = net.masks.get("manifest") or {}
+        if source == "gt":
+            masks = "the ground-truth masks"
+        else:
+            count = f"{info['train_images']} " if info.get("train_images") else ""
+            of = f"of {info['cam_model']}" if info.get("cam_model") else f"in {Path(str(source)).name}"
+            masks = f"{count}pseudo masks {of}"
+            if isinstance(manifest.get("low"), (int, float)) and isinstance(manifest.get("high"), (int, float)):
+                at_val = ", the CAM's val-chosen threshold" if manifest.get("val_threshold") is not None else ""
+                masks += f" (object ≥ {manifest['high']:.2f}{at_val}; background < {manifest['low']:.2f})"
+        scored = f", test mIoU {info['miou']:.3f} on {info['test_images']} test images" if info.get("miou") is not None else ""
+        return (f"{name}: stage-2 {net.arch} trained {net.step} steps on {masks}, {net.dataset.get('name')} "
+                f"{net.dataset.get('image_size')}px{scored}")

@@ -200,3 +200,50 @@ def test_first_visit_shows_the_evidence(demo_set: dict, tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_the_first_launchs_stage2_networks_fill_the_stage2_tab(trained_pair: dict, tmp_path: Path) -> None:
+    """The first launch's stage-2 phase (demo.bootstrap.bootstrap_stage2: pseudo masks at the CAM's
+    val-chosen threshold, a network on each, in worker processes) on the session's tiny pair named as
+    the demo models, with fewer images and steps: the Stage 2 tab then lists both networks with their
+    test mIoU and opens on the CRM one, its CAM model and band: network | pseudo mask | ground truth."""
+    sync_playwright = _require_browser()
+    from playwright.sync_api import expect
+
+    from demo.bootstrap import DEMO_STAGE2, bootstrap_stage2
+
+    checkpoints, runs = copy_pair(trained_pair, tmp_path)
+    (checkpoints / "resnet_drs").with_suffix(".pt").rename(checkpoints / "resnet_drs_crm.pt")
+    (runs / "resnet_drs").rename(runs / "resnet_drs_crm")
+    trained = bootstrap_stage2(checkpoints, runs, eval_images=4, background=False, images=16, steps=2)
+    assert sorted(p.name for p in trained) == sorted(f"{n}.pt" for n in DEMO_STAGE2)
+    assert not (checkpoints / ".training").exists()
+    with served_app(checkpoints, runs) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url)
+            page.get_by_role("tab", name="Stage 2").click()
+            info = page.locator("#s2-info")
+            expect(info).to_contain_text("stage-2 network: mIoU", timeout=90_000)
+            expect(info).to_contain_text("pseudo mask of resnet_drs_crm")
+            expect(info).to_contain_text("16 pseudo masks of resnet_drs_crm")
+            for element in ("#s2-pred img", "#s2-pseudo img", "#s2-gt img"):
+                expect(page.locator(element)).to_be_visible()
+            expect(page.locator("#s2-seg input")).to_have_value(
+                re.compile(r"^stage2_resnet_drs_crm · test mIoU 0\.\d{3}$"))
+            page.locator("#s2-seg input").click()
+            for name in DEMO_STAGE2:
+                expect(page.get_by_role("option", name=re.compile(rf"^{name} · test mIoU"))).to_be_visible()
+            page.get_by_role("option", name=re.compile(r"^stage2_resnet · ")).click()  # its own CAM model follows
+            expect(page.locator("#s2-cam input")).to_have_value("resnet", timeout=30_000)
+            expect(info).to_contain_text("16 pseudo masks of resnet ", timeout=60_000)
+            expect(info).to_contain_text("pseudo mask of resnet (fg")
+            expect(page.locator("#s2-pred img")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "14_stage2_first_launch_networks.png"), full_page=True)
+        finally:
+            browser.close()
+        assert not errors, errors

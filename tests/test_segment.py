@@ -304,3 +304,15 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     rows = RunDir(tmp_path / "runs" / "ddp").read_metrics()
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]  # rank 0 alone writes
     assert RunDir(tmp_path / "runs" / "ddp").read_eval()["num_images"] == 6
+
+
+def test_progress_and_stop_callbacks_save_a_loadable_scored_network(pseudo_dir: Path, tmp_path: Path,
+                                                                    no_progress: None) -> None:
+    rows: list = []
+    cfg = segment.SegConfig(name="stopped", masks=str(pseudo_dir), arch=ARCH, steps=50, batch_size=4, test_limit=4,
+                            device="cpu", checkpoint_dir=str(tmp_path / "ck"), runs_dir=str(tmp_path / "runs"))
+    path = segment.main(cfg, on_progress=rows.append, should_stop=lambda: len(rows) >= 2)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["max_steps"] == 50 and r["loss_total"] > 0 for r in rows)
+    assert load_segmentation_checkpoint(path).step == 2  # saved when stopped, resumable
+    results = RunDir(tmp_path / "runs" / "stopped").read_eval()
+    assert results["stopped"] is True and results["step"] == 2 and results["steps"] == 50 and results["num_images"] == 4

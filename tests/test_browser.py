@@ -47,6 +47,16 @@ def _require_browser():
     return sync_playwright
 
 
+def _open(playwright) -> tuple:
+    """(browser, a 1400x1000 page, the list its uncaught page errors are appended to)."""
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return browser, page, errors
+
+
 def _drag_delta_slider_down(page) -> None:
     """Drag the DRS tab's delta slider from 0.55 to about 0.25 with the mouse; its release re-runs
     the DRS model with the new cap."""
@@ -70,11 +80,7 @@ def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
     Image.fromarray((rng.random((80, 100, 3)) * 255).astype(np.uint8)).save(upload)
 
     with served_app(checkpoints, runs) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        browser, page, errors = _open(playwright)
         try:
             page.goto(url)
             # The page opens on a filled Compare view (demo.load).
@@ -219,11 +225,7 @@ def test_the_first_launchs_stage2_networks_fill_the_stage2_tab(trained_pair: dic
     assert sorted(p.name for p in trained) == sorted(f"{n}.pt" for n in DEMO_STAGE2)
     assert not (checkpoints / ".training").exists()
     with served_app(checkpoints, runs) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        browser, page, errors = _open(playwright)
         try:
             page.goto(url)
             page.get_by_role("tab", name="Stage 2").click()

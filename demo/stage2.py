@@ -80,7 +80,11 @@ class Stage2:
         except (OSError, ValueError):
             results = {}
         if not results:  # no run of it here: what its checkpoint says, unscored
-            net = self.network(name)
+            try:
+                net = self.network(name)
+            except (CheckpointError, OSError):
+                return {key: None for key in ("miou", "test_images", "cam_model", "low", "high", "train_images",
+                                              "step", "arch", "owner")}  # the view says why when it is chosen
             results = {"masks": net.masks, "arch": net.arch, "step": net.step,
                        "train_images": net.seg_config.get("extra", {}).get("train_images"),
                        "owner": net.seg_config.get("extra", {}).get("owner")}

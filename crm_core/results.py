@@ -147,8 +147,13 @@ def job_key(job: dict[str, Any]) -> tuple[str, int, int]:
 def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str, runs_dir: str,
             device: str, crm_overrides: dict[str, Any], reuse: bool, threads: int | None,
             train_size: int | None = None, stage2_steps: int | None = None,
-            table_source: dict[str, Any] | None = None, stage2_seed: int = 0) -> dict[str, Any]:
+            table_source: dict[str, Any] | None = None, stage2_seed: int = 0,
+            revision: str | None = None) -> dict[str, Any]:
     """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements.
+
+    ``revision``: the code revision the runner started from (its workers import that code); when
+    the tracked files have changed by the time this job starts, the job records the tree it found
+    as ``tree_changed`` beside it, so a rerun knows its code may not be that revision's.
 
     ``table_source``: for a stage-2 row, the table's own job of its source CAM row and seed (from
     the JSON merged into). Its checkpoint is reused when present; otherwise it is retrained at the
@@ -165,11 +170,14 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     os.environ["CRM_LAB_NO_PROGRESS"] = "1"
     row = ROW_BY_KEY[row_key]
     used_threads = torch.get_num_threads() if device == "cpu" else None
-    provenance = {"revision": code_revision(), "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
+    found = code_revision()
+    provenance = {"revision": revision or found, "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
                                                              len(DEFAULT_THRESHOLDS)],
                   "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
                                          train_size, stage2_steps, used_threads, stage2_seed)}
+    if revision and found != revision:
+        provenance["tree_changed"] = found
     if row.baseline is not None:
         return {"row": row.key, "seed": seed, **score_row_baseline(row, seed, test_limit, val_limit), **provenance}
     if row.stage2 == "constant":
@@ -180,7 +188,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         if row.stage2 != "gt":  # the CAM model of the source row (same seed), reused when already trained
             source_threads = (table_source or {}).get("threads") or threads
             source = run_job(row.stage2, seed, steps, test_limit, val_limit, checkpoint_dir, runs_dir, device,
-                             crm_overrides, True, source_threads, train_size)
+                             crm_overrides, True, source_threads, train_size, revision=revision)
             if threads:
                 torch.set_num_threads(threads)  # the source may have run at the table's own thread count
             if table_source is not None and table_source.get("miou") is not None:
@@ -348,16 +356,20 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
         runs_dir: str, device: str, jobs: int, crm_overrides: dict[str, Any], reuse: bool,
         train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
         stage2_steps: int | None = None, threads: int | None = None,
-        table: list[dict[str, Any]] | None = None, stage2_seeds: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
+        table: list[dict[str, Any]] | None = None, stage2_seeds: tuple[int, ...] = (0,),
+        revision: str | None = None) -> list[dict[str, Any]]:
     """Run every (row, seed) job, ``jobs`` at a time (a stage-2 row: one per network seed of
     ``stage2_seeds``); results come back in task order.
 
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
-    interrupted run keeps what it measured)."""
+    interrupted run keeps what it measured). ``revision``: the code revision the run started from
+    (default: the tree now), which every job records."""
+    revision = revision or code_revision()
     tasks = [(row.key, seed, k) for seed in seeds for row in rows for k in (stage2_seeds if row.stage2 else (0,))]
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
                   runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse,
-                  threads=threads or threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps)
+                  threads=threads or threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps,
+                  revision=revision)
 
     logged: set[int] = set()
 
@@ -487,7 +499,7 @@ def cli(argv: list[str] | None = None) -> int:
                 "device": args.device, "steps": args.steps, "seeds": seeds, "complete": complete,
                 "stage2_recipe": {**SEG_RECIPE, "steps": args.stage2_steps},
                 "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
-                "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": code_revision()}
+                "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": revision}
         if old is not None:
             done = {job_key(j) for j in jobs}
             jobs = [j for j in old.get("jobs", []) if job_key(j) not in done] + jobs
@@ -506,7 +518,7 @@ def cli(argv: list[str] | None = None) -> int:
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
                crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
                on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps, threads=args.threads,
-               table=(old or {}).get("jobs"),
+               table=(old or {}).get("jobs"), revision=revision,
                stage2_seeds=tuple(range(args.first_stage2_seed, args.first_stage2_seed + args.stage2_seeds)))
     print(write(jobs, complete=True))
     return 0

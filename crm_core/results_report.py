@@ -411,7 +411,8 @@ def provenance(report: dict[str, Any]) -> dict[str, Any]:
             "minutes": (busy / jobs_at_once + oracle_s) / 60, "job_minutes": busy / 60, "oracle_minutes": oracle_s / 60,
             "parts": [{"command": p.get("command"), "seeds": p.get("seeds"), "wall_s": p.get("wall_s"),
                        "complete": p.get("complete", True), "revision": p.get("revision")} for p in parts],
-            "dirty_runs": sum(1 for j in jobs if "+dirty" in str(j.get("revision", ""))),
+            # a run from uncommitted code, or one whose tracked files changed after its runner started
+            "dirty_runs": sum(1 for j in jobs if "+dirty" in str(j.get("revision", "")) or j.get("tree_changed")),
             "revisions": sorted({str(j.get("revision", "unknown"))[:12] for j in jobs})}
 
 

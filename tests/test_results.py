@@ -342,3 +342,23 @@ def test_stage2_seeds_train_one_network_each_and_merge_keeps_them_apart(tmp_path
     from crm_core.checkpoints import load_segmentation_checkpoint
     seeds = {j["stage2_seed"]: load_segmentation_checkpoint(j["checkpoint"]).seg_config["seed"] for j in jobs}
     assert seeds == {0: 0, 1: 1000}
+
+
+def test_a_job_records_the_runners_revision_and_a_tree_that_changed_under_it(tmp_path: Path) -> None:
+    """The revision a job records is the one its runner started from (its workers import that code);
+    when the tracked files differ by the time the job starts, it says so, and the report counts it."""
+    from crm_core.results_report import provenance
+
+    kwargs = dict(row_key="informative_stage2_constant", seed=0, steps=1, test_limit=4, val_limit=4,
+                  checkpoint_dir=str(tmp_path), runs_dir=str(tmp_path), device="cpu", crm_overrides={}, reuse=False,
+                  threads=1)
+    now = results.code_revision()
+    same = results.run_job(**kwargs, revision=now)
+    assert same["revision"] == now and "tree_changed" not in same
+    started = "0" * 40
+    changed = results.run_job(**kwargs, revision=started)
+    assert changed["revision"] == started and changed["tree_changed"] == now
+    assert {k: v for k, v in changed.items() if k not in ("revision", "tree_changed", "eval_s")} == \
+        {k: v for k, v in same.items() if k not in ("revision", "eval_s")}
+    report = {"meta": {"command": "c", "jobs": 1}, "jobs": [same, changed]}
+    assert provenance(report)["dirty_runs"] == (2 if "+dirty" in now else 1)

@@ -243,11 +243,11 @@ class JobBook:
         ``per_user`` jobs, ValueError when a job of that name is running or queued."""
         with self._turn:
             if any(job.name == name for job in self._jobs):
-                raise ValueError(f"a fine-tune named {name!r} is already running or queued; choose a new name")
+                raise ValueError(f"a training job named {name!r} is already running or queued; choose a new name")
             if owner is not None and self.per_user is not None:
                 mine = [job.name for job in self._jobs if job.owner == owner]
                 if len(mine) >= self.per_user:
-                    raise JobLimit(f"{owner} already has {len(mine)} fine-tune job(s) running or queued "
+                    raise JobLimit(f"{owner} already has {len(mine)} training job(s) (fine-tunes, stage-2 trainings) running or queued "
                                    f"({', '.join(mine)}); at most {self.per_user} per user: wait for one to "
                                    "finish or stop one")
             job = Job(name, owner)

@@ -115,7 +115,7 @@ def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> 
     assert "no stage-2 network" in info and "Train stage 2" in info and "pseudo mask of resnet" in info
     with pytest.raises(AppError, match="less than minimum value 1"):  # the slider's own range, in words
         call("/stage2_train", "s2-none", "resnet", "the CAM's threshold chosen on val", 0.2, 0.45, 0, 2, "fcn_resnet18")
-    assert "No running fine-tune named 's2-none'" in call("/stage2_stop", "s2-none")
+    assert "No running training job named 's2-none'" in call("/stage2_stop", "s2-none")
     gallery, table, info = call("/reconstructions", ["resnet", "resnet_drs"], "resnet", None, 3)
     # input, then per model: reconstruction, error map and decoder input (the per-class maps it decodes)
     assert len(gallery) == 7 and len(table["data"]) == 2

@@ -356,7 +356,7 @@ def test_fine_tune_stop_and_closing_the_generator_stop_cleanly(engine: FakeEngin
     next(gen)
     gen.close()  # browser gone: the worker is told to stop and joined
     assert engine.training_status() is None and engine.trained[-1].name == "ft-b"
-    assert "No running fine-tune" in cb.stop_training(engine, "ft-b")
+    assert "No running training job" in cb.stop_training(engine, "ft-b")
 
 
 def test_second_training_job_is_told_to_wait(engine: FakeEngine) -> None:

@@ -233,7 +233,7 @@ def test_the_engine_shows_a_stage2_network_beside_a_cam_pseudo_mask_and_the_grou
     assert np.array_equal(view.pseudo, postprocess.pseudo_trimap(torch.from_numpy(cam)[None])[0].numpy())
     assert view.pseudo_scores["miou"] == pytest.approx(score_pseudo_mask(cam, view.sample.mask, 0.45)["miou"])
     assert "stage-2 fcn_resnet18" in view.description and engine.stage2_view("seg", None, 2).pseudo is None
-    assert "(object >= 0.45, background < 0.20)" in view.description  # the band its masks were cut at
+    assert "(object ≥ 0.45; background < 0.20)" in view.description  # the band its masks were cut at
     with pytest.raises(CheckpointError, match="not a stage-2 segmentation network"):
         engine.stage2_view("cam", None, 0)
     with pytest.raises(ValueError, match="index must be in 0..199"):

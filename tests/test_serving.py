@@ -242,7 +242,7 @@ def test_served_fine_tunes_carry_the_login_and_respect_its_limit() -> None:
         _wait(lambda: any("Queued" in str(o[0]) for o in second.outputs()))
         with pytest.raises(AppError, match="at most 2 per user"):
             submit(alice, "a3").result(timeout=60)
-        with pytest.raises(AppError, match="alice's fine-tune"):
+        with pytest.raises(AppError, match="alice's training job"):
             bob.predict("a1", api_name="/stop_training")
         assert "Cancelled" in alice.predict("a2", api_name="/stop_training")
         assert "cancelled before it started" in second.result(timeout=60)[0]
@@ -315,9 +315,9 @@ def test_fine_tunes_record_their_owner_queue_per_user_and_stop_only_for_owner_or
     bobs = _start(engine, book, "b1", "bob")
     assert "Queued" in next(bobs)[0]
     # Stop: only the owner or an admin.
-    with pytest.raises(gr.Error, match="alice's fine-tune: only its owner or an admin"):
+    with pytest.raises(gr.Error, match="alice's training job: only its owner or an admin"):
         cb.stop_training(engine, "a1", jobs=book, access=access, user="bob")
-    assert "No fine-tune of yours" in cb.stop_training(engine, "zz", jobs=book, access=access, user="bob")
+    assert "No training job of yours" in cb.stop_training(engine, "zz", jobs=book, access=access, user="bob")
     assert "Cancelled" in cb.stop_training(engine, "a2", jobs=book, access=access, user="alice")
     assert "cancelled before it started" in list(second)[-1][0]
     assert "Stopping" in cb.stop_training(engine, "a1", jobs=book, access=access, user="root")

@@ -227,9 +227,9 @@ def stop_training(engine: DashboardEngine, name: Any, jobs: JobBook | None = Non
     job = jobs.find(name) if jobs is not None else None
     if access is not None and access.logins and not access.is_admin(user):
         if job is not None and job.owner != user:
-            raise gr.Error(f"{name!r} is {job.owner}'s fine-tune: only its owner or an admin can stop it")
+            raise gr.Error(f"{name!r} is {job.owner}'s training job: only its owner or an admin can stop it")
         if job is None:  # nothing of this user's; a job this app did not book has no known owner
-            return f"No fine-tune of yours named {name!r} is running or queued."
+            return f"No training job of yours named {name!r} is running or queued."
     if job is not None:
         started = jobs.cancel(job)  # type: ignore[union-attr]
         engine.request_stop(name)
@@ -239,5 +239,5 @@ def stop_training(engine: DashboardEngine, name: Any, jobs: JobBook | None = Non
     if engine.request_stop(name):
         return f"Stopping **{name}**: it saves its checkpoint at the end of the current step."
     status = engine.training_status()
-    return f"No running fine-tune named {name!r}." + (f" ({status})" if status else "")
+    return f"No running training job named {name!r}." + (f" ({status})" if status else "")
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 PRIVATE = dict(api_visibility="private")
 # Checkpoint and run menus accept any value: the engine validates names with a clear message, and an
-# API client can name a checkpoint trained after its session's menus were filled.
+# API client can name a checkpoint trained after its page's menus were filled.
 PICK = dict(allow_custom_value=True)
 # Pictures are 256 px (render.DISPLAY) plus a colour bar; their boxes leave them at >= 224 px.
 VIEW = dict(height=300, min_width=300)
@@ -283,7 +283,7 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
                 with gr.Row():
                     res_model = gr.Dropdown(names, value=a0, label="Your checkpoint", **PICK)
                     res_btn = gr.Button("Evaluate it as the table does (threshold on val, scores on test)")
-                res_user = gr.State([])  # this session's evaluated checkpoints (results_row dicts)
+                res_user = gr.State([])  # this page's evaluated checkpoints (results_row dicts)
 
             # -- 8 Fine-tune ----------------------------------------------------------------
             with gr.Tab("Fine-tune", id="finetune") as tab_ft:

@@ -167,18 +167,15 @@ def edges_line(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
             f"may lie beyond it ({here} of them in this appearance).")
 
 
-def _report_line(report: dict[str, Any]) -> str:
+def _report_line(report: dict[str, Any], made: dict[str, Any]) -> str:
     """One line: what the report holds, how long it took, the command that rebuilds it whole, how many
-    parts it was merged from, and how many of its runs ran from uncommitted code."""
-    from crm_core.api import results_provenance  # lazy: the results report's module
-
+    parts it was merged from, and how many of its runs ran from uncommitted code (``made``: its provenance)."""
     meta = report.get("meta") or {}
     seeds = meta.get("seeds") or sorted({job.get("seed") for job in report["jobs"]}, key=str)
     rows = (report.get("summary") or {}).get("rows") or {}
     no_model = {key for key, row in rows.items() if row.get("group") in REFERENCE_GROUPS or row.get("model") == "none"}
     maps = sum(1 for job in report["jobs"] if job.get("row") in no_model)
     models = f"{len(report['jobs']) - maps} models" + (f" and {maps} no-model baseline/ceiling runs" if maps else "")
-    made = results_provenance(report)
     parts = len(made["parts"])
     built = (f"built in {parts} parts (listed below), " if parts > 1 else "") + f"rebuilt whole by `{made['plan']}`"
     dirty = (f" {made['dirty_runs']} of the {made['runs']} runs ran from uncommitted code (revision +dirty): their "
@@ -188,11 +185,9 @@ def _report_line(report: dict[str, Any]) -> str:
                         f"time); {built}.{dirty} Threshold chosen on val, scores on test; mean ± std over seeds.")
 
 
-def _parts_markdown(report: dict[str, Any]) -> str:
+def _parts_markdown(made: dict[str, Any]) -> str:
     """The parts a merged report was built from, each with its command (a collapsed list); "" for one part."""
-    from crm_core.api import results_provenance
-
-    parts = results_provenance(report)["parts"]
+    parts = made["parts"]
     if len(parts) < 2:
         return ""
     items = "\n".join(
@@ -214,9 +209,12 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
         report = engine.results_report()
     except (OSError, ValueError) as exc:
         log.warning("results report: %s", exc)
-        report, status = None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan_command()}`"
+        report, made, status = None, None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan_command()}`"
     else:
-        status = _report_line(report) if report else \
+        from crm_core.api import results_provenance  # lazy: the results report's module
+
+        made = results_provenance(report) if report else None  # how it was made: the header and its parts
+        status = _report_line(report, made) if report else \
             f"No results report yet (docs/results.json is missing): make it with `{plan_command()}`"
     summary = (report or {}).get("summary") or {}
     every_row = summary.get("rows") or {}
@@ -231,7 +229,7 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     edges = edges_line(summary, rows)
     if edges:
         status = f"{status} {safe_message(edges)}"
-    parts = _parts_markdown(report) if report else ""
+    parts = _parts_markdown(made) if made else ""
     if parts:
         status = f"{status}\n\n{parts}"
     figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric) if rows or mine else None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -142,7 +143,8 @@ def test_every_public_endpoint(client: Client, server: dict, tmp_path: Path) -> 
                         0.55, False, api_name="/fine_tune")
     called.add("/fine_tune")
     deadline = time.monotonic() + 120
-    while not any("step" in str(o[0]) for o in job.outputs()) and time.monotonic() < deadline:
+    # "Starting … (500 steps)" comes first: wait for a training step's own line
+    while not any(re.search(r"step \d+/", str(o[0])) for o in job.outputs()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "Stopping" in call("/stop_training", "ft-client")
     status, _ = job.result(timeout=180)
@@ -291,7 +293,8 @@ def test_stage2_from_the_browser_api(client: Client, server: dict) -> None:
     # stopped after its first step (500 steps do not end by themselves first): kept, scored, in the menu
     job = client.submit("s2-stop", "resnet", val, 0.2, 0.45, 8, 500, "fcn_resnet18", api_name="/stage2_train")
     deadline = time.monotonic() + 120
-    while not any("step" in str(o[0]) for o in job.outputs()) and time.monotonic() < deadline:
+    # "Starting … (500 steps)" comes before the masks: wait for a training step's own line
+    while not any(re.search(r"step \d+/", str(o[0])) for o in job.outputs()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "Stopping" in client.predict("s2-stop", api_name="/stage2_stop")
     status, _ = job.result(timeout=180)

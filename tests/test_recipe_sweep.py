@@ -167,3 +167,22 @@ def test_a_recipe_that_does_not_train_the_network_is_not_eligible():
     assert "does not reach it, so steps600" in text and "Mean val accuracy" in text
     # without the condition, the highest mIoU (steps400) would have won on mIoU alone
     assert recipe_sweep.summarise_sweep(jobs, study.current)["best"] == "steps400"
+
+
+def test_the_tables_efficientnet_rows_train_as_the_sweep_chose():
+    """The recipe the efficientnet_recipe sweep chose on val is the one every trained efficientnet
+    row of the table uses; its floors stay untrained."""
+    from pathlib import Path
+
+    from crm_core.results_table import ROWS
+
+    report = json.loads((Path(__file__).resolve().parent.parent / "docs/sweep_efficientnet_recipe.json").read_text())
+    chosen = recipe_sweep.STUDIES["efficientnet_recipe"].candidates[report["summary"]["chosen"]]
+    rows = [r for r in ROWS if r.overrides.get("arch") == "efficientnet_b0"]
+    assert len(rows) == 8
+    for row in rows:
+        fields = row.train_fields(200, {})
+        if row.untrained:
+            assert fields["steps"] == 0
+        else:
+            assert {k: fields[k] for k in chosen} == chosen, row.key

@@ -1,7 +1,7 @@
 """The dashboard's engine adapter: the one object the UI is given to reach checkpoints, data, runs and training.
 
 :class:`Engine` implements :class:`demo.protocol.DashboardEngine`, the surface the UI modules
-(layout, callbacks) call; ``demo.layout.build_app(engine)`` receives it, so tests build the UI
+(layout, tabs, callbacks) call; ``demo.layout.build_app(engine)`` receives it, so tests build the UI
 around a fake instead (fish-speech's ``build_app(inference_fn)``). The engine work the views
 need lives in the adapter, not in the callbacks, split by job into services that ``Engine``
 composes and delegates to:

@@ -1,6 +1,6 @@
 """The dashboard's engine surface: :class:`DashboardEngine` and the values that cross it.
 
-The UI modules (layout, callbacks, plots, render, messages) call an engine only through the
+The UI modules (layout, tabs, callbacks, plots, render, messages) call an engine only through the
 methods listed here, and use ``crm_core`` only through ``crm_core.api``;
 :class:`demo.engine.Engine` implements the surface over ``crm_core`` and the tests'
 ``FakeEngine`` implements it with no model behind. ``tests/test_layering.py`` keeps the three in
@@ -112,7 +112,7 @@ class RunInfo:
 class FineTuneRequest:
     """What the Fine-tune tab asks for; :meth:`DashboardEngine.train_config` turns it into a TrainConfig.
 
-    Its defaults are the tab's initial values (demo.layout reads them from here): the results'
+    Its defaults are the tab's initial values (demo.tabs.finetune reads them from here): the results'
     recipe (batch size, learning rates), its CRM weight and DRS's default delta."""
 
     name: str  # new checkpoint / run name

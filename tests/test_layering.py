@@ -3,7 +3,7 @@
 1. Nothing in ``crm_core`` imports ``demo`` or ``gradio``: the engine works without the UI.
 2. Outside the adapter (demo.engine, the services it composes and demo.locks, demo.bootstrap,
    demo.bench), ``demo`` and ``app.py`` import nothing from ``crm_core`` but ``crm_core.api``;
-   the UI modules (layout, callbacks, plots, render, messages, protocol) do not import the
+   the UI modules (layout, tabs, callbacks, plots, render, messages, protocol) do not import the
    adapter either: they reach the engine only through :class:`demo.protocol.DashboardEngine`.
 3. The adapter and the protocol do not import gradio.
 4. ``Engine`` and the tests' ``FakeEngine`` implement every member of ``DashboardEngine`` with
@@ -32,6 +32,9 @@ ADAPTER = {"demo.engine", "demo.checkpoint_store", "demo.inference", "demo.evalu
            "demo.results_reader", "demo.stage2", "demo.stage2_train", "demo.stage2_job", "demo.locks", "demo.memory", "demo.bootstrap", "demo.bench",
            "demo.load"}
 GRADIO_FREE = ADAPTER - {"demo.bench"} | {"demo.protocol"}  # demo.bench times the callbacks, lazily
+# The UI, as docs/architecture.md's import table names it: the page, one module per tab and its
+# callbacks, and the pictures, figures and messages they make.
+UI = {"demo.layout", "demo.tabs", "demo.callbacks", "demo.plots", "demo.render", "demo.messages", "demo.protocol"}
 
 
 def module_name(path: Path) -> str:
@@ -100,8 +103,20 @@ def test_demo_reaches_crm_core_only_through_its_api_outside_the_adapter() -> Non
         "\n".join(bad)
 
 
+def documented_ui() -> set[str]:
+    """The modules and packages of docs/architecture.md's "(the UI)" row, as module names."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("|") and "(the UI)" in line)
+    paths = re.findall(r"`(demo/[\w/]*?)(?:\.py)?/?`", row.split("|")[1])
+    return {path.replace("/", ".") for path in paths}
+
+
 def test_ui_modules_reach_the_engine_only_through_the_protocol() -> None:
     ui = [p for p in sources("demo") if module_name(p) not in ADAPTER]
+    assert documented_ui() == UI, "docs/architecture.md's UI row and this test name other modules"
+    seen = {module_name(p) for p in ui}
+    assert all(any(within(module, package) for module in seen) for package in UI), \
+        f"a UI module the walk does not see: {sorted(UI)}"
     bad = violations(ui, lambda _, m: any(within(m, a) for a in ADAPTER))
     assert not bad, "the UI talks to demo.protocol.DashboardEngine, not to the adapter:\n" + "\n".join(bad)
 

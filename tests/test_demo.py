@@ -482,8 +482,10 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
                      "drs_strip", "drs_curve", "superpixels", "reconstructions", "runs", "runs_csv", "fine_tune",
                      "stop_training", "refresh_checkpoints", "results", "results_evaluate", "stage2", "stage2_train",
                      "stage2_stop"}
-    tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
-    assert "Results" in tabs and "Stage 2" in tabs
+    tabs = [(c["props"].get("label"), c["props"].get("id")) for c in config["components"] if c["type"] == "tabitem"]
+    assert tabs == [("Compare", "compare"), ("Browse heatmaps", "browse"), ("DRS thresholds", "drs"),
+                    ("Superpixels", "superpixels"), ("Reconstructions", "reconstructions"), ("Stage 2", "stage2"),
+                    ("Runs", "runs"), ("Results", "results"), ("Fine-tune", "finetune")]
     images = [c for c in config["components"] if c["type"] in ("image", "gallery")]
     assert images and all(c["props"].get("format") == "png" for c in images)
     training = [d for d in config["dependencies"] if d.get("api_name") == "fine_tune"][0]

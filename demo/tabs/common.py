@@ -72,10 +72,11 @@ class Page:
     # every job is booked on arrival, so that each user's running plus queued jobs can be counted.
     jobs: JobBook
     names: list[str]  # the checkpoint menus' choices, read but not verified (no model is built)
-    model_a: str | None
+    model_a: str | None  # Compare's pair at start-up; the single-model menus start from A
     model_b: str | None
-    _after_training: list[tuple[Any, FollowUp | None]] = field(default_factory=list)
-    _openers: list[tuple[gr.Tab, FollowUp | None]] = field(default_factory=list)
+    # (event, what follows the refresh) and (tab, what fills it), bound once every menu exists.
+    menu_refreshes: list[tuple[Any, FollowUp | None]] = field(default_factory=list)
+    openers: list[tuple[gr.Tab, FollowUp | None]] = field(default_factory=list)
 
     @classmethod
     def of(cls, engine: DashboardEngine, access: Access) -> Page:
@@ -107,16 +108,18 @@ class Page:
 
     def refresh_menus_after(self, event: Any, then: FollowUp | None = None) -> None:
         """After ``event``, refresh every checkpoint menu (a checkpoint just trained appears), then ``then``."""
-        self._after_training.append((event, then))
+        self.menu_refreshes.append((event, then))
 
     def on_open(self, tab: gr.Tab, fill: FollowUp | None = None) -> None:
         """When ``tab`` opens, refresh every checkpoint menu (a new checkpoint appears without a
         restart), then ``fill`` its view."""
-        self._openers.append((tab, fill))
+        self.openers.append((tab, fill))
 
 
 @dataclass
 class Header:
+    """The header's checkpoint list and its refresh button (wire_page binds them)."""
+
     models: gr.Markdown
     refresh: gr.Button
 
@@ -146,11 +149,11 @@ def wire_page(app: gr.Blocks, page: Page, head: Header, pickers: list, startup: 
     startup_in, startup_out = startup
     app.load(*menus, **PRIVATE).then(page.bind(cb.startup), startup_in, startup_out + [head.models],
                                      api_name="startup")
-    for event, then in page._after_training:
+    for event, then in page.menu_refreshes:
         refreshed = event.then(*menus, **PRIVATE)
         if then is not None:
             then(refreshed)
-    for tab, fill in page._openers:
+    for tab, fill in page.openers:
         opened = tab.select(*menus, **PRIVATE)
         if fill is not None:
             fill(opened)

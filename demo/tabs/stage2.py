@@ -64,7 +64,7 @@ def build(page: Page) -> None:
         s2_md = gr.Markdown(cb.NO_STAGE2 if not seg0 else "", elem_id="s2-info")
         view = _View(s2_seg, s2_cam, s2_index, s2_low, s2_high, [s2_pred, s2_pseudo, s2_gt, s2_md],
                      page.bind(cb.stage2_view))
-        train_cam = _training_panel(page, view, open_=not seg0)
+        train_cam = _training_panel(page, view, open_panel=not seg0)
 
     gr.on([s2_btn.click, s2_cam.input, s2_index.submit, s2_low.release, s2_high.release],
           view.show, view.inputs, view.outputs, api_name="stage2")
@@ -78,11 +78,11 @@ def build(page: Page) -> None:
         view.show, view.inputs, view.outputs, **PRIVATE))
 
 
-def _training_panel(page: Page, view: _View, open_: bool) -> gr.Dropdown:
+def _training_panel(page: Page, view: _View, open_panel: bool) -> gr.Dropdown:
     """The panel that trains a network (its mask cut from the view's sliders), wired; returns its CAM menu."""
     engine = page.engine
     with gr.Accordion("Train stage 2: pseudo masks of a CAM model, then a segmentation network on them",
-                      open=open_, elem_id="s2-train"):
+                      open=open_panel, elem_id="s2-train"):
         with gr.Row():
             s2t_name = gr.Textbox(value=cb.suggest_name(engine, "stage2"), label="New network name",
                                   elem_id="s2-train-name", lines=1, max_lines=1)

@@ -60,7 +60,7 @@ _LAZY = {
     "CRM_RECIPE": ("crm_core.results_table", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
     "RESULTS_RECIPE": ("crm_core.results_table", "RECIPE"),  # the results' (and the demo set's) recipe
     "RESULT_GROUP_ORDER": ("crm_core.results_table", "TABLE_ORDER"),  # the results table's groups, in order
-    "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the README's table whole
+    "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the results table whole
     "results_provenance": ("crm_core.results_report", "provenance"),  # how a results report was made
 }
 

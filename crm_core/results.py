@@ -1,6 +1,6 @@
-"""The README's results: every configuration over several seeds, with the untrained floor.
+"""The results table: every configuration over several seeds, with the untrained floor.
 
-    python -m crm_core.results --seeds 3                    # docs/results.json + docs/results.md
+    python -m crm_core.results --seeds 3                    # docs/results.json + docs/results_runs.md
     python -m crm_core.results --seeds 3 --jobs 8 --device cuda
 
 Each (row, seed) trains one model with the shared recipe (:data:`RECIPE`; a row changes only
@@ -58,22 +58,9 @@ from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.processes import run_jobs, threads_per_job
 
-# The table's definition and its report live in their own modules; this one runs the table and
-# re-exports them (``crm_core.results.X`` keeps working for every X it had).
-from crm_core.results_report import (appearance_table, ceiling_share, compare, comparison_cell, comparisons_table,
-                                     edges_line, fill_readme, grid_edges, markdown, mean_std, paired_t_test,
-                                     parts_of, readme_block, stage2_table, summarise)
-from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, COMPARED, COMPARISONS, CRM_RECIPE, DEFAULT_STEPS,
-                                    GROUPS, METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END,
-                                    README_METRICS, README_PLAN, RECIPE, ROWS, ROW_BY_KEY, Row, SEG_RECIPE,
-                                    TABLE_ORDER)
-
-__all__ = ['appearance_table', 'ceiling_share', 'compare', 'comparison_cell', 'comparisons_table', 'edges_line',
-           'fill_readme', 'grid_edges', 'markdown', 'mean_std', 'paired_t_test', 'parts_of',
-           'readme_block', 'stage2_table', 'summarise', 'ALPHA', 'APPEARANCE_TITLES', 'COMPARED', 'COMPARISONS',
-           'CRM_RECIPE', 'DEFAULT_STEPS', 'GROUPS', 'METRICS', 'NEGLIGIBLE', 'README_BEGIN',
-           'README_COMPARISONS', 'README_END', 'README_METRICS', 'README_PLAN', 'RECIPE', 'ROWS',
-           'ROW_BY_KEY', 'Row', 'SEG_RECIPE', 'TABLE_ORDER']
+from crm_core.results_report import fill_blocks, markdown, summarise
+from crm_core.results_table import (CRM_RECIPE, DEFAULT_STEPS, GROUPS, README_PLAN, RECIPE, ROW_BY_KEY, ROWS, SEG_RECIPE,
+                                    Row)
 
 log = logging.getLogger("crm_core.results")
 
@@ -444,7 +431,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "the diff's hash); without it such a run is refused, as its numbers could not be rerun")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where results_*.pt go")
     p.add_argument("--runs-dir", default="runs", help="where the run folders go")
-    p.add_argument("--out", default="docs/results.md", help="markdown table")
+    p.add_argument("--out", default="docs/results_runs.md",
+                   help="markdown report of every run: each row, its train time, every paired difference, the parts")
     p.add_argument("--json", default="docs/results.json", help="per-seed values and the summary")
     p.add_argument("--crm-preset", default=None, help="speed preset of the CRM rows (exact | fast)")
     p.add_argument("--reuse", action="store_true", help="keep checkpoints already trained with the same config")
@@ -455,8 +443,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="run the README's table part by part (README_PLAN), each merged into --json, then --oracle")
     p.add_argument("--oracle", action="store_true",
                    help="only measure the oracle gain and colour cues of every appearance into --json (seconds)")
-    p.add_argument("--readme", default=None, metavar="PATH",
-                   help="only rewrite --out and the results block of PATH (e.g. README.md) from --json; runs nothing")
+    p.add_argument("--readme", default=None, nargs="+", metavar="PATH",
+                   help="only rewrite --out and the generated blocks of each PATH from --json (README.md's headline "
+                        "table, docs/results.md's tables); runs nothing")
     return p
 
 
@@ -542,9 +531,9 @@ def _refresh(args: argparse.Namespace) -> int:
         atomic_write_json(path, report)
     if args.out:
         atomic_write_text(args.out, markdown(report))
-    if args.readme:
+    for path in args.readme or ():
         try:
-            fill_readme(Path(args.readme), report)
+            fill_blocks(Path(path), report)
         except (OSError, ValueError) as exc:
             log.error("%s", exc)
             return 2

@@ -27,8 +27,8 @@ DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
 #   fast:  (default) ReconstructNet decodes to a quarter of the image size (two fewer up-blocks;
 #          L1 against the antialiased, downsampled image) and VGG19 compares the reconstruction
 #          and the image at an eighth of it (never below 16 px, where relu5_1 is 1x1): VGG was
-#          most of what was left of CRM's cost. The CAM is 7x7 either way; the README's results
-#          table reports the CAM mIoU of both presets.
+#          most of what was left of CRM's cost. The CAM is 7x7 either way; docs/results.md
+#          reports the CAM mIoU of both presets.
 MIN_PERCEPTUAL_SIZE = 64  # VGG19 compares at >= 64 px: at 16 px relu5_1 is a single pixel
 CRM_PRESETS: dict[str, dict[str, Any]] = {
     "exact": {"recon_size": None, "perceptual_size": None, "channels_last": True},

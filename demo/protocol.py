@@ -123,7 +123,7 @@ class FineTuneRequest:
     batch_size: int = RESULTS_RECIPE["batch_size"]
     cls_lr: float = RESULTS_RECIPE["cls_lr"]
     rec_lr: float = RESULTS_RECIPE["rec_lr"]
-    l1_weight: float = CRM_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: README, results)
+    l1_weight: float = CRM_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: docs/results.md)
     vgg_weight: float = 1.0
     align_weight: float = 1.0
     delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"

@@ -195,16 +195,15 @@ def test_a_served_app_under_mixed_concurrent_use_stays_bounded(trained_pair: dic
 
 
 def test_the_docs_memory_numbers_are_those_of_the_load_json() -> None:
-    """README.md and docs/benchmarks.md quote `python -m demo.load`'s JSON (docs/load_*.json)."""
+    """docs/benchmarks.md quotes `python -m demo.load`'s JSON (docs/load_*.json)."""
     import json
 
     root = Path(__file__).resolve().parent.parent
     bounded = json.loads((root / "docs" / "load_bounded.json").read_text())
     default = json.loads((root / "docs" / "load_default.json").read_text())
     warm = bounded["rss_mb"][1:]
-    readme = (root / "README.md").read_text()
-    assert f"RSS stays at {min(warm):.0f}–{max(warm):.0f} MiB over five rounds" in readme
     table = (root / "docs" / "benchmarks.md").read_text()
+    assert f"RSS stays at {min(warm):.0f}–{max(warm):.0f} MiB over five rounds" in table
     for label, run in (("`--malloc default`", default), ("`--malloc bounded` (the default)", bounded)):
         row = next(line for line in table.splitlines() if line.startswith("| optimizer state dropped") and label in line)
         assert row.split("|")[2:-1] == [f" {r:.0f} " for r in run["rss_mb"]], row

@@ -318,3 +318,17 @@ def test_fake_train_config_is_a_train_config() -> None:
 
     config = FakeEngine().train_config(FineTuneRequest(name="new-one", steps=3))
     assert isinstance(config, TrainConfig) and (config.name, config.steps) == ("new-one", 3)
+
+
+def test_the_serving_policy_needs_only_the_standard_library() -> None:
+    """demo.serving (bind check, logins, job book) is read by app.py before anything heavy loads and
+    by the UI: it imports the standard library alone (docs/architecture.md's import table)."""
+    import ast
+    import sys
+
+    tree = ast.parse((ROOT / "demo" / "serving.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

@@ -34,9 +34,10 @@ from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
-from crm_core.metrics import DEFAULT_THRESHOLDS, CamDependence, ThresholdCurve, describe_cam_dependence
+from crm_core.metrics import CamDependence, ThresholdCurve, describe_cam_dependence
 from crm_core.models import from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
+from crm_core.thresholds import THRESHOLDS
 from crm_core.viz import cam_overlay, mask_outline, side_by_side
 
 log = logging.getLogger("crm_core.evaluate")
@@ -47,7 +48,7 @@ class EvalConfig:
     checkpoint: str  # path to a .pt checkpoint
     split: str = "test"  # train | val | test
     limit: int | None = None  # evaluate the first N images
-    threshold: float = 0.3  # the fixed CAM threshold reported beside the best one
+    threshold: float = THRESHOLDS.fixed  # the fixed CAM threshold reported beside the best one
     threshold_split: str = "val"  # split the reported threshold is chosen on ("none": skip)
     val_limit: int | None = 200  # images of that split used to choose it
     batch_size: int = 16
@@ -64,7 +65,7 @@ def evaluate_model(
     dataset: Any,
     *,
     limit: int | None = None,
-    threshold: float = 0.3,
+    threshold: float = THRESHOLDS.fixed,
     batch_size: int = 16,
     drs_delta: float | None = None,
     samples: int = 0,
@@ -85,7 +86,7 @@ def evaluate_model(
     if n == 0:
         raise ValueError("nothing to evaluate: the split is empty")
     part_names = dict(getattr(dataset, "part_names", {}))
-    curve = ThresholdCurve(DEFAULT_THRESHOLDS, tuple(sorted(part_names)))
+    curve = ThresholdCurve(THRESHOLDS.grid, tuple(sorted(part_names)))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
     correct = 0
     dependence = CamDependence()
@@ -188,7 +189,7 @@ def evaluate_protocol(
     threshold_split: str = "val",
     val_limit: int | None = None,
     data_root: str | None = None,
-    threshold: float = 0.3,
+    threshold: float = THRESHOLDS.fixed,
     batch_size: int = 16,
     drs_delta: float | None = None,
     cam_method: str = DEFAULT_CAM_METHOD,
@@ -281,7 +282,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="path to a .pt checkpoint")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to report")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
-    p.add_argument("--threshold", type=float, default=0.3, help="fixed CAM threshold reported beside the chosen one")
+    p.add_argument("--threshold", type=float, default=THRESHOLDS.fixed, help="fixed CAM threshold reported beside the chosen one")
     p.add_argument("--threshold-split", default="val", choices=("train", "val", "test", "none"),
                    help="split the reported CAM threshold is chosen on (none: skip)")
     p.add_argument("--val-limit", type=int, default=200, help="images of --threshold-split used to choose the threshold")

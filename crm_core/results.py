@@ -162,7 +162,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
 
     from crm_core.explain import CamModel
     from crm_core.evaluate import evaluate_protocol
-    from crm_core.metrics import DEFAULT_THRESHOLDS
+    from crm_core.thresholds import THRESHOLDS
     from crm_core.train import TrainConfig, main as train_main
 
     if threads:
@@ -171,8 +171,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     row = ROW_BY_KEY[row_key]
     used_threads = torch.get_num_threads() if device == "cpu" else None
     found = code_revision()
-    provenance = {"revision": revision or found, "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
-                                                             len(DEFAULT_THRESHOLDS)],
+    grid = THRESHOLDS.grid
+    provenance = {"revision": revision or found, "thresholds": [min(grid), max(grid), len(grid)],
                   "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
                                          train_size, stage2_steps, used_threads, stage2_seed)}

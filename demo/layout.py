@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-from crm_core.api import DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA
+from crm_core.api import DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA, THRESHOLDS
 from demo import callbacks as cb
 from demo import plots
 from demo.messages import safe_message
@@ -181,8 +181,8 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
                     sp_model = gr.Dropdown(names, value=a0, label="Model", **PICK)
                     n_segments = gr.Slider(4, 256, value=64, step=1, label="SLIC n_segments")
                     compactness = gr.Slider(0.5, 50, value=10, step=0.5, label="SLIC compactness")
-                    sp_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
-                    sp_high = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="foreground from")
+                    sp_low = gr.Slider(0.0, 1.0, value=THRESHOLDS.low, step=0.05, label="background below")
+                    sp_high = gr.Slider(0.0, 1.0, value=THRESHOLDS.high, step=0.05, label="foreground from")
                 with gr.Row():
                     sp_bounds = gr.Image(format="png", label="SLIC superpixels", interactive=False, **VIEW)
                     sp_raw = gr.Image(format="png", label="raw CAM", interactive=False, **VIEW)
@@ -215,9 +215,9 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
                     s2_cam = gr.Dropdown(names, value=cam0, label="CAM model (its pseudo mask)", elem_id="s2-cam",
                                          **PICK)
                     s2_index = gr.Number(value=0, precision=0, label="test image index", elem_id="s2-index")
-                    s2_low = gr.Slider(0.0, 1.0, value=round(info0.get("low") or 0.2, 2), step=0.01,
+                    s2_low = gr.Slider(0.0, 1.0, value=round(info0.get("low") or THRESHOLDS.low, 2), step=0.01,
                                        label="background below", elem_id="s2-low")
-                    s2_high = gr.Slider(0.0, 1.0, value=round(info0.get("high") or 0.45, 2), step=0.01,
+                    s2_high = gr.Slider(0.0, 1.0, value=round(info0.get("high") or THRESHOLDS.high, 2), step=0.01,
                                         label="foreground from", elem_id="s2-high")
                     s2_btn = gr.Button("Show", variant="primary", elem_id="s2-show")
                 with gr.Row():

@@ -30,8 +30,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from crm_core.explain import CamModel, dataset_for
-from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
+from crm_core.cams import DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
+from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
 from crm_core.metrics import CamDependence, ThresholdCurve, describe_cam_dependence
@@ -278,22 +279,17 @@ def format_summary(results: dict[str, Any]) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a CRM Lab checkpoint.",
+                                parents=[checkpoint_options(), cam_options(), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="path to a .pt checkpoint")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to report")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
     p.add_argument("--threshold", type=float, default=THRESHOLDS.fixed, help="fixed CAM threshold reported beside the chosen one")
     p.add_argument("--threshold-split", default="val", choices=("train", "val", "test", "none"),
                    help="split the reported CAM threshold is chosen on (none: skip)")
     p.add_argument("--val-limit", type=int, default=200, help="images of --threshold-split used to choose the threshold")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--samples", type=int, default=5, help="sample panels to save")
-    p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
     p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
-    p.add_argument("--cam-method", default=DEFAULT_CAM_METHOD, choices=sorted(CAM_METHODS),
-                   help="CAM method (crm_core.cams.CAM_METHODS)")
     p.add_argument("--runs-dir", default="runs", help="eval.json goes to <runs-dir>/<checkpoint name>/")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p
 
 

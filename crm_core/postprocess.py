@@ -27,8 +27,9 @@ from tqdm import tqdm
 from crm_core.explain import CamModel, dataset_config, dataset_for
 from crm_core.atomic import atomic_write_json
 from crm_core.evaluate import select_threshold
-from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
+from crm_core.cams import DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
+from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
 from crm_core.data.superpixels import prefill_superpixels, superpixel_mean
 from crm_core.metrics import binary_counts, ious_from_counts
@@ -173,8 +174,8 @@ def write_masks_of(maps: MapSource, source: str, dataset: Any, config: dict[str,
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Write CAM pseudo-mask trimaps and score them.",
+                                parents=[checkpoint_options(), cam_options(), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="path to a .pt checkpoint")
     p.add_argument("--out", required=True, help="folder for the trimap PNGs")
     p.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to make pseudo masks for")
     p.add_argument("--low", type=float, default=THRESHOLDS.low, help="CAM below this: background")
@@ -187,12 +188,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-segments", type=int, default=64, help="SLIC superpixels per image (--superpixels)")
     p.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness (--superpixels)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
     p.add_argument("--drs-delta", type=float, default=None, help="override the DRS delta at inference")
-    p.add_argument("--cam-method", default=DEFAULT_CAM_METHOD, choices=sorted(CAM_METHODS),
-                   help="CAM method (crm_core.cams.CAM_METHODS)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p
 
 

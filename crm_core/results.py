@@ -55,6 +55,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
+from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.processes import run_jobs, threads_per_job
 
@@ -416,6 +417,7 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train and evaluate the results table over several seeds.",
+                                parents=[job_options(DEFAULT_STEPS), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
@@ -425,8 +427,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
     p.add_argument("--appearance", nargs="+", default=list(APPEARANCES), choices=APPEARANCES,
                    help="data appearances to run")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
-    p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
     p.add_argument("--stage2-steps", type=int, default=SEG_RECIPE["steps"],
                    help="training steps of each stage-2 segmentation network (group stage2)")
     p.add_argument("--stage2-seeds", type=int, default=1,
@@ -434,8 +434,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage2-seed", type=int, default=0, help="first stage-2 network seed")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each job (default: the cores split between --jobs; results depend on it, "
                         "so every job's recorded command names it)")
@@ -443,7 +441,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="run even though tracked files differ from the git commit (the jobs then record "
                         "the diff's hash); without it such a run is refused, as its numbers could not be rerun")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where results_*.pt go")
-    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
     p.add_argument("--out", default="docs/results.md", help="markdown table")
     p.add_argument("--json", default="docs/results.json", help="per-seed values and the summary")
     p.add_argument("--crm-preset", default=None, help="speed preset of the CRM rows (exact | fast)")

@@ -50,9 +50,11 @@ def device_option() -> argparse.ArgumentParser:
 
 
 def run_options(config: Any) -> argparse.ArgumentParser:
-    """``config``: the run's config with its defaults (``workers``, ``log_every``, ``ckpt_every``,
-    ``checkpoint_dir``, ``runs_dir``, ``device``; its device may be auto, which it resolves)."""
+    """``config``: the run's config with its defaults (``batch_size``, ``workers``, ``log_every``,
+    ``ckpt_every``, ``checkpoint_dir``, ``runs_dir``, ``device``; its device may be auto, which it
+    resolves)."""
     parser, group = _group("training run")
+    group.add_argument("--batch-size", type=int, default=config.batch_size, help="images per step and process")
     group.add_argument("--resume", action="store_true", help="continue checkpoints/<name>.pt")
     group.add_argument("--workers", type=int, default=config.workers, help="DataLoader worker processes")
     group.add_argument("--log-every", type=int, default=config.log_every, help="write a metrics.csv row every N steps")

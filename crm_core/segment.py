@@ -420,7 +420,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None,
                    help="train on the first N images (default: every mask; gt: the whole split)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (0: save the untrained network)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step and process")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=("constant", "cosine"), help="learning-rate schedule")
     p.add_argument("--weights", default=d.weights,

@@ -217,7 +217,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None, help="synthetic: number of training images")
     p.add_argument("--image-size", type=int, default=None, help="default 112 synthetic, 224 pets")
     p.add_argument("--output-stride", type=int, choices=(16, 32), default=None, help="default 16 below 224 px")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step and process")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
     p.add_argument("--steps", type=int, default=None, help="cap on optimisation steps (0: save the untrained model)")
     p.add_argument("--cls-lr", type=float, default=d.cls_lr, help="Adam learning rate of the classifier")

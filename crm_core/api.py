@@ -19,7 +19,8 @@ This module is also the one door of the dashboard's UI modules into ``crm_core``
 types the UI turns into messages (:class:`CheckpointError`, :class:`DatasetNotFoundError`,
 :class:`ImageError`, :class:`WeightsNotFoundError`, :class:`TrainingDiverged`) and the few pure
 helpers the UI draws and formats with (``load_image``, ``describe_cam_dependence``,
-``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``). Importing it
+``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``) and the threshold
+defaults (``THRESHOLDS``, :mod:`crm_core.thresholds`). Importing it
 stays light: ``TrainingDiverged``, ``TrainConfig`` (crm_core.train), ``CRM_RECIPE`` and
 ``RESULTS_RECIPE`` (crm_core.results_table) load on first use. The dashboard's engine adapter
 (``demo.engine``) may use any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
@@ -37,6 +38,7 @@ from crm_core.metrics import describe_cam_dependence
 from crm_core.models import DRS_DEFAULT_DELTA
 from crm_core.pretrained import WeightsNotFoundError
 from crm_core.runs import METRIC_COLUMNS
+from crm_core.thresholds import THRESHOLDS
 from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline",
     # runs and training
     "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
+    # where CAMs are cut: the pseudo-mask band, the fixed threshold, the sliders' first value
+    "THRESHOLDS",
     # the results table
     "RESULT_GROUP_ORDER", "RESULTS_PLAN_COMMAND", "results_provenance",
 ]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
+from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.models.classifier import ModelConfig
 from crm_core.processes import run_jobs, threads_per_job
@@ -265,6 +266,7 @@ def render(report: dict[str, Any]) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Choose the CRM recipe on val, on seeds the results table never reports.",
+                                parents=[job_options(DEFAULT_STEPS), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--study", default="crm_recipe", choices=list(STUDIES), help="what is being chosen")
     p.add_argument("--candidates", nargs="+", default=None,
@@ -274,13 +276,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="data appearances the candidates are scored on")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS),
                    help="seeds (keep them out of the table's 0-4)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
-    p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
     p.add_argument("--val-images", type=int, default=VAL_IMAGES, help="val images scored")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where sweep_*.pt go")
-    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
     p.add_argument("--json", default=None, help="per-run values and the summary (default docs/sweep_STUDY.json)")
     p.add_argument("--out", default=None, help="markdown report (default docs/sweep_STUDY.md)")
     p.add_argument("--render", action="store_true",

@@ -55,6 +55,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
+from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.processes import run_jobs, threads_per_job
 
@@ -149,7 +150,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
 
     from crm_core.explain import CamModel
     from crm_core.evaluate import evaluate_protocol
-    from crm_core.metrics import DEFAULT_THRESHOLDS
+    from crm_core.thresholds import THRESHOLDS
     from crm_core.train import TrainConfig, main as train_main
 
     if threads:
@@ -158,8 +159,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     row = ROW_BY_KEY[row_key]
     used_threads = torch.get_num_threads() if device == "cpu" else None
     found = code_revision()
-    provenance = {"revision": revision or found, "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
-                                                             len(DEFAULT_THRESHOLDS)],
+    grid = THRESHOLDS.grid
+    provenance = {"revision": revision or found, "thresholds": [min(grid), max(grid), len(grid)],
                   "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
                                          train_size, stage2_steps, used_threads, stage2_seed)}
@@ -403,6 +404,7 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train and evaluate the results table over several seeds.",
+                                parents=[job_options(DEFAULT_STEPS), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
@@ -412,8 +414,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
     p.add_argument("--appearance", nargs="+", default=list(APPEARANCES), choices=APPEARANCES,
                    help="data appearances to run")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
-    p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
     p.add_argument("--stage2-steps", type=int, default=SEG_RECIPE["steps"],
                    help="training steps of each stage-2 segmentation network (group stage2)")
     p.add_argument("--stage2-seeds", type=int, default=1,
@@ -421,8 +421,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage2-seed", type=int, default=0, help="first stage-2 network seed")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each job (default: the cores split between --jobs; results depend on it, "
                         "so every job's recorded command names it)")
@@ -430,7 +428,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="run even though tracked files differ from the git commit (the jobs then record "
                         "the diff's hash); without it such a run is refused, as its numbers could not be rerun")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where results_*.pt go")
-    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
     p.add_argument("--out", default="docs/results_runs.md",
                    help="markdown report of every run: each row, its train time, every paired difference, the parts")
     p.add_argument("--json", default="docs/results.json", help="per-seed values and the summary")

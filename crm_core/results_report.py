@@ -196,13 +196,14 @@ def degenerate_runs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def grid_edges(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     """Which runs chose the threshold grid's top or bottom on val (their optimum may lie beyond it)."""
-    from crm_core.metrics import DEFAULT_THRESHOLDS
+    from crm_core.thresholds import THRESHOLDS
 
-    low, high = min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS)
+    grid = THRESHOLDS.grid
+    low, high = min(grid), max(grid)
     # a job records the grid it was chosen on ([low, high, count]); older jobs were on the 0.05 grid to 0.95
     at_edge = sorted({(j["row"], j["seed"]) for j in jobs
                       if j.get("threshold") in tuple(j.get("thresholds", [0.0, 0.95])[:2])})
-    return {"grid": [low, high, len(DEFAULT_THRESHOLDS)], "runs": len(jobs),
+    return {"grid": [low, high, len(grid)], "runs": len(jobs),
             "at_edge": [{"row": r, "seed": s} for r, s in at_edge]}
 
 

@@ -131,8 +131,8 @@ ROW_BY_KEY = {row.key: row for row in ROWS}
 GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "mechanism", "backbone", "preset", "legacy", "stage2")
 # Stage 2's recipe (crm_core.segment.SegConfig fields): the default architecture, on the recipe's
 # data; pseudo masks from crm_core.postprocess for the whole train split, cut at the source CAM's
-# val-chosen threshold t (CAM >= t object, < 0.44 t background: postprocess's 0.2 / 0.45 band moved
-# to t; uncertain between, ignored by the loss).
+# val-chosen threshold t (CAM >= t object, < 0.44 t background: the default band
+# moved to t by THRESHOLDS.band_at, crm_core.thresholds; uncertain between, ignored by the loss).
 SEG_RECIPE: dict[str, Any] = dict(steps=200, batch_size=16, lr=1e-3, lr_schedule="cosine", weights="none", workers=0)
 # Paired comparisons the table reads out: (row, baseline it is compared with).
 COMPARISONS: tuple[tuple[str, str], ...] = tuple(

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from crm_core.checkpoints import CheckpointError, load_segmentation_checkpoint, save_segmentation_checkpoint
+from crm_core.cli_options import run_options
 from crm_core.data import DATASETS, DatasetNotFoundError, build_dataset
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.data.transforms import random_hflip_batch
@@ -402,7 +403,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     d = SegConfig()
     p = argparse.ArgumentParser(description="Stage 2: train a segmentation network on pseudo masks (or ground truth) "
                                             "and score it on the test split.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                parents=[run_options(d)], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--masks", required=True,
                    help="'gt' (ground-truth masks: the ceiling) or a folder of trimaps from python -m crm_core.postprocess --out")
     p.add_argument("--name", required=True, help="checkpoint and run name")
@@ -419,20 +420,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None,
                    help="train on the first N images (default: every mask; gt: the whole split)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (0: save the untrained network)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step and process")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=("constant", "cosine"), help="learning-rate schedule")
     p.add_argument("--weights", default=d.weights,
                    help="backbone weights: none | imagenet (from torchvision's cache; never downloads) | auto | PATH")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, batches and flips")
     p.add_argument("--test-limit", type=int, default=d.test_limit, help="test images scored")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="write a metrics.csv row every N steps")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="save the checkpoint every N steps")
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    p.add_argument("--resume", action="store_true", help="continue checkpoints/<name>.pt")
-    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where <name>.pt is written")
-    p.add_argument("--runs-dir", default=d.runs_dir, help="where the run folder <name>/ is written")
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     return p
 
 

@@ -40,6 +40,7 @@ import torch
 from crm_core.api import CamModel
 from crm_core.explain import superpixel_cache_sizes
 from crm_core.cams import DEFAULT_CAM_METHOD
+from crm_core.thresholds import THRESHOLDS
 from demo.bootstrap import DEMO_MODELS, DEMO_RECIPE  # the demo set is defined with the code that trains it
 from demo.checkpoint_store import CheckpointStore
 from demo.evaluation import Evaluation
@@ -289,6 +290,6 @@ class Engine:
         """Pseudo masks, then a stage-2 network (one training job at a time, with fine-tunes); its path."""
         return self.stage2_trainer.train(request, on_progress, should_stop)
 
-    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
-                    high: float = 0.45) -> Stage2View:
+    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = THRESHOLDS.low,
+                    high: float = THRESHOLDS.high) -> Stage2View:
         return self.stage2.view(seg_name, cam_name, index, low, high)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA, RESULTS_RECIPE
+from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA, RESULTS_RECIPE, THRESHOLDS
 
 if TYPE_CHECKING:
     from crm_core.api import TrainConfig
@@ -147,8 +147,8 @@ class Stage2Request:
     name: str  # new checkpoint / run name
     cam_model: str  # the CAM checkpoint whose pseudo masks it trains on
     cut: str = "val"  # "val": the CAM's threshold chosen on val (postprocess --at-val-threshold); "band": low / high
-    low: float = 0.2  # cut "band": CAM below this is background
-    high: float = 0.45  # cut "band": CAM from this is object (between the two: ignored)
+    low: float = THRESHOLDS.low  # cut "band": CAM below this is background
+    high: float = THRESHOLDS.high  # cut "band": CAM from this is object (between the two: ignored)
     images: int = 160  # training images (the first N of the train split)
     steps: int = 40
     arch: str | None = None  # a segmentation architecture (None: crm_core.segment's default)
@@ -320,8 +320,8 @@ class DashboardEngine(Protocol):
         else TrainingBusy); ``on_progress`` gets ``phase`` rows (masks) then step rows. Returns the
         checkpoint's path, or None when stopped before the network's first step (nothing kept)."""
 
-    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
-                    high: float = 0.45) -> Stage2View:
+    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = THRESHOLDS.low,
+                    high: float = THRESHOLDS.high) -> Stage2View:
         """Test image ``index`` of stage-2 network ``seg_name``'s dataset: its mask, the pseudo trimap
         of CAM model ``cam_name`` (None: none; thresholds ``low`` <= ``high``, as postprocess) and the
         ground truth, each scored against the ground truth. ``seg_name`` None: no network, the

@@ -30,6 +30,7 @@ from crm_core.data import build_dataset
 from crm_core.data.transforms import to_uint8_image
 from crm_core.postprocess import BACKGROUND, FOREGROUND, pseudo_trimap
 from crm_core.runs import RunDir
+from crm_core.thresholds import THRESHOLDS
 from demo.checkpoint_store import CheckpointStore, _file_key
 from demo.inference import Inference, _scores
 from demo.locks import MODELS, OrderedLock
@@ -124,8 +125,8 @@ class Stage2:
         with self._lock:
             return [loaded.net for loaded in self._nets.values()]
 
-    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
-             high: float = 0.45) -> Stage2View:
+    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = THRESHOLDS.low,
+             high: float = THRESHOLDS.high) -> Stage2View:
         """See :meth:`demo.protocol.DashboardEngine.stage2_view`."""
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, got low={low}, high={high}")

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+from crm_core.thresholds import THRESHOLDS
 from demo.bootstrap import STAGING
 from demo.checkpoint_store import CheckpointStore, path_in
 from demo.evaluation import Evaluation
@@ -98,6 +99,7 @@ class Stage2Trainer:
                 self._store.model(request.cam_model), request.name, self._store.checkpoint_dir, self.runs_dir,
                 self._store.checkpoint_dir / STAGING,
                 images=segment["train_size"], steps=segment["steps"], arch=segment["arch"], val_threshold=threshold,
-                low=float(request.low) if threshold is None else 0.2, high=float(request.high) if threshold is None else 0.45,
+                low=float(request.low) if threshold is None else THRESHOLDS.low,
+                high=float(request.high) if threshold is None else THRESHOLDS.high,
                 device=self.device, owner=request.owner, on_progress=progress, should_stop=stopping,
                 test_limit=segment["test_limit"])

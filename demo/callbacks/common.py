@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 import numpy as np
 
-from crm_core.api import CheckpointError, DatasetNotFoundError, ImageError, TrainingDiverged, WeightsNotFoundError
+from crm_core.api import (THRESHOLDS, CheckpointError, DatasetNotFoundError, ImageError, TrainingDiverged,
+                          WeightsNotFoundError)
 from demo.messages import safe_message
 from demo.protocol import DashboardEngine, InvalidName, Sample, TrainingBusy
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 PREDICTED = "(predicted class)"
 MAX_BROWSE = 96  # most images a gallery shows
-DEFAULT_THRESHOLD = 0.5  # CAM >= this is foreground (small demo models' CAMs are broad: 0.3 covers everything)
+DEFAULT_THRESHOLD = THRESHOLDS.view  # CAM >= this is foreground: the threshold sliders' first value
 
 #: Exceptions whose message is meant for the user (shown through safe_message). TypeError and
 #: IndexError are not among them: those are our bugs, logged with their traceback.

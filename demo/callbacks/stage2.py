@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 import numpy as np
 
+from crm_core.api import THRESHOLDS
 from demo import plots, render
 from demo.callbacks.common import _model_name, _number, _threshold, user_errors
 from demo.callbacks.finetune import booked, choice, in_worker, new_name, refuse_if_busy
@@ -73,8 +74,8 @@ def _line(what: str, scores: dict[str, float]) -> str:
 
 
 @user_errors
-def stage2_view(engine: DashboardEngine, seg_model: Any, cam_model: Any, index: Any, low: Any = 0.2,
-                high: Any = 0.45) -> tuple:
+def stage2_view(engine: DashboardEngine, seg_model: Any, cam_model: Any, index: Any, low: Any = THRESHOLDS.low,
+                high: Any = THRESHOLDS.high) -> tuple:
     """The network's mask | the CAM model's pseudo mask | the ground truth, with their IoUs. Without
     a network: the pseudo mask and the ground truth of a test image of the CAM model's dataset."""
     if seg_model and str(seg_model) not in engine.segmentation_names():

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from crm_core.api import THRESHOLDS
 from demo import callbacks as cb
 from demo.protocol import Stage2Request
 from demo.tabs.common import PICK, PRIVATE, VIEW, Page
@@ -50,9 +51,9 @@ def build(page: Page) -> None:
             s2_cam = gr.Dropdown(page.names, value=cam0, label="CAM model (its pseudo mask)", elem_id="s2-cam",
                                  **PICK)
             s2_index = gr.Number(value=0, precision=0, label="test image index", elem_id="s2-index")
-            s2_low = gr.Slider(0.0, 1.0, value=round(info0.get("low") or 0.2, 2), step=0.01,
+            s2_low = gr.Slider(0.0, 1.0, value=round(info0.get("low") or THRESHOLDS.low, 2), step=0.01,
                                label="background below", elem_id="s2-low")
-            s2_high = gr.Slider(0.0, 1.0, value=round(info0.get("high") or 0.45, 2), step=0.01,
+            s2_high = gr.Slider(0.0, 1.0, value=round(info0.get("high") or THRESHOLDS.high, 2), step=0.01,
                                 label="foreground from", elem_id="s2-high")
             s2_btn = gr.Button("Show", variant="primary", elem_id="s2-show")
         with gr.Row():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from crm_core.api import THRESHOLDS
 from demo import callbacks as cb
 from demo.tabs.common import PICK, PRIVATE, VIEW, Page
 
@@ -15,8 +16,8 @@ def build(page: Page, source: list) -> gr.Dropdown:
             sp_model = gr.Dropdown(page.names, value=page.model_a, label="Model", **PICK)
             n_segments = gr.Slider(4, 256, value=64, step=1, label="SLIC n_segments")
             compactness = gr.Slider(0.5, 50, value=10, step=0.5, label="SLIC compactness")
-            sp_low = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="background below")
-            sp_high = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="foreground from")
+            sp_low = gr.Slider(0.0, 1.0, value=THRESHOLDS.low, step=0.05, label="background below")
+            sp_high = gr.Slider(0.0, 1.0, value=THRESHOLDS.high, step=0.05, label="foreground from")
         with gr.Row():
             sp_bounds = gr.Image(format="png", label="SLIC superpixels", interactive=False, **VIEW)
             sp_raw = gr.Image(format="png", label="raw CAM", interactive=False, **VIEW)

@@ -289,6 +289,37 @@ def main(cfg: SegConfig, on_progress: Callable[[dict[str, Any]], None] | None = 
         return _run(cfg, device, dist_info, on_progress, should_stop)
 
 
+def _network_and_optimizer(cfg: SegConfig, device: torch.device, resumed: Any | None
+                           ) -> tuple[nn.Module, torch.optim.Optimizer, str, tuple[int, int, int, float]]:
+    """The network on ``device`` and its Adam, fresh or from the checkpoint being resumed, with
+    where training stands: (step, epoch, step within the epoch, training seconds so far)."""
+    net, weights_source = _build_net(cfg, load_pretrained=resumed is None)
+    if resumed is not None:
+        net.load_state_dict(resumed.net.state_dict())
+        weights_source = resumed.weights_source
+    net = net.to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    if resumed is None:
+        return net, optimizer, weights_source, (0, 0, 0, 0.0)
+    if resumed.optimizer:
+        optimizer.load_state_dict(resumed.optimizer)
+    return net, optimizer, weights_source, (resumed.step, resumed.epoch, resumed.epoch_step,
+                                            float(resumed.extra.get("wall_time", 0.0)))
+
+
+def _open_run(cfg: SegConfig, masks_info: dict[str, Any], dist_info: DistInfo,
+              resumed_at: int | None) -> tuple[RunDir | None, MetricsWriter | None]:
+    """The run folder and its metrics log, on the main process only; a fresh run of a name that
+    ran before starts a fresh log, a resumed one (``resumed_at``: its step) appends to it."""
+    if not dist_info.is_main:
+        return None, None
+    run = RunDir.create(cfg.runs_dir, cfg.name)
+    run.write_config({"segment": cfg.to_dict(), "masks": masks_info})
+    if resumed_at is None and run.metrics_path.is_file():
+        run.metrics_path.unlink()
+    return run, MetricsWriter(run.metrics_path, resume_from_step=resumed_at)
+
+
 def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
          on_progress: Callable[[dict[str, Any]], None] | None = None,
          should_stop: Callable[[], bool] | None = None) -> Path:
@@ -302,18 +333,7 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
     base = build_dataset(split=masks.split, length=cfg.train_size if masks.targets is None else None, **masks.dataset)
     train_set = MaskedDataset(base, masks.targets, cfg.train_size)
     test_set = build_dataset(split="test", **masks.dataset)
-    net, weights_source = _build_net(cfg, load_pretrained=resumed is None)
-    if resumed is not None:
-        net.load_state_dict(resumed.net.state_dict())
-        weights_source = resumed.weights_source
-    net = net.to(device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    step, epoch, epoch_step, wall_time = 0, 0, 0, 0.0
-    if resumed is not None:
-        if resumed.optimizer:
-            optimizer.load_state_dict(resumed.optimizer)
-        step, epoch, epoch_step = resumed.step, resumed.epoch, resumed.epoch_step
-        wall_time = float(resumed.extra.get("wall_time", 0.0))
+    net, optimizer, weights_source, (step, epoch, epoch_step, wall_time) = _network_and_optimizer(cfg, device, resumed)
     train_net: nn.Module = net
     if dist_info.enabled:
         train_net = nn.parallel.DistributedDataParallel(net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
@@ -324,13 +344,7 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
     cfg.extra.update({"weights_source": weights_source, "device": str(device), "world_size": dist_info.world_size,
                       "train_images": len(train_set), "steps_per_epoch": per_epoch, "dataset": masks.dataset,
                       "split": masks.split})
-    run = RunDir.create(cfg.runs_dir, cfg.name) if dist_info.is_main else None
-    writer = None
-    if run is not None:
-        run.write_config({"segment": cfg.to_dict(), "masks": masks.info})
-        if resumed is None and run.metrics_path.is_file():
-            run.metrics_path.unlink()  # a fresh run of the same name starts a fresh log
-        writer = MetricsWriter(run.metrics_path, resume_from_step=step if resumed is not None else None)
+    run, writer = _open_run(cfg, masks.info, dist_info, resumed_at=step if resumed is not None else None)
 
     def save() -> None:
         if dist_info.is_main:

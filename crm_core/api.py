@@ -21,8 +21,9 @@ types the UI turns into messages (:class:`CheckpointError`, :class:`DatasetNotFo
 helpers the UI draws and formats with (``load_image``, ``describe_cam_dependence``,
 ``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``) and the threshold
 defaults (``THRESHOLDS``, :mod:`crm_core.thresholds`). Importing it
-stays light: ``TrainingDiverged``, ``TrainConfig`` (crm_core.train), ``CRM_RECIPE`` and
-``RESULTS_RECIPE`` (crm_core.results_table) load on first use. The dashboard's engine adapter
+stays light: ``TrainingDiverged`` and ``TrainConfig`` (crm_core.train) and the results table's
+names load on first use. ``RESULTS_RECIPE`` and ``CRM_RECIPE`` are :mod:`crm_core.recipes`' typed
+recipes. The dashboard's engine adapter
 (``demo.engine``) may use any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ from crm_core.explain import CamModel, Explanation, Prediction, dataset_for, lis
 from crm_core.metrics import describe_cam_dependence
 from crm_core.models import DRS_DEFAULT_DELTA
 from crm_core.pretrained import WeightsNotFoundError
+from crm_core.recipes import CRM as CRM_RECIPE
+from crm_core.recipes import RESULTS as RESULTS_RECIPE
 from crm_core.runs import METRIC_COLUMNS
 from crm_core.thresholds import THRESHOLDS
 from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
@@ -61,8 +64,6 @@ __all__ = [
 _LAZY = {
     "TrainingDiverged": ("crm_core.train", "TrainingDiverged"),  # a loss became NaN or infinite
     "TrainConfig": ("crm_core.train", "TrainConfig"),  # what a training run is; demo's fine-tunes build one
-    "CRM_RECIPE": ("crm_core.results_table", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
-    "RESULTS_RECIPE": ("crm_core.results_table", "RECIPE"),  # the results' (and the demo set's) recipe
     "RESULT_GROUP_ORDER": ("crm_core.results_table", "TABLE_ORDER"),  # the results table's groups, in order
     "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the results table whole
     "results_provenance": ("crm_core.results_report", "provenance"),  # how a results report was made

@@ -5,7 +5,7 @@
 
 A study (:data:`STUDIES`) names a results-table row, candidates (training settings on top of
 that row's) and a reference trained beside them. ``crm_recipe``: CRM settings (:data:`CANDIDATES`,
-on top of :data:`crm_core.results_table.CRM_RECIPE`) on the ``resnet + CRM`` row, against the
+on top of :data:`crm_core.recipes.CRM`) on the ``resnet + CRM`` row, against the
 plain ``resnet``. ``drs_placement_*``: where DRS goes (:data:`crm_core.models.classifier.DRS_POSITIONS`)
 on EfficientNet-b0 or on resnet18, against the same backbone without DRS. Everything is trained
 with the table's recipe on seeds 10, 11, 12 by default (the table reports seeds 0-4; a seed changes
@@ -35,12 +35,13 @@ from crm_core.data.synthetic import APPEARANCES
 from crm_core.models.classifier import ModelConfig
 from crm_core.processes import run_jobs, threads_per_job
 from crm_core.results_report import compare, mean_std
-from crm_core.results_table import CRM_RECIPE, DEFAULT_STEPS, RECIPE, ROW_BY_KEY
+from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
+from crm_core.results_table import ROW_BY_KEY
 
 log = logging.getLogger("crm_core.recipe_sweep")
 
 PLAIN = "none"  # the plain classifier (no CRM), trained on the same seeds: what CRM is measured against
-# name -> the CRM settings it changes (on top of CRM_RECIPE). The L1 weight brackets the recipe's
+# name -> the CRM settings it changes (on top of CRM). The L1 weight brackets the recipe's
 # x30 by about 3x either way (at weight 1 the reconstruction's gradient on the CAM features is
 # ~1e-2 of CE's); "nogate" drops the gate (the decoder's gradient then always reaches the classifier).
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -55,11 +56,11 @@ SCORED = ("miou", "head", "body", "bg_fpr")
 
 
 def current_candidate() -> str:
-    """The candidate that is today's CRM_RECIPE."""
+    """The candidate that is today's CRM recipe (crm_core.recipes.CRM)."""
     for name, settings in CANDIDATES.items():
-        if all(CRM_RECIPE.get(k) == v for k, v in settings.items()):
+        if all(CRM.fields().get(k) == v for k, v in settings.items()):
             return name
-    raise LookupError("CRM_RECIPE is none of the sweep's candidates")
+    raise LookupError("crm_core.recipes.CRM is none of the sweep's candidates")
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,7 @@ def cli(argv: list[str] | None = None) -> int:
         jobs = [results[i] for i in sorted(results)]
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": args.seeds, "val_images": args.val_images,
-                "complete": complete, "recipe": RECIPE, "crm_recipe": CRM_RECIPE, "study": args.study, "title": study.title,
+                "complete": complete, "recipe": RESULTS.fields(), "crm_recipe": CRM.fields(), "study": args.study, "title": study.title,
                 "row": study.row, "reference_row": study.reference_row,
                 "settings": {name: _as_json(settings)
                              for name, settings in ((PLAIN, study.reference), *study.candidates.items())},

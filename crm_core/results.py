@@ -3,7 +3,7 @@
     python -m crm_core.results --seeds 3                    # docs/results.json + docs/results_runs.md
     python -m crm_core.results --seeds 3 --jobs 8 --device cuda
 
-Each (row, seed) trains one model with the shared recipe (:data:`RECIPE`; a row changes only
+Each (row, seed) trains one model with the shared recipe (:data:`crm_core.recipes.RESULTS`; a row changes only
 what it names), then evaluates it on the synthetic test split at the CAM threshold chosen on
 the val split: accuracy, CAM mIoU, head and body coverage, background false-positive rate,
 the decoder's CAM dependence, train time. "floor" rows are the same architectures with no
@@ -60,8 +60,8 @@ from crm_core.data.synthetic import APPEARANCES
 from crm_core.processes import run_jobs, threads_per_job
 
 from crm_core.results_report import fill_blocks, markdown, summarise
-from crm_core.results_table import (CRM_RECIPE, DEFAULT_STEPS, GROUPS, README_PLAN, RECIPE, ROW_BY_KEY, ROWS, SEG_RECIPE,
-                                    Row)
+from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
+from crm_core.results_table import GROUPS, README_PLAN, ROW_BY_KEY, ROWS, SEG_RECIPE, Row
 
 log = logging.getLogger("crm_core.results")
 
@@ -262,7 +262,7 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
         write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
                            refine=bool(row.overrides.get("superpixels")), progress=False,
                            val_threshold=source["threshold"])
-    data = dict(dataset=RECIPE["dataset"], image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
+    data = dict(dataset=RESULTS.dataset, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes,
                 appearance=row.appearance, data_seed=seed) if source is None else {}
     recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps}), **({"steps": 0} if row.untrained else {})}
     cfg = SegConfig(name=name, masks=masks, seed=stage2_network_seed(seed, stage2_seed), train_size=train_size,
@@ -286,8 +286,8 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
 def recipe_data(row: Row, seed: int) -> dict[str, Any]:
     """The build_dataset keyword arguments (all but the split) of the recipe's data for ``row`` and
     ``seed``: what a no-model row is scored on and its stage-2 masks index."""
-    return dict(name=RECIPE["dataset"], image_size=RECIPE["image_size"], data_root=None,
-                num_classes=RECIPE["num_classes"], seed=seed, appearance=row.appearance)
+    return dict(name=RESULTS.dataset, image_size=RESULTS.image_size, data_root=None,
+                num_classes=RESULTS.num_classes, seed=seed, appearance=row.appearance)
 
 
 def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None, threshold: float,
@@ -301,7 +301,7 @@ def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None,
     config = recipe_data(row, seed)
     train = build_dataset(split="train", **config)
     colour = fit_colour_classifier(train) if row.baseline == "colour" else None
-    cam_size = RECIPE["image_size"] // RECIPE["output_stride"]
+    cam_size = RESULTS.cam_size
     return write_masks_of(lambda batch: baseline_maps(row.baseline, batch, cam_size, colour),
                           f"baseline {row.baseline}", train, config, out, "train", progress=False,
                           val_threshold=threshold, limit=train_size, refine=refine)
@@ -315,7 +315,7 @@ def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> 
     started = time.perf_counter()
     splits = {split: build_dataset(split=split, **recipe_data(row, seed)) for split in ("train", "val", "test")}
     scores = score_baseline(row.baseline, train=splits["train"], val=splits["val"], test=splits["test"],
-                            cam_size=RECIPE["image_size"] // RECIPE["output_stride"], val_limit=val_limit,
+                            cam_size=RESULTS.cam_size, val_limit=val_limit,
                             test_limit=test_limit)
     return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
 
@@ -393,9 +393,9 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
 
     out = {}
     for appearance in tqdm(appearances, desc="oracle", unit="appearance"):
-        gain = oracle_gain(appearance, image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"])
-        cues = colour_cues(appearance, image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
-                           cam_size=RECIPE["image_size"] // RECIPE["output_stride"])
+        gain = oracle_gain(appearance, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes)
+        cues = colour_cues(appearance, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes,
+                           cam_size=RESULTS.cam_size)
         out[appearance] = {"oracle_gain": gain["oracle_gain"], "l1_constant": gain["l1_constant"],
                            "l1_oracle": gain["l1_oracle"], "intensity_miou": cues["intensity"]["miou"],
                            "colour_miou": cues["colour"]["miou"]}
@@ -484,7 +484,7 @@ def cli(argv: list[str] | None = None) -> int:
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": seeds, "complete": complete,
                 "stage2_recipe": {**SEG_RECIPE, "steps": args.stage2_steps},
-                "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
+                "crm_recipe": {**CRM.fields(), **crm_overrides}, "recipe": RESULTS.fields(),
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": revision}
         if old is not None:
             done = {job_key(j) for j in jobs}

@@ -13,9 +13,11 @@ from typing import Any
 
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.results_table import (ALPHA, PLAN_COMMAND, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
+from crm_core.recipes import RESULTS
+from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
                                     HEADLINE_BEGIN, HEADLINE_COLUMNS, HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE,
-                                    RECIPE, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END, RESULTS_METRICS, ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
+                                    PLAN_COMMAND, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END, RESULTS_METRICS,
+                                    ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -373,7 +375,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("**Partial report: the run is still going, or was interrupted.**")
     made = provenance(report)
     lines.append(f"Rebuild it whole: `{made['plan']}` (on {meta['machine']}, device {meta['device']}); recipe "
-                 f"{json.dumps(RECIPE)}, steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}. "
+                 f"{json.dumps(RESULTS.fields())}, steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}. "
                  f"{made['runs']} runs, {made['minutes']:.0f} min at {made['jobs_at_once']} jobs at a time"
                  + (f"; {made['dirty_runs']} of them ran from uncommitted code (revision +dirty) and cannot be "
                     "rerun exactly" if made["dirty_runs"] else "") + ".")

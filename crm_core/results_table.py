@@ -1,5 +1,5 @@
-"""What the results table is: the shared recipe (:data:`RECIPE`, :data:`CRM_RECIPE`), its rows
-(:data:`ROWS`, in groups), the paired comparisons it reads out, the effect rule (:data:`ALPHA`,
+"""What the results table is: its rows (:data:`ROWS`, in groups, on the recipes of
+:mod:`crm_core.recipes`), the paired comparisons it reads out, the effect rule (:data:`ALPHA`,
 :data:`NEGLIGIBLE`) and the README's plan (:data:`README_PLAN`). :mod:`crm_core.results` runs
 it, :mod:`crm_core.results_report` summarises and writes it.
 """
@@ -9,23 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_core.data.synthetic import APPEARANCES
-
-# One recipe for every row: resnet18 from scratch, 112 px, stride 16 (7x7 CAMs), cosine decay.
-RECIPE: dict[str, Any] = dict(
-    dataset="synthetic", arch="resnet18", image_size=112, output_stride=16, num_classes=4,
-    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, workers=1,
-    val_limit=100, diag_every=25,
-)
-DEFAULT_STEPS = 200
-# What "CRM" means in every CRM row (docs/results.md says how it was chosen):
-# the reconstruction L1 weighted x30 (at weight 1 its gradient on the CAM features is ~1e-2 of
-# CE's), gated by the reconstruction's specificity so that it does nothing where the decoder
-# cannot use the CAM. The perceptual term is off unless ImageNet VGG19 weights are cached.
-CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
-# EfficientNet-b0 trains twice as long (4 epochs of 100 steps): under resnet18's 200 steps it stops
-# near 0.85 accuracy. Chosen on val seeds 10-12 by ``python -m crm_core.recipe_sweep --study
-# efficientnet_recipe`` (docs/sweep_efficientnet_recipe.json), with test accuracy >= 0.98 as its bar.
-EFFICIENTNET_TRAINING: dict[str, Any] = dict(steps=400, epochs=4)
+from crm_core.recipes import CRM, EFFICIENTNET_LENGTH, RESULTS
 
 
 @dataclass(frozen=True)
@@ -36,7 +20,7 @@ class Row:
     appearance: str  # random | informative
     model: str  # registered variant
     crm: bool
-    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RESULTS (+ CRM)
     untrained: bool = False  # floor: no training step
     baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
     # stage 2: a segmentation network (SEG_RECIPE) trained on the train-split pseudo masks of this
@@ -44,9 +28,9 @@ class Row:
     stage2: str | None = None  # (overrides {"superpixels": True}: its pseudo masks refined with SLIC, postprocess --superpixels)
 
     def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
-        values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
+        values = {**RESULTS.fields(), "model": self.model, "appearance": self.appearance, "crm": self.crm}
         if self.crm:
-            values.update({**CRM_RECIPE, **crm_overrides})
+            values.update({**CRM.fields(), **crm_overrides})
         values.update(self.overrides)
         values["steps"] = 0 if self.untrained else self.overrides.get("steps", steps)  # a row may fix its own
         return values
@@ -91,7 +75,7 @@ def _rows() -> tuple[Row, ...]:
                  Row(f"{appearance}_resnet_alignonly", "resnet + alignment alone (no reconstruction, no gate)",
                      "mechanism", appearance, "resnet", True, {"l1_weight": 0.0, "crm_gate": False})]
     effnet = {"arch": "efficientnet_b0"}
-    trained = {**effnet, **EFFICIENTNET_TRAINING}
+    trained = {**effnet, **EFFICIENTNET_LENGTH.fields()}
     for appearance in ("informative", "camouflage"):
         rows += [Row(f"{appearance}_efficientnet_b0_floor", "efficientnet_b0 untrained (floor)", "backbone", appearance,
                      "resnet", False, effnet, untrained=True),
@@ -241,7 +225,7 @@ README_PLAN: tuple[tuple[Any, ...], ...] = (
     (("informative_resnet_drs_d03", "informative_resnet_drs_d03_crm"), 5),
     # which of CRM's terms carries the effect (5 seeds: a headline claim rests on it)
     (tuple(r.key for r in ROWS if r.group == "mechanism"), 5),
-    # the second backbone family, at its own training length (EFFICIENTNET_TRAINING)
+    # the second backbone family, at its own training length (EFFICIENTNET_LENGTH)
     (("informative_efficientnet_b0_floor", "informative_efficientnet_b0", "informative_efficientnet_b0_crm"), 5),
     (("camouflage_efficientnet_b0_floor", "camouflage_efficientnet_b0", "camouflage_efficientnet_b0_crm"), 5),
     (("informative_efficientnet_b0_drs", "informative_efficientnet_b0_drs_crm"), 5),

@@ -120,14 +120,14 @@ class FineTuneRequest:
     model: str = "resnet_drs"  # registered variant
     dataset: str = "synthetic"
     steps: int = 30
-    batch_size: int = RESULTS_RECIPE["batch_size"]
-    cls_lr: float = RESULTS_RECIPE["cls_lr"]
-    rec_lr: float = RESULTS_RECIPE["rec_lr"]
-    l1_weight: float = CRM_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: docs/results.md)
+    batch_size: int = RESULTS_RECIPE.batch_size
+    cls_lr: float = RESULTS_RECIPE.cls_lr
+    rec_lr: float = RESULTS_RECIPE.rec_lr
+    l1_weight: float = CRM_RECIPE.l1_weight  # the demo CRM model's weight (x30: docs/results.md)
     vgg_weight: float = 1.0
     align_weight: float = 1.0
     delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"
-    arch: str = RESULTS_RECIPE["arch"]  # backbone from scratch (a base keeps its own)
+    arch: str = RESULTS_RECIPE.arch  # backbone from scratch (a base keeps its own)
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
     owner: str | None = None  # the login that started it (None: no login); TrainConfig.extra["owner"]
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from crm_core import recipe_sweep
-from crm_core.results_table import CRM_RECIPE
+from crm_core.recipes import CRM
 
 
 def _job(candidate, seed, miou, appearance="informative", body=0.5):
@@ -17,7 +17,7 @@ def _job(candidate, seed, miou, appearance="informative", body=0.5):
 
 def test_the_current_recipe_is_one_of_the_candidates():
     name = recipe_sweep.current_candidate()
-    assert all(CRM_RECIPE[k] == v for k, v in recipe_sweep.CANDIDATES[name].items())
+    assert all(getattr(CRM, k) == v for k, v in recipe_sweep.CANDIDATES[name].items())
 
 
 def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy():

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from crm_core import results, results_report, results_table
+from crm_core.recipes import CRM
 
 
 def test_rows_cover_the_issue_grid() -> None:
@@ -19,7 +20,7 @@ def test_rows_cover_the_issue_grid() -> None:
     floors = [r for r in results_table.ROWS if r.group == "floor"]
     assert floors and all(r.untrained and r.train_fields(200, {})["steps"] == 0 for r in floors)
     crm = results_table.ROW_BY_KEY["informative_resnet_drs_crm"].train_fields(200, {})
-    assert crm["l1_weight"] == results_table.CRM_RECIPE["l1_weight"] and crm["appearance"] == "informative"
+    assert crm["l1_weight"] == CRM.l1_weight and crm["appearance"] == "informative"
     assert results_table.ROW_BY_KEY["informative_resnet_drs_d03_crm"].train_fields(200, {})["delta"] == "0.3"
     assert all(a in results_table.ROW_BY_KEY and b in results_table.ROW_BY_KEY for a, b in results_table.COMPARISONS)
 

@@ -3,7 +3,7 @@
 :class:`Engine` is the composition of the services of :class:`demo.protocol.DashboardEngine`, one
 per job, each implementing its Protocol directly; the UI modules (layout, tabs, callbacks) call
 ``engine.<service>.<method>``. ``demo.layout.build_app(engine)`` receives it, so tests build the UI
-around a fake instead (fish-speech's ``build_app(inference_fn)``). The services:
+around a fake instead. The services:
 
 - ``checkpoints`` (:class:`demo.checkpoint_store.CheckpointStore`): checkpoint names and paths,
   which files load and why the others are refused, the LRU cache of loaded models, ``warm_up``.

@@ -175,7 +175,8 @@ def test_bootstrap_trains_the_demo_set_side_by_side(tmp_path: Path) -> None:
     engine = Engine(checkpoints, runs)
     # the two contrasts: DRS off/on (resnet, resnet_drs) and CRM off/on (resnet_drs, resnet_drs_crm)
     assert [engine.checkpoints.has_drs(n) for n in ("resnet", "resnet_drs", "resnet_drs_crm")] == [False, True, True]
-    assert [engine.checkpoints.model(n).has_reconstructor for n in ("resnet", "resnet_drs", "resnet_drs_crm")] == [False, False, True]
+    models = [engine.checkpoints.model(n) for n in ("resnet", "resnet_drs", "resnet_drs_crm")]
+    assert [model.has_reconstructor for model in models] == [False, False, True]
     for name in ("resnet", "resnet_drs", "resnet_drs_crm"):
         info = engine.runs.run(name)
         assert info.metrics and info.eval["num_images"] == 4 and info.eval["threshold_split"] == "val"
@@ -215,7 +216,8 @@ def test_menus_are_filled_from_the_files_and_verified_by_building(trained_pair: 
     engine = Engine(checkpoints, runs)
     assert engine.checkpoints.names(verify=False) == ["resnet", "resnet_drs", "wrong_arch"]
     assert not engine.checkpoints.loaded(), "listing from the files built a model"
-    assert engine.checkpoints.has_drs("resnet_drs") and not engine.checkpoints.has_drs("wrong_arch") and not engine.checkpoints.loaded()
+    assert engine.checkpoints.has_drs("resnet_drs") and not engine.checkpoints.has_drs("wrong_arch")
+    assert not engine.checkpoints.loaded()
     assert "truncated or corrupt" in engine.checkpoints.refused()["truncated"]
     assert engine.checkpoints.names() == ["resnet", "resnet_drs"]
     assert "do not match" in engine.checkpoints.refused()["wrong_arch"]
@@ -286,7 +288,8 @@ def test_an_efficientnet_checkpoint_works_in_every_view_and_as_a_fine_tune_base(
     for method in methods:
         out = engine.inference.cam("effnet", image, class_index=0, method=method)
         assert out.cam.shape == image.shape[:2] and np.isfinite(out.cam).all() and out.cam.max() <= 1 + 1e-6
-    assert not np.allclose(engine.inference.cam("effnet", image, drs_delta=0.1).cam, engine.inference.cam("effnet", image, drs_delta=1.0).cam)
+    assert not np.allclose(engine.inference.cam("effnet", image, drs_delta=0.1).cam,
+                           engine.inference.cam("effnet", image, drs_delta=1.0).cam)
     assert engine.inference.reconstruct("effnet", image).recon.shape == image.shape
     assert engine.evaluation.evaluate("effnet", limit=4)["num_images"] == 4
     cfg = engine.training.config(FineTuneRequest(name="effnet-ft", base="effnet", model="resnet_drs", arch="resnet18"))

@@ -1,8 +1,8 @@
 """The dashboard's layout: ``build_app(engine) -> gr.Blocks``, the tabs of :mod:`demo.tabs` in order.
 
 Each tab module lays out its tab and binds its events; :mod:`demo.callbacks` (one module per tab)
-translates between the components' values and the engine, an implementation of
-:class:`demo.protocol.DashboardEngine` that does the work. Every public event has an ``api_name`` so
+translates between the components' values and the engine, the composition of the services of
+:class:`demo.protocol.DashboardEngine` that do the work. Every public event has an ``api_name`` so
 gradio_client can drive it; pure UI plumbing (tab changes, gallery clicks) is private.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ reconstructions, runs, results, finetune, stage2), plus :mod:`~demo.callbacks.co
 errors, input validation, the image a view works on) and :mod:`~demo.callbacks.menus` (the
 checkpoint and run menus every tab shares). Every function takes the engine first, typed as
 :class:`demo.protocol.DashboardEngine`, and only translates: it validates the UI's values, calls
-the engine, and turns what comes back into pictures (:mod:`demo.render`), figures
+the engine's services (``engine.<service>.<method>``), and turns what comes back into pictures (:mod:`demo.render`), figures
 (:mod:`demo.plots`), tables and text. Nothing here builds a model or computes on CAMs; ``crm_core``
 is reached only through ``crm_core.api`` (``tests/test_layering.py``).
 

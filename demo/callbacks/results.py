@@ -206,7 +206,7 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     metric = _result_metric(metric)
     user_rows = [u for u in (user_rows or []) if isinstance(u, dict) and "name" in u]
     try:
-        report = engine.results_report()
+        report = engine.results.report()
     except (OSError, ValueError) as exc:
         log.warning("results report: %s", exc)
         report, made, status = None, None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan_command()}`"
@@ -246,6 +246,6 @@ def results_evaluate(engine: DashboardEngine, model: Any, appearance: Any, metri
     metric = _result_metric(metric)
     if progress is not None:
         progress(0.05, desc=f"evaluating {model}: threshold on val, scores on test")
-    row = engine.results_row(model)
+    row = engine.evaluation.results_row(model)
     rows = [u for u in (user_rows or []) if isinstance(u, dict) and u.get("name") != model] + [row]
     return (rows, *results_view(engine, row.get("appearance", appearance), metric, rows))

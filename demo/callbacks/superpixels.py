@@ -23,7 +23,7 @@ def superpixel_view(engine: DashboardEngine, model: Any, model_a: Any, image: An
     if low > high:
         raise gr.Error(f"low threshold {low} is above high threshold {high}")
     source = resolve_source(engine, model_a, image, index)
-    view = engine.superpixel_refinement(model, source.image, explained_class(source), n_segments, compactness,
+    view = engine.inference.superpixel_refinement(model, source.image, explained_class(source), n_segments, compactness,
                                         low, high, mask=source.mask)
     lines = [_source_line(source), f"{int(view.labels.max()) + 1} superpixels; CAM of class **{view.class_name}**"]
     for what, scores in (("raw CAM", view.raw_scores), ("superpixel-refined", view.refined_scores)):

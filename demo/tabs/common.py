@@ -80,7 +80,7 @@ class Page:
 
     @classmethod
     def of(cls, engine: DashboardEngine, access: Access) -> Page:
-        names = engine.checkpoint_names(verify=False)
+        names = engine.checkpoints.names(verify=False)
         return cls(engine, access, JobBook(access.jobs_per_user if access.logins else None), names,
                    *cb.default_pair(names))
 

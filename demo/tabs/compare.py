@@ -55,13 +55,13 @@ class Compare:
 
 def build(page: Page) -> Compare:
     engine, names = page.engine, page.names
-    methods = engine.cam_methods()
+    methods = engine.inference.cam_methods()
     with gr.Tab("Compare", id="compare") as tab:
         with gr.Row():
             model_a = gr.Dropdown(names, value=page.model_a, label="Model A", **PICK)
             model_b = gr.Dropdown(names, value=page.model_b, label="Model B", **PICK)
             method = gr.Dropdown([(label, value) for value, label in methods.items()], value=DEFAULT_CAM_METHOD,
-                                 label="CAM method", info=engine.cam_methods_note() or None)
+                                 label="CAM method", info=engine.inference.cam_methods_note() or None)
             class_choice = gr.Dropdown([cb.PREDICTED], value=cb.PREDICTED, label="CAM of class", **PICK)
             threshold = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="Pseudo-mask threshold")
         with gr.Row(equal_height=False):

@@ -24,10 +24,10 @@ def build(page: Page, runs_sel: gr.Dropdown) -> gr.Dropdown:
             ft_name = gr.Textbox(value=cb.suggest_name(engine), label="New checkpoint name", elem_id="ft-name",
                                  lines=1, max_lines=1)
             ft_base = gr.Dropdown([cb.NO_BASE] + page.names, value=cb.NO_BASE, label="Base checkpoint", **PICK)
-            ft_model = gr.Radio(engine.model_variants(), value=FT_DEFAULTS.model, label="Model variant")
-            ft_dataset = gr.Dropdown(engine.datasets(), value=FT_DEFAULTS.dataset, label="Dataset")
-            ft_arch = gr.Dropdown(engine.backbones(), value=FT_DEFAULTS.arch, label="Backbone (a base keeps its own)",
-                                  elem_id="ft-arch")
+            ft_model = gr.Radio(engine.training.model_variants(), value=FT_DEFAULTS.model, label="Model variant")
+            ft_dataset = gr.Dropdown(engine.training.datasets(), value=FT_DEFAULTS.dataset, label="Dataset")
+            ft_arch = gr.Dropdown(engine.training.backbones(), value=FT_DEFAULTS.arch,
+                                  label="Backbone (a base keeps its own)", elem_id="ft-arch")
         with gr.Row():
             ft_steps = gr.Slider(1, 500, value=FT_DEFAULTS.steps, step=1, label="Steps", elem_id="ft-steps")
             ft_batch = gr.Slider(2, 64, value=FT_DEFAULTS.batch_size, step=1, label="Batch size")

@@ -10,7 +10,7 @@ from demo.tabs.common import PICK, PRIVATE, Page
 
 def build(page: Page) -> gr.Dropdown:
     """The tab, wired; returns its runs menu (the page refreshes it; a fine-tune selects its new run)."""
-    runs0 = page.engine.run_names()
+    runs0 = page.engine.runs.names()
     with gr.Tab("Runs", id="runs") as tab:
         with gr.Row():
             runs_sel = gr.Dropdown(runs0, value=runs0, multiselect=True, label="Runs", **PICK)

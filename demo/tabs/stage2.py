@@ -41,9 +41,9 @@ class _View:
 def build(page: Page) -> None:
     engine = page.engine
     with gr.Tab("Stage 2", id="stage2") as tab:
-        seg0 = engine.segmentation_names()
+        seg0 = engine.stage2.names()
         seg_default = cb.default_network(seg0)
-        info0 = engine.segmentation_info(seg_default) if seg_default else {}
+        info0 = engine.stage2.info(seg_default) if seg_default else {}
         cam0 = info0.get("cam_model") if info0.get("cam_model") in page.names else page.model_a
         with gr.Row():
             s2_seg = gr.Dropdown(cb.stage2_menu(engine, seg0), value=seg_default,
@@ -96,7 +96,7 @@ def _training_panel(page: Page, view: _View, open_panel: bool) -> gr.Dropdown:
                                    elem_id="s2-train-images")
             s2t_steps = gr.Slider(1, 500, value=S2_DEFAULTS.steps, step=1, label="Steps",
                                   elem_id="s2-train-steps")
-            s2t_arch = gr.Dropdown(engine.segmentation_archs(), value=engine.segmentation_archs()[0],
+            s2t_arch = gr.Dropdown(engine.stage2_training.archs(), value=engine.stage2_training.archs()[0],
                                    label="Segmentation architecture", elem_id="s2-train-arch")
         with gr.Row():
             s2t_start = gr.Button("Start", variant="primary", elem_id="s2-train-start")

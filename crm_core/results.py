@@ -440,6 +440,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="run the README's table part by part (README_PLAN), each merged into --json, then --oracle")
     p.add_argument("--oracle", action="store_true",
                    help="only measure the oracle gain and colour cues of every appearance into --json (seconds)")
+    p.add_argument("--drop-rows", default=None, nargs="+", metavar="KEY",
+                   help="only remove these rows' jobs from --json (rows whose definition changed and that are "
+                        "not rerun yet), recorded as a part of the report; runs nothing")
     p.add_argument("--readme", default=None, nargs="+", metavar="PATH",
                    help="only rewrite --out and the generated blocks of each PATH from --json (README.md's headline "
                         "table, docs/results.md's tables); runs nothing")
@@ -449,7 +452,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
-    if args.readme or args.oracle:
+    if args.readme or args.oracle or args.drop_rows:
         return _refresh(args)
     if args.plan:
         common = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--plan"]
@@ -511,7 +514,8 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    """--oracle (measure into the JSON) and --readme (render from it): no training."""
+    """--oracle (measure into the JSON), --drop-rows (remove rows' jobs from it) and --readme
+    (render from it): no training."""
     path = Path(args.json)
     try:
         report = json.loads(path.read_text())
@@ -520,7 +524,22 @@ def _refresh(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot read %s: %s", path, exc)
         return 2
+    if args.drop_rows:
+        unknown = sorted(set(args.drop_rows) - set(ROW_BY_KEY))
+        if unknown:
+            log.error("--drop-rows: no such row %s (crm_core.results_table.ROWS)", ", ".join(unknown))
+            return 2
+        dropped = {key: sum(1 for job in report["jobs"] if job["row"] == key) for key in args.drop_rows}
+        report["jobs"] = [job for job in report["jobs"] if job["row"] not in dropped]
+        # the removal is a part of the report like a merge: its parts list says what went and why
+        earlier = report.get("meta") or {}
+        report["meta"] = {**{k: v for k, v in earlier.items() if k != "merged_with"},
+                          "command": "python -m crm_core.results --drop-rows " + " ".join(args.drop_rows),
+                          "dropped": dropped, "wall_s": 0.0, "jobs": 1, "complete": True,
+                          "revision": code_revision(), "merged_with": earlier}
     report["summary"] = summarise(report["jobs"])  # the current statistics, from the per-seed values
+    if args.drop_rows:
+        atomic_write_json(path, report)
     if args.oracle:
         started = time.perf_counter()
         report["oracle"] = oracle_report()

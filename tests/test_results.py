@@ -378,3 +378,21 @@ def test_a_job_records_the_runners_revision_and_a_tree_that_changed_under_it(tmp
         {k: v for k, v in same.items() if k not in ("revision", "eval_s")}
     report = {"meta": {"command": "c", "jobs": 1}, "jobs": [same, changed]}
     assert provenance(report)["dirty_runs"] == (2 if "+dirty" in now else 1)
+
+
+def test_drop_rows_removes_their_jobs_and_records_the_removal_as_a_part(tmp_path: Path) -> None:
+    jobs = [{"row": row, "seed": s, "miou": 0.5 + 0.01 * s, "accuracy": 0.9} for s in range(3)
+            for row in ("informative_resnet", "informative_efficientnet_b0_drs")]
+    report = _report(jobs)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    assert results.cli(["--json", str(path), "--out", "", "--drop-rows", "informative_efficientnet_b0_drs"]) == 0
+    kept = json.loads(path.read_text())
+    assert {j["row"] for j in kept["jobs"]} == {"informative_resnet"} and len(kept["jobs"]) == 3
+    assert "informative_efficientnet_b0_drs" not in kept["summary"]["rows"]
+    assert kept["meta"]["dropped"] == {"informative_efficientnet_b0_drs": 3}
+    parts = results_report.parts_of(kept["meta"])
+    assert parts[-1]["command"] == "python -m crm_core.results --drop-rows informative_efficientnet_b0_drs"
+    assert len(parts) == len(results_report.parts_of(report["meta"])) + 1
+    assert results.cli(["--json", str(path), "--out", "", "--drop-rows", "no_such_row"]) == 2
+    assert json.loads(path.read_text()) == kept  # a refused removal writes nothing

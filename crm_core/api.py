@@ -19,9 +19,11 @@ This module is also the one door of the dashboard's UI modules into ``crm_core``
 types the UI turns into messages (:class:`CheckpointError`, :class:`DatasetNotFoundError`,
 :class:`ImageError`, :class:`WeightsNotFoundError`, :class:`TrainingDiverged`) and the few pure
 helpers the UI draws and formats with (``load_image``, ``describe_cam_dependence``,
-``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``). Importing it
-stays light: ``TrainingDiverged``, ``TrainConfig`` (crm_core.train), ``CRM_RECIPE`` and
-``RESULTS_RECIPE`` (crm_core.results_table) load on first use. The dashboard's engine adapter
+``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``) and the threshold
+defaults (``THRESHOLDS``, :mod:`crm_core.thresholds`). Importing it
+stays light: ``TrainingDiverged`` and ``TrainConfig`` (crm_core.train) and the results table's
+names load on first use. ``RESULTS_RECIPE`` and ``CRM_RECIPE`` are :mod:`crm_core.recipes`' typed
+recipes. The dashboard's engine adapter
 (``demo.engine``) may use any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
 """
 from __future__ import annotations
@@ -36,7 +38,10 @@ from crm_core.explain import CamModel, Explanation, Prediction, dataset_for, lis
 from crm_core.metrics import describe_cam_dependence
 from crm_core.models import DRS_DEFAULT_DELTA
 from crm_core.pretrained import WeightsNotFoundError
+from crm_core.recipes import CRM as CRM_RECIPE
+from crm_core.recipes import RESULTS as RESULTS_RECIPE
 from crm_core.runs import METRIC_COLUMNS
+from crm_core.thresholds import THRESHOLDS
 from crm_core.viz import boundaries_overlay, cam_overlay, jet_colormap, mask_outline
 
 __all__ = [
@@ -49,6 +54,8 @@ __all__ = [
     "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline",
     # runs and training
     "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
+    # where CAMs are cut: the pseudo-mask band, the fixed threshold, the sliders' first value
+    "THRESHOLDS",
     # the results table
     "RESULT_GROUP_ORDER", "RESULTS_PLAN_COMMAND", "results_provenance",
 ]
@@ -57,10 +64,8 @@ __all__ = [
 _LAZY = {
     "TrainingDiverged": ("crm_core.train", "TrainingDiverged"),  # a loss became NaN or infinite
     "TrainConfig": ("crm_core.train", "TrainConfig"),  # what a training run is; demo's fine-tunes build one
-    "CRM_RECIPE": ("crm_core.results_table", "CRM_RECIPE"),  # what the results' CRM rows add to their recipe
-    "RESULTS_RECIPE": ("crm_core.results_table", "RECIPE"),  # the results' (and the demo set's) recipe
     "RESULT_GROUP_ORDER": ("crm_core.results_table", "TABLE_ORDER"),  # the results table's groups, in order
-    "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the README's table whole
+    "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the results table whole
     "results_provenance": ("crm_core.results_report", "provenance"),  # how a results report was made
 }
 

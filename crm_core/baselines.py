@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from crm_core.cams.utils import normalize_cams, upsample_normalised
-from crm_core.metrics import DEFAULT_THRESHOLDS, ThresholdCurve
+from crm_core.metrics import ThresholdCurve
+from crm_core.thresholds import THRESHOLDS
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
 COLOUR_BINS = 16  # histogram bins per channel of the colour classifier (16^3 colours)
@@ -119,7 +120,7 @@ def fit_colour_classifier(train: Any, images: int = 400) -> ColourClassifier:
 
 def _curve(name: str, dataset: Any, limit: int, cam_size: int, colour: ColourClassifier | None) -> ThresholdCurve:
     part_names = dict(getattr(dataset, "part_names", {}))
-    curve = ThresholdCurve(DEFAULT_THRESHOLDS, tuple(sorted(part_names)))
+    curve = ThresholdCurve(THRESHOLDS.grid, tuple(sorted(part_names)))
     for batch in _batches(dataset, limit):
         curve.add(baseline_maps(name, batch, cam_size, colour), batch["mask"], batch.get("parts"))
     return curve

@@ -30,13 +30,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from crm_core.explain import CamModel, dataset_for
-from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
+from crm_core.cams import DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
+from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
-from crm_core.metrics import DEFAULT_THRESHOLDS, CamDependence, ThresholdCurve, describe_cam_dependence
+from crm_core.metrics import CamDependence, ThresholdCurve, describe_cam_dependence
 from crm_core.models import from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
+from crm_core.thresholds import THRESHOLDS
 from crm_core.viz import cam_overlay, mask_outline, side_by_side
 
 log = logging.getLogger("crm_core.evaluate")
@@ -47,7 +49,7 @@ class EvalConfig:
     checkpoint: str  # path to a .pt checkpoint
     split: str = "test"  # train | val | test
     limit: int | None = None  # evaluate the first N images
-    threshold: float = 0.3  # the fixed CAM threshold reported beside the best one
+    threshold: float = THRESHOLDS.fixed  # the fixed CAM threshold reported beside the best one
     threshold_split: str = "val"  # split the reported threshold is chosen on ("none": skip)
     val_limit: int | None = 200  # images of that split used to choose it
     batch_size: int = 16
@@ -64,7 +66,7 @@ def evaluate_model(
     dataset: Any,
     *,
     limit: int | None = None,
-    threshold: float = 0.3,
+    threshold: float = THRESHOLDS.fixed,
     batch_size: int = 16,
     drs_delta: float | None = None,
     samples: int = 0,
@@ -85,7 +87,7 @@ def evaluate_model(
     if n == 0:
         raise ValueError("nothing to evaluate: the split is empty")
     part_names = dict(getattr(dataset, "part_names", {}))
-    curve = ThresholdCurve(DEFAULT_THRESHOLDS, tuple(sorted(part_names)))
+    curve = ThresholdCurve(THRESHOLDS.grid, tuple(sorted(part_names)))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
     correct = 0
     dependence = CamDependence()
@@ -188,7 +190,7 @@ def evaluate_protocol(
     threshold_split: str = "val",
     val_limit: int | None = None,
     data_root: str | None = None,
-    threshold: float = 0.3,
+    threshold: float = THRESHOLDS.fixed,
     batch_size: int = 16,
     drs_delta: float | None = None,
     cam_method: str = DEFAULT_CAM_METHOD,
@@ -277,22 +279,17 @@ def format_summary(results: dict[str, Any]) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a CRM Lab checkpoint.",
+                                parents=[checkpoint_options(), cam_options(), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="path to a .pt checkpoint")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to report")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
-    p.add_argument("--threshold", type=float, default=0.3, help="fixed CAM threshold reported beside the chosen one")
+    p.add_argument("--threshold", type=float, default=THRESHOLDS.fixed, help="fixed CAM threshold reported beside the chosen one")
     p.add_argument("--threshold-split", default="val", choices=("train", "val", "test", "none"),
                    help="split the reported CAM threshold is chosen on (none: skip)")
     p.add_argument("--val-limit", type=int, default=200, help="images of --threshold-split used to choose the threshold")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--samples", type=int, default=5, help="sample panels to save")
-    p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
     p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
-    p.add_argument("--cam-method", default=DEFAULT_CAM_METHOD, choices=sorted(CAM_METHODS),
-                   help="CAM method (crm_core.cams.CAM_METHODS)")
     p.add_argument("--runs-dir", default="runs", help="eval.json goes to <runs-dir>/<checkpoint name>/")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p
 
 

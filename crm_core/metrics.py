@@ -12,14 +12,9 @@ import numpy as np
 import torch
 
 from crm_core.losses import reconstruction_l1, reconstruction_target
+from crm_core.thresholds import THRESHOLDS
 
 IGNORE = 255
-# 0.00 .. 0.99 in steps of 0.01, then 0.991 .. 0.999 in steps of 0.001. A coarser grid that
-# stopped at 0.95 clipped models whose best val threshold lies higher (15 of 51 runs of the
-# 2026-11 table chose its top); a DRS model at delta 0.3 lights most of the image almost evenly,
-# and its val optimum lies between 0.99 and 0.995. Results tables report how many runs chose the
-# grid's edge.
-DEFAULT_THRESHOLDS = tuple(round(i / 100, 2) for i in range(99)) + tuple(round(0.99 + i / 1000, 3) for i in range(10))
 
 
 def binary_counts(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -63,7 +58,7 @@ class ThresholdCurve:
     curve then also records which share of each part the CAM covers.
     """
 
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    thresholds: tuple[float, ...] = THRESHOLDS.grid
     part_ids: tuple[int, ...] = ()
     counts: torch.Tensor = field(init=False)
     part_covered: torch.Tensor = field(init=False)

@@ -27,11 +27,13 @@ from tqdm import tqdm
 from crm_core.explain import CamModel, dataset_config, dataset_for
 from crm_core.atomic import atomic_write_json
 from crm_core.evaluate import select_threshold
-from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD
+from crm_core.cams import DEFAULT_CAM_METHOD
 from crm_core.checkpoints import CheckpointError
+from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
 from crm_core.data.superpixels import prefill_superpixels, superpixel_mean
 from crm_core.metrics import binary_counts, ious_from_counts
+from crm_core.thresholds import THRESHOLDS
 
 log = logging.getLogger("crm_core.postprocess")
 
@@ -39,7 +41,8 @@ FOREGROUND, BACKGROUND, UNCERTAIN = 1, 2, 3
 MANIFEST_NAME = "manifest.json"  # beside the trimaps: the dataset config and split they were made from
 
 
-def pseudo_trimap(cam: torch.Tensor, low: float = 0.2, high: float = 0.45, segments: torch.Tensor | None = None) -> torch.Tensor:
+def pseudo_trimap(cam: torch.Tensor, low: float = THRESHOLDS.low, high: float = THRESHOLDS.high,
+                  segments: torch.Tensor | None = None) -> torch.Tensor:
     """CAM (B, H, W) in [0, 1] -> trimap (B, H, W) uint8: 1 fg (>= high), 2 bg (< low), 3 uncertain.
 
     ``segments`` (B, H, W): average the CAM inside each superpixel first (refinement).
@@ -52,19 +55,6 @@ def pseudo_trimap(cam: torch.Tensor, low: float = 0.2, high: float = 0.45, segme
     trimap[cam >= high] = FOREGROUND
     trimap[cam < low] = BACKGROUND
     return trimap
-
-
-def band_at(threshold: float, low: float = 0.2, high: float = 0.45) -> tuple[float, float]:
-    """The (low, high) band moved so that ``high`` is ``threshold`` (a CAM's val-chosen threshold),
-    ``low`` scaled by the same factor: the uncertain band keeps its proportion below the cut.
-
-    Fixed thresholds suit no CAM in particular: a CAM whose best val threshold is 0.7 marks much
-    background as object at 0.45, and one whose best is 0.3 loses object pixels."""
-    if not (0.0 < high <= 1.0 and 0.0 <= low <= high):
-        raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1 and high > 0, got low={low}, high={high}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"a CAM threshold is in [0, 1], got {threshold}")
-    return low * threshold / high, threshold
 
 
 def score_trimaps(trimap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -95,8 +85,8 @@ def make_pseudo_masks(
     dataset: Any,
     out_dir: Path | None,
     *,
-    low: float = 0.2,
-    high: float = 0.45,
+    low: float = THRESHOLDS.low,
+    high: float = THRESHOLDS.high,
     refine: bool = False,
     n_segments: int = 64,
     compactness: float = 10.0,
@@ -165,11 +155,12 @@ def write_masks_of(maps: MapSource, source: str, dataset: Any, config: dict[str,
     ``out``, with ``scores.json`` (their scores) and ``manifest.json`` (:data:`MANIFEST_NAME`: which
     dataset, split and images they index, which :mod:`crm_core.segment` checks); returns the scores.
 
-    ``val_threshold``: the map's val-chosen threshold; the ``low`` / ``high`` band (default 0.2 /
-    0.45) is moved there (:func:`band_at`) and the threshold recorded with the masks.
+    ``val_threshold``: the map's val-chosen threshold; the ``low`` / ``high`` band (default
+    :data:`~crm_core.thresholds.THRESHOLDS`'s) is moved there (:meth:`~crm_core.thresholds.ThresholdPolicy.band_at`)
+    and the threshold recorded with the masks.
     ``cam_method``: recorded in the manifest (None: the maps are not a model's CAMs)."""
     if val_threshold is not None:
-        options["low"], options["high"] = band_at(val_threshold, options.get("low", 0.2), options.get("high", 0.45))
+        options["low"], options["high"] = THRESHOLDS.band_at(val_threshold, options.get("low"), options.get("high"))
     results = make_pseudo_masks(maps, source, dataset, out, progress=progress, **options)
     results["split"] = split
     results["val_threshold"] = val_threshold
@@ -183,12 +174,12 @@ def write_masks_of(maps: MapSource, source: str, dataset: Any, config: dict[str,
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Write CAM pseudo-mask trimaps and score them.",
+                                parents=[checkpoint_options(), cam_options(), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="path to a .pt checkpoint")
     p.add_argument("--out", required=True, help="folder for the trimap PNGs")
     p.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to make pseudo masks for")
-    p.add_argument("--low", type=float, default=0.2, help="CAM below this: background")
-    p.add_argument("--high", type=float, default=0.45, help="CAM at or above this: foreground")
+    p.add_argument("--low", type=float, default=THRESHOLDS.low, help="CAM below this: background")
+    p.add_argument("--high", type=float, default=THRESHOLDS.high, help="CAM at or above this: foreground")
     p.add_argument("--at-val-threshold", action="store_true",
                    help="move the band to the CAM's own threshold: --high becomes the CAM threshold chosen on the "
                         "val split (as evaluate's), --low is scaled by the same factor")
@@ -197,12 +188,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-segments", type=int, default=64, help="SLIC superpixels per image (--superpixels)")
     p.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness (--superpixels)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--data-root", default=None, help="dataset folder (pets; default: the one recorded in the checkpoint)")
     p.add_argument("--drs-delta", type=float, default=None, help="override the DRS delta at inference")
-    p.add_argument("--cam-method", default=DEFAULT_CAM_METHOD, choices=sorted(CAM_METHODS),
-                   help="CAM method (crm_core.cams.CAM_METHODS)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     return p
 
 

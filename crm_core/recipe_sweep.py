@@ -5,7 +5,7 @@
 
 A study (:data:`STUDIES`) names a results-table row, candidates (training settings on top of
 that row's) and a reference trained beside them. ``crm_recipe``: CRM settings (:data:`CANDIDATES`,
-on top of :data:`crm_core.results_table.CRM_RECIPE`) on the ``resnet + CRM`` row, against the
+on top of :data:`crm_core.recipes.CRM`) on the ``resnet + CRM`` row, against the
 plain ``resnet``. ``drs_placement_*``: where DRS goes (:data:`crm_core.models.classifier.DRS_POSITIONS`)
 on EfficientNet-b0 or on resnet18, against the same backbone without DRS. Everything is trained
 with the table's recipe on seeds 10, 11, 12 by default (the table reports seeds 0-4; a seed changes
@@ -30,16 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
+from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.models.classifier import ModelConfig
 from crm_core.processes import run_jobs, threads_per_job
 from crm_core.results_report import compare, mean_std
-from crm_core.results_table import CRM_RECIPE, DEFAULT_STEPS, RECIPE, ROW_BY_KEY
+from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
+from crm_core.results_table import ROW_BY_KEY
 
 log = logging.getLogger("crm_core.recipe_sweep")
 
 PLAIN = "none"  # the plain classifier (no CRM), trained on the same seeds: what CRM is measured against
-# name -> the CRM settings it changes (on top of CRM_RECIPE). The L1 weight brackets the recipe's
+# name -> the CRM settings it changes (on top of CRM). The L1 weight brackets the recipe's
 # x30 by about 3x either way (at weight 1 the reconstruction's gradient on the CAM features is
 # ~1e-2 of CE's); "nogate" drops the gate (the decoder's gradient then always reaches the classifier).
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -54,11 +56,11 @@ SCORED = ("miou", "head", "body", "bg_fpr")
 
 
 def current_candidate() -> str:
-    """The candidate that is today's CRM_RECIPE."""
+    """The candidate that is today's CRM recipe (crm_core.recipes.CRM)."""
     for name, settings in CANDIDATES.items():
-        if all(CRM_RECIPE.get(k) == v for k, v in settings.items()):
+        if all(CRM.fields().get(k) == v for k, v in settings.items()):
             return name
-    raise LookupError("CRM_RECIPE is none of the sweep's candidates")
+    raise LookupError("crm_core.recipes.CRM is none of the sweep's candidates")
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,7 @@ def render(report: dict[str, Any]) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Choose the CRM recipe on val, on seeds the results table never reports.",
+                                parents=[job_options(DEFAULT_STEPS), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--study", default="crm_recipe", choices=list(STUDIES), help="what is being chosen")
     p.add_argument("--candidates", nargs="+", default=None,
@@ -274,13 +277,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="data appearances the candidates are scored on")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS),
                    help="seeds (keep them out of the table's 0-4)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
-    p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
     p.add_argument("--val-images", type=int, default=VAL_IMAGES, help="val images scored")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where sweep_*.pt go")
-    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
     p.add_argument("--json", default=None, help="per-run values and the summary (default docs/sweep_STUDY.json)")
     p.add_argument("--out", default=None, help="markdown report (default docs/sweep_STUDY.md)")
     p.add_argument("--render", action="store_true",
@@ -332,7 +330,7 @@ def cli(argv: list[str] | None = None) -> int:
         jobs = [results[i] for i in sorted(results)]
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": args.seeds, "val_images": args.val_images,
-                "complete": complete, "recipe": RECIPE, "crm_recipe": CRM_RECIPE, "study": args.study, "title": study.title,
+                "complete": complete, "recipe": RESULTS.fields(), "crm_recipe": CRM.fields(), "study": args.study, "title": study.title,
                 "row": study.row, "reference_row": study.reference_row,
                 "settings": {name: _as_json(settings)
                              for name, settings in ((PLAIN, study.reference), *study.candidates.items())},

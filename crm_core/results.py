@@ -1,9 +1,9 @@
-"""The README's results: every configuration over several seeds, with the untrained floor.
+"""The results table: every configuration over several seeds, with the untrained floor.
 
-    python -m crm_core.results --seeds 3                    # docs/results.json + docs/results.md
+    python -m crm_core.results --seeds 3                    # docs/results.json + docs/results_runs.md
     python -m crm_core.results --seeds 3 --jobs 8 --device cuda
 
-Each (row, seed) trains one model with the shared recipe (:data:`RECIPE`; a row changes only
+Each (row, seed) trains one model with the shared recipe (:data:`crm_core.recipes.RESULTS`; a row changes only
 what it names), then evaluates it on the synthetic test split at the CAM threshold chosen on
 the val split: accuracy, CAM mIoU, head and body coverage, background false-positive rate,
 the decoder's CAM dependence, train time. "floor" rows are the same architectures with no
@@ -55,25 +55,13 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from crm_core.atomic import atomic_write_json, atomic_write_text
+from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.processes import run_jobs, threads_per_job
 
-# The table's definition and its report live in their own modules; this one runs the table and
-# re-exports them (``crm_core.results.X`` keeps working for every X it had).
-from crm_core.results_report import (appearance_table, ceiling_share, compare, comparison_cell, comparisons_table,
-                                     edges_line, fill_readme, grid_edges, markdown, mean_std, paired_t_test,
-                                     parts_of, readme_block, stage2_table, summarise)
-from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, COMPARED, COMPARISONS, CRM_RECIPE, DEFAULT_STEPS,
-                                    GROUPS, METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END,
-                                    README_METRICS, README_PLAN, RECIPE, ROWS, ROW_BY_KEY, Row, SEG_RECIPE,
-                                    TABLE_ORDER)
-
-__all__ = ['appearance_table', 'ceiling_share', 'compare', 'comparison_cell', 'comparisons_table', 'edges_line',
-           'fill_readme', 'grid_edges', 'markdown', 'mean_std', 'paired_t_test', 'parts_of',
-           'readme_block', 'stage2_table', 'summarise', 'ALPHA', 'APPEARANCE_TITLES', 'COMPARED', 'COMPARISONS',
-           'CRM_RECIPE', 'DEFAULT_STEPS', 'GROUPS', 'METRICS', 'NEGLIGIBLE', 'README_BEGIN',
-           'README_COMPARISONS', 'README_END', 'README_METRICS', 'README_PLAN', 'RECIPE', 'ROWS',
-           'ROW_BY_KEY', 'Row', 'SEG_RECIPE', 'TABLE_ORDER']
+from crm_core.results_report import fill_blocks, markdown, summarise
+from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
+from crm_core.results_table import GROUPS, README_PLAN, ROW_BY_KEY, ROWS, SEG_RECIPE, Row
 
 log = logging.getLogger("crm_core.results")
 
@@ -162,7 +150,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
 
     from crm_core.explain import CamModel
     from crm_core.evaluate import evaluate_protocol
-    from crm_core.metrics import DEFAULT_THRESHOLDS
+    from crm_core.thresholds import THRESHOLDS
     from crm_core.train import TrainConfig, main as train_main
 
     if threads:
@@ -171,8 +159,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     row = ROW_BY_KEY[row_key]
     used_threads = torch.get_num_threads() if device == "cpu" else None
     found = code_revision()
-    provenance = {"revision": revision or found, "thresholds": [min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS),
-                                                             len(DEFAULT_THRESHOLDS)],
+    grid = THRESHOLDS.grid
+    provenance = {"revision": revision or found, "thresholds": [min(grid), max(grid), len(grid)],
                   "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
                                          train_size, stage2_steps, used_threads, stage2_seed)}
@@ -274,7 +262,7 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
         write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
                            refine=bool(row.overrides.get("superpixels")), progress=False,
                            val_threshold=source["threshold"])
-    data = dict(dataset=RECIPE["dataset"], image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
+    data = dict(dataset=RESULTS.dataset, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes,
                 appearance=row.appearance, data_seed=seed) if source is None else {}
     recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps}), **({"steps": 0} if row.untrained else {})}
     cfg = SegConfig(name=name, masks=masks, seed=stage2_network_seed(seed, stage2_seed), train_size=train_size,
@@ -298,8 +286,8 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
 def recipe_data(row: Row, seed: int) -> dict[str, Any]:
     """The build_dataset keyword arguments (all but the split) of the recipe's data for ``row`` and
     ``seed``: what a no-model row is scored on and its stage-2 masks index."""
-    return dict(name=RECIPE["dataset"], image_size=RECIPE["image_size"], data_root=None,
-                num_classes=RECIPE["num_classes"], seed=seed, appearance=row.appearance)
+    return dict(name=RESULTS.dataset, image_size=RESULTS.image_size, data_root=None,
+                num_classes=RESULTS.num_classes, seed=seed, appearance=row.appearance)
 
 
 def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None, threshold: float,
@@ -313,7 +301,7 @@ def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None,
     config = recipe_data(row, seed)
     train = build_dataset(split="train", **config)
     colour = fit_colour_classifier(train) if row.baseline == "colour" else None
-    cam_size = RECIPE["image_size"] // RECIPE["output_stride"]
+    cam_size = RESULTS.cam_size
     return write_masks_of(lambda batch: baseline_maps(row.baseline, batch, cam_size, colour),
                           f"baseline {row.baseline}", train, config, out, "train", progress=False,
                           val_threshold=threshold, limit=train_size, refine=refine)
@@ -327,7 +315,7 @@ def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> 
     started = time.perf_counter()
     splits = {split: build_dataset(split=split, **recipe_data(row, seed)) for split in ("train", "val", "test")}
     scores = score_baseline(row.baseline, train=splits["train"], val=splits["val"], test=splits["test"],
-                            cam_size=RECIPE["image_size"] // RECIPE["output_stride"], val_limit=val_limit,
+                            cam_size=RESULTS.cam_size, val_limit=val_limit,
                             test_limit=test_limit)
     return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
 
@@ -405,9 +393,9 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
 
     out = {}
     for appearance in tqdm(appearances, desc="oracle", unit="appearance"):
-        gain = oracle_gain(appearance, image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"])
-        cues = colour_cues(appearance, image_size=RECIPE["image_size"], num_classes=RECIPE["num_classes"],
-                           cam_size=RECIPE["image_size"] // RECIPE["output_stride"])
+        gain = oracle_gain(appearance, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes)
+        cues = colour_cues(appearance, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes,
+                           cam_size=RESULTS.cam_size)
         out[appearance] = {"oracle_gain": gain["oracle_gain"], "l1_constant": gain["l1_constant"],
                            "l1_oracle": gain["l1_oracle"], "intensity_miou": cues["intensity"]["miou"],
                            "colour_miou": cues["colour"]["miou"]}
@@ -416,6 +404,7 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train and evaluate the results table over several seeds.",
+                                parents=[job_options(DEFAULT_STEPS), device_option()],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
@@ -425,8 +414,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
     p.add_argument("--appearance", nargs="+", default=list(APPEARANCES), choices=APPEARANCES,
                    help="data appearances to run")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
-    p.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 2000)")
     p.add_argument("--stage2-steps", type=int, default=SEG_RECIPE["steps"],
                    help="training steps of each stage-2 segmentation network (group stage2)")
     p.add_argument("--stage2-seeds", type=int, default=1,
@@ -434,8 +421,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage2-seed", type=int, default=0, help="first stage-2 network seed")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); on CPU they split the cores")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each job (default: the cores split between --jobs; results depend on it, "
                         "so every job's recorded command names it)")
@@ -443,8 +428,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="run even though tracked files differ from the git commit (the jobs then record "
                         "the diff's hash); without it such a run is refused, as its numbers could not be rerun")
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where results_*.pt go")
-    p.add_argument("--runs-dir", default="runs", help="where the run folders go")
-    p.add_argument("--out", default="docs/results.md", help="markdown table")
+    p.add_argument("--out", default="docs/results_runs.md",
+                   help="markdown report of every run: each row, its train time, every paired difference, the parts")
     p.add_argument("--json", default="docs/results.json", help="per-seed values and the summary")
     p.add_argument("--crm-preset", default=None, help="speed preset of the CRM rows (exact | fast)")
     p.add_argument("--reuse", action="store_true", help="keep checkpoints already trained with the same config")
@@ -455,15 +440,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="run the README's table part by part (README_PLAN), each merged into --json, then --oracle")
     p.add_argument("--oracle", action="store_true",
                    help="only measure the oracle gain and colour cues of every appearance into --json (seconds)")
-    p.add_argument("--readme", default=None, metavar="PATH",
-                   help="only rewrite --out and the results block of PATH (e.g. README.md) from --json; runs nothing")
+    p.add_argument("--drop-rows", default=None, nargs="+", metavar="KEY",
+                   help="only remove these rows' jobs from --json (rows whose definition changed and that are "
+                        "not rerun yet), recorded as a part of the report; runs nothing")
+    p.add_argument("--readme", default=None, nargs="+", metavar="PATH",
+                   help="only rewrite --out and the generated blocks of each PATH from --json (README.md's headline "
+                        "table, docs/results.md's tables); runs nothing")
     return p
 
 
 def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
-    if args.readme or args.oracle:
+    if args.readme or args.oracle or args.drop_rows:
         return _refresh(args)
     if args.plan:
         common = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--plan"]
@@ -498,7 +487,7 @@ def cli(argv: list[str] | None = None) -> int:
         meta = {"command": command.strip(), "wall_s": time.perf_counter() - started, "jobs": args.jobs,
                 "device": args.device, "steps": args.steps, "seeds": seeds, "complete": complete,
                 "stage2_recipe": {**SEG_RECIPE, "steps": args.stage2_steps},
-                "crm_recipe": {**CRM_RECIPE, **crm_overrides}, "recipe": RECIPE,
+                "crm_recipe": {**CRM.fields(), **crm_overrides}, "recipe": RESULTS.fields(),
                 "machine": f"{platform.machine()} with {os.cpu_count()} CPU cores", "revision": revision}
         if old is not None:
             done = {job_key(j) for j in jobs}
@@ -525,7 +514,8 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    """--oracle (measure into the JSON) and --readme (render from it): no training."""
+    """--oracle (measure into the JSON), --drop-rows (remove rows' jobs from it) and --readme
+    (render from it): no training."""
     path = Path(args.json)
     try:
         report = json.loads(path.read_text())
@@ -534,7 +524,22 @@ def _refresh(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot read %s: %s", path, exc)
         return 2
+    if args.drop_rows:
+        unknown = sorted(set(args.drop_rows) - set(ROW_BY_KEY))
+        if unknown:
+            log.error("--drop-rows: no such row %s (crm_core.results_table.ROWS)", ", ".join(unknown))
+            return 2
+        dropped = {key: sum(1 for job in report["jobs"] if job["row"] == key) for key in args.drop_rows}
+        report["jobs"] = [job for job in report["jobs"] if job["row"] not in dropped]
+        # the removal is a part of the report like a merge: its parts list says what went and why
+        earlier = report.get("meta") or {}
+        report["meta"] = {**{k: v for k, v in earlier.items() if k != "merged_with"},
+                          "command": "python -m crm_core.results --drop-rows " + " ".join(args.drop_rows),
+                          "dropped": dropped, "wall_s": 0.0, "jobs": 1, "complete": True,
+                          "revision": code_revision(), "merged_with": earlier}
     report["summary"] = summarise(report["jobs"])  # the current statistics, from the per-seed values
+    if args.drop_rows:
+        atomic_write_json(path, report)
     if args.oracle:
         started = time.perf_counter()
         report["oracle"] = oracle_report()
@@ -542,9 +547,9 @@ def _refresh(args: argparse.Namespace) -> int:
         atomic_write_json(path, report)
     if args.out:
         atomic_write_text(args.out, markdown(report))
-    if args.readme:
+    for path in args.readme or ():
         try:
-            fill_readme(Path(args.readme), report)
+            fill_blocks(Path(path), report)
         except (OSError, ValueError) as exc:
             log.error("%s", exc)
             return 2

@@ -1,7 +1,7 @@
 """What a results report says: per-row mean and std over seeds, paired Student's t-tests between
 rows (an effect needs p < ALPHA and a mean difference of at least NEGLIGIBLE), where runs chose
-a threshold at the grid's edge, and the report as markdown tables and as README.md's generated
-block. Pure functions of the report's JSON: nothing here trains or evaluates.
+a threshold at the grid's edge, and the report as markdown: every run (docs/results_runs.md), the
+tables docs/results.md reads (:func:`results_block`) and README.md's headline (:func:`headline_block`). Pure functions of the report's JSON: nothing here trains or evaluates.
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from typing import Any
 
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.results_table import (ALPHA, PLAN_COMMAND, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
-                                    METRICS, NEGLIGIBLE, README_BEGIN, README_COMPARISONS, README_END, README_METRICS,
-                                    RECIPE, ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
+from crm_core.recipes import RESULTS
+from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
+                                    HEADLINE_BEGIN, HEADLINE_COLUMNS, HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE,
+                                    PLAN_COMMAND, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END, RESULTS_METRICS,
+                                    ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -196,13 +198,14 @@ def degenerate_runs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def grid_edges(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     """Which runs chose the threshold grid's top or bottom on val (their optimum may lie beyond it)."""
-    from crm_core.metrics import DEFAULT_THRESHOLDS
+    from crm_core.thresholds import THRESHOLDS
 
-    low, high = min(DEFAULT_THRESHOLDS), max(DEFAULT_THRESHOLDS)
+    grid = THRESHOLDS.grid
+    low, high = min(grid), max(grid)
     # a job records the grid it was chosen on ([low, high, count]); older jobs were on the 0.05 grid to 0.95
     at_edge = sorted({(j["row"], j["seed"]) for j in jobs
                       if j.get("threshold") in tuple(j.get("thresholds", [0.0, 0.95])[:2])})
-    return {"grid": [low, high, len(DEFAULT_THRESHOLDS)], "runs": len(jobs),
+    return {"grid": [low, high, len(grid)], "runs": len(jobs),
             "at_edge": [{"row": r, "seed": s} for r, s in at_edge]}
 
 
@@ -372,7 +375,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("**Partial report: the run is still going, or was interrupted.**")
     made = provenance(report)
     lines.append(f"Rebuild it whole: `{made['plan']}` (on {meta['machine']}, device {meta['device']}); recipe "
-                 f"{json.dumps(RECIPE)}, steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}. "
+                 f"{json.dumps(RESULTS.fields())}, steps {meta['steps']}, CRM rows {json.dumps(meta['crm_recipe'])}. "
                  f"{made['runs']} runs, {made['minutes']:.0f} min at {made['jobs_at_once']} jobs at a time"
                  + (f"; {made['dirty_runs']} of them ran from uncommitted code (revision +dirty) and cannot be "
                     "rerun exactly" if made["dirty_runs"] else "") + ".")
@@ -416,8 +419,8 @@ def provenance(report: dict[str, Any]) -> dict[str, Any]:
             "revisions": sorted({str(j.get("revision", "unknown"))[:12] for j in jobs})}
 
 
-def readme_block(report: dict[str, Any]) -> str:
-    """The README's results section body, every number from ``report`` (docs/results.json)."""
+def results_block(report: dict[str, Any]) -> str:
+    """docs/results.md's tables, every number from ``report`` (docs/results.json)."""
     summary = report["summary"]
     seeds = sorted({j["seed"] for j in report["jobs"]})
     made = provenance(report)
@@ -428,8 +431,8 @@ def readme_block(report: dict[str, Any]) -> str:
              f"{made['minutes']:.0f} min of training and evaluation on "
              f"{report['meta']['machine']} at {made['jobs_at_once']} jobs at a time (the runs' own times: "
              f"{made['job_minutes']:.0f} job-minutes, + {made['oracle_minutes']:.0f} min for the oracle); a training run took "
-             f"{min(train):.0f}–{max(train):.0f} s (train time column of docs/results.md). "
-             f"Built in {len(made['parts'])} parts (listed in docs/results.md); `{made['plan']}` rebuilds it whole. "
+             f"{min(train):.0f}–{max(train):.0f} s (train time column of docs/results_runs.md). "
+             f"Built in {len(made['parts'])} parts (listed in docs/results_runs.md); `{made['plan']}` rebuilds it whole. "
              f"Code revision(s): {', '.join(made['revisions'])}.{dirty}", ""]
     oracle = report.get("oracle") or {}
     if oracle:
@@ -440,12 +443,12 @@ def readme_block(report: dict[str, Any]) -> str:
         lines += ["", "(`python -m crm_core.oracle`: seed 0, fitted on 400 training images, scored on 200 test "
                   "images; brightness and the colour classifier with a threshold chosen on 100 val images.)", ""]
     for appearance in APPEARANCES:
-        table = appearance_table(summary, appearance, README_METRICS)
+        table = appearance_table(summary, appearance, RESULTS_METRICS)
         if not table:
             continue
         lines += [f"**{APPEARANCE_TITLES.get(appearance, appearance)}**", "", *table, ""]
         by_pair = {(c["row"], c["baseline"]): c for c in summary["comparisons"]}
-        for row, base in README_COMPARISONS:
+        for row, base in RESULTS_COMPARISONS:
             c = by_pair.get((f"{appearance}_{row}", f"{appearance}_{base}"))
             if c is None:
                 continue
@@ -469,11 +472,55 @@ def readme_block(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def fill_readme(readme: Path, report: dict[str, Any]) -> None:
-    """Replace the text between README_BEGIN and README_END in ``readme`` with :func:`readme_block`."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no results block ({README_BEGIN} ... {README_END})")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{head}{README_BEGIN}\n{readme_block(report)}{README_END}{tail}")
+def headline_block(report: dict[str, Any]) -> str:
+    """README.md's one table (:data:`HEADLINE_LINES`): each question between its floor, the no-model
+    cues and its ceiling, with CRM's paired difference over the plain model; then the headline
+    family with its Holm-adjusted p."""
+    summary = report["summary"]
+    rows, family = summary["rows"], summary.get("headline") or []
+    by_pair = {(c["row"], c["baseline"]): c for c in summary["comparisons"]}
+    lines = ["| | " + " | ".join(HEADLINE_COLUMNS[:-1]) + f" | CRM − plain | {HEADLINE_COLUMNS[-1]} |",
+             "| --- |" + " --- |" * (len(HEADLINE_COLUMNS) + 1)]
+    for title, keys in HEADLINE_LINES:
+        if not any(k in rows for k in keys if k):
+            continue
+        cells = [_cell(rows[k]["stats"], "miou") if k in rows else "–" for k in keys]
+        plain, crm = keys[3], keys[4]
+        m = (by_pair.get((crm, plain)) or {}).get("metrics", {}).get("miou")
+        held = next((e for e in family if (e["row"], e["baseline"], e["metric"]) == (crm, plain, "miou")), None)
+        if m is None:
+            change = "–"
+        elif held is not None:
+            change = f"{m['diff']:+.3f} (Holm-adjusted {_p(held['p_holm'])})"
+        else:
+            change = f"{m['diff']:+.3f} ({_p(m['p'])}, exploratory)"
+        lines.append(f"| {title} | " + " | ".join(cells[:-1]) + f" | {change} | {cells[-1]} |")
+    seeds = sorted({j["seed"] for j in report["jobs"]})
+    lines += ["", f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split; the CAM threshold chosen on "
+              "val). Floor: the same network with no training step; for stage 2, the better constant mask. "
+              "Ceiling: a perfect object mask at the 7×7 CAM grid. For stage 2 each column is the network "
+              "trained on that column's masks, the ceiling on the ground truth's."]
+    headline = headline_table(summary)
+    if headline:
+        lines += ["", f"The {len(headline) - 2} comparisons the claims rest on (paired over seeds, two-sided "
+                  f"Student's t, Holm-adjusted together; an effect needs the adjusted p < {ALPHA}):", "", *headline]
+    return "\n".join(lines) + "\n"
+
+
+# The generated blocks a file may hold: its markers and what fills them.
+BLOCKS = ((RESULTS_BEGIN, RESULTS_END, results_block), (HEADLINE_BEGIN, HEADLINE_END, headline_block))
+
+
+def fill_blocks(path: Path, report: dict[str, Any]) -> None:
+    """Replace the text between each pair of :data:`BLOCKS` markers that ``path`` holds with what
+    that block makes of ``report``; a file with no block is an error."""
+    text = path.read_text()
+    found = [(begin, end, make) for begin, end, make in BLOCKS if begin in text and end in text]
+    if not found:
+        raise ValueError(f"{path} has no generated block ({RESULTS_BEGIN} ... {RESULTS_END}, or "
+                         f"{HEADLINE_BEGIN} ... {HEADLINE_END})")
+    for begin, end, make in found:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{make(report)}{end}{tail}"
+    atomic_write_text(path, text)

@@ -1,5 +1,5 @@
-"""What the results table is: the shared recipe (:data:`RECIPE`, :data:`CRM_RECIPE`), its rows
-(:data:`ROWS`, in groups), the paired comparisons it reads out, the effect rule (:data:`ALPHA`,
+"""What the results table is: its rows (:data:`ROWS`, in groups, on the recipes of
+:mod:`crm_core.recipes`), the paired comparisons it reads out, the effect rule (:data:`ALPHA`,
 :data:`NEGLIGIBLE`) and the README's plan (:data:`README_PLAN`). :mod:`crm_core.results` runs
 it, :mod:`crm_core.results_report` summarises and writes it.
 """
@@ -9,23 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_core.data.synthetic import APPEARANCES
-
-# One recipe for every row: resnet18 from scratch, 112 px, stride 16 (7x7 CAMs), cosine decay.
-RECIPE: dict[str, Any] = dict(
-    dataset="synthetic", arch="resnet18", image_size=112, output_stride=16, num_classes=4,
-    batch_size=16, epochs=2, cls_lr=1e-3, rec_lr=2e-3, lr_schedule="cosine", align_warmup=1, workers=1,
-    val_limit=100, diag_every=25,
-)
-DEFAULT_STEPS = 200
-# What "CRM" means in every CRM row (see the README's results section for how it was chosen):
-# the reconstruction L1 weighted x30 (at weight 1 its gradient on the CAM features is ~1e-2 of
-# CE's), gated by the reconstruction's specificity so that it does nothing where the decoder
-# cannot use the CAM. The perceptual term is off unless ImageNet VGG19 weights are cached.
-CRM_RECIPE: dict[str, Any] = dict(crm=True, l1_weight=30.0, crm_gate=True)
-# EfficientNet-b0 trains twice as long (4 epochs of 100 steps): under resnet18's 200 steps it stops
-# near 0.85 accuracy. Chosen on val seeds 10-12 by ``python -m crm_core.recipe_sweep --study
-# efficientnet_recipe`` (docs/sweep_efficientnet_recipe.json), with test accuracy >= 0.98 as its bar.
-EFFICIENTNET_TRAINING: dict[str, Any] = dict(steps=400, epochs=4)
+from crm_core.recipes import CRM, EFFICIENTNET_LENGTH, RESULTS
 
 
 @dataclass(frozen=True)
@@ -36,7 +20,7 @@ class Row:
     appearance: str  # random | informative
     model: str  # registered variant
     crm: bool
-    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RECIPE (+ CRM_RECIPE)
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of RESULTS (+ CRM)
     untrained: bool = False  # floor: no training step
     baseline: str | None = None  # a map from no model (crm_core.baselines.BASELINES): nothing is trained
     # stage 2: a segmentation network (SEG_RECIPE) trained on the train-split pseudo masks of this
@@ -44,9 +28,9 @@ class Row:
     stage2: str | None = None  # (overrides {"superpixels": True}: its pseudo masks refined with SLIC, postprocess --superpixels)
 
     def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
-        values = {**RECIPE, "model": self.model, "appearance": self.appearance, "crm": self.crm}
+        values = {**RESULTS.fields(), "model": self.model, "appearance": self.appearance, "crm": self.crm}
         if self.crm:
-            values.update({**CRM_RECIPE, **crm_overrides})
+            values.update({**CRM.fields(), **crm_overrides})
         values.update(self.overrides)
         values["steps"] = 0 if self.untrained else self.overrides.get("steps", steps)  # a row may fix its own
         return values
@@ -91,7 +75,7 @@ def _rows() -> tuple[Row, ...]:
                  Row(f"{appearance}_resnet_alignonly", "resnet + alignment alone (no reconstruction, no gate)",
                      "mechanism", appearance, "resnet", True, {"l1_weight": 0.0, "crm_gate": False})]
     effnet = {"arch": "efficientnet_b0"}
-    trained = {**effnet, **EFFICIENTNET_TRAINING}
+    trained = {**effnet, **EFFICIENTNET_LENGTH.fields()}
     for appearance in ("informative", "camouflage"):
         rows += [Row(f"{appearance}_efficientnet_b0_floor", "efficientnet_b0 untrained (floor)", "backbone", appearance,
                      "resnet", False, effnet, untrained=True),
@@ -131,8 +115,8 @@ ROW_BY_KEY = {row.key: row for row in ROWS}
 GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "mechanism", "backbone", "preset", "legacy", "stage2")
 # Stage 2's recipe (crm_core.segment.SegConfig fields): the default architecture, on the recipe's
 # data; pseudo masks from crm_core.postprocess for the whole train split, cut at the source CAM's
-# val-chosen threshold t (CAM >= t object, < 0.44 t background: postprocess's 0.2 / 0.45 band moved
-# to t; uncertain between, ignored by the loss).
+# val-chosen threshold t (CAM >= t object, < 0.44 t background: the default band
+# moved to t by THRESHOLDS.band_at, crm_core.thresholds; uncertain between, ignored by the loss).
 SEG_RECIPE: dict[str, Any] = dict(steps=200, batch_size=16, lr=1e-3, lr_schedule="cosine", weights="none", workers=0)
 # Paired comparisons the table reads out: (row, baseline it is compared with).
 COMPARISONS: tuple[tuple[str, str], ...] = tuple(
@@ -228,23 +212,20 @@ APPEARANCE_TITLES = {
 
 
 
-# The README's table, part by part (``--plan``): rows and seeds of each part (and, optionally, extra
-# CLI arguments of that part), run in this order and merged into one JSON. Every headline comparison gets 5 seeds: CRM against none on every
-# appearance (random is the control where the decoder cannot use the CAM), resnet_drs at delta 0.3
-# with and without CRM, and trained against the floor; EfficientNet-b0 with and without CRM (on
-# informative and camouflage data) and with DRS with and without CRM gets 3.
-# The baselines and ceilings (no model) of every appearance come first (about 20 s a run on two
-# cores). Not in it: DRS at delta 0.55 with
-# and without CRM and the SSC ablations; their last measurement is in docs/results_2026-11.md.
+# The results table, part by part (``--plan``): rows and seeds of each part (and, optionally, extra
+# CLI arguments of that part), run in this order and merged into one JSON. Every row gets 5 seeds
+# (random is the control where the decoder cannot use the CAM). The baselines and ceilings (no
+# model) of every appearance come first (about 20 s a run on two cores). Not in it: DRS at delta
+# 0.55 with and without CRM and the SSC ablations; their last measurement is in docs/results_2026-11.md.
 README_PLAN: tuple[tuple[Any, ...], ...] = (
     (tuple(r.key for r in ROWS if r.group in ("baseline", "ceiling")), 5),
     (("informative_resnet_floor", "informative_resnet", "informative_resnet_crm"), 5),
     (("camouflage_resnet_floor", "camouflage_resnet", "camouflage_resnet_crm"), 5),
     (("random_resnet_floor", "random_resnet", "random_resnet_crm"), 5),
     (("informative_resnet_drs_d03", "informative_resnet_drs_d03_crm"), 5),
-    # which of CRM's terms carries the effect (5 seeds: the README's claim rests on it)
+    # which of CRM's terms carries the effect (5 seeds: a headline claim rests on it)
     (tuple(r.key for r in ROWS if r.group == "mechanism"), 5),
-    # the second backbone family, at its own training length (EFFICIENTNET_TRAINING)
+    # the second backbone family, at its own training length (EFFICIENTNET_LENGTH)
     (("informative_efficientnet_b0_floor", "informative_efficientnet_b0", "informative_efficientnet_b0_crm"), 5),
     (("camouflage_efficientnet_b0_floor", "camouflage_efficientnet_b0", "camouflage_efficientnet_b0_crm"), 5),
     (("informative_efficientnet_b0_drs", "informative_efficientnet_b0_drs_crm"), 5),
@@ -253,15 +234,33 @@ README_PLAN: tuple[tuple[Any, ...], ...] = (
     # 5 CAM seeds x 3 networks each; CRM's masks against plain ones is a headline comparison
     (tuple(r.key for r in ROWS if r.group == "stage2"), 5, ("--stage2-seeds", "3")),
 )
-#: The one command that rebuilds the README's table from nothing (README_PLAN, part by part).
+#: The one command that rebuilds the results table from nothing (README_PLAN, part by part).
 PLAN_COMMAND = "python -m crm_core.results --plan --jobs 2"
-README_BEGIN, README_END = "<!-- results:begin (generated by python -m crm_core.results --readme) -->", "<!-- results:end -->"
-# The comparisons the README reads out, per appearance (row, baseline): CRM against none, against
+# The generated blocks (``--readme PATH ...`` fills each one a file holds): docs/results.md's tables
+# and README.md's headline table.
+RESULTS_BEGIN, RESULTS_END = ("<!-- results:begin (generated by python -m crm_core.results --readme) -->",
+                              "<!-- results:end -->")
+HEADLINE_BEGIN, HEADLINE_END = ("<!-- headline:begin (generated by python -m crm_core.results --readme) -->",
+                                "<!-- headline:end -->")
+# The README's one table: a line per question, the same columns on each (floor, the no-model cues,
+# the plain and the CRM model, the ceiling); a row missing from the report reads "-". Stage 2's
+# floor is the better constant mask, its "brightness" the network trained on the brightness's masks.
+HEADLINE_COLUMNS = ("floor", "image brightness (no model)", "colour classifier (no model)", "resnet18",
+                    "resnet18 + CRM", "ceiling")
+HEADLINE_LINES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    *((f"{appearance}: CAM mIoU", (f"{appearance}_resnet_floor", f"{appearance}_intensity", f"{appearance}_colour",
+                                  f"{appearance}_resnet", f"{appearance}_resnet_crm", f"{appearance}_perfect_object"))
+      for appearance in ("informative", "camouflage", "random")),
+    ("informative: stage-2 network's mIoU", ("informative_stage2_constant", "informative_stage2_intensity", None,
+                                             "informative_stage2_resnet", "informative_stage2_resnet_crm",
+                                             "informative_stage2_gt")),
+)
+# The comparisons the results block reads out, per appearance (row, baseline): CRM against none, against
 # brightness and against the colour classifier, the trained plain model against its floor and
 # against a perfect head-only map.
-README_COMPARISONS = (("resnet_crm", "resnet"), ("resnet_drs_crm", "resnet_drs"), ("resnet_crm", "intensity"),
-                      ("resnet_crm_noalign", "resnet"), ("resnet_crm", "resnet_crm_noalign"),
-                      ("resnet_alignonly", "resnet"), ("resnet_crm", "resnet_alignonly"),
-                      ("resnet_crm", "colour"),
-                      ("resnet", "resnet_floor"), ("resnet", "perfect_head"), ("resnet_drs_d03_crm", "resnet_drs_d03"))
-README_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence")
+RESULTS_COMPARISONS = (("resnet_crm", "resnet"), ("resnet_drs_crm", "resnet_drs"), ("resnet_crm", "intensity"),
+                       ("resnet_crm_noalign", "resnet"), ("resnet_crm", "resnet_crm_noalign"),
+                       ("resnet_alignonly", "resnet"), ("resnet_crm", "resnet_alignonly"),
+                       ("resnet_crm", "colour"),
+                       ("resnet", "resnet_floor"), ("resnet", "perfect_head"), ("resnet_drs_d03_crm", "resnet_drs_d03"))
+RESULTS_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence")

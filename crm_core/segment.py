@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from crm_core.checkpoints import CheckpointError, load_segmentation_checkpoint, save_segmentation_checkpoint
+from crm_core.cli_options import run_options
 from crm_core.data import DATASETS, DatasetNotFoundError, build_dataset
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.data.transforms import random_hflip_batch
@@ -288,6 +289,37 @@ def main(cfg: SegConfig, on_progress: Callable[[dict[str, Any]], None] | None = 
         return _run(cfg, device, dist_info, on_progress, should_stop)
 
 
+def _network_and_optimizer(cfg: SegConfig, device: torch.device, resumed: Any | None
+                           ) -> tuple[nn.Module, torch.optim.Optimizer, str, tuple[int, int, int, float]]:
+    """The network on ``device`` and its Adam, fresh or from the checkpoint being resumed, with
+    where training stands: (step, epoch, step within the epoch, training seconds so far)."""
+    net, weights_source = _build_net(cfg, load_pretrained=resumed is None)
+    if resumed is not None:
+        net.load_state_dict(resumed.net.state_dict())
+        weights_source = resumed.weights_source
+    net = net.to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    if resumed is None:
+        return net, optimizer, weights_source, (0, 0, 0, 0.0)
+    if resumed.optimizer:
+        optimizer.load_state_dict(resumed.optimizer)
+    return net, optimizer, weights_source, (resumed.step, resumed.epoch, resumed.epoch_step,
+                                            float(resumed.extra.get("wall_time", 0.0)))
+
+
+def _open_run(cfg: SegConfig, masks_info: dict[str, Any], dist_info: DistInfo,
+              resumed_at: int | None) -> tuple[RunDir | None, MetricsWriter | None]:
+    """The run folder and its metrics log, on the main process only; a fresh run of a name that
+    ran before starts a fresh log, a resumed one (``resumed_at``: its step) appends to it."""
+    if not dist_info.is_main:
+        return None, None
+    run = RunDir.create(cfg.runs_dir, cfg.name)
+    run.write_config({"segment": cfg.to_dict(), "masks": masks_info})
+    if resumed_at is None and run.metrics_path.is_file():
+        run.metrics_path.unlink()
+    return run, MetricsWriter(run.metrics_path, resume_from_step=resumed_at)
+
+
 def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
          on_progress: Callable[[dict[str, Any]], None] | None = None,
          should_stop: Callable[[], bool] | None = None) -> Path:
@@ -301,18 +333,7 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
     base = build_dataset(split=masks.split, length=cfg.train_size if masks.targets is None else None, **masks.dataset)
     train_set = MaskedDataset(base, masks.targets, cfg.train_size)
     test_set = build_dataset(split="test", **masks.dataset)
-    net, weights_source = _build_net(cfg, load_pretrained=resumed is None)
-    if resumed is not None:
-        net.load_state_dict(resumed.net.state_dict())
-        weights_source = resumed.weights_source
-    net = net.to(device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    step, epoch, epoch_step, wall_time = 0, 0, 0, 0.0
-    if resumed is not None:
-        if resumed.optimizer:
-            optimizer.load_state_dict(resumed.optimizer)
-        step, epoch, epoch_step = resumed.step, resumed.epoch, resumed.epoch_step
-        wall_time = float(resumed.extra.get("wall_time", 0.0))
+    net, optimizer, weights_source, (step, epoch, epoch_step, wall_time) = _network_and_optimizer(cfg, device, resumed)
     train_net: nn.Module = net
     if dist_info.enabled:
         train_net = nn.parallel.DistributedDataParallel(net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
@@ -323,13 +344,7 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
     cfg.extra.update({"weights_source": weights_source, "device": str(device), "world_size": dist_info.world_size,
                       "train_images": len(train_set), "steps_per_epoch": per_epoch, "dataset": masks.dataset,
                       "split": masks.split})
-    run = RunDir.create(cfg.runs_dir, cfg.name) if dist_info.is_main else None
-    writer = None
-    if run is not None:
-        run.write_config({"segment": cfg.to_dict(), "masks": masks.info})
-        if resumed is None and run.metrics_path.is_file():
-            run.metrics_path.unlink()  # a fresh run of the same name starts a fresh log
-        writer = MetricsWriter(run.metrics_path, resume_from_step=step if resumed is not None else None)
+    run, writer = _open_run(cfg, masks.info, dist_info, resumed_at=step if resumed is not None else None)
 
     def save() -> None:
         if dist_info.is_main:
@@ -402,7 +417,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     d = SegConfig()
     p = argparse.ArgumentParser(description="Stage 2: train a segmentation network on pseudo masks (or ground truth) "
                                             "and score it on the test split.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                parents=[run_options(d)], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--masks", required=True,
                    help="'gt' (ground-truth masks: the ceiling) or a folder of trimaps from python -m crm_core.postprocess --out")
     p.add_argument("--name", required=True, help="checkpoint and run name")
@@ -419,20 +434,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None,
                    help="train on the first N images (default: every mask; gt: the whole split)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (0: save the untrained network)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step and process")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=("constant", "cosine"), help="learning-rate schedule")
     p.add_argument("--weights", default=d.weights,
                    help="backbone weights: none | imagenet (from torchvision's cache; never downloads) | auto | PATH")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, batches and flips")
     p.add_argument("--test-limit", type=int, default=d.test_limit, help="test images scored")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="write a metrics.csv row every N steps")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="save the checkpoint every N steps")
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    p.add_argument("--resume", action="store_true", help="continue checkpoints/<name>.pt")
-    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where <name>.pt is written")
-    p.add_argument("--runs-dir", default=d.runs_dir, help="where the run folder <name>/ is written")
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     return p
 
 

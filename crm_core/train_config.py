@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+from crm_core.cli_options import run_options
 from crm_core.data import DATASETS
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.losses import VGG19_LAYERS
@@ -27,8 +28,8 @@ DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
 #   fast:  (default) ReconstructNet decodes to a quarter of the image size (two fewer up-blocks;
 #          L1 against the antialiased, downsampled image) and VGG19 compares the reconstruction
 #          and the image at an eighth of it (never below 16 px, where relu5_1 is 1x1): VGG was
-#          most of what was left of CRM's cost. The CAM is 7x7 either way; the README's results
-#          table reports the CAM mIoU of both presets.
+#          most of what was left of CRM's cost. The CAM is 7x7 either way; docs/results.md
+#          reports the CAM mIoU of both presets.
 MIN_PERCEPTUAL_SIZE = 64  # VGG19 compares at >= 64 px: at 16 px relu5_1 is a single pixel
 CRM_PRESETS: dict[str, dict[str, Any]] = {
     "exact": {"recon_size": None, "perceptual_size": None, "channels_last": True},
@@ -202,7 +203,7 @@ class TrainConfig:
 def get_args_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(description="Train a CAM classifier (+ CAM-driven Reconstruction Module).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                parents=[run_options(d)], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--name", default=d.name, help="checkpoint and run name")
     p.add_argument("--model", default=d.model, choices=sorted(MODEL_VARIANTS), help="registered model variant")
     p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS), help="CAM backbone (torchvision): ResNet or EfficientNet")
@@ -216,7 +217,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None, help="synthetic: number of training images")
     p.add_argument("--image-size", type=int, default=None, help="default 112 synthetic, 224 pets")
     p.add_argument("--output-stride", type=int, choices=(16, 32), default=None, help="default 16 below 224 px")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step and process")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
     p.add_argument("--steps", type=int, default=None, help="cap on optimisation steps (0: save the untrained model)")
     p.add_argument("--cls-lr", type=float, default=d.cls_lr, help="Adam learning rate of the classifier")
@@ -263,17 +263,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-segments", type=int, default=d.n_segments, help="SLIC superpixels per image (alignment)")
     p.add_argument("--compactness", type=float, default=d.compactness, help="SLIC compactness")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of weights, batches, flips and synthetic data")
-    p.add_argument("--resume", action="store_true", help="continue checkpoints/<name>.pt")
     p.add_argument("--init-from", default=None, help="start from this checkpoint's weights")
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="write a metrics.csv row every N steps")
     p.add_argument("--diag-every", type=int, default=d.diag_every,
                    help="log each loss term's gradient norm on the CAM features relative to CE's every N steps (0: never)")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="save the checkpoint every N steps")
     p.add_argument("--val-limit", type=int, default=d.val_limit, help="validation images per epoch")
-    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where <name>.pt is written")
-    p.add_argument("--runs-dir", default=d.runs_dir, help="where the run folder <name>/ is written")
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     return p
 
 

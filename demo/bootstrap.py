@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from crm_core.processes import die_with_parent
-from crm_core.results import CRM_RECIPE as RESULTS_CRM_RECIPE
-from crm_core.results import RECIPE as RESULTS_RECIPE
+from crm_core.recipes import CRM, RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +35,29 @@ log = logging.getLogger(__name__)
 DEMO_STEPS = 120
 
 #: The demo set's training recipe (also the fine-tune defaults): the results recipe
-#: (crm_core.results.RECIPE: resnet18 from scratch, 112 px, output stride 16 = 7x7 CAMs, cosine
+#: (crm_core.recipes.RESULTS: resnet18 from scratch, 112 px, output stride 16 = 7x7 CAMs, cosine
 #: decay) on the *informative* synthetic data -- the appearance under which CRM can act
-#: (README, results) -- shortened to DEMO_STEPS steps over 640 images. 120 is the fewest tried at
+#: (docs/results.md) -- shortened to DEMO_STEPS steps over 640 images. 120 is the fewest tried at
 #: which the CRM model's evidence holds under the one definition of CAM dependence (crm_core.metrics:
 #: (L1 shuffled - L1 real) / L1 shuffled): 18.6% at 100 steps, 26.7% at 120 (body 0.69, accuracy
 #: 1.0; one run, 64 test images). The first launch still fits in 5 minutes on two CPU cores by
 #: training DEMO_BEFORE_SERVING first (below).
 DEMO_RECIPE: dict[str, Any] = dict(
-    RESULTS_RECIPE, appearance="informative", train_size=640, epochs=1000, steps=DEMO_STEPS, val_limit=32,
+    RESULTS.fields(), appearance="informative", train_size=640, epochs=1000, steps=DEMO_STEPS, val_limit=32,
     workers=0, log_every=1, ckpt_every=50, diag_every=20, seed=0, crm_gate=True,
-    l1_weight=RESULTS_CRM_RECIPE["l1_weight"],
+    l1_weight=CRM.l1_weight,
 )
 #: The demo models, name -> what each changes on DEMO_RECIPE: the two contrasts the lab is about,
 #: resnet against resnet_drs (DRS off/on) and resnet_drs against resnet_drs_crm (CRM off/on).
 DEMO_MODELS: dict[str, dict[str, Any]] = {
     "resnet": dict(model="resnet", crm=False),
     "resnet_drs": dict(model="resnet_drs", crm=False),
-    "resnet_drs_crm": dict(model="resnet_drs", **RESULTS_CRM_RECIPE),
+    "resnet_drs_crm": dict(model="resnet_drs", **CRM.fields()),
 }
 #: Trained before the page is served: the pair the first view compares and the bootstrap's
 #: evidence is about (plain against CRM). The rest of DEMO_MODELS trains after, in the background
 #: (:func:`bootstrap_demo` with ``background=True``): all three do not fit in the 5-minute first
-#: launch on two cores (README, dashboard).
+#: launch on two cores (docs/dashboard.md).
 DEMO_BEFORE_SERVING = ("resnet", "resnet_drs_crm")
 
 
@@ -140,7 +139,7 @@ def demo_evidence(evals: dict[str, dict[str, Any]]) -> list[tuple[str, bool | No
     """The demo set's claims, each (line, holds), from the models' eval.json dicts.
 
     ``holds`` is None for lines that report without claiming (DRS alone is not claimed to expand
-    the CAM: README, results). Models missing from ``evals`` are skipped.
+    the CAM: docs/results.md). Models missing from ``evals`` are skipped.
     """
     lines: list[tuple[str, bool | None]] = []
     plain = evals.get("resnet")

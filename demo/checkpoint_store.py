@@ -1,9 +1,10 @@
 """The dashboard's checkpoint store: which checkpoint files can be used, and the models loaded from them.
 
-:class:`CheckpointStore` resolves checkpoint names to paths inside the checkpoint folder (a name
-never walks out of it), checks each file version (reading it without building a model for the
-menus' first fill, building it to verify), refuses the others with a one-line reason that names
-no server folder, and keeps the loaded models in an LRU cache that every user shares.
+:class:`CheckpointStore` (the engine's ``checkpoints``: a :class:`demo.protocol.CheckpointService`)
+resolves checkpoint names to paths inside the checkpoint folder (a name never walks out of it),
+checks each file version (reading it without building a model for the menus' first fill, building
+it to verify), refuses the others with a one-line reason that names no server folder, and keeps
+the loaded models in an LRU cache that every user shares.
 :func:`path_in` is the name rule for checkpoints and runs alike.
 
 State:
@@ -164,6 +165,9 @@ class CheckpointStore:
             raise CheckpointError(f"{name}.pt cannot be loaded: {entry.text}")
         return entry.text
 
+    def class_names(self, name: str) -> list[str]:
+        return list(self.model(name).class_names)
+
     def has_drs(self, name: str) -> bool:
         return self.summary(name).model_config.drs
 
@@ -177,6 +181,9 @@ class CheckpointStore:
         """The DRS delta a model was trained with (None: no DRS, or learnable)."""
         cfg = self.summary(name).model_config
         return None if not cfg.drs or cfg.drs_learnable else float(cfg.drs_delta)
+
+    def arch(self, name: str) -> str:
+        return self.summary(name).model_config.arch
 
     # -- the model cache -----------------------------------------------------------------
     def model(self, name: str) -> CamModel:

@@ -1,9 +1,10 @@
 """The dashboard's evaluation: scores of a checkpoint, its val-chosen CAM threshold, its CAM dependence.
 
-:class:`Evaluation` scores the models of a :class:`demo.checkpoint_store.CheckpointStore` with
-``crm_core.evaluate``: ``evaluate_model`` for the Evaluate view, ``select_threshold`` for the
-CAM threshold chosen on val, ``evaluate_protocol`` for a row scored as the results table scores
-its rows, ``evaluate_checkpoint`` for the eval.json a fine-tune leaves in its run. It measures
+:class:`Evaluation` (the engine's ``evaluation``: a :class:`demo.protocol.EvaluationService`)
+scores the models of a :class:`demo.checkpoint_store.CheckpointStore` with ``crm_core.evaluate``:
+``evaluate_model`` for the Evaluate view, ``select_threshold`` for the CAM threshold chosen on
+val, ``evaluate_protocol`` for a row scored as the results table scores its rows,
+``evaluate_checkpoint`` for the eval.json a fine-tune leaves in its run. It measures
 the CAM dependence of a ReconstructNet on test images taken as the views take them
 (:class:`demo.inference.Inference`).
 

@@ -1,10 +1,10 @@
 """The dashboard's fine-tune runner: what the Fine-tune tab may train, and one training job at a time.
 
-:class:`FineTuneRunner` turns a :class:`demo.protocol.FineTuneRequest` into a validated
-``crm_core.train.TrainConfig`` (the demo recipe, the base checkpoint's architecture, the new
-names checked against the checkpoint and run folders), runs ``crm_core.train.main`` with
-progress and stop callbacks, and scores the new checkpoint
-(:meth:`demo.evaluation.Evaluation.write_eval`) before returning its path.
+:class:`FineTuneRunner` (the engine's ``training``: a :class:`demo.protocol.TrainingService`)
+turns a :class:`demo.protocol.FineTuneRequest` into a validated ``crm_core.train.TrainConfig``
+(the demo recipe, the base checkpoint's architecture, the new names checked against the
+checkpoint and run folders), runs ``crm_core.train.main`` with progress and stop callbacks, and
+scores the new checkpoint (:meth:`demo.evaluation.Evaluation.write_eval`) before returning its path.
 
 Its :meth:`FineTuneRunner.job` is the one training slot of the engine: the stage-2 trainings of
 the Stage 2 tab (:class:`demo.stage2_train.Stage2Trainer`) run in it too, so a fine-tune and a
@@ -67,7 +67,7 @@ class FineTuneRunner:
 
         return sorted(ARCHS, key=lambda a: (a != DEMO_RECIPE["arch"], a))  # the results' recipe's first
 
-    def train_config(self, request: FineTuneRequest) -> TrainConfig:
+    def config(self, request: FineTuneRequest) -> TrainConfig:
         """The TrainConfig a fine-tune request stands for (validated, not yet resolved)."""
         from crm_core.train import TrainConfig
 
@@ -105,7 +105,7 @@ class FineTuneRunner:
         return cfg
 
     # -- the job -------------------------------------------------------------------------
-    def training_status(self) -> str | None:
+    def status(self) -> str | None:
         """A line about the running job, or None when idle."""
         job = dict(self._job)
         if not job:
@@ -121,7 +121,7 @@ class FineTuneRunner:
         job ``name`` (``what``: "fine-tune", "stage-2 training"); yields (progress, stopping): the
         callbacks to train with, which record the job's last row and add :meth:`request_stop`."""
         if not self._lock.acquire(blocking=False):
-            raise TrainingBusy(f"{self.training_status() or 'another training job is running'}; "
+            raise TrainingBusy(f"{self.status() or 'another training job is running'}; "
                                "one training job at a time — try again when it finishes")
         stop = threading.Event()
         self._job = {"name": name, "what": what, "stop": stop, "row": None}
@@ -146,7 +146,7 @@ class FineTuneRunner:
         from crm_core.train import main as train_main
 
         with self.job(request.name, "fine-tune", on_progress, should_stop) as (progress, stopping):
-            cfg = self.train_config(request)
+            cfg = self.config(request)
             log.info("fine-tune %s: %s", cfg.name, cfg.to_dict())
             path = train_main(cfg, on_progress=progress, should_stop=stopping)
             self._evaluation.write_eval(path)

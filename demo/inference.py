@@ -1,6 +1,7 @@
 """The dashboard's inference: dataset images, CAMs, reconstructions, superpixel refinement, mask scores.
 
-:class:`Inference` answers the views' per-image questions with the models of a
+:class:`Inference` (the engine's ``inference``: a :class:`demo.protocol.InferenceService`)
+answers the views' per-image questions with the models of a
 :class:`demo.checkpoint_store.CheckpointStore`: samples of a model's dataset and uploads as the
 model sees them, CAMs by our methods (``crm_core.cams.CAM_METHODS``) or the optional grad-cam
 package's, ReconstructNet's decoding and its distances, SLIC superpixels and the pseudo trimaps.
@@ -119,6 +120,9 @@ class Inference:
     # -- data ----------------------------------------------------------------------------
     def dataset_length(self, name: str, split: str = "test") -> int:
         return len(dataset_for(self._store.model(name), split))
+
+    def sample(self, name: str, index: int, split: str = "test") -> Sample:
+        return self.samples(name, [index], split)[0]
 
     def samples(self, name: str, indices: Sequence[int], split: str = "test") -> list[Sample]:
         model = self._store.model(name)

@@ -125,7 +125,7 @@ def memory_by_owner(engine: Any) -> dict[str, Any]:
 
     ``other`` is what no owner accounts for: Python objects, torch's and gradio's own allocations
     outside the models, thread stacks, and the memory a request in flight is using."""
-    models = engine.store.cached_models()
+    models = engine.checkpoints.cached_models()
     owners: dict[str, float] = {
         "model cache": sum(_module_mb(m.classifier, m.reconstructor) for m in models),
         "stage-2 networks": sum(_module_mb(net) for net in engine.stage2.networks()),

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from crm_core.api import THRESHOLDS
+
 #: Columns of metrics.csv that can be plotted, in display order.
 TERMS = ("loss_total", "loss_cls", "loss_l1", "loss_vgg", "loss_align", "accuracy", "lr")
 X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
@@ -118,12 +120,12 @@ def live_figure(name: str, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
 def delta_figure(points: Sequence[Mapping[str, Any]], name: str = "") -> go.Figure:
     """Against the DRS delta: CAM mIoU at the threshold chosen on val, the background
     false-positive rate and body coverage there, mIoU at the best test threshold (optimistic, for
-    comparison) and at 0.3, and accuracy. Keys missing from ``points`` are not drawn."""
+    comparison) and at the fixed threshold, and accuracy. Keys missing from ``points`` are not drawn."""
     deltas = [p["delta"] for p in points]
     fig = go.Figure()
     for key, label in (("miou_val_threshold", "CAM mIoU (val threshold)"), ("bg_fpr", "background false positives"),
                        ("body_covered", "body covered"), ("miou_best", "CAM mIoU (best test threshold)"),
-                       ("miou_fixed", "CAM mIoU (threshold 0.3)"), ("accuracy", "accuracy")):
+                       ("miou_fixed", f"CAM mIoU (threshold {THRESHOLDS.fixed:g})"), ("accuracy", "accuracy")):
         if not any(p.get(key) is not None for p in points):
             continue
         fig.add_trace(go.Scatter(x=deltas, y=[p.get(key) for p in points], mode="lines+markers", name=label,

@@ -1,11 +1,14 @@
-"""The dashboard's engine surface: :class:`DashboardEngine` and the values that cross it.
+"""The dashboard's engine surface: :class:`DashboardEngine`, its services and the values that cross it.
 
-The UI modules (layout, callbacks, plots, render, messages) call an engine only through the
-methods listed here, and use ``crm_core`` only through ``crm_core.api``;
-:class:`demo.engine.Engine` implements the surface over ``crm_core`` and the tests'
-``FakeEngine`` implements it with no model behind. ``tests/test_layering.py`` keeps the three in
-step: same members, same parameters, same return annotations, and no engine call in the UI
-outside this list.
+The engine is a composition of small services, one per job: checkpoints, inference, evaluation,
+training, runs, results, stage 2 and stage-2 training. Each is a Protocol here
+(:class:`CheckpointService`, :class:`InferenceService`, ...), and :class:`DashboardEngine` names
+them as its attributes. The UI modules (layout, tabs, callbacks, plots, render, messages) call an
+engine only as ``engine.<service>.<method>`` with the methods listed here, and use ``crm_core``
+only through ``crm_core.api``. :class:`demo.engine.Engine` composes the real services (each
+implements its Protocol directly) and the tests' ``FakeEngine`` one fake per service.
+``tests/test_layering.py`` keeps each service, its real class and its fake in step: same members,
+same parameters, same return annotations, and no engine call in the UI outside them.
 
 Here live the values that cross the surface: what the engine returns (:class:`Sample`,
 :class:`CamOutput`, :class:`Reconstruction`, :class:`SuperpixelRefinement`, :class:`Stage2View`,
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA, RESULTS_RECIPE
+from crm_core.api import CRM_RECIPE, DEFAULT_CAM_METHOD, DRS_DEFAULT_DELTA, RESULTS_RECIPE, THRESHOLDS
 
 if TYPE_CHECKING:
     from crm_core.api import TrainConfig
@@ -110,9 +113,9 @@ class RunInfo:
 
 @dataclass
 class FineTuneRequest:
-    """What the Fine-tune tab asks for; :meth:`DashboardEngine.train_config` turns it into a TrainConfig.
+    """What the Fine-tune tab asks for; :meth:`TrainingService.config` turns it into a TrainConfig.
 
-    Its defaults are the tab's initial values (demo.layout reads them from here): the results'
+    Its defaults are the tab's initial values (demo.tabs.finetune reads them from here): the results'
     recipe (batch size, learning rates), its CRM weight and DRS's default delta."""
 
     name: str  # new checkpoint / run name
@@ -120,14 +123,14 @@ class FineTuneRequest:
     model: str = "resnet_drs"  # registered variant
     dataset: str = "synthetic"
     steps: int = 30
-    batch_size: int = RESULTS_RECIPE["batch_size"]
-    cls_lr: float = RESULTS_RECIPE["cls_lr"]
-    rec_lr: float = RESULTS_RECIPE["rec_lr"]
-    l1_weight: float = CRM_RECIPE["l1_weight"]  # the demo CRM model's weight (x30: README, results)
+    batch_size: int = RESULTS_RECIPE.batch_size
+    cls_lr: float = RESULTS_RECIPE.cls_lr
+    rec_lr: float = RESULTS_RECIPE.rec_lr
+    l1_weight: float = CRM_RECIPE.l1_weight  # the demo CRM model's weight (x30: docs/results.md)
     vgg_weight: float = 1.0
     align_weight: float = 1.0
     delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"
-    arch: str = RESULTS_RECIPE["arch"]  # backbone from scratch (a base keeps its own)
+    arch: str = RESULTS_RECIPE.arch  # backbone from scratch (a base keeps its own)
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
     owner: str | None = None  # the login that started it (None: no login); TrainConfig.extra["owner"]
 
@@ -147,8 +150,8 @@ class Stage2Request:
     name: str  # new checkpoint / run name
     cam_model: str  # the CAM checkpoint whose pseudo masks it trains on
     cut: str = "val"  # "val": the CAM's threshold chosen on val (postprocess --at-val-threshold); "band": low / high
-    low: float = 0.2  # cut "band": CAM below this is background
-    high: float = 0.45  # cut "band": CAM from this is object (between the two: ignored)
+    low: float = THRESHOLDS.low  # cut "band": CAM below this is background
+    high: float = THRESHOLDS.high  # cut "band": CAM from this is object (between the two: ignored)
     images: int = 160  # training images (the first N of the train split)
     steps: int = 40
     arch: str | None = None  # a segmentation architecture (None: crm_core.segment's default)
@@ -165,19 +168,18 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-class DashboardEngine(Protocol):
-    """Everything the dashboard asks of an engine. ``name`` is always a checkpoint name (a file
-    stem in the checkpoint folder); a bad one raises :class:`InvalidName`."""
+class CheckpointService(Protocol):
+    """The CAM checkpoints in the checkpoint folder and what each one is. ``name`` is always a
+    checkpoint name (a file stem in that folder); a bad one raises :class:`InvalidName`."""
 
-    # -- checkpoints ---------------------------------------------------------------------
-    def checkpoint_names(self, verify: bool = True) -> list[str]:
+    def names(self, verify: bool = True) -> list[str]:
         """Names of the checkpoints that load (menus list these); ``verify=False``: those whose
         files read as checkpoints, their models not built yet (the menus' first fill)."""
 
-    def refused_checkpoints(self) -> dict[str, str]:
+    def refused(self) -> dict[str, str]:
         """name -> why that checkpoint file cannot be loaded."""
 
-    def checkpoint_path(self, name: str) -> Path:
+    def path(self, name: str) -> Path:
         """The path of checkpoint ``name``; InvalidName unless it is an existing plain name."""
 
     def describe(self, name: str) -> str:
@@ -201,15 +203,10 @@ class DashboardEngine(Protocol):
     def arch(self, name: str) -> str:
         """Its backbone (a fine-tune from it keeps it)."""
 
-    # -- registries ----------------------------------------------------------------------
-    def model_variants(self) -> list[str]:
-        """Model variants a fine-tune can train."""
 
-    def datasets(self) -> list[str]:
-        """Datasets a fine-tune can train on, the offline default first."""
-
-    def backbones(self) -> list[str]:
-        """Backbones a fine-tune from scratch can train, the results' recipe's first."""
+class InferenceService(Protocol):
+    """Images and what a model makes of them: samples and uploads, CAMs, reconstructions,
+    superpixel refinement and pseudo-mask scores (``name``: a checkpoint name)."""
 
     def cam_methods(self) -> dict[str, str]:
         """value -> label of every CAM method on offer."""
@@ -217,7 +214,6 @@ class DashboardEngine(Protocol):
     def cam_methods_note(self) -> str:
         """One line under the CAM-method menu about methods missing from it ("" when none are)."""
 
-    # -- images --------------------------------------------------------------------------
     def dataset_length(self, name: str, split: str = "test") -> int:
         """Number of images in ``split`` of the model's dataset."""
 
@@ -231,7 +227,6 @@ class DashboardEngine(Protocol):
         """A user's image (file or uint8 array) as the model sees it: square, at its input size
         (crm_core's load_image: alpha, 16 bit, EXIF rotation, corrupt files, size limit)."""
 
-    # -- inference -----------------------------------------------------------------------
     def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
             method: str = DEFAULT_CAM_METHOD, size: tuple[int, int] | None = None) -> CamOutput:
         """CAM of one uint8 image for ``class_index`` (None: predicted) by ``method`` (a key of
@@ -244,10 +239,6 @@ class DashboardEngine(Protocol):
 
     def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
         """ReconstructNet's decoding of the image's CAMs, its error map and distances."""
-
-    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
-        """Reconstruction L1 with real against batch-shuffled CAMs on ``limit`` test images
-        (``recon_l1``, ``recon_l1_shuffled``, ``cam_dependence``)."""
 
     def perceptual_source(self) -> str:
         """Where the perceptual network's VGG19 weights came from."""
@@ -262,7 +253,11 @@ class DashboardEngine(Protocol):
         """The pseudo mask ``cam >= threshold`` against a ground-truth mask: ``fg_iou``, ``miou``,
         ``bg_fpr`` and the other keys of crm_core.metrics."""
 
-    # -- evaluation ----------------------------------------------------------------------
+
+class EvaluationService(Protocol):
+    """A checkpoint scored on many images: crm_core.evaluate's report, the val-chosen threshold,
+    CAM dependence and a results-table row."""
+
     def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
                  val_threshold: bool = False) -> dict[str, Any]:
         """crm_core.evaluate's report on the first ``limit`` images of ``split`` (with
@@ -271,23 +266,30 @@ class DashboardEngine(Protocol):
     def val_threshold(self, name: str, limit: int | None = None, drs_delta: float | None = None) -> float:
         """The CAM threshold with the best mIoU on the first ``limit`` val images."""
 
-    def results_report(self) -> dict[str, Any] | None:
-        """docs/results.json (None: not made yet; ValueError when it cannot be read)."""
+    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
+        """Reconstruction L1 with real against batch-shuffled CAMs on ``limit`` test images
+        (``recon_l1``, ``recon_l1_shuffled``, ``cam_dependence``)."""
 
     def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
         """The checkpoint scored as the results table scores its rows."""
 
-    # -- runs and training ---------------------------------------------------------------
-    def run_names(self) -> list[str]:
-        """Names of the run folders."""
 
-    def run(self, name: str) -> RunInfo:
-        """A run's config, metrics rows and eval.json (InvalidName for an unknown run)."""
+class TrainingService(Protocol):
+    """Fine-tunes, and the one training slot they share with stage-2 trainings."""
 
-    def train_config(self, request: FineTuneRequest) -> TrainConfig:
+    def model_variants(self) -> list[str]:
+        """Model variants a fine-tune can train."""
+
+    def datasets(self) -> list[str]:
+        """Datasets a fine-tune can train on, the offline default first."""
+
+    def backbones(self) -> list[str]:
+        """Backbones a fine-tune from scratch can train, the results' recipe's first."""
+
+    def config(self, request: FineTuneRequest) -> TrainConfig:
         """The validated TrainConfig a fine-tune request stands for (ValueError when it is not valid)."""
 
-    def training_status(self) -> str | None:
+    def status(self) -> str | None:
         """A line about the running training job (fine-tune or stage 2), or None when idle."""
 
     def train(self, request: FineTuneRequest, on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -297,32 +299,71 @@ class DashboardEngine(Protocol):
     def request_stop(self, name: str) -> bool:
         """Ask the running training job ``name`` to save and return; False when it is not running."""
 
-    def segmentation_names(self) -> list[str]:
+
+class RunService(Protocol):
+    """The run folders: what each run was configured with, logged and scored."""
+
+    def names(self) -> list[str]:
+        """Names of the run folders."""
+
+    def run(self, name: str) -> RunInfo:
+        """A run's config, metrics rows and eval.json (InvalidName for an unknown run)."""
+
+
+class ResultsService(Protocol):
+    """The results report ``python -m crm_core.results`` wrote (the Results tab's table)."""
+
+    def report(self) -> dict[str, Any] | None:
+        """docs/results.json (None: not made yet; ValueError when it cannot be read)."""
+
+
+class Stage2Service(Protocol):
+    """The stage-2 segmentation networks in the checkpoint folder and the Stage 2 tab's view."""
+
+    def names(self) -> list[str]:
         """Stage-2 segmentation checkpoints (``python -m crm_core.segment``) in the checkpoint folder;
         the CAM menus list none of them (they are refused there with the reason)."""
 
-    def segmentation_info(self, name: str) -> dict[str, Any]:
+    def info(self, name: str) -> dict[str, Any]:
         """What stage-2 network ``name`` is, from its run's eval.json: ``miou`` (test mIoU as
         crm_core.segment scored it; None when not scored), ``test_images``, ``cam_model`` (the CAM
         checkpoint its pseudo masks came from; None: ground truth or another folder), ``low`` and
         ``high`` (the masks' band), ``train_images``, ``step``, ``arch``, ``owner``."""
 
-    def segmentation_archs(self) -> list[str]:
-        """Segmentation architectures a stage-2 training can use, crm_core.segment's default first."""
-
-    def stage2_config(self, request: Stage2Request) -> dict[str, Any]:
-        """The validated stage-2 job a request stands for (ValueError when it is not valid): the
-        SegConfig fields it will train with (``segment``) and how its masks are cut (``cut``)."""
-
-    def train_stage2(self, request: Stage2Request, on_progress: Callable[[dict[str, Any]], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> Path | None:
-        """Make the pseudo masks and train the network (one training job at a time, with fine-tunes:
-        else TrainingBusy); ``on_progress`` gets ``phase`` rows (masks) then step rows. Returns the
-        checkpoint's path, or None when stopped before the network's first step (nothing kept)."""
-
-    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
-                    high: float = 0.45) -> Stage2View:
+    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = THRESHOLDS.low,
+             high: float = THRESHOLDS.high) -> Stage2View:
         """Test image ``index`` of stage-2 network ``seg_name``'s dataset: its mask, the pseudo trimap
         of CAM model ``cam_name`` (None: none; thresholds ``low`` <= ``high``, as postprocess) and the
         ground truth, each scored against the ground truth. ``seg_name`` None: no network, the
         image is one of ``cam_name``'s own dataset (which is then required)."""
+
+
+class Stage2TrainingService(Protocol):
+    """The Stage 2 tab's trainings: pseudo masks of a CAM model, then a network trained on them."""
+
+    def archs(self) -> list[str]:
+        """Segmentation architectures a stage-2 training can use, crm_core.segment's default first."""
+
+    def config(self, request: Stage2Request) -> dict[str, Any]:
+        """The validated stage-2 job a request stands for (ValueError when it is not valid): the
+        SegConfig fields it will train with (``segment``) and how its masks are cut (``cut``)."""
+
+    def train(self, request: Stage2Request, on_progress: Callable[[dict[str, Any]], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path | None:
+        """Make the pseudo masks and train the network (one training job at a time, with fine-tunes:
+        else TrainingBusy); ``on_progress`` gets ``phase`` rows (masks) then step rows. Returns the
+        checkpoint's path, or None when stopped before the network's first step (nothing kept)."""
+
+
+class DashboardEngine(Protocol):
+    """Everything the dashboard asks of an engine: one service per job, each a small Protocol
+    above. A tab's callbacks call ``engine.<service>.<method>`` and nothing else."""
+
+    checkpoints: CheckpointService
+    inference: InferenceService
+    evaluation: EvaluationService
+    training: TrainingService
+    runs: RunService
+    results: ResultsService
+    stage2: Stage2Service
+    stage2_training: Stage2TrainingService

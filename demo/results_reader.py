@@ -1,11 +1,12 @@
-"""The dashboard's reader of what runs wrote: run folders and the results report.
+"""The dashboard's readers of what runs wrote: run folders and the results report.
 
-:class:`ResultsReader` lists the run folders (config, metrics rows, eval.json through
-``crm_core.runs``) and reads the report ``python -m crm_core.results`` wrote
-(:func:`read_results`, which checks it has the parts the Results tab reads). Every call reads
-the files again, so a new run or report shows without a restart.
+:class:`RunReader` (the engine's ``runs``: a :class:`demo.protocol.RunService`) lists the run
+folders (config, metrics rows, eval.json through ``crm_core.runs``); :class:`ResultsReader` (the
+engine's ``results``: a :class:`demo.protocol.ResultsService`) reads the report
+``python -m crm_core.results`` wrote (:func:`read_results`, which checks it has the parts the
+Results tab reads). Every call reads the files again, so a new run or report shows without a restart.
 
-State: none but the two locations, fixed at construction. Locks: none, since no call leaves
+State: none but each reader's location, fixed at construction. Locks: none, since no call leaves
 anything another call reads.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from crm_core.runs import RunDir, list_runs
 from demo.checkpoint_store import path_in
 from demo.protocol import NAME_RE, InvalidName, RunInfo
 
-__all__ = ["REPO_ROOT", "ResultsReader", "read_results"]
+__all__ = ["REPO_ROOT", "ResultsReader", "RunReader", "read_results"]
 
 #: The repository root: a relative ``results_path`` is taken from here, not from the working dir.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,21 +52,13 @@ def read_results(path: Path) -> dict[str, Any] | None:
     return report
 
 
-class ResultsReader:
-    """Runs in ``runs_dir`` and the report at ``results_path`` (relative: from :data:`REPO_ROOT`)."""
+class RunReader:
+    """The run folders in ``runs_dir``."""
 
-    def __init__(self, runs_dir: str | Path, results_path: str | Path = Path("docs/results.json")) -> None:
+    def __init__(self, runs_dir: str | Path) -> None:
         self.runs_dir = Path(runs_dir).resolve()
-        self.results_path = REPO_ROOT / results_path  # an absolute results_path stays as it is
 
-    def results_report(self) -> dict[str, Any] | None:
-        """docs/results.json as written by ``python -m crm_core.results`` (None: not made yet).
-
-        Read on every call (when the Results tab is selected), so a new report shows without a restart.
-        """
-        return read_results(self.results_path)
-
-    def run_names(self) -> list[str]:
+    def names(self) -> list[str]:
         return [r.name for r in list_runs(self.runs_dir) if NAME_RE.match(r.name)]
 
     def run(self, name: str) -> RunInfo:
@@ -74,3 +67,17 @@ class ResultsReader:
             raise InvalidName(f"no run named {name!r} in {self.runs_dir.name}/")
         run = RunDir(path)
         return RunInfo(name=name, config=run.read_config(), metrics=run.read_metrics(), eval=run.read_eval())
+
+
+class ResultsReader:
+    """The report at ``results_path`` (relative: from :data:`REPO_ROOT`)."""
+
+    def __init__(self, results_path: str | Path = Path("docs/results.json")) -> None:
+        self.results_path = REPO_ROOT / results_path  # an absolute results_path stays as it is
+
+    def report(self) -> dict[str, Any] | None:
+        """docs/results.json as written by ``python -m crm_core.results`` (None: not made yet).
+
+        Read on every call (when the Results tab is selected), so a new report shows without a restart.
+        """
+        return read_results(self.results_path)

@@ -1,9 +1,9 @@
 """The dashboard's stage 2: segmentation networks trained on pseudo masks (``python -m crm_core.segment``).
 
-:class:`Stage2` lists the stage-2 checkpoints of the checkpoint folder (the CAM store refuses
-them with the reason), says what each is (its run's eval.json: test mIoU, the CAM model and band
-of its pseudo masks) and answers the Stage 2 tab: a test image of a network's own dataset, the
-network's mask, the pseudo trimap a CAM model makes of the same image (through
+:class:`Stage2` (the engine's ``stage2``: a :class:`demo.protocol.Stage2Service`) lists the
+stage-2 checkpoints of the checkpoint folder (the CAM store refuses them with the reason), says
+what each is (its run's eval.json: test mIoU, the CAM model and band of its pseudo masks) and
+answers the Stage 2 tab: a test image of a network's own dataset, the network's mask, the pseudo trimap a CAM model makes of the same image (through
 :class:`demo.inference.Inference`, as the Superpixels tab) and the ground truth, each scored
 against the ground truth. Without a network, the image is a test image of the CAM model's dataset.
 Training one is :mod:`demo.stage2_train`'s.
@@ -30,6 +30,7 @@ from crm_core.data import build_dataset
 from crm_core.data.transforms import to_uint8_image
 from crm_core.postprocess import BACKGROUND, FOREGROUND, pseudo_trimap
 from crm_core.runs import RunDir
+from crm_core.thresholds import THRESHOLDS
 from demo.checkpoint_store import CheckpointStore, _file_key
 from demo.inference import Inference, _scores
 from demo.locks import MODELS, OrderedLock
@@ -71,7 +72,7 @@ class Stage2:
         return path.is_file() and self._is_stage2(path)
 
     def info(self, name: str) -> dict[str, Any]:
-        """See :meth:`demo.protocol.DashboardEngine.segmentation_info`."""
+        """See :meth:`demo.protocol.Stage2Service.info`."""
         path = self._store.path(name)
         try:
             results = RunDir(self.runs_dir / name).read_eval()
@@ -124,9 +125,9 @@ class Stage2:
         with self._lock:
             return [loaded.net for loaded in self._nets.values()]
 
-    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
-             high: float = 0.45) -> Stage2View:
-        """See :meth:`demo.protocol.DashboardEngine.stage2_view`."""
+    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = THRESHOLDS.low,
+             high: float = THRESHOLDS.high) -> Stage2View:
+        """See :meth:`demo.protocol.Stage2Service.view`."""
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, got low={low}, high={high}")
         prediction = prediction_scores = None

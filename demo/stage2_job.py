@@ -19,6 +19,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from crm_core.thresholds import THRESHOLDS
+
 if TYPE_CHECKING:
     from crm_core.api import CamModel
 
@@ -62,7 +64,8 @@ def _write_masks(model: CamModel, folder: Path, images: int, val_threshold: floa
 def train_stage2_network(model: CamModel, name: str, checkpoint_dir: str | Path, runs_dir: str | Path,
                          staging: str | Path, *,
                          images: int, steps: int, arch: str | None = None, val_threshold: float | None = None,
-                         low: float = 0.2, high: float = 0.45, device: str = "cpu", owner: str | None = None,
+                         low: float = THRESHOLDS.low, high: float = THRESHOLDS.high, device: str = "cpu",
+                         owner: str | None = None,
                          on_progress: Callable[[dict[str, Any]], None] | None = None,
                          should_stop: Callable[[], bool] | None = None, **segment: Any) -> Path | None:
     """Pseudo masks of ``model`` on its first ``images`` train images, cut at ``val_threshold``

@@ -1,7 +1,8 @@
 """The Stage 2 tab's trainings: a CAM model's pseudo masks, then a segmentation network trained on them.
 
-:class:`Stage2Trainer` checks a :class:`demo.protocol.Stage2Request` (a CAM model, not a stage-2
-network; a free name; images, steps, architecture and mask cut in range) and runs the job
+:class:`Stage2Trainer` (the engine's ``stage2_training``: a :class:`demo.protocol.Stage2TrainingService`)
+checks a :class:`demo.protocol.Stage2Request` (a CAM model, not a stage-2 network; a free name;
+images, steps, architecture and mask cut in range) and runs the job
 (:func:`demo.stage2_job.train_stage2_network`) in the engine's one training slot
 (:meth:`demo.finetune.FineTuneRunner.job`: never beside a fine-tune), in the hidden staging
 folder of the checkpoint folder, so no menu lists a network still training.
@@ -16,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+from crm_core.thresholds import THRESHOLDS
 from demo.bootstrap import STAGING
 from demo.checkpoint_store import CheckpointStore, path_in
 from demo.evaluation import Evaluation
@@ -49,7 +51,7 @@ class Stage2Trainer:
         return sorted(SEG_ARCHS, key=lambda a: (a != DEFAULT_SEG_ARCH, a))
 
     def config(self, request: Stage2Request) -> dict[str, Any]:
-        """See :meth:`demo.protocol.DashboardEngine.stage2_config`."""
+        """See :meth:`demo.protocol.Stage2TrainingService.config`."""
         from crm_core.segment import SegConfig
 
         checkpoint_dir = self._store.checkpoint_dir
@@ -85,7 +87,7 @@ class Stage2Trainer:
 
     def train(self, request: Stage2Request, on_progress: Callable[[dict[str, Any]], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> Path | None:
-        """See :meth:`demo.protocol.DashboardEngine.train_stage2`."""
+        """See :meth:`demo.protocol.Stage2TrainingService.train`."""
         with self._finetune.job(request.name, "stage-2 training", on_progress, should_stop) as (progress, stopping):
             cfg = self.config(request)
             threshold = None
@@ -98,6 +100,7 @@ class Stage2Trainer:
                 self._store.model(request.cam_model), request.name, self._store.checkpoint_dir, self.runs_dir,
                 self._store.checkpoint_dir / STAGING,
                 images=segment["train_size"], steps=segment["steps"], arch=segment["arch"], val_threshold=threshold,
-                low=float(request.low) if threshold is None else 0.2, high=float(request.high) if threshold is None else 0.45,
+                low=float(request.low) if threshold is None else THRESHOLDS.low,
+                high=float(request.high) if threshold is None else THRESHOLDS.high,
                 device=self.device, owner=request.owner, on_progress=progress, should_stop=stopping,
                 test_limit=segment["test_limit"])

@@ -41,40 +41,35 @@ def _sample(index: int) -> Sample:
     return Sample(image=image, mask=mask, label=label, class_name=CLASSES[label], index=index)
 
 
-class FakeEngine:
-    """demo.protocol.DashboardEngine with no model behind, for layout and callback tests
-    (tests/test_layering.py keeps its methods in step with the protocol and demo.engine.Engine).
-    Pure steps (scoring a mask, superpixel refinement) are the engine module's own functions."""
+def _cam_map(image: np.ndarray, spread: float) -> np.ndarray:
+    """A smooth blob near the top left: the fakes' CAM of any image."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    return np.exp(-((yy - 0.4) ** 2 + (xx - 0.4) ** 2) / spread).astype(np.float32)
 
-    def __init__(self, names: tuple[str, ...] = ("resnet", "resnet_drs", "plain"), runs: tuple[str, ...] = ("resnet",),
-                 step_s: float = 0.0, results_path: Path | None = None, seg_names: tuple[str, ...] = ("seg",)) -> None:
-        self.names = list(names)
-        self.seg_names = list(seg_names)
-        self.results_path = results_path  # None: no report (as before `python -m crm_core.results`)
-        self.runs = {name: self._metrics(name) for name in runs}
-        self.step_s = step_s
-        self.trained: list[FineTuneRequest] = []
-        self.owners: dict[str, str | None] = {}  # run name -> the owner its fine-tune recorded
-        self.seg_steps: dict[str, int] = {}  # stage-2 network -> the steps its training did
-        self._lock = threading.Lock()
-        self._job: dict[str, Any] = {}
 
-    # checkpoints
-    def checkpoint_names(self, verify: bool = True) -> list[str]:
-        return list(self.names)
+class FakeCheckpoints:
+    """demo.protocol.CheckpointService over the names given: "drs" in a name means DRS layers,
+    "plain" no ReconstructNet."""
 
-    def refused_checkpoints(self) -> dict[str, str]:
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.checkpoint_names = list(names)  # a fine-tune adds its new name here
+
+    def names(self, verify: bool = True) -> list[str]:
+        return list(self.checkpoint_names)
+
+    def refused(self) -> dict[str, str]:
         return {}
 
-    def checkpoint_path(self, name: Any) -> Path:
+    def path(self, name: Any) -> Path:
         if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
             raise InvalidName(f"invalid checkpoint name {name!r}")
-        if name not in self.names:
+        if name not in self.checkpoint_names:
             raise InvalidName(f"no checkpoint named {name!r}")
         return Path("/nonexistent") / f"{name}.pt"
 
     def model(self, name: str) -> _FakeModel:
-        self.checkpoint_path(name)
+        self.path(name)
         return _FakeModel(name)
 
     def describe(self, name: str) -> str:
@@ -98,19 +93,20 @@ class FakeEngine:
     def arch(self, name: str) -> str:
         return "resnet18"
 
+
+class FakeInference:
+    """demo.protocol.InferenceService: 40 synthetic images, a blob for a CAM. Pure steps (scoring a
+    mask, superpixel refinement) are the real service module's own functions."""
+
+    def __init__(self, checkpoints: FakeCheckpoints) -> None:
+        self._checkpoints = checkpoints
+
     def cam_methods(self) -> dict[str, str]:
         return {"gradcampp": "Grad-CAM++ (fake)", "gradcam": "Grad-CAM (fake)"}
 
-    def model_variants(self) -> list[str]:
-        return ["resnet", "resnet_drs"]
+    def cam_methods_note(self) -> str:
+        return ""
 
-    def datasets(self) -> list[str]:
-        return ["synthetic", "pets"]
-
-    def backbones(self) -> list[str]:
-        return ["resnet18", "efficientnet_b0"]
-
-    # data
     def dataset_length(self, name: str, split: str = "test") -> int:
         return 40
 
@@ -118,7 +114,7 @@ class FakeEngine:
         return self.samples(name, [index])[0]
 
     def samples(self, name: str, indices: Any, split: str = "test") -> list[Sample]:
-        self.checkpoint_path(name)
+        self._checkpoints.path(name)
         out = []
         for index in indices:
             if not 0 <= int(index) < 40:
@@ -127,44 +123,32 @@ class FakeEngine:
         return out
 
     def load_upload(self, name: str, image: Any) -> Sample:
-        self.checkpoint_path(name)
+        self._checkpoints.path(name)
         return Sample(image=to_uint8_image(load_image(str(image) if isinstance(image, Path) else image, SIZE)))
-
-    # inference
-    @staticmethod
-    def _cam(image: np.ndarray, spread: float) -> np.ndarray:
-        h, w = image.shape[:2]
-        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        return np.exp(-((yy - 0.4) ** 2 + (xx - 0.4) ** 2) / spread).astype(np.float32)
 
     def cam(self, name: str, image: np.ndarray, class_index: int | None = None, drs_delta: float | None = None,
             method: str = "gradcampp", size: Any = None) -> CamOutput:
-        self.checkpoint_path(name)
+        self._checkpoints.path(name)
         if method not in self.cam_methods():
             raise ValueError(f"unknown CAM method {method!r}")
         spread = 0.02 + (1.0 - (drs_delta or 0.55)) * 0.1
         c = 2 if class_index is None else class_index
         probs = {n: (0.7 if i == 2 else 0.15) for i, n in enumerate(CLASSES)}
-        return CamOutput(cam=self._cam(image, spread), probs=probs, class_index=c, class_name=CLASSES[c], predicted=2)
+        return CamOutput(cam=_cam_map(image, spread), probs=probs, class_index=c, class_name=CLASSES[c], predicted=2)
 
     def cams_for_samples(self, name: str, samples: list[Sample], classes: str = "label",
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        cams = np.stack([self._cam(s.image, 0.01 + 0.01 * (s.index % 5)) for s in samples])
+        cams = np.stack([_cam_map(s.image, 0.01 + 0.01 * (s.index % 5)) for s in samples])
         return cams, np.array([s.index % 2 for s in samples])
 
     def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
-        if not self.has_reconstructor(name):
+        if not self._checkpoints.has_reconstructor(name):
             raise ValueError(f"{name} was trained without CRM")
         recon = (image // 2).astype(np.uint8)
         error = np.abs(recon.astype(np.float32) - image) .mean(-1) / 255.0
-        maps = np.stack([self._cam(image, 0.02 * (i + 1)) for i in range(len(CLASSES))])[:, ::4, ::4]
+        maps = np.stack([_cam_map(image, 0.02 * (i + 1)) for i in range(len(CLASSES))])[:, ::4, ::4]
         return Reconstruction(image=image, recon=recon, error=error, l1=float(error.mean()), perceptual=0.1,
                               decoder_input=maps.astype(np.float32), decoder_input_kind="gradcampp")
-
-    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
-        if not self.has_reconstructor(name):
-            raise ValueError(f"{name} was trained without CRM")
-        return {"recon_l1": 0.2, "recon_l1_shuffled": 0.3, "cam_dependence": 1 / 3}
 
     def perceptual_source(self) -> str:
         return "random (fake)"
@@ -186,6 +170,13 @@ class FakeEngine:
     def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
         return score_pseudo_mask(cam, gt, threshold)
 
+
+class FakeEvaluation:
+    """demo.protocol.EvaluationService: scores that grow with the DRS delta."""
+
+    def __init__(self, checkpoints: FakeCheckpoints) -> None:
+        self._checkpoints = checkpoints
+
     def evaluate(self, name: str, limit: int = 32, drs_delta: float | None = None, split: str = "test",
                  val_threshold: bool = False) -> dict[str, Any]:
         d = drs_delta or 0.55
@@ -197,62 +188,104 @@ class FakeEngine:
             out["coverage_val_threshold"] = {"body": 1 - d, "head": 0.9}
         return out
 
-    def cam_methods_note(self) -> str:
-        return ""
-
     def val_threshold(self, name: str, limit: int | None = None, drs_delta: float | None = None) -> float:
-        self.model(name)
+        self._checkpoints.model(name)
         return 0.35
 
-    # results
-    def results_report(self) -> dict[str, Any] | None:
-        return read_results(self.results_path) if self.results_path is not None else None
+    def cam_dependence(self, name: str, limit: int = 32) -> dict[str, float]:
+        if not self._checkpoints.has_reconstructor(name):
+            raise ValueError(f"{name} was trained without CRM")
+        return {"recon_l1": 0.2, "recon_l1_shuffled": 0.3, "cam_dependence": 1 / 3}
 
     def results_row(self, name: str, limit: int = 100) -> dict[str, Any]:
-        self.checkpoint_path(name)
-        drs = self.has_drs(name)
+        checkpoints = self._checkpoints
+        checkpoints.path(name)
+        drs = checkpoints.has_drs(name)
         return {"name": name, "appearance": "informative" if "informative" in name else "random",
-                "model": self.variant(name), "threshold": 0.35, "accuracy": 0.8, "miou": 0.55 if drs else 0.45,
+                "model": checkpoints.variant(name), "threshold": 0.35, "accuracy": 0.8, "miou": 0.55 if drs else 0.45,
                 "bg_fpr": 0.1, "head": 0.9, "body": 0.4,
-                "cam_dependence": 0.2 if self.model(name).has_reconstructor else None}
+                "cam_dependence": 0.2 if checkpoints.model(name).has_reconstructor else None}
 
-    # runs
-    @staticmethod
-    def _metrics(name: str) -> list[dict[str, Any]]:
-        rows = [{"step": s, "epoch": 0, "split": "train", "lr": 1e-3, "loss_total": 2.0 / s, "loss_cls": 1.0 / s,
-                 "loss_l1": 0.5, "loss_vgg": 0.1, "loss_align": 0.01, "accuracy": 0.5, "wall_time": 0.5 * s}
-                for s in range(1, 11)]
-        rows.append({"step": 10, "epoch": 0, "split": "val", "loss_cls": 0.9, "accuracy": 0.6, "wall_time": 5.0})
-        return rows
 
-    def run_names(self) -> list[str]:
-        return sorted(self.runs)
+def run_metrics(name: str) -> list[dict[str, Any]]:
+    """The metrics rows of a fake run: ten train steps and one val row."""
+    rows = [{"step": s, "epoch": 0, "split": "train", "lr": 1e-3, "loss_total": 2.0 / s, "loss_cls": 1.0 / s,
+             "loss_l1": 0.5, "loss_vgg": 0.1, "loss_align": 0.01, "accuracy": 0.5, "wall_time": 0.5 * s}
+            for s in range(1, 11)]
+    rows.append({"step": 10, "epoch": 0, "split": "val", "loss_cls": 0.9, "accuracy": 0.6, "wall_time": 5.0})
+    return rows
+
+
+class FakeRuns:
+    """demo.protocol.RunService over the run names given; a training adds its run and owner."""
+
+    def __init__(self, runs: tuple[str, ...]) -> None:
+        self.metrics = {name: run_metrics(name) for name in runs}
+        self.owners: dict[str, str | None] = {}  # run name -> the owner its training recorded
+
+    def add(self, name: str, owner: str | None) -> None:
+        self.metrics[name] = run_metrics(name)
+        self.owners[name] = owner
+
+    def names(self) -> list[str]:
+        return sorted(self.metrics)
 
     def run(self, name: str) -> RunInfo:
-        if not isinstance(name, str) or name not in self.runs:
+        if not isinstance(name, str) or name not in self.metrics:
             raise InvalidName(f"no run named {name!r}")
         train = {"model": "resnet", "arch": "resnet18", "image_size": SIZE}
         if self.owners.get(name):
             train["extra"] = {"owner": self.owners[name]}
         return RunInfo(name=name, config={"train": train},
-                       metrics=self.runs[name], eval={"accuracy": 0.5, "cam_miou_best": {"miou": 0.4, "threshold": 0.3}})
+                       metrics=self.metrics[name], eval={"accuracy": 0.5, "cam_miou_best": {"miou": 0.4, "threshold": 0.3}})
 
-    # training
-    def train_config(self, request: FineTuneRequest) -> TrainConfig:
-        if request.name in self.names:
+
+class FakeResults:
+    """demo.protocol.ResultsService: the report at ``results_path`` (None: no report, as before
+    ``python -m crm_core.results``), read with the real service module's reader."""
+
+    def __init__(self, results_path: Path | None) -> None:
+        self.results_path = results_path
+
+    def report(self) -> dict[str, Any] | None:
+        return read_results(self.results_path) if self.results_path is not None else None
+
+
+class FakeTraining:
+    """demo.protocol.TrainingService: fake steps, ``step_s`` seconds each, in one training slot that
+    the fake stage-2 trainings share."""
+
+    def __init__(self, checkpoints: FakeCheckpoints, runs: FakeRuns, step_s: float) -> None:
+        self._checkpoints, self._runs = checkpoints, runs
+        self.step_s = step_s
+        self.trained: list[FineTuneRequest] = []
+        self._lock = threading.Lock()
+        self._job: dict[str, Any] = {}
+
+    def model_variants(self) -> list[str]:
+        return ["resnet", "resnet_drs"]
+
+    def datasets(self) -> list[str]:
+        return ["synthetic", "pets"]
+
+    def backbones(self) -> list[str]:
+        return ["resnet18", "efficientnet_b0"]
+
+    def config(self, request: FineTuneRequest) -> TrainConfig:
+        if request.name in self._checkpoints.checkpoint_names:
             raise ValueError(f"{request.name!r} already exists")
         values = dict(request.extra)
-        if request.owner:  # as demo.finetune.FineTuneRunner.train_config records it
+        if request.owner:  # as demo.finetune.FineTuneRunner.config records it
             values["extra"] = {**values.get("extra", {}), "owner": request.owner}
         return TrainConfig(name=request.name, model=request.model, dataset=request.dataset, steps=request.steps,
                            batch_size=request.batch_size, cls_lr=request.cls_lr, rec_lr=request.rec_lr,
                            l1_weight=request.l1_weight, vgg_weight=request.vgg_weight,
                            align_weight=request.align_weight, delta=request.delta, **values)
 
-    def training_status(self) -> str | None:
+    def status(self) -> str | None:
         return f"fine-tune {self._job['name']!r} is running" if self._job else None
 
-    def _steps(self, name: str, steps: int, on_progress: Callable | None, should_stop: Callable | None) -> int:
+    def steps(self, name: str, steps: int, on_progress: Callable | None, should_stop: Callable | None) -> int:
         """Fake training steps of job ``name`` in the one training slot; returns the steps done."""
         if not self._lock.acquire(blocking=False):
             raise TrainingBusy("another training job is running")
@@ -273,11 +306,10 @@ class FakeEngine:
 
     def train(self, request: FineTuneRequest, on_progress: Callable | None = None,
               should_stop: Callable[[], bool] | None = None) -> Path:
-        self._steps(request.name, request.steps, on_progress, should_stop)
+        self.steps(request.name, request.steps, on_progress, should_stop)
         self.trained.append(request)
-        self.names.append(request.name)
-        self.runs[request.name] = self._metrics(request.name)
-        self.owners[request.name] = request.owner
+        self._checkpoints.checkpoint_names.append(request.name)
+        self._runs.add(request.name, request.owner)
         return Path("/nonexistent") / f"{request.name}.pt"
 
     def request_stop(self, name: str) -> bool:
@@ -286,45 +318,27 @@ class FakeEngine:
             return True
         return False
 
-    # stage 2: fake segmentation networks whose mask is the ground truth shifted by 2 px
-    def segmentation_names(self) -> list[str]:
+
+class FakeStage2:
+    """demo.protocol.Stage2Service: fake segmentation networks whose mask is the ground truth shifted by 2 px."""
+
+    def __init__(self, seg_names: tuple[str, ...], inference: FakeInference, runs: FakeRuns) -> None:
+        self.seg_names = list(seg_names)  # a stage-2 training adds its new name here
+        self.seg_steps: dict[str, int] = {}  # stage-2 network -> the steps its training did
+        self._inference, self._runs = inference, runs
+
+    def names(self) -> list[str]:
         return list(self.seg_names)
 
-    def segmentation_info(self, name: str) -> dict[str, Any]:
+    def info(self, name: str) -> dict[str, Any]:
         if name not in self.seg_names:
             raise InvalidName(f"no stage-2 checkpoint named {name!r}")
         return {"miou": 0.6, "test_images": 200, "cam_model": "resnet_drs", "low": 0.25, "high": 0.55,
                 "train_images": 160, "step": self.seg_steps.get(name, 40), "arch": "fcn_resnet18",
-                "owner": self.owners.get(name)}
+                "owner": self._runs.owners.get(name)}
 
-    def segmentation_archs(self) -> list[str]:
-        return ["fcn_resnet18", "lraspp_mobilenet_v3_large"]
-
-    def stage2_config(self, request: Stage2Request) -> dict[str, Any]:
-        if request.name in self.names or request.name in self.seg_names:
-            raise ValueError(f"{request.name!r} already exists")
-        if request.cam_model in self.seg_names:
-            raise ValueError(f"{request.cam_model!r} is a stage-2 segmentation network, not a CAM model")
-        self.checkpoint_path(request.cam_model)
-        if not 1 <= request.images <= 640 or not 1 <= request.steps <= STAGE2_MAX_STEPS:
-            raise ValueError("training images must be between 1 and 640, steps between 1 and 2000")
-        return {"segment": {"name": request.name, "train_size": request.images, "steps": request.steps,
-                            "arch": request.arch or "fcn_resnet18", "extra": {"owner": request.owner}},
-                "cut": {"cam_model": request.cam_model, "cut": request.cut}}
-
-    def train_stage2(self, request: Stage2Request, on_progress: Callable | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> Path | None:
-        self.stage2_config(request)
-        if on_progress is not None:
-            on_progress({"phase": "masks", "done": request.images, "total": request.images,
-                         "phase_text": f"pseudo masks {request.images}/{request.images}"})
-        self.seg_steps[request.name] = self._steps(request.name, request.steps, on_progress, should_stop)
-        self.seg_names.append(request.name)
-        self.owners[request.name] = request.owner
-        return Path("/nonexistent") / f"{request.name}.pt"
-
-    def stage2_view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
-                    high: float = 0.45) -> Stage2View:
+    def view(self, seg_name: str | None, cam_name: str | None, index: int, low: float = 0.2,
+             high: float = 0.45) -> Stage2View:
         if seg_name is not None and seg_name not in self.seg_names:
             raise InvalidName(f"no stage-2 checkpoint named {seg_name!r}")
         if seg_name is None and not cam_name:
@@ -335,7 +349,7 @@ class FakeEngine:
         fg = np.roll(sample.mask == 1, 2, axis=1)
         pseudo = pseudo_scores = None
         if cam_name:
-            cam = self.cam(cam_name, sample.image, class_index=sample.label).cam
+            cam = self._inference.cam(cam_name, sample.image, class_index=sample.label).cam
             pseudo = np.where(cam >= high, 1, np.where(cam < low, 2, 3)).astype(np.uint8)
             pseudo_scores = score_pseudo_mask(cam, sample.mask, high)
         if seg_name is None:
@@ -344,6 +358,58 @@ class FakeEngine:
         return Stage2View(sample=sample, prediction=np.where(fg, 1, 2).astype(np.uint8),
                           prediction_scores=score_pseudo_mask(fg.astype(np.float32), sample.mask, 0.5),
                           pseudo=pseudo, pseudo_scores=pseudo_scores, description=f"{seg_name}: fake stage-2 network")
+
+
+class FakeStage2Training:
+    """demo.protocol.Stage2TrainingService: pseudo masks in one progress row, then fake steps in the
+    fine-tunes' training slot."""
+
+    def __init__(self, checkpoints: FakeCheckpoints, training: FakeTraining, stage2: FakeStage2,
+                 runs: FakeRuns) -> None:
+        self._checkpoints, self._training, self._stage2, self._runs = checkpoints, training, stage2, runs
+
+    def archs(self) -> list[str]:
+        return ["fcn_resnet18", "lraspp_mobilenet_v3_large"]
+
+    def config(self, request: Stage2Request) -> dict[str, Any]:
+        if request.name in self._checkpoints.checkpoint_names or request.name in self._stage2.seg_names:
+            raise ValueError(f"{request.name!r} already exists")
+        if request.cam_model in self._stage2.seg_names:
+            raise ValueError(f"{request.cam_model!r} is a stage-2 segmentation network, not a CAM model")
+        self._checkpoints.path(request.cam_model)
+        if not 1 <= request.images <= 640 or not 1 <= request.steps <= STAGE2_MAX_STEPS:
+            raise ValueError("training images must be between 1 and 640, steps between 1 and 2000")
+        return {"segment": {"name": request.name, "train_size": request.images, "steps": request.steps,
+                            "arch": request.arch or "fcn_resnet18", "extra": {"owner": request.owner}},
+                "cut": {"cam_model": request.cam_model, "cut": request.cut}}
+
+    def train(self, request: Stage2Request, on_progress: Callable | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path | None:
+        self.config(request)
+        if on_progress is not None:
+            on_progress({"phase": "masks", "done": request.images, "total": request.images,
+                         "phase_text": f"pseudo masks {request.images}/{request.images}"})
+        self._stage2.seg_steps[request.name] = self._training.steps(request.name, request.steps, on_progress,
+                                                                    should_stop)
+        self._stage2.seg_names.append(request.name)
+        self._runs.owners[request.name] = request.owner
+        return Path("/nonexistent") / f"{request.name}.pt"
+
+
+class FakeEngine:
+    """demo.protocol.DashboardEngine with no model behind, for layout and callback tests: one fake
+    per service (tests/test_layering.py keeps each in step with its Protocol and the real service)."""
+
+    def __init__(self, names: tuple[str, ...] = ("resnet", "resnet_drs", "plain"), runs: tuple[str, ...] = ("resnet",),
+                 step_s: float = 0.0, results_path: Path | None = None, seg_names: tuple[str, ...] = ("seg",)) -> None:
+        self.checkpoints = FakeCheckpoints(names)
+        self.inference = FakeInference(self.checkpoints)
+        self.evaluation = FakeEvaluation(self.checkpoints)
+        self.runs = FakeRuns(runs)
+        self.results = FakeResults(results_path)
+        self.training = FakeTraining(self.checkpoints, self.runs, step_s)
+        self.stage2 = FakeStage2(seg_names, self.inference, self.runs)
+        self.stage2_training = FakeStage2Training(self.checkpoints, self.training, self.stage2, self.runs)
 
 
 def assert_no_server_detail(message: str) -> None:

@@ -177,6 +177,8 @@ def test_first_visit_shows_the_evidence(demo_set: dict, tmp_path: Path) -> None:
             expect(info).to_contain_text("resnet_drs_crm")  # the pair that shows CRM: resnet vs resnet_drs_crm
             expect(info).to_contain_text("val-chosen threshold")
             page.screenshot(path=str(shots / "1_compare.png"), full_page=True)
+            if os.environ.get("CRM_LAB_SCREENSHOT"):  # the README's picture: CRM_LAB_SCREENSHOT=docs/compare.png
+                page.screenshot(path=os.environ["CRM_LAB_SCREENSHOT"])
             overlays = []
             for tag in "ab":
                 page.locator(f"#overlay-{tag} img").screenshot(path=str(shots / f"overlay_{tag}.png"))

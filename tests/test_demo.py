@@ -20,7 +20,7 @@ from crm_core.cams import CAM_METHODS
 from demo import callbacks as cb
 from demo import plots, render
 from demo.layout import build_app
-from demo_fixtures import SIZE, FakeEngine, assert_no_server_detail
+from demo_fixtures import SIZE, FakeEngine, assert_no_server_detail, run_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_compare_dataset_sample_gives_overlays_top5_masks_and_iou(engine: FakeEn
         assert image.shape == (render.DISPLAY, render.DISPLAY + render.BAR_WIDTH, 3) and image.dtype == np.uint8
     for image in (mask_a, mask_b):
         assert image.shape == (render.DISPLAY, render.DISPLAY, 3) and image.dtype == np.uint8
-    assert set(lab_a) == set(engine.class_names("resnet")) and max(lab_a, key=lab_a.get) == "checker"
+    assert set(lab_a) == set(engine.checkpoints.class_names("resnet")) and max(lab_a, key=lab_a.get) == "checker"
     assert "test sample #3" in info and "object IoU" in info and "resnet_drs" in info
     assert "val-chosen threshold" in info and "background false positives" in info
     assert (ov_a == render.GT_COLOUR).all(axis=-1).any()  # ground-truth outline drawn
@@ -90,7 +90,7 @@ def test_unexpected_exception_becomes_short_message_and_is_logged(engine: FakeEn
     def boom(*args, **kwargs):
         raise ZeroDivisionError("deep internal detail")
 
-    monkeypatch.setattr(engine, "cam", boom)
+    monkeypatch.setattr(engine.inference, "cam", boom)
     with pytest.raises(gr.Error) as info:
         cb.compare(engine, "resnet", "resnet_drs", None, 1, cb.PREDICTED, 0.3, "gradcampp")
     assert "ZeroDivisionError" in str(info.value) and "deep internal detail" not in str(info.value)
@@ -102,7 +102,7 @@ def test_our_own_bugs_are_logged_with_traceback_not_shown(engine: FakeEngine, mo
     def boom(*args, **kwargs):
         raise bug(f"list index out of range in {tempfile.gettempdir()}/crm/x.py")
 
-    monkeypatch.setattr(engine, "cam", boom)
+    monkeypatch.setattr(engine.inference, "cam", boom)
     with pytest.raises(gr.Error) as info:
         cb.compare(engine, "resnet", "resnet_drs", None, 1, cb.PREDICTED, 0.3, "gradcampp")
     message = info.value.message
@@ -246,7 +246,7 @@ def test_stage2_training_panel_trains_shows_its_chart_and_refuses_bad_input() ->
     assert ((32, 32),) in [a for a, _ in seen] and any(k.get("desc") == "pseudo masks 32/32" for _, k in seen)
     text, figure = updates[-1]
     assert "Done: **s2-new**" in text and "test mIoU **0.600**" in text and len(figure.data[0].x) == 4
-    assert "s2-new" in engine.segmentation_names() and engine.owners["s2-new"] == "ann"
+    assert "s2-new" in engine.stage2.names() and engine.runs.owners["s2-new"] == "ann"
     menu, *_ = cb.stage2_choices(engine, "seg", "resnet", 0.2, 0.45, "s2-new")  # the new one is chosen
     assert menu["value"] == "s2-new"
     band = list(cb.CUTS)[1]
@@ -270,7 +270,7 @@ def test_stage2_training_panel_trains_shows_its_chart_and_refuses_bad_input() ->
         if "step 3/" in text:
             break
     run.close()
-    assert 3 <= slow.seg_steps["s2-stop"] < 200 and slow.training_status() is None
+    assert 3 <= slow.stage2.seg_steps["s2-stop"] < 200 and slow.training.status() is None
 
 
 def test_reconstructions_table_and_model_without_crm(engine: FakeEngine) -> None:
@@ -305,7 +305,7 @@ def test_runs_view_and_csv(engine: FakeEngine) -> None:
 
 
 def test_refresh_keeps_valid_values_and_lists_new_checkpoints(engine: FakeEngine) -> None:
-    engine.names.append("finetune-1")
+    engine.checkpoints.checkpoint_names.append("finetune-1")
     out = cb.refresh_checkpoints(engine, "resnet_drs", "gone", None, "resnet", "resnet", ["gone"], "resnet", None)
     assert all("finetune-1" in u["choices"] for u in out[:5])
     assert out[0]["value"] == "resnet_drs" and out[1]["value"] == "resnet_drs"  # invalid -> default
@@ -324,13 +324,14 @@ def test_fine_tune_streams_progress_and_saves(engine: FakeEngine) -> None:
                                 plot_every_s=0.0))
     assert "Starting" in updates[0][0] and "saved" in updates[-1][0] and "stopped early" not in updates[-1][0]
     assert isinstance(updates[-1][1], go.Figure) and len(updates[-1][1].data[0].x) == 5
-    assert seen[-1][0] == (5, 5) and engine.trained[0].delta == "0.55" and "ft-a" in engine.names
+    assert seen[-1][0] == (5, 5) and engine.training.trained[0].delta == "0.55"
+    assert "ft-a" in engine.checkpoints.checkpoint_names
 
 
 def _first_step(engine: FakeEngine) -> threading.Event:
     """An event set when the engine's fine-tune reports its first step: the job is then running."""
     event = threading.Event()
-    train = engine.train
+    train = engine.training.train
 
     def observed(request, on_progress=None, should_stop=None):
         def progress(row: dict) -> None:
@@ -339,28 +340,28 @@ def _first_step(engine: FakeEngine) -> threading.Event:
                 on_progress(row)
         return train(request, on_progress=progress, should_stop=should_stop)
 
-    engine.train = observed  # this test's engine only
+    engine.training.train = observed  # this test's engine only
     return event
 
 
 def test_fine_tune_stop_and_closing_the_generator_stop_cleanly(engine: FakeEngine) -> None:
-    engine.step_s = 0.02
+    engine.training.step_s = 0.02
     running = _first_step(engine)
     gen = cb.fine_tune(engine, *dict(FT, steps=500).values(), poll_s=0.01, plot_every_s=0.0)
     next(gen)
     assert running.wait(30)
     assert "Stopping" in cb.stop_training(engine, "ft-a")
     last = list(gen)[-1][0]
-    assert "stopped early" in last and engine.trained[-1].name == "ft-a"
+    assert "stopped early" in last and engine.training.trained[-1].name == "ft-a"
     gen = cb.fine_tune(engine, *dict(FT, name="ft-b", steps=500).values(), poll_s=0.01, plot_every_s=0.0)
     next(gen)
     gen.close()  # browser gone: the worker is told to stop and joined
-    assert engine.training_status() is None and engine.trained[-1].name == "ft-b"
+    assert engine.training.status() is None and engine.training.trained[-1].name == "ft-b"
     assert "No running training job" in cb.stop_training(engine, "ft-b")
 
 
 def test_second_training_job_is_told_to_wait(engine: FakeEngine) -> None:
-    engine.step_s = 0.02
+    engine.training.step_s = 0.02
     running = _first_step(engine)
     first = cb.fine_tune(engine, *dict(FT, steps=500).values(), poll_s=0.01)
     next(first)
@@ -414,7 +415,7 @@ def test_run_colours_are_stable_and_distinct() -> None:
 
 
 def test_loss_figure_has_raw_and_smoothed_curves_per_run_and_term() -> None:
-    rows = FakeEngine._metrics("a")
+    rows = run_metrics("a")
     figure = plots.loss_figure({"a": rows, "b": rows}, ["loss_total", "loss_cls"], 0.5, "epoch", False)
     assert len(figure.data) == 8  # 2 runs x 2 terms x (raw + smoothed)
     raw = [t for t in figure.data if t.name == "a (raw)"]
@@ -482,8 +483,10 @@ def test_build_app_with_a_fake_engine_names_every_event_and_serves_png() -> None
                      "drs_strip", "drs_curve", "superpixels", "reconstructions", "runs", "runs_csv", "fine_tune",
                      "stop_training", "refresh_checkpoints", "results", "results_evaluate", "stage2", "stage2_train",
                      "stage2_stop"}
-    tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
-    assert "Results" in tabs and "Stage 2" in tabs
+    tabs = [(c["props"].get("label"), c["props"].get("id")) for c in config["components"] if c["type"] == "tabitem"]
+    assert tabs == [("Compare", "compare"), ("Browse heatmaps", "browse"), ("DRS thresholds", "drs"),
+                    ("Superpixels", "superpixels"), ("Reconstructions", "reconstructions"), ("Stage 2", "stage2"),
+                    ("Runs", "runs"), ("Results", "results"), ("Fine-tune", "finetune")]
     images = [c for c in config["components"] if c["type"] in ("image", "gallery")]
     assert images and all(c["props"].get("format") == "png" for c in images)
     training = [d for d in config["dependencies"] if d.get("api_name") == "fine_tune"][0]
@@ -505,7 +508,7 @@ def test_build_app_hides_package_methods_when_grad_cam_is_missing(monkeypatch, t
 
     # The menu shows exactly the engine's methods, in its order, with its labels.
     fake = FakeEngine()
-    assert _method_menu(build_app(fake)) == [(label, value) for value, label in fake.cam_methods().items()]
+    assert _method_menu(build_app(fake)) == [(label, value) for value, label in fake.inference.cam_methods().items()]
     # The real engine (no checkpoints needed to build the app) offers the package's methods only
     # when the package is there; our own methods always.
     for available in (True, False):

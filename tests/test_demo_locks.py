@@ -72,7 +72,7 @@ def test_the_order_is_per_thread_and_only_the_holder_releases() -> None:
 
 def test_every_engine_lock_is_ordered_at_its_documented_level(tmp_path: Path) -> None:
     engine = Engine(tmp_path / "checkpoints", tmp_path / "runs")
-    services = [engine.store, engine.inference, engine.evaluation, engine.finetune, engine.results]
+    services = [engine.checkpoints, engine.inference, engine.evaluation, engine.training, engine.runs, engine.results]
     plain = type(threading.Lock()), type(threading.RLock())
     found = {}
     for service in services:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from crm_core import results
+from crm_core import results, results_report
 from crm_core.cams.utils import normalize_cams
 from crm_core.results_report import degenerate_runs, holm, summarise
 from crm_core.results_table import COMPARISONS, HEADLINE, ROW_BY_KEY
@@ -93,7 +93,7 @@ def test_headline_family_is_declared_small_and_decided_on_the_adjusted_p() -> No
     assert entry["effect"] == (entry["p_holm"] < 0.05)
     exploratory = [m for c in summary["comparisons"] for m in c["metrics"].values() if m["family"] == "exploratory"]
     assert all("p_holm" not in m for m in exploratory)
-    assert "Holm" in results.comparison_cell(
+    assert "Holm" in results_report.comparison_cell(
         next(c for c in summary["comparisons"] if (c["row"], c["baseline"]) == (row, base))["metrics"][metric])
 
 

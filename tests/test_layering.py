@@ -3,11 +3,14 @@
 1. Nothing in ``crm_core`` imports ``demo`` or ``gradio``: the engine works without the UI.
 2. Outside the adapter (demo.engine, the services it composes and demo.locks, demo.bootstrap,
    demo.bench), ``demo`` and ``app.py`` import nothing from ``crm_core`` but ``crm_core.api``;
-   the UI modules (layout, callbacks, plots, render, messages, protocol) do not import the
+   the UI modules (layout, tabs, callbacks, plots, render, messages, protocol) do not import the
    adapter either: they reach the engine only through :class:`demo.protocol.DashboardEngine`.
 3. The adapter and the protocol do not import gradio.
-4. ``Engine`` and the tests' ``FakeEngine`` implement every member of ``DashboardEngine`` with
-   the same parameters and return annotation, and the UI calls no engine member outside it.
+4. ``Engine`` and the tests' ``FakeEngine`` hold every service of ``DashboardEngine``; each real
+   service and each fake implements every member of its Protocol with the same parameters and
+   return annotation, and the UI calls no engine member outside those Protocols.
+5. No service Protocol and no class of demo or tests has more than 20 public methods; no function
+   of demo is over 100 lines.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import inspect
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Iterator
 
@@ -32,6 +36,9 @@ ADAPTER = {"demo.engine", "demo.checkpoint_store", "demo.inference", "demo.evalu
            "demo.results_reader", "demo.stage2", "demo.stage2_train", "demo.stage2_job", "demo.locks", "demo.memory", "demo.bootstrap", "demo.bench",
            "demo.load"}
 GRADIO_FREE = ADAPTER - {"demo.bench"} | {"demo.protocol"}  # demo.bench times the callbacks, lazily
+# The UI, as docs/architecture.md's import table names it: the page, one module per tab and its
+# callbacks, and the pictures, figures and messages they make.
+UI = {"demo.layout", "demo.tabs", "demo.callbacks", "demo.plots", "demo.render", "demo.messages", "demo.protocol"}
 
 
 def module_name(path: Path) -> str:
@@ -100,8 +107,20 @@ def test_demo_reaches_crm_core_only_through_its_api_outside_the_adapter() -> Non
         "\n".join(bad)
 
 
+def documented_ui() -> set[str]:
+    """The modules and packages of docs/architecture.md's "(the UI)" row, as module names."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("|") and "(the UI)" in line)
+    paths = re.findall(r"`(demo/[\w/]*?)(?:\.py)?/?`", row.split("|")[1])
+    return {path.replace("/", ".") for path in paths}
+
+
 def test_ui_modules_reach_the_engine_only_through_the_protocol() -> None:
     ui = [p for p in sources("demo") if module_name(p) not in ADAPTER]
+    assert documented_ui() == UI, "docs/architecture.md's UI row and this test name other modules"
+    seen = {module_name(p) for p in ui}
+    assert all(any(within(module, package) for module in seen) for package in UI), \
+        f"a UI module the walk does not see: {sorted(UI)}"
     bad = violations(ui, lambda _, m: any(within(m, a) for a in ADAPTER))
     assert not bad, "the UI talks to demo.protocol.DashboardEngine, not to the adapter:\n" + "\n".join(bad)
 
@@ -259,7 +278,18 @@ def test_no_module_is_longer_than_a_sitting() -> None:
 
 
 # -- the engine surface ------------------------------------------------------------------
-MEMBERS = sorted(name for name in vars(DashboardEngine) if not name.startswith("_"))
+#: service attribute -> its Protocol, as DashboardEngine names them.
+SERVICES = typing.get_type_hints(DashboardEngine)
+REAL, FAKE = Engine("/nonexistent", "/nonexistent"), FakeEngine()  # neither reads a file when built
+MAX_METHODS = 20  # public methods of one class: a service a reader holds in mind at once
+
+
+def public_methods(cls: type) -> list[str]:
+    return sorted(name for name, value in vars(cls).items() if not name.startswith("_") and callable(value))
+
+
+def members(service: str) -> list[str]:
+    return public_methods(SERVICES[service])
 
 
 def _annotation(value: object) -> str:
@@ -268,32 +298,88 @@ def _annotation(value: object) -> str:
     return re.sub(r"\b\w+\.(?=\w)", "", str(text)).replace(" ", "")
 
 
-@pytest.mark.parametrize("implementation", [Engine, FakeEngine], ids=["Engine", "FakeEngine"])
-@pytest.mark.parametrize("member", MEMBERS)
-def test_engines_implement_the_protocol(implementation: type, member: str) -> None:
-    expected = inspect.signature(getattr(DashboardEngine, member))
-    assert hasattr(implementation, member), f"{implementation.__name__} lacks {member}"
+def test_the_engines_compose_the_services() -> None:
+    """Each engine holds every service, and nothing the UI could reach besides them but its own
+    composite tools (warm-up and memory accounting, read by app.py, never by a view)."""
+    assert SERVICES and all(isinstance(p, type) for p in SERVICES.values())
+    for engine in (REAL, FAKE):
+        assert all(hasattr(engine, service) for service in SERVICES), type(engine).__name__
+    assert public_methods(Engine) == ["cache_sizes", "memory_report", "warm_up"]
+    assert public_methods(FakeEngine) == []
+
+
+@pytest.mark.parametrize("engine", [REAL, FAKE], ids=["Engine", "FakeEngine"])
+@pytest.mark.parametrize("service, member", [(s, m) for s in SERVICES for m in members(s)])
+def test_services_implement_their_protocol(engine: object, service: str, member: str) -> None:
+    protocol, implementation = SERVICES[service], type(getattr(engine, service))
+    where = f"{type(engine).__name__}.{service} ({implementation.__name__}).{member}"
+    expected = inspect.signature(getattr(protocol, member))
+    assert hasattr(implementation, member), f"{where} is missing"
     actual = inspect.signature(getattr(implementation, member))
     names = [(p.name, p.kind) for p in expected.parameters.values()]
     assert [(p.name, p.kind) for p in actual.parameters.values()] == names, \
-        f"{implementation.__name__}.{member}{actual} drifted from DashboardEngine.{member}{expected}"
+        f"{where}{actual} drifted from {protocol.__name__}.{member}{expected}"
     for name, param in expected.parameters.items():
         if param.default is not inspect.Parameter.empty:
             assert actual.parameters[name].default is not inspect.Parameter.empty, \
-                f"{implementation.__name__}.{member}: {name} needs a default, as in the protocol"
+                f"{where}: {name} needs a default, as in the protocol"
     assert _annotation(actual.return_annotation) == _annotation(expected.return_annotation), \
-        f"{implementation.__name__}.{member} returns {actual.return_annotation}, the protocol {expected.return_annotation}"
+        f"{where} returns {actual.return_annotation}, the protocol {expected.return_annotation}"
 
 
-def test_the_ui_uses_no_engine_member_outside_the_protocol() -> None:
-    used = set()
+def _is_engine(node: ast.AST) -> bool:
+    """``engine`` or ``<anything>.engine`` (the tabs reach it as ``page.engine``)."""
+    return (isinstance(node, ast.Name) and node.id == "engine") or (isinstance(node, ast.Attribute)
+                                                                    and node.attr == "engine")
+
+
+def engine_calls(tree: ast.AST) -> Iterator[tuple[str, str | None, int]]:
+    """(service, member or None, line) of every ``engine.<service>[.<member>]`` in ``tree``."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_engine(node.value):
+            parent = parents.get(node)
+            member = parent.attr if isinstance(parent, ast.Attribute) and parent.value is node else None
+            yield node.attr, member, node.lineno
+
+
+def test_the_ui_uses_no_engine_member_outside_the_protocols() -> None:
+    bad = []
     for path in [p for p in sources("demo") if module_name(p) not in ADAPTER]:
+        for service, member, line in engine_calls(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            if service not in SERVICES:
+                bad.append(f"{where}: engine.{service} is no service of DashboardEngine")
+            elif member not in members(service):
+                bad.append(f"{where}: engine.{service}.{member} is not in {SERVICES[service].__name__}")
+    assert not bad, "add these to a service Protocol of demo.protocol (and its service and fake) or stop using " \
+        "them:\n" + "\n".join(bad)
+
+
+def test_the_ui_check_sees_what_it_forbids() -> None:
+    tree = ast.parse("engine.inference.cam(1)\nengine.cam(2)\nx = engine.training\npage.engine.runs.names()\n"
+                     "f(page.engine)\n")
+    assert sorted(engine_calls(tree), key=lambda call: call[2]) == [
+        ("inference", "cam", 1), ("cam", None, 2), ("training", None, 3), ("runs", "names", 4)]
+
+
+def test_services_stay_small() -> None:
+    """A service Protocol, and any class of demo or tests, has at most MAX_METHODS public methods; a
+    function of demo fits on two screens (100 lines)."""
+    big = {protocol.__name__: len(public_methods(protocol)) for protocol in SERVICES.values()
+           if len(public_methods(protocol)) > MAX_METHODS}
+    for path in sources("demo", "tests"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine":
-                used.add((node.attr, f"{path.relative_to(ROOT)}:{node.lineno}"))
-    bad = sorted(f"{where}: engine.{attr}" for attr, where in used if attr not in MEMBERS)
-    assert not bad, "add these to demo.protocol.DashboardEngine (and both engines) or stop using them:\n" + \
-        "\n".join(bad)
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'name', '')}"
+            if isinstance(node, ast.ClassDef):
+                methods = [f for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                           and not f.name.startswith("_")]
+                if len(methods) > MAX_METHODS:
+                    big[where] = len(methods)
+            elif (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and path.parts[len(ROOT.parts)] == "demo"
+                  and node.end_lineno - node.lineno + 1 > 100):
+                big[where] = node.end_lineno - node.lineno + 1
+    assert not big, f"split these by job: {big}"
 
 
 def test_fake_train_config_is_a_train_config() -> None:
@@ -301,5 +387,19 @@ def test_fake_train_config_is_a_train_config() -> None:
     from crm_core.train import TrainConfig
     from demo.protocol import FineTuneRequest
 
-    config = FakeEngine().train_config(FineTuneRequest(name="new-one", steps=3))
+    config = FakeEngine().training.config(FineTuneRequest(name="new-one", steps=3))
     assert isinstance(config, TrainConfig) and (config.name, config.steps) == ("new-one", 3)
+
+
+def test_the_serving_policy_needs_only_the_standard_library() -> None:
+    """demo.serving (bind check, logins, job book) is read by app.py before anything heavy loads and
+    by the UI: it imports the standard library alone (docs/architecture.md's import table)."""
+    import ast
+    import sys
+
+    tree = ast.parse((ROOT / "demo" / "serving.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

@@ -34,7 +34,7 @@ def test_a_model_that_explains_keeps_no_optimizer_state(engine: Engine, trained_
     """Adam's moments are twice the weights: a dashboard model kept them for its whole life."""
     full = load_checkpoint(trained_pair["resnet"])
     assert full.optimizers, "the checkpoint holds optimizer state (a resume needs it)"
-    model = engine.model("resnet")
+    model = engine.checkpoints.model("resnet")
     assert model.checkpoint.optimizers == {}
     torch.testing.assert_close(model.classifier.state_dict(), full.classifier.state_dict())  # same weights
 
@@ -55,7 +55,7 @@ def test_the_engines_caches_stay_within_their_bounds(engine: Engine, monkeypatch
     """Their keys come from users (any delta, any SLIC parameters): each cache has a bound, enforced."""
     monkeypatch.setattr(engine.evaluation._val_thresholds, "bound", 3)
     for delta in (0.2, 0.3, 0.4, 0.5, 0.6):
-        engine.val_threshold("resnet_drs", limit=2, drs_delta=delta)
+        engine.evaluation.val_threshold("resnet_drs", limit=2, drs_delta=delta)
     sizes = engine.cache_sizes()
     assert sizes["val thresholds"] == (3, 3)
     image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
@@ -67,9 +67,9 @@ def test_the_engines_caches_stay_within_their_bounds(engine: Engine, monkeypatch
 
 
 def test_memory_by_owner_counts_the_cached_models_weights(engine: Engine) -> None:
-    engine.model("resnet"), engine.model("resnet_drs")
+    engine.checkpoints.model("resnet"), engine.checkpoints.model("resnet_drs")
     report = memory_by_owner(engine)
-    models = engine.store.cached_models()
+    models = engine.checkpoints.cached_models()
     expected = sum(_storage_bytes([*m.classifier.parameters(), *m.classifier.buffers(),
                                    *(m.reconstructor.parameters() if m.reconstructor else [])])
                    for m in models) / 2**20
@@ -98,7 +98,7 @@ def test_the_grad_cam_package_never_hooks_the_shared_model(engine: Engine, monke
         require("pytorch_grad_cam")
     import pytorch_grad_cam
 
-    shared = engine.model("resnet").classifier
+    shared = engine.checkpoints.model("resnet").classifier
     seen = []
     real = pytorch_grad_cam.GradCAM
 
@@ -108,8 +108,8 @@ def test_the_grad_cam_package_never_hooks_the_shared_model(engine: Engine, monke
             super().__init__(model=model, target_layers=target_layers, **kwargs)
 
     monkeypatch.setattr(pytorch_grad_cam, "GradCAM", Spy)
-    sample = engine.sample("resnet", 0)
-    out = engine.cam("resnet", sample.image, class_index=0, method="pgc:GradCAM")
+    sample = engine.inference.sample("resnet", 0)
+    out = engine.inference.cam("resnet", sample.image, class_index=0, method="pgc:GradCAM")
     assert np.isfinite(out.cam).all() and seen
     copy, layer = seen[0]
     assert copy is not shared and layer is not shared.feature_layer
@@ -120,16 +120,16 @@ def test_the_grad_cam_package_never_hooks_the_shared_model(engine: Engine, monke
 def test_concurrent_hook_based_cams_and_forward_passes_agree_with_serial_ones(engine: Engine) -> None:
     """The race a lab's load found: a hook-based CAM (Grad-CAM) while other threads run the same
     model raised "expected the target layer to run once, it ran 2 times" or mixed up images."""
-    images = [engine.sample("resnet", i).image for i in range(6)]
-    alone = [engine.cam("resnet", im, class_index=1, method="gradcam").cam for im in images]
+    images = [engine.inference.sample("resnet", i).image for i in range(6)]
+    alone = [engine.inference.cam("resnet", im, class_index=1, method="gradcam").cam for im in images]
     results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
 
     def work(i: int) -> None:
         try:
             for _ in range(3):
-                engine.cam("resnet", images[i], class_index=1, method="gradcampp" if i % 2 else "gradcam")
-            results[i] = engine.cam("resnet", images[i], class_index=1, method="gradcam").cam
+                engine.inference.cam("resnet", images[i], class_index=1, method="gradcampp" if i % 2 else "gradcam")
+            results[i] = engine.inference.cam("resnet", images[i], class_index=1, method="gradcam").cam
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -195,16 +195,15 @@ def test_a_served_app_under_mixed_concurrent_use_stays_bounded(trained_pair: dic
 
 
 def test_the_docs_memory_numbers_are_those_of_the_load_json() -> None:
-    """README.md and docs/benchmarks.md quote `python -m demo.load`'s JSON (docs/load_*.json)."""
+    """docs/benchmarks.md quotes `python -m demo.load`'s JSON (docs/load_*.json)."""
     import json
 
     root = Path(__file__).resolve().parent.parent
     bounded = json.loads((root / "docs" / "load_bounded.json").read_text())
     default = json.loads((root / "docs" / "load_default.json").read_text())
     warm = bounded["rss_mb"][1:]
-    readme = (root / "README.md").read_text()
-    assert f"RSS stays at {min(warm):.0f}–{max(warm):.0f} MiB over five rounds" in readme
     table = (root / "docs" / "benchmarks.md").read_text()
+    assert f"RSS stays at {min(warm):.0f}–{max(warm):.0f} MiB over five rounds" in table
     for label, run in (("`--malloc default`", default), ("`--malloc bounded` (the default)", bounded)):
         row = next(line for line in table.splitlines() if line.startswith("| optimizer state dropped") and label in line)
         assert row.split("|")[2:-1] == [f" {r:.0f} " for r in run["rss_mb"]], row

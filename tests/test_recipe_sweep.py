@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from crm_core import recipe_sweep
-from crm_core.results_table import CRM_RECIPE
+from crm_core.recipes import CRM
 
 
 def _job(candidate, seed, miou, appearance="informative", body=0.5):
@@ -17,7 +17,7 @@ def _job(candidate, seed, miou, appearance="informative", body=0.5):
 
 def test_the_current_recipe_is_one_of_the_candidates():
     name = recipe_sweep.current_candidate()
-    assert all(CRM_RECIPE[k] == v for k, v in recipe_sweep.CANDIDATES[name].items())
+    assert all(getattr(CRM, k) == v for k, v in recipe_sweep.CANDIDATES[name].items())
 
 
 def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy():
@@ -112,9 +112,10 @@ def test_a_tiny_sweep_trains_scores_on_val_and_writes_its_report(tmp_path, monke
     assert "test split is never read" in (tmp_path / "s.md").read_text()
 
 
-def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them() -> None:
-    """docs/sweep_*.md is what render() makes of docs/sweep_*.json, and every decimal of the README's
-    paragraphs on the CRM recipe and on DRS placement is a value of that study's JSON."""
+def test_the_committed_sweep_reports_match_their_json_and_the_docs_quote_them() -> None:
+    """docs/sweep_*.md is what render() makes of docs/sweep_*.json, and every decimal of the docs'
+    paragraphs on the CRM recipe, on DRS placement and on EfficientNet's training length is a value
+    of that study's JSON."""
     import re
     from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_the_committed_sweep_reports_match_their_json_and_the_readme_quotes_them
                                                          report["summary"].get("min_accuracy"))
         assert path.with_suffix(".md").read_text() == recipe_sweep.render(report), \
             f"{path.name}: python -m crm_core.recipe_sweep --study {report['meta']['study']} --render"
-    text = (root / "README.md").read_text()
+    text = "\n\n".join(p.read_text() for p in (root / "README.md", *sorted((root / "docs").glob("*.md"))))
     for study, heading in (("crm_recipe", "**How the CRM recipe was chosen.**"),
                            ("drs_placement_efficientnet", "**DRS on EfficientNet.**"),
                            ("drs_placement_resnet", "**DRS placement on ResNet.**"),

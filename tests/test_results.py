@@ -6,22 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from crm_core import results
+from crm_core import results, results_report, results_table
+from crm_core.recipes import CRM
 
 
 def test_rows_cover_the_issue_grid() -> None:
-    main = {(r.appearance, r.model, r.crm) for r in results.ROWS if r.group == "main"}
+    main = {(r.appearance, r.model, r.crm) for r in results_table.ROWS if r.group == "main"}
     appearances = ("random", "informative", "camouflage")
     assert main == {(a, m, c) for a in appearances for m in ("resnet", "resnet_drs") for c in (False, True)}
     # every appearance carries its no-model cues and its ceilings
-    assert {(r.appearance, r.baseline) for r in results.ROWS if r.baseline} == {
+    assert {(r.appearance, r.baseline) for r in results_table.ROWS if r.baseline} == {
         (a, b) for a in appearances for b in ("intensity", "colour", "perfect_head", "perfect_object")}
-    floors = [r for r in results.ROWS if r.group == "floor"]
+    floors = [r for r in results_table.ROWS if r.group == "floor"]
     assert floors and all(r.untrained and r.train_fields(200, {})["steps"] == 0 for r in floors)
-    crm = results.ROW_BY_KEY["informative_resnet_drs_crm"].train_fields(200, {})
-    assert crm["l1_weight"] == results.CRM_RECIPE["l1_weight"] and crm["appearance"] == "informative"
-    assert results.ROW_BY_KEY["informative_resnet_drs_d03_crm"].train_fields(200, {})["delta"] == "0.3"
-    assert all(a in results.ROW_BY_KEY and b in results.ROW_BY_KEY for a, b in results.COMPARISONS)
+    crm = results_table.ROW_BY_KEY["informative_resnet_drs_crm"].train_fields(200, {})
+    assert crm["l1_weight"] == CRM.l1_weight and crm["appearance"] == "informative"
+    assert results_table.ROW_BY_KEY["informative_resnet_drs_d03_crm"].train_fields(200, {})["delta"] == "0.3"
+    assert all(a in results_table.ROW_BY_KEY and b in results_table.ROW_BY_KEY for a, b in results_table.COMPARISONS)
 
 
 META = {"command": "x", "wall_s": 60, "machine": "m", "jobs": 1, "device": "cpu", "steps": 1, "crm_recipe": {}}
@@ -31,42 +32,42 @@ def test_paired_t_test_matches_scipy_and_hand_computed_values() -> None:
     from scipy import stats
 
     diffs = [0.12, 0.15, 0.09, 0.2, 0.11]
-    t, p = results.paired_t_test(diffs)
+    t, p = results_report.paired_t_test(diffs)
     ref = stats.ttest_rel([0.5 + d for d in diffs], [0.5] * 5)
     assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
     # 3 seeds at t = 2.89 (mean 0.05, SE 0.017): beyond 2 SE, yet p = 0.10 on 2 degrees of freedom.
-    t, p = results.paired_t_test([0.02, 0.05, 0.08])
+    t, p = results_report.paired_t_test([0.02, 0.05, 0.08])
     assert t == pytest.approx(0.05 / (0.03 / 3 ** 0.5)) and p == pytest.approx(0.102, abs=0.002)
-    assert results.paired_t_test([0.01] * 4) == (float("inf"), 0.0)
-    assert results.paired_t_test([0.0] * 4) == (0.0, 1.0)
+    assert results_report.paired_t_test([0.01] * 4) == (float("inf"), 0.0)
+    assert results_report.paired_t_test([0.0] * 4) == (0.0, 1.0)
 
 
 def test_summary_calls_an_effect_only_at_p_below_alpha_and_above_the_minimal_size() -> None:
     jobs = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     jobs += [{"row": "random_resnet_floor", "seed": s, "miou": 0.3 + d, "body": 0.2 + e}
              for s, (d, e) in enumerate(((0.0, 0.03), (0.005, -0.02), (-0.004, 0.0)))]
-    summary = results.summarise(jobs)
+    summary = results_report.summarise(jobs)
     assert summary["rows"]["random_resnet"]["stats"]["miou"]["mean"] == pytest.approx(0.5)
     assert summary["rows"]["random_resnet"]["stats"]["miou"]["std"] == pytest.approx(0.01)
     (comparison,) = summary["comparisons"]
     miou = comparison["metrics"]["miou"]
     assert miou["effect"] and miou["diff"] == pytest.approx(0.2, abs=1e-3) and miou["p"] < 0.05
     assert not comparison["metrics"]["body"]["effect"] and comparison["metrics"]["body"]["p"] > 0.05  # noise around 0
-    table = results.markdown({"summary": summary, "jobs": jobs, "meta": META})
+    table = results_report.markdown({"summary": summary, "jobs": jobs, "meta": META})
     assert "**+0.200**" in table and "no effect" in table and "(floor)" in table and "p < 0.001" in table
     # Mean difference > 2 SE, which the old rule called an effect, on 3 seeds: p = 0.10, no effect now.
     lenient = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d} for s, d in enumerate((0.02, 0.05, 0.08))]
     lenient += [{"row": "random_resnet_floor", "seed": s, "miou": 0.5} for s in range(3)]
-    (comparison,) = results.summarise(lenient)["comparisons"]
+    (comparison,) = results_report.summarise(lenient)["comparisons"]
     m = comparison["metrics"]["miou"]
     assert abs(m["diff"]) > 2 * m["se"] and 0.05 < m["p"] < 0.2 and not m["effect"]
     # A tiny difference that is the same on every seed is significant (no spread) but not a finding.
     tiny = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     tiny += [{"row": "random_resnet_floor", "seed": s, "miou": 0.499 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
-    (comparison,) = results.summarise(tiny)["comparisons"]
+    (comparison,) = results_report.summarise(tiny)["comparisons"]
     miou = comparison["metrics"]["miou"]
     assert miou["negligible"] and not miou["effect"] and miou["diff"] == pytest.approx(0.001, abs=1e-9)
-    table = results.markdown({"summary": results.summarise(tiny), "jobs": tiny, "meta": META})
+    table = results_report.markdown({"summary": results_report.summarise(tiny), "jobs": tiny, "meta": META})
     assert "negligible (+0.001" in table
 
 
@@ -78,14 +79,14 @@ def test_tables_read_between_floor_baselines_and_ceiling() -> None:
                   "thresholds": [0.0, 0.999, 109]},
                  {"row": "camouflage_intensity", "seed": s, "miou": 0.54, "threshold": 0.5},
                  {"row": "camouflage_perfect_object", "seed": s, "miou": 0.9, "threshold": 0.4}]
-    summary = results.summarise(jobs)
-    assert results.ceiling_share(summary, "camouflage_resnet_crm") == pytest.approx((0.61 - 0.5) / 0.4)
-    lines = results.appearance_table(summary, "camouflage")
+    summary = results_report.summarise(jobs)
+    assert results_report.ceiling_share(summary, "camouflage_resnet_crm") == pytest.approx((0.61 - 0.5) / 0.4)
+    lines = results_report.appearance_table(summary, "camouflage")
     labels = [line.split(" | ")[0] for line in lines[2:]]
     assert "floor" in labels[0] and "brightness" in labels[1] and "ceiling" in labels[-1]
     edges = summary["grid_edges"]
     assert edges["at_edge"] == [{"row": "camouflage_resnet_crm", "seed": s} for s in range(3)]
-    assert "3 of 12 runs chose its edge" in results.edges_line(summary)
+    assert "3 of 12 runs chose its edge" in results_report.edges_line(summary)
     crm_vs_brightness = next(c for c in summary["comparisons"] if c["baseline"] == "camouflage_intensity")
     assert crm_vs_brightness["metrics"]["miou"]["effect"]
 
@@ -105,7 +106,7 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
     assert crm["cam_dependence"] is not None and crm["notices"]  # the perceptual term's notice
     for job in report["jobs"]:
         assert 0 <= job["miou"] <= 1 and 0 <= job["bg_fpr"] <= 1 and job["head"] is not None
-        assert (tmp_path / "runs" / results.checkpoint_name(results.ROW_BY_KEY[job["row"]], 0) / "eval.json").is_file()
+        assert (tmp_path / "runs" / results.checkpoint_name(results_table.ROW_BY_KEY[job["row"]], 0) / "eval.json").is_file()
     assert "resnet untrained (floor)" in (tmp_path / "results.md").read_text()
 
     # --reuse keeps checkpoints trained with the same config; --merge keeps the other rows' jobs and
@@ -123,12 +124,12 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
 
 def _report(jobs: list[dict]) -> dict:
     meta = {**META, "revision": "abc", "merged_with": {**META, "wall_s": 120}}
-    return {"meta": meta, "jobs": jobs, "summary": results.summarise(jobs),
+    return {"meta": meta, "jobs": jobs, "summary": results_report.summarise(jobs),
             "oracle": {"camouflage": {"oracle_gain": 0.093, "l1_constant": 0.4, "l1_oracle": 0.36,
                                       "intensity_miou": 0.536, "colour_miou": 0.602}}}
 
 
-def test_readme_block_is_generated_from_the_json_and_replaces_only_its_block(tmp_path: Path) -> None:
+def test_the_generated_blocks_come_from_the_json_and_replace_only_themselves(tmp_path: Path) -> None:
     jobs = []
     for s in range(5):
         jobs += [{"row": "camouflage_resnet_floor", "seed": s, "miou": 0.5 + 0.001 * s, "body": 0.3, "accuracy": 0.25},
@@ -139,29 +140,40 @@ def test_readme_block_is_generated_from_the_json_and_replaces_only_its_block(tmp
                  {"row": "camouflage_intensity", "seed": s, "miou": 0.536, "body": 0.98},
                  {"row": "camouflage_perfect_object", "seed": s, "miou": 0.92, "body": 0.95}]
     report = _report(jobs)
-    block = results.readme_block(report)
+    block = results_report.results_block(report)
     assert "9.3%" in block and "0.536" in block and "0.602" in block  # the oracle table
     assert "resnet + CRM − resnet (n = 5)" in block and "**+0.102**" in block and "p < 0.001" in block
     busy = sum(j.get("train_s", 0) for j in jobs)  # the jobs' own times, at 1 job at a time
     assert f"{busy / 60:.0f} min of training and evaluation" in block and "200–300 s" in block
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n{results.README_BEGIN}\nold numbers\n{results.README_END}\ntail\n")
+    # the README's headline: floor, cues, plain, CRM, its difference with the family's Holm p, ceiling;
+    # a row not in the report ("colour") reads "-", and a question with no row at all is left out
+    headline = results_report.headline_block(report)
+    assert ("| camouflage: CAM mIoU | 0.502 ± 0.002 | 0.536 ± 0.000 | – | 0.554 ± 0.003 | 0.656 ± 0.005 | "
+            "+0.102 (Holm-adjusted p < 0.001) | 0.920 ± 0.000 |") in headline
+    assert "informative:" not in headline and "Seeds 0, 1, 2, 3, 4" not in headline
+    readme, results_md = tmp_path / "README.md", tmp_path / "results.md"
+    readme.write_text(f"# title\n{results_table.HEADLINE_BEGIN}\nold\n{results_table.HEADLINE_END}\ntail\n")
+    results_md.write_text(f"# title\n{results_table.RESULTS_BEGIN}\nold numbers\n{results_table.RESULTS_END}\ntail\n")
     (tmp_path / "r.json").write_text(json.dumps(report))
     assert results.cli(["--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r.md"),
-                        "--readme", str(readme)]) == 0
-    text = readme.read_text()
-    assert text.startswith("# title\n") and text.endswith(f"{results.README_END}\ntail\n")
+                        "--readme", str(readme), str(results_md)]) == 0
+    text = results_md.read_text()
+    assert text.startswith("# title\n") and text.endswith(f"{results_table.RESULTS_END}\ntail\n")
     assert "old numbers" not in text and block in text
+    text = readme.read_text()
+    assert text == f"# title\n{results_table.HEADLINE_BEGIN}\n{headline}{results_table.HEADLINE_END}\ntail\n"
     readme.write_text("no block here\n")
     assert results.cli(["--json", str(tmp_path / "r.json"), "--out", "", "--readme", str(readme)]) == 2
 
 
-def test_the_repository_readme_matches_docs_results_json() -> None:
+def test_the_repository_readme_and_results_page_match_docs_results_json() -> None:
     root = Path(__file__).resolve().parent.parent
     report = json.loads((root / "docs" / "results.json").read_text())
-    report["summary"] = results.summarise(report["jobs"])
-    text = (root / "README.md").read_text()
-    assert results.readme_block(report) in text, "README.md is stale: python -m crm_core.results --readme README.md"
+    report["summary"] = results_report.summarise(report["jobs"])
+    stale = "stale: python -m crm_core.results --readme README.md docs/results.md"
+    assert results_report.headline_block(report) in (root / "README.md").read_text(), f"README.md is {stale}"
+    assert results_report.results_block(report) in (root / "docs" / "results.md").read_text(), \
+        f"docs/results.md is {stale}"
 
 
 def test_plan_runs_every_part_merged_into_one_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,20 +192,23 @@ def test_plan_runs_every_part_merged_into_one_json(tmp_path: Path, monkeypatch: 
     assert "--oracle" in calls[-1]
 
 
-def test_every_number_of_the_readmes_results_prose_is_in_docs_results_json() -> None:
-    """The prose under the generated block ("What the numbers say") is written by hand: each of its
-    decimals must be a value of the JSON (a row's mean, a paired difference or its p, a floor ->
-    ceiling share, an oracle figure) at the precision printed, so a rerun that changes the table
-    fails here until the prose is rewritten."""
+def test_every_number_of_the_results_prose_is_in_docs_results_json() -> None:
+    """The prose under the generated blocks (docs/results.md's "What the numbers say", the README's
+    reading of its headline table) is written by hand: each of its decimals must be a value of the
+    JSON (a row's mean, a paired difference or its p, a floor -> ceiling share, an oracle figure)
+    at the precision printed, so a rerun that changes the table fails here until the prose is rewritten."""
     import re
 
     from crm_core.results_report import ceiling_share
 
     root = Path(__file__).resolve().parent.parent
-    text = (root / "README.md").read_text()
-    prose = text[text.index(results.README_END):text.index("## Benchmarks")]
+    results_md = (root / "docs" / "results.md").read_text()
+    readme = (root / "README.md").read_text()
+    after_headline = readme[readme.index(results_table.HEADLINE_END):]
+    proses = {"docs/results.md": (results_md[results_md.index(results_table.RESULTS_END):], 30),
+              "README.md": (after_headline[:after_headline.index("\n## ")], 5)}
     report = json.loads((root / "docs" / "results.json").read_text())
-    summary = results.summarise(report["jobs"])
+    summary = results_report.summarise(report["jobs"])
     values = []
     for key, row in summary["rows"].items():
         values += [stats["mean"] for stats in row["stats"].values()]
@@ -205,18 +220,19 @@ def test_every_number_of_the_readmes_results_prose_is_in_docs_results_json() -> 
     for oracle in report.get("oracle", {}).values():
         values += [100 * oracle["oracle_gain"], oracle["intensity_miou"], oracle["colour_miou"]]
     constants = {"0.001", "0.01", "0.05", "0.3", "0.55", "0.95"}  # p bound, minimal size, alpha, deltas, old grid top
-    numbers = re.findall(r"([+−-]?)(\d+\.\d+)", prose)
-    assert len(numbers) > 30
-    unmatched = []
-    for sign, digits in numbers:
-        if digits in constants:
-            continue
-        places = len(digits.split(".")[1])
-        value = float(digits) * (-1 if sign in ("−", "-") else 1)
-        if not any(round(v, places) == round(value, places) or (not sign and round(abs(v), places) == value)
-                   for v in values):
-            unmatched.append(sign + digits)
-    assert not unmatched, f"README numbers not in docs/results.json: {unmatched}"
+    for name, (prose, at_least) in proses.items():
+        numbers = re.findall(r"([+−-]?)(\d+\.\d+)", prose)
+        assert len(numbers) >= at_least, name
+        unmatched = []
+        for sign, digits in numbers:
+            if digits in constants:
+                continue
+            places = len(digits.split(".")[1])
+            value = float(digits) * (-1 if sign in ("−", "-") else 1)
+            if not any(round(v, places) == round(value, places) or (not sign and round(abs(v), places) == value)
+                       for v in values):
+                unmatched.append(sign + digits)
+        assert not unmatched, f"{name}: numbers not in docs/results.json: {unmatched}"
 
 
 def test_stage2_table_pairs_each_network_with_its_masks_and_reads_out_the_differences() -> None:
@@ -229,7 +245,7 @@ def test_stage2_table_pairs_each_network_with_its_masks_and_reads_out_the_differ
                  {"row": "informative_stage2_gt", "seed": s, "miou": 0.90 + 0.001 * s, "masks_miou": 1.0,
                   "head": 0.95, "body": 0.95, "bg_fpr": 0.01, "train_s": 100.0}]
     report = _report(jobs)
-    lines = "\n".join(results.stage2_table(report["summary"]))
+    lines = "\n".join(results_report.stage2_table(report["summary"]))
     assert "| stage 2 on resnet + CRM's pseudo masks | 3 | 0.712 ± 0.012 |" in lines
     # its masks' mIoU, the threshold they were cut at and its CAM's mIoU beside it
     assert "| 0.650 ± 0.000 | 0.50 ± 0.00 | 0.720 ± 0.000 |" in lines
@@ -237,8 +253,8 @@ def test_stage2_table_pairs_each_network_with_its_masks_and_reads_out_the_differ
            "segmentation mIoU **+0.102**" in lines
     assert "stage 2 on ground truth (ceiling) − stage 2 on resnet + CRM's pseudo masks" in lines
     # the CAM tables do not list the stage-2 rows; the report and the README block carry the stage-2 table
-    assert "stage 2" not in "\n".join(results.appearance_table(report["summary"], "informative"))
-    assert lines.split("\n")[0] in results.markdown(report) and lines.split("\n")[0] in results.readme_block(report)
+    assert "stage 2" not in "\n".join(results_report.appearance_table(report["summary"], "informative"))
+    assert lines.split("\n")[0] in results_report.markdown(report) and lines.split("\n")[0] in results_report.results_block(report)
 
 
 def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: Path,
@@ -286,7 +302,7 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     bright = jobs["informative_stage2_intensity"]
     bright_manifest = json.loads((tmp_path / "runs" / "results_informative_stage2_intensity_s0" / "pseudo_masks"
                                   / "manifest.json").read_text())
-    cue = results.score_row_baseline(results.ROW_BY_KEY["informative_intensity"], 0, 4, 4)
+    cue = results.score_row_baseline(results_table.ROW_BY_KEY["informative_intensity"], 0, 4, 4)
     assert bright["masks_threshold"] == bright_manifest["high"] == cue["threshold"] and bright["cam_miou"] == cue["miou"]
     assert bright_manifest["checkpoint"] == "baseline intensity" and bright_manifest["num_images"] == 16
     from crm_core.baselines import intensity_map
@@ -310,16 +326,16 @@ def test_stage2_networks_per_seed_are_averaged_before_pairing_and_rerun_alone() 
             jobs.append({"row": "informative_stage2_resnet_crm", "seed": seed, "stage2_seed": k,
                          "miou": 0.60 + 0.01 * seed + bump})
         jobs.append({"row": "informative_stage2_resnet", "seed": seed, "stage2_seed": 0, "miou": 0.55 + 0.01 * seed})
-    summary = results.summarise(jobs)
+    summary = results_report.summarise(jobs)
     row = summary["rows"]["informative_stage2_resnet_crm"]
     assert row["stats"]["miou"]["n"] == 3 and row["networks_per_seed"] == 3
     assert row["stats"]["miou"]["mean"] == pytest.approx(0.63)  # the mean of per-seed means
     pair = next(c for c in summary["comparisons"] if c["row"] == "informative_stage2_resnet_crm"
                 and c["baseline"] == "informative_stage2_resnet")
     assert pair["metrics"]["miou"]["n"] == 3 and pair["metrics"]["miou"]["diff"] == pytest.approx(0.07)
-    assert "| 3 × 3 networks |" in "\n".join(results.stage2_table(summary))
+    assert "| 3 × 3 networks |" in "\n".join(results_report.stage2_table(summary))
     # each network has its own checkpoint and seed, and its command reruns it alone
-    row_def = results.ROW_BY_KEY["informative_stage2_resnet_crm"]
+    row_def = results_table.ROW_BY_KEY["informative_stage2_resnet_crm"]
     assert results.checkpoint_name(row_def, 2, 1) == "results_informative_stage2_resnet_crm_s2_n1"
     assert results.checkpoint_name(row_def, 2, 0) == "results_informative_stage2_resnet_crm_s2"
     assert results.stage2_network_seed(2, 0) == 2 and results.stage2_network_seed(2, 1) == 1002
@@ -362,3 +378,21 @@ def test_a_job_records_the_runners_revision_and_a_tree_that_changed_under_it(tmp
         {k: v for k, v in same.items() if k not in ("revision", "eval_s")}
     report = {"meta": {"command": "c", "jobs": 1}, "jobs": [same, changed]}
     assert provenance(report)["dirty_runs"] == (2 if "+dirty" in now else 1)
+
+
+def test_drop_rows_removes_their_jobs_and_records_the_removal_as_a_part(tmp_path: Path) -> None:
+    jobs = [{"row": row, "seed": s, "miou": 0.5 + 0.01 * s, "accuracy": 0.9} for s in range(3)
+            for row in ("informative_resnet", "informative_efficientnet_b0_drs")]
+    report = _report(jobs)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    assert results.cli(["--json", str(path), "--out", "", "--drop-rows", "informative_efficientnet_b0_drs"]) == 0
+    kept = json.loads(path.read_text())
+    assert {j["row"] for j in kept["jobs"]} == {"informative_resnet"} and len(kept["jobs"]) == 3
+    assert "informative_efficientnet_b0_drs" not in kept["summary"]["rows"]
+    assert kept["meta"]["dropped"] == {"informative_efficientnet_b0_drs": 3}
+    parts = results_report.parts_of(kept["meta"])
+    assert parts[-1]["command"] == "python -m crm_core.results --drop-rows informative_efficientnet_b0_drs"
+    assert len(parts) == len(results_report.parts_of(report["meta"])) + 1
+    assert results.cli(["--json", str(path), "--out", "", "--drop-rows", "no_such_row"]) == 2
+    assert json.loads(path.read_text()) == kept  # a refused removal writes nothing

@@ -299,11 +299,11 @@ def test_missing_or_unreadable_report_is_one_line_with_the_command(tmp_path: Pat
 def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_the_table_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = engine_module.Engine("/nonexistent", "/nonexistent")
-    assert engine.results_path == engine_module.REPO_ROOT / "docs" / "results.json"
+    assert engine.results.results_path == engine_module.REPO_ROOT / "docs" / "results.json"
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_report()))
-    assert engine_module.Engine("/x", "/x", results_path=path).results_report() == _report()
-    assert engine_module.Engine("/x", "/x", results_path=tmp_path / "none.json").results_report() is None
+    assert engine_module.Engine("/x", "/x", results_path=path).results.report() == _report()
+    assert engine_module.Engine("/x", "/x", results_path=tmp_path / "none.json").results.report() is None
 
     calls = []
     model = SimpleNamespace(checkpoint=SimpleNamespace(train_config={"appearance": "informative"},
@@ -315,9 +315,9 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
                 "cam_miou_val_threshold": {"threshold": 0.35, "miou": 0.6, "fg_iou": 0.5, "bg_fpr": 0.12},
                 "coverage_val_threshold": {"head": 0.95, "body": 0.45}, "cam_dependence": float("nan")}
 
-    monkeypatch.setattr(engine.store, "model", lambda name: model)  # the store every service loads models from
+    monkeypatch.setattr(engine.checkpoints, "model", lambda name: model)  # the store every service loads models from
     monkeypatch.setattr(evaluation_module, "evaluate_protocol", evaluate_protocol)
-    row = engine.results_row("mine", limit=7)
+    row = engine.evaluation.results_row("mine", limit=7)
     assert calls == [(model, {"limit": 7, "val_limit": 7})]  # the protocol's defaults: val threshold, test report
     assert row == {"name": "mine", "appearance": "informative", "model": "resnet_drs", "threshold": 0.35,
                    "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None}
@@ -325,7 +325,7 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
 
 def test_the_results_tab_reads_the_report_only_when_selected(engine: FakeEngine, monkeypatch) -> None:
     reads = []
-    monkeypatch.setattr(engine, "results_report", lambda: reads.append(1))
+    monkeypatch.setattr(engine.results, "report", lambda: reads.append(1))
     app = build_app(engine)
     config = app.get_config_file()
     tabs = [c for c in config["components"] if c["type"] == "tabitem" and c["props"].get("label") == "Results"]

@@ -223,21 +223,21 @@ def test_the_engine_shows_a_stage2_network_beside_a_cam_pseudo_mask_and_the_grou
     assert segment.cli(seg_args(tmp_path, pseudo_dir, "seg", "--steps", "1")) == 0
     shutil.copy(cam_checkpoint, tmp_path / "ck" / "cam.pt")
     engine = Engine(tmp_path / "ck", tmp_path / "runs")
-    assert engine.segmentation_names() == ["seg"] and engine.checkpoint_names() == ["cam"]
-    view = engine.stage2_view("seg", "cam", 2)
+    assert engine.stage2.names() == ["seg"] and engine.checkpoints.names() == ["cam"]
+    view = engine.stage2.view("seg", "cam", 2)
     data = segment.build_dataset("synthetic", "test", image_size=64, num_classes=3)  # the network's dataset
     assert np.array_equal(view.sample.mask, data[2]["mask"].numpy()) and view.sample.image.shape == (64, 64, 3)
     assert view.prediction.shape == (64, 64) and set(np.unique(view.prediction)) <= {1, 2}
     assert view.prediction_scores == score_pseudo_mask((view.prediction == 1).astype(np.float32), view.sample.mask, 0.5)
-    cam = engine.cam("cam", view.sample.image, class_index=view.sample.label).cam
+    cam = engine.inference.cam("cam", view.sample.image, class_index=view.sample.label).cam
     assert np.array_equal(view.pseudo, postprocess.pseudo_trimap(torch.from_numpy(cam)[None])[0].numpy())
     assert view.pseudo_scores["miou"] == pytest.approx(score_pseudo_mask(cam, view.sample.mask, 0.45)["miou"])
-    assert "stage-2 fcn_resnet18" in view.description and engine.stage2_view("seg", None, 2).pseudo is None
+    assert "stage-2 fcn_resnet18" in view.description and engine.stage2.view("seg", None, 2).pseudo is None
     assert "(object ≥ 0.45; background < 0.20)" in view.description  # the band its masks were cut at
     with pytest.raises(CheckpointError, match="not a stage-2 segmentation network"):
-        engine.stage2_view("cam", None, 0)
+        engine.stage2.view("cam", None, 0)
     with pytest.raises(ValueError, match="index must be in 0..199"):
-        engine.stage2_view("seg", None, 200)
+        engine.stage2.view("seg", None, 200)
 
 
 def test_pets_folder_works_unchanged(pets_root: Path, tmp_path: Path, no_progress: None) -> None:

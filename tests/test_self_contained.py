@@ -82,3 +82,15 @@ def test_method_doc_exists_and_relative_links_resolve() -> None:
                 elif ROOT not in resolved.parents and resolved != ROOT:
                     broken.append(f"{path.relative_to(ROOT)}:{number}: {target} (outside the repository)")
     assert not broken, "relative links that do not resolve:\n" + "\n".join(broken)
+
+
+def test_the_readme_shows_the_compare_view() -> None:
+    """README.md's picture is a screenshot of Compare that the first-visit browser test takes
+    (CRM_LAB_SCREENSHOT=docs/compare.png python -m pytest tests/test_browser.py -k first_visit)."""
+    import struct
+
+    assert "![" in (ROOT / "README.md").read_text() and "(docs/compare.png)" in (ROOT / "README.md").read_text()
+    data = (ROOT / "docs" / "compare.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 1000 and height >= 600, (width, height)

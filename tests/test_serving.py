@@ -237,7 +237,7 @@ def test_served_fine_tunes_carry_the_login_and_respect_its_limit() -> None:
             return who.submit(name, *FT.values(), api_name="/fine_tune")
 
         first = submit(alice, "a1")
-        _wait(lambda: engine.training_status() is not None)
+        _wait(lambda: engine.training.status() is not None)
         second = submit(alice, "a2")
         _wait(lambda: any("Queued" in str(o[0]) for o in second.outputs()))
         with pytest.raises(AppError, match="at most 2 per user"):
@@ -248,7 +248,7 @@ def test_served_fine_tunes_carry_the_login_and_respect_its_limit() -> None:
         assert "cancelled before it started" in second.result(timeout=60)[0]
         assert "Stopping" in alice.predict("a1", api_name="/stop_training")
         assert "stopped early" in first.result(timeout=60)[0]
-        assert [r.name for r in engine.trained] == ["a1"] and engine.trained[0].owner == "alice"
+        assert [r.name for r in engine.training.trained] == ["a1"] and engine.training.trained[0].owner == "alice"
         _, table = bob.predict(["a1"], ["loss_total"], 0.6, "step", False, "train", api_name="/runs")
         row = dict(zip(table["headers"], next(r for r in table["data"] if r[0] == "a1")))
         assert row["owner"] == "alice"
@@ -307,7 +307,7 @@ def test_fine_tunes_record_their_owner_queue_per_user_and_stop_only_for_owner_or
     access = Access(logins=True, admins=frozenset({"root"}), jobs_per_user=2)
     first = _start(engine, book, "a1", "alice")
     assert "Starting" in next(first)[0]
-    _wait(lambda: engine.training_status() is not None)
+    _wait(lambda: engine.training.status() is not None)
     second = _start(engine, book, "a2", "alice")
     assert "Queued" in next(second)[0] and "1 job" in next(second)[0]
     with pytest.raises(gr.Error, match="at most 2 per user"):
@@ -322,13 +322,13 @@ def test_fine_tunes_record_their_owner_queue_per_user_and_stop_only_for_owner_or
     assert "cancelled before it started" in list(second)[-1][0]
     assert "Stopping" in cb.stop_training(engine, "a1", jobs=book, access=access, user="root")
     assert "stopped early" in list(first)[-1][0]
-    assert engine.trained[-1].name == "a1" and engine.trained[-1].owner == "alice"
-    assert engine.run("a1").config["train"]["extra"]["owner"] == "alice"
+    assert engine.training.trained[-1].name == "a1" and engine.training.trained[-1].owner == "alice"
+    assert engine.runs.run("a1").config["train"]["extra"]["owner"] == "alice"
     # bob's job gets its turn once alice's ended; bob stops it himself.
     _wait(lambda: "Starting" in next(bobs)[0], timeout=30)
     assert "Stopping" in cb.stop_training(engine, "b1", jobs=book, access=access, user="bob")
     list(bobs)
-    assert engine.trained[-1].owner == "bob" and book.jobs() == []
+    assert engine.training.trained[-1].owner == "bob" and book.jobs() == []
     # The Runs tab shows each run's owner.
     table = cb.runs_table(engine)
     owners = dict(zip(table["run"], table["owner"]))
@@ -340,10 +340,10 @@ def test_without_logins_nothing_changes() -> None:
     book = JobBook(None)
     gen = _start(engine, book, "ft", None)
     next(gen)
-    _wait(lambda: engine.training_status() is not None)
+    _wait(lambda: engine.training.status() is not None)
     assert "Stopping" in cb.stop_training(engine, "ft", jobs=book, access=Access(), user=None)
     list(gen)
-    assert engine.trained[-1].owner is None and "extra" not in engine.run("ft").config["train"]
+    assert engine.training.trained[-1].owner is None and "extra" not in engine.runs.run("ft").config["train"]
     assert cb.runs_table(engine).set_index("run").loc["ft", "owner"] is None
 
 
@@ -357,7 +357,7 @@ def test_closing_a_queued_job_frees_its_place() -> None:
     queued.close()  # the page was closed while it waited
     assert [job.name for job in book.jobs()] == ["a1"]
     first.close()
-    assert book.jobs() == [] and engine.training_status() is None
+    assert book.jobs() == [] and engine.training.status() is None
 
 
 def test_the_engine_records_the_owner_in_the_run_config_and_the_checkpoint(tmp_path: Path) -> None:
@@ -368,9 +368,9 @@ def test_the_engine_records_the_owner_in_the_run_config_and_the_checkpoint(tmp_p
     from demo.engine import Engine, FineTuneRequest
 
     engine = Engine(tmp_path / "checkpoints", tmp_path / "runs")
-    cfg = engine.train_config(FineTuneRequest(name="ft", owner="alice", extra={"extra": {"note": "kept"}}))
+    cfg = engine.training.config(FineTuneRequest(name="ft", owner="alice", extra={"extra": {"note": "kept"}}))
     assert cfg.to_dict()["extra"] == {"note": "kept", "owner": "alice"}
-    assert "owner" not in engine.train_config(FineTuneRequest(name="ft")).to_dict()["extra"]
+    assert "owner" not in engine.training.config(FineTuneRequest(name="ft")).to_dict()["extra"]
     summary = CheckpointSummary(name="ft", model_config=ModelConfig(arch="resnet18"), train_config=cfg.to_dict(),
                                 class_names=["a", "b"], image_size=64, dataset="synthetic", step=3,
                                 weights_source="none", has_reconstructor=False)

@@ -13,7 +13,7 @@ from conftest import tiny_config, torchrun
 from crm_core import train as train_mod
 from crm_core import train_loop
 from crm_core.checkpoints import load_checkpoint
-from crm_core.metrics import DEFAULT_THRESHOLDS
+from crm_core.thresholds import THRESHOLDS
 from crm_core.models import to_tanh_range
 from crm_core.runs import METRIC_COLUMNS, RunDir
 
@@ -57,7 +57,7 @@ def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> No
     result = json.loads((runs / "resnet_drs" / "eval.json").read_text())
     assert result["num_images"] == 12 and 0 <= result["accuracy"] <= 1
     assert result["cam_miou_best"]["miou"] >= result["cam_miou_fixed"]["miou"] - 1e-12
-    assert [p["threshold"] for p in result["curve"]] == list(DEFAULT_THRESHOLDS) and set(result["coverage_best"]) == {"body", "head"}
+    assert [p["threshold"] for p in result["curve"]] == list(THRESHOLDS.grid) and set(result["coverage_best"]) == {"body", "head"}
     assert result["recon_l1"] is not None and result["recon_l1_shuffled"] is not None and "cam_dependence" in result
     assert result["threshold_split"] == "val" and 0 <= result["cam_miou_val_threshold"]["bg_fpr"] <= 1
     assert set(result["coverage_val_threshold"]) == {"body", "head"}
@@ -73,17 +73,6 @@ def test_evaluate_and_postprocess_clis(trained_pair: dict, tmp_path: Path) -> No
     assert values <= {1, 2, 3}
     scores = json.loads((out / "scores.json").read_text())
     assert 0 <= scores["miou"] <= 1 and scores["refined"]
-
-
-def test_band_at_moves_the_trimap_band_to_a_cams_own_threshold() -> None:
-    from crm_core.postprocess import band_at
-
-    assert band_at(0.9) == (pytest.approx(0.4), 0.9)  # 0.2 / 0.45 keeps its proportion below the cut
-    assert band_at(0.45) == (pytest.approx(0.2), 0.45)
-    assert band_at(0.6, low=0.6, high=0.6) == (pytest.approx(0.6), 0.6)  # a binary cut stays binary
-    for bad in (dict(threshold=1.5), dict(threshold=0.5, low=0.5, high=0.3), dict(threshold=0.5, high=0.0)):
-        with pytest.raises(ValueError):
-            band_at(**bad)
 
 
 def test_postprocess_cuts_the_masks_at_the_cams_val_chosen_threshold(trained_pair: dict, tmp_path: Path) -> None:

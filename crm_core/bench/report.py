@@ -25,6 +25,47 @@ def _mmm(stats: dict[str, float], digits: int = 3) -> str:
     return f"{_f(stats['min'], digits)} / {_f(stats['median'], digits)} / {_f(stats['max'], digits)}"
 
 
+def _dashboard_table(r: dict[str, Any]) -> list[str]:
+    """Section 4: the dashboard's latencies (through the engine, else the API), its cold start and,
+    when measured, the served app's memory."""
+    lines: list[str] = []
+    cold = r["cold_start"]
+    lines += [f"### 4. Dashboard latencies (measured through {r['measured_through']}; checkpoints "
+              f"{', '.join(r['checkpoints'])} at {r['model_image_size']} px; upload {r['image_shape'][1]}x"
+              f"{r['image_shape'][0]})", "", "| action | seconds (min / median / max) | target |", "|---|---|---|"]
+    src = r["engine"] if r["engine"].get("available") else r["api"]
+    lines += [f"| Compare, 2 models, fresh engine (loads both checkpoints) | {_mmm(src['compare_cold'])} | <= 1 |",
+              f"| Compare, 2 models, checkpoints cached | {_mmm(src['compare_warm'])} | <= 1 |",
+              f"| DRS delta change | {_mmm(src['drs_update'])} | <= 0.5 |",
+              f"| cold start: `python app.py --no-bootstrap` to HTTP 200 (median of fresh starts) | "
+              f"{_f(cold.get('seconds')) if cold.get('available') else 'n/a: ' + cold.get('reason', '')[:200]} | <= 10 |"]
+    if cold.get("first_view_seconds") is not None:
+        lines.append(f"| same start to the first view's result (both default models' CAMs of sample #0) | "
+                     f"{_f(cold['first_view_seconds'])} | |")
+    one = r.get("engine_1thread") if r.get("engine_1thread", {}).get("available") else r.get("api_1thread")
+    if one:
+        lines += [f"| same, torch limited to 1 thread: Compare (loads) | {_mmm(one['compare_cold'])} | <= 1 |",
+                  f"| same, 1 thread: Compare (cached) | {_mmm(one['compare_warm'])} | <= 1 |",
+                  f"| same, 1 thread: DRS delta change | {_mmm(one['drs_update'])} | <= 0.5 |"]
+    if r["engine"].get("available"):
+        a = r["api"]
+        lines += ["", f"Same actions through `crm_core.api.CamModel` only: Compare {_f(a['compare_cold']['median'], 3)} s "
+                  f"(loading) / {_f(a['compare_warm']['median'], 3)} s (cached), DRS {_f(a['drs_update']['median'], 3)} s."]
+    if r.get("import_gradio_s") is not None:
+        lines += ["", f"`import gradio` alone in a fresh interpreter: {_f(r['import_gradio_s'])} s."]
+    memory = {k: m for k, m in (r.get("memory") or {}).items() if m.get("available")}
+    if memory:
+        lines += ["", "Served app's RSS (MiB) under mixed concurrent use (`demo.load`: Compare with every CAM "
+                  "method, Browse, DRS, reconstructions, half of them hostile), two rounds:", "",
+                  "| `app.py --malloc` | at start | after the warm-up round | after one more round | "
+                  "round seconds (warm-up / next) | requests failing unexpectedly |", "|---|---|---|---|---|---|"]
+        for name, m in memory.items():
+            lines.append(f"| {name} | {m['rss_start_mb']:.0f} | {m['rss_warm_mb']:.0f} | {m['rss_after_mb']:.0f} | "
+                         f"{' / '.join(_f(s_, 1) for s_ in m['round_s'])} | {m['unexpected']} of {m['requests']} |")
+    lines.append("")
+    return lines
+
+
 def format_tables(doc: dict[str, Any]) -> str:
     """The measured tables as Markdown (also what the CLI prints)."""
     d = doc["details"]
@@ -71,41 +112,7 @@ def format_tables(doc: dict[str, Any]) -> str:
     if "dashboard" in d and d["dashboard"].get("available") is False:
         lines += [f"### 4. Dashboard latencies: not measured ({d['dashboard'].get('reason', '')})", ""]
     elif "dashboard" in d:
-        r = d["dashboard"]
-        cold = r["cold_start"]
-        lines += [f"### 4. Dashboard latencies (measured through {r['measured_through']}; checkpoints "
-                  f"{', '.join(r['checkpoints'])} at {r['model_image_size']} px; upload {r['image_shape'][1]}x"
-                  f"{r['image_shape'][0]})", "", "| action | seconds (min / median / max) | target |", "|---|---|---|"]
-        src = r["engine"] if r["engine"].get("available") else r["api"]
-        lines += [f"| Compare, 2 models, fresh engine (loads both checkpoints) | {_mmm(src['compare_cold'])} | <= 1 |",
-                  f"| Compare, 2 models, checkpoints cached | {_mmm(src['compare_warm'])} | <= 1 |",
-                  f"| DRS delta change | {_mmm(src['drs_update'])} | <= 0.5 |",
-                  f"| cold start: `python app.py --no-bootstrap` to HTTP 200 (median of fresh starts) | "
-                  f"{_f(cold.get('seconds')) if cold.get('available') else 'n/a: ' + cold.get('reason', '')[:200]} | <= 10 |"]
-        if cold.get("first_view_seconds") is not None:
-            lines.append(f"| same start to the first view's result (both default models' CAMs of sample #0) | "
-                         f"{_f(cold['first_view_seconds'])} | |")
-        one = r.get("engine_1thread") if r.get("engine_1thread", {}).get("available") else r.get("api_1thread")
-        if one:
-            lines += [f"| same, torch limited to 1 thread: Compare (loads) | {_mmm(one['compare_cold'])} | <= 1 |",
-                      f"| same, 1 thread: Compare (cached) | {_mmm(one['compare_warm'])} | <= 1 |",
-                      f"| same, 1 thread: DRS delta change | {_mmm(one['drs_update'])} | <= 0.5 |"]
-        if r["engine"].get("available"):
-            a = r["api"]
-            lines += ["", f"Same actions through `crm_core.api.CamModel` only: Compare {_f(a['compare_cold']['median'], 3)} s "
-                      f"(loading) / {_f(a['compare_warm']['median'], 3)} s (cached), DRS {_f(a['drs_update']['median'], 3)} s."]
-        if r.get("import_gradio_s") is not None:
-            lines += ["", f"`import gradio` alone in a fresh interpreter: {_f(r['import_gradio_s'])} s."]
-        memory = {k: m for k, m in (r.get("memory") or {}).items() if m.get("available")}
-        if memory:
-            lines += ["", "Served app's RSS (MiB) under mixed concurrent use (`demo.load`: Compare with every CAM "
-                      "method, Browse, DRS, reconstructions, half of them hostile), two rounds:", "",
-                      "| `app.py --malloc` | at start | after the warm-up round | after one more round | "
-                      "round seconds (warm-up / next) | requests failing unexpectedly |", "|---|---|---|---|---|---|"]
-            for name, m in memory.items():
-                lines.append(f"| {name} | {m['rss_start_mb']:.0f} | {m['rss_warm_mb']:.0f} | {m['rss_after_mb']:.0f} | "
-                             f"{' / '.join(_f(s_, 1) for s_ in m['round_s'])} | {m['unexpected']} of {m['requests']} |")
-        lines.append("")
+        lines += _dashboard_table(d["dashboard"])
     if "superpixels" in d:
         r = d["superpixels"]
         lines += [f"### 5. Superpixels for one batch ({r['batch']} images, {r['image_size']} px, {r['n_segments']} segments)", "",

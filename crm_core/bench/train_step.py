@@ -74,7 +74,7 @@ def _perceptual_sizes(image_size: int) -> tuple[int, int]:
     return max(64, image_size // 2), max(64, image_size // 4)  # the trainer refuses VGG below 64 px
 
 
-# crm_core.results.CRM_RECIPE on the fast preset, with the perceptual term off as the trainer turns it
+# crm_core.recipes.CRM on the fast preset, with the perceptual term off as the trainer turns it
 # off when no ImageNet VGG19 is cached (the bench forces random VGG weights on for the other levers).
 CRM_RECIPE_LEVER: dict[str, Any] = {"crm_preset": "fast", "l1_weight": 30.0, "crm_gate": True, "vgg_weight": 0.0}
 

@@ -1,16 +1,16 @@
 """Event functions of the dashboard: plain functions of (engine, UI values) -> UI values.
 
-One module per tab, mirroring :mod:`demo.layout`'s sections (compare, browse, drs, superpixels,
+One module per tab, mirroring :mod:`demo.tabs` (compare, browse, drs, superpixels,
 reconstructions, runs, results, finetune, stage2), plus :mod:`~demo.callbacks.common` (user-facing
 errors, input validation, the image a view works on) and :mod:`~demo.callbacks.menus` (the
 checkpoint and run menus every tab shares). Every function takes the engine first, typed as
 :class:`demo.protocol.DashboardEngine`, and only translates: it validates the UI's values, calls
-the engine, and turns what comes back into pictures (:mod:`demo.render`), figures
+the engine's services (``engine.<service>.<method>``), and turns what comes back into pictures (:mod:`demo.render`), figures
 (:mod:`demo.plots`), tables and text. Nothing here builds a model or computes on CAMs; ``crm_core``
 is reached only through ``crm_core.api`` (``tests/test_layering.py``).
 
 The names below are re-exported so that ``from demo import callbacks as cb; cb.compare(...)``
-serves the layout and the tests.
+serves the tabs and the tests.
 """
 from __future__ import annotations
 

@@ -20,18 +20,18 @@ def browse(engine: DashboardEngine, model: Any, count: Any, order: Any, threshol
            progress: Callable | None = None) -> tuple[list, pd.DataFrame, list[int]]:
     """CAM overlays of the first ``count`` test images with their IoU, sorted as asked."""
     model = _model_name(engine, model)
-    count = min(_number(count, "number of images", 1, MAX_BROWSE, integer=True), engine.dataset_length(model))
+    count = min(_number(count, "number of images", 1, MAX_BROWSE, integer=True), engine.inference.dataset_length(model))
     threshold = _threshold(threshold)
     if order not in BROWSE_ORDERS:
         raise gr.Error(f"order must be one of {BROWSE_ORDERS}")
     if progress is not None:
         progress(0.1, desc=f"CAMs of {count} images")
-    samples = engine.samples(model, range(count))
-    cams, predicted = engine.cams_for_samples(model, samples, classes="label")
-    names = engine.class_names(model)
+    samples = engine.inference.samples(model, range(count))
+    cams, predicted = engine.inference.cams_for_samples(model, samples, classes="label")
+    names = engine.checkpoints.class_names(model)
     records = []
     for sample, cam, pred in zip(samples, cams, predicted):
-        scores = engine.mask_scores(cam, sample.mask, threshold)
+        scores = engine.inference.mask_scores(cam, sample.mask, threshold)
         records.append((sample, cam, int(pred), scores["fg_iou"]))
     if order != "dataset order":
         records.sort(key=lambda r: (np.nan_to_num(r[3], nan=-1.0), r[0].index), reverse=order == "best IoU first")

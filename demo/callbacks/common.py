@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 import numpy as np
 
-from crm_core.api import CheckpointError, DatasetNotFoundError, ImageError, TrainingDiverged, WeightsNotFoundError
+from crm_core.api import (THRESHOLDS, CheckpointError, DatasetNotFoundError, ImageError, TrainingDiverged,
+                          WeightsNotFoundError)
 from demo.messages import safe_message
 from demo.protocol import DashboardEngine, InvalidName, Sample, TrainingBusy
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 PREDICTED = "(predicted class)"
 MAX_BROWSE = 96  # most images a gallery shows
-DEFAULT_THRESHOLD = 0.5  # CAM >= this is foreground (small demo models' CAMs are broad: 0.3 covers everything)
+DEFAULT_THRESHOLD = THRESHOLDS.view  # CAM >= this is foreground: the threshold sliders' first value
 
 #: Exceptions whose message is meant for the user (shown through safe_message). TypeError and
 #: IndexError are not among them: those are our bugs, logged with their traceback.
@@ -102,7 +103,7 @@ def _number(value: Any, what: str, lo: float, hi: float, *, integer: bool = Fals
 def _model_name(engine: DashboardEngine, name: Any, what: str = "model") -> str:
     if not name:
         raise gr.Error(f"choose a {what} checkpoint first")
-    engine.checkpoint_path(name)  # raises InvalidName for anything but an existing plain name
+    engine.checkpoints.path(name)  # raises InvalidName for anything but an existing plain name
     return str(name)
 
 
@@ -121,7 +122,7 @@ def resolve_source(engine: DashboardEngine, dataset_model: Any, image: Any, inde
     if index is not None and index != "":
         idx = _number(index, "sample index", -1, 10**9, integer=True)
         if idx >= 0:
-            return engine.sample(_model_name(engine, dataset_model, "dataset (Compare model A)"), idx)
+            return engine.inference.sample(_model_name(engine, dataset_model, "dataset (Compare model A)"), idx)
     if image is None:
         raise gr.Error("no image: pick a dataset sample in Compare or upload an image")
     if isinstance(image, dict) and "path" in image:  # FileData from a client
@@ -129,7 +130,7 @@ def resolve_source(engine: DashboardEngine, dataset_model: Any, image: Any, inde
     if not isinstance(image, (np.ndarray, str, Path)):
         raise gr.Error(f"cannot use an image of type {type(image).__name__}")
     # Uploads are shown as the models see them: square, at model A's input size.
-    return engine.load_upload(_model_name(engine, dataset_model, "dataset (Compare model A)"), image)
+    return engine.inference.load_upload(_model_name(engine, dataset_model, "dataset (Compare model A)"), image)
 
 
 def explained_class(source: Sample) -> int | None:
@@ -140,7 +141,7 @@ def explained_class(source: Sample) -> int | None:
 def _class_for(engine: DashboardEngine, model: str, choice: Any) -> int | None:
     if choice in (None, "", PREDICTED):
         return None
-    names = engine.class_names(model)
+    names = engine.checkpoints.class_names(model)
     return names.index(choice) if choice in names else None
 
 
@@ -148,7 +149,7 @@ def _class_for(engine: DashboardEngine, model: str, choice: Any) -> int | None:
 def _iou_text(engine: DashboardEngine, cam: np.ndarray, gt: np.ndarray | None, threshold: float) -> str:
     if gt is None:
         return "no ground truth (uploaded image)"
-    scores = engine.mask_scores(cam, gt, threshold)
+    scores = engine.inference.mask_scores(cam, gt, threshold)
     return (f"object IoU **{scores['fg_iou']:.3f}** · mIoU {scores['miou']:.3f} · background false positives "
             f"{scores['bg_fpr']:.1%} (threshold {threshold:.2f})")
 
@@ -159,7 +160,7 @@ def _scores_text(engine: DashboardEngine, model: str, cam: np.ndarray, gt: np.nd
     at the slider's threshold (the pseudo mask shown)."""
     if gt is None:
         return "no ground truth (uploaded image)"
-    chosen = engine.val_threshold(model, drs_delta=drs_delta)
+    chosen = engine.evaluation.val_threshold(model, drs_delta=drs_delta)
     at_val = _iou_text(engine, cam, gt, chosen)
     at_slider = _iou_text(engine, cam, gt, threshold)
     return f"at its val-chosen threshold: {at_val}; at the slider's: {at_slider}"

@@ -19,10 +19,10 @@ def sample_gallery(engine: DashboardEngine, model_a: Any, count: Any = 24) -> tu
     """Thumbnails of the first ``count`` test samples of model A's dataset, and its class choices."""
     model_a = _model_name(engine, model_a, "model A")
     count = _number(count, "number of samples", 1, MAX_BROWSE, integer=True)
-    count = min(count, engine.dataset_length(model_a))
-    samples = engine.samples(model_a, range(count))
+    count = min(count, engine.inference.dataset_length(model_a))
+    samples = engine.inference.samples(model_a, range(count))
     items = [(render.upscale(s.image, render.THUMB), f"#{s.index} {s.class_name}") for s in samples]
-    return items, gr.update(choices=[PREDICTED] + engine.class_names(model_a), value=PREDICTED)
+    return items, gr.update(choices=[PREDICTED] + engine.checkpoints.class_names(model_a), value=PREDICTED)
 
 
 @user_errors
@@ -49,24 +49,25 @@ def compare(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, ind
     model_a = _model_name(engine, model_a, "model A")
     model_b = _model_name(engine, model_b, "model B")
     threshold = _threshold(threshold)
-    methods = engine.cam_methods()
+    methods = engine.inference.cam_methods()
     method = method or DEFAULT_CAM_METHOD
     if method not in methods:
         raise gr.Error(f"unknown CAM method {method!r}")
     if class_choice not in (None, "", PREDICTED) and not any(
-            class_choice in engine.class_names(m) for m in (model_a, model_b)):
+            class_choice in engine.checkpoints.class_names(m) for m in (model_a, model_b)):
         raise gr.Error(f"class {str(class_choice)[:60]!r} is not a class of {model_a} or {model_b}")
     source = resolve_source(engine, model_a, image, index)
     outputs: list[Any] = []
     rows = []
     for model in (model_a, model_b):
         wanted = _class_for(engine, model, class_choice)
-        out = engine.cam(model, source.image, class_index=wanted, method=method)
+        out = engine.inference.cam(model, source.image, class_index=wanted, method=method)
         iou = _scores_text(engine, model, out.cam, source.mask, threshold)
         note = "" if wanted is not None or class_choice in (None, "", PREDICTED) else \
             f" ({class_choice!r} is not one of its classes)"
         predicted = max(out.probs, key=out.probs.get)
-        rows.append((model, engine.describe(model), predicted, out.probs[predicted], out.class_name + note, iou))
+        rows.append((model, engine.checkpoints.describe(model), predicted, out.probs[predicted], out.class_name + note,
+                     iou))
         outputs.append((render.overlay(source.image, out.cam, source.mask),
                         _top5(out.probs), render.mask_view(source.image, out.cam >= threshold, source.mask)))
     lines = [_source_line(source), f"**CAM method:** {methods[method]}", ""]
@@ -80,7 +81,7 @@ def compare(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, ind
 @user_errors
 def startup(engine: DashboardEngine, model_a: Any, model_b: Any, class_choice: Any, threshold: Any, method: Any) -> tuple:
     """Page load: sample gallery, sample #0 and both models' CAMs, so the page opens on something."""
-    names = engine.checkpoint_names()
+    names = engine.checkpoints.names()
     if not names:
         empty = (None,) * 6 + ("No checkpoints yet — train one in **Fine-tune**.",)
         return ([], gr.update(), -1, None) + empty + (checkpoints_markdown(engine),)

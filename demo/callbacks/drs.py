@@ -34,9 +34,9 @@ CURVE_COLUMNS = {
 def drs_model_info(engine: DashboardEngine, model: Any) -> tuple[str, Any]:
     """Description of the DRS tab's model and its trained delta (slider default)."""
     model = _model_name(engine, model)
-    delta = engine.default_delta(model)
-    text = engine.describe(model)
-    if not engine.has_drs(model):
+    delta = engine.checkpoints.default_delta(model)
+    text = engine.checkpoints.describe(model)
+    if not engine.checkpoints.has_drs(model):
         text += "\n\n**Note:** this model has no DRS layers: the delta slider has no effect on it."
     return text, gr.update(value=delta) if delta is not None else gr.update()
 
@@ -48,15 +48,15 @@ def drs_view(engine: DashboardEngine, model: Any, model_a: Any, image: Any, inde
     model = _model_name(engine, model)
     delta, threshold = _delta(delta), _threshold(threshold)
     source = resolve_source(engine, model_a, image, index)
-    out = engine.cam(model, source.image, class_index=explained_class(source), drs_delta=delta)
+    out = engine.inference.cam(model, source.image, class_index=explained_class(source), drs_delta=delta)
     # The threshold chosen on val at the trained delta: re-choosing it per slider move would cost a
     # pass over the val images each time; the curve below re-chooses it per delta.
     iou = _scores_text(engine, model, out.cam, source.mask, threshold)
-    trained = engine.default_delta(model)
+    trained = engine.checkpoints.default_delta(model)
     lines = [_source_line(source),
              f"**delta {delta:.2f}** (trained with {trained if trained is not None else 'no fixed delta'}); "
              f"CAM of class **{out.class_name}**; {iou}"]
-    if not engine.has_drs(model):
+    if not engine.checkpoints.has_drs(model):
         lines.append("**Note:** no DRS layers in this model: delta changes nothing")
     return render.overlay(source.image, out.cam, source.mask), _top5(out.probs), "\n\n".join(lines)
 
@@ -69,10 +69,10 @@ def drs_strip(engine: DashboardEngine, model: Any, model_a: Any, image: Any, ind
     source = resolve_source(engine, model_a, image, index)
     items = []
     for delta in STRIP_DELTAS:
-        out = engine.cam(model, source.image, class_index=explained_class(source), drs_delta=delta)
+        out = engine.inference.cam(model, source.image, class_index=explained_class(source), drs_delta=delta)
         caption = f"δ {delta:.2f}"
         if source.mask is not None:
-            caption += f" · IoU {engine.mask_scores(out.cam, source.mask, threshold)['fg_iou']:.2f}"
+            caption += f" · IoU {engine.inference.mask_scores(out.cam, source.mask, threshold)['fg_iou']:.2f}"
         items.append((render.overlay(source.image, out.cam, source.mask, size=render.THUMB), caption))
     return items
 
@@ -87,7 +87,7 @@ def drs_curve(engine: DashboardEngine, model: Any, limit: Any, progress: Callabl
     for i, delta in enumerate(CURVE_DELTAS):
         if progress is not None:
             progress((i, len(CURVE_DELTAS)), desc=f"delta {delta:.2f}")
-        res = engine.evaluate(model, limit=limit, drs_delta=delta, val_threshold=True)
+        res = engine.evaluation.evaluate(model, limit=limit, drs_delta=delta, val_threshold=True)
         at_val = res["cam_miou_val_threshold"]
         points.append({"delta": delta, "miou_val_threshold": at_val["miou"], "val_threshold": at_val["threshold"],
                        "bg_fpr": at_val["bg_fpr"], **{f"{part}_covered": v for part, v in

@@ -28,7 +28,7 @@ MAX_STEPS = 2000
 
 def suggest_name(engine: DashboardEngine, stem: str = "finetune") -> str:
     """The first free ``<stem>-<n>`` among checkpoint and run names (the name box's default)."""
-    taken = set(engine.checkpoint_names(verify=False)) | set(engine.run_names())
+    taken = set(engine.checkpoints.names(verify=False)) | set(engine.runs.names())
     i = 1
     while f"{stem}-{i}" in taken:
         i += 1
@@ -54,7 +54,7 @@ def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any,
         l1_weight=_number(l1_weight, "L1 weight", 0.0, 1000.0), vgg_weight=_number(vgg_weight, "perceptual weight", 0.0, 1000.0),
         align_weight=_number(align_weight, "alignment weight", 0.0, 1000.0),
         delta="learnable" if learnable else f"{_delta(delta):g}", owner=owner,
-        **({} if arch in (None, "") else {"arch": choice(arch, engine.backbones(), "backbone")}),
+        **({} if arch in (None, "") else {"arch": choice(arch, engine.training.backbones(), "backbone")}),
     )
 
 
@@ -88,7 +88,7 @@ def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset
                                 l1_weight, vgg_weight, align_weight, delta, learnable, arch, owner)
     if jobs is None:
         refuse_if_busy(engine)
-    engine.train_config(request)  # validate (name free, base compatible) before booking or starting a thread
+    engine.training.config(request)  # validate (name free, base compatible) before booking or starting a thread
     yield from booked(engine, jobs, request.name, owner, poll_s,
                       lambda job: _train(engine, request, progress, poll_s, plot_every_s, job))
 
@@ -118,7 +118,7 @@ def booked(engine: DashboardEngine, jobs: JobBook | None, name: str, owner: str 
 
 
 def refuse_if_busy(engine: DashboardEngine) -> None:
-    busy = engine.training_status()
+    busy = engine.training.status()
     if busy:
         raise gr.Error(f"{busy}; one training job at a time — wait for it to finish, then start again")
 
@@ -188,7 +188,7 @@ def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable
            plot_every_s: float, job: Job | None = None) -> Iterator[tuple[str, Any]]:
     """The fine-tune itself: a worker thread trains, this generator reports."""
     def work(on_progress: Callable, should_stop: Callable) -> Path:
-        return engine.train(request, on_progress=on_progress, should_stop=should_stop)
+        return engine.training.train(request, on_progress=on_progress, should_stop=should_stop)
 
     path, rows = yield from in_worker(request.name, request.steps, work, progress, poll_s, plot_every_s, job)
     path = Path(path)
@@ -196,13 +196,14 @@ def _train(engine: DashboardEngine, request: FineTuneRequest, progress: Callable
     total = int(rows[-1].get("max_steps", request.steps)) if rows else request.steps
     stopped = " (stopped early; resumable)" if done < total else ""
     yield (f"Done: **{request.name}** saved as `{path.parent.name}/{path.name}` after {done} steps{stopped}; "
-           f"it is now in every model menu.\n\n{engine.describe(request.name)}", plots.live_figure(request.name, rows))
+           f"it is now in every model menu.\n\n{engine.checkpoints.describe(request.name)}",
+           plots.live_figure(request.name, rows))
 
 
 def select_new_run(engine: DashboardEngine, selected: Any, name: Any) -> dict:
     """After a fine-tune: its run joins the runs selected in the Runs tab."""
     selected = [str(r) for r in (selected or [])]
-    if name in engine.run_names() and name not in selected:
+    if name in engine.runs.names() and name not in selected:
         selected.append(str(name))
     return gr.update(value=selected)
 
@@ -213,9 +214,10 @@ def base_defaults(engine: DashboardEngine, base: Any) -> tuple[dict, dict, dict]
     if base in (None, "", NO_BASE):
         return gr.update(), gr.update(), gr.update()
     base = _model_name(engine, base, "base")
-    delta = engine.default_delta(base)
-    return (gr.update(value=engine.variant(base)), gr.update(value=delta) if delta is not None else gr.update(),
-            gr.update(value=engine.arch(base)))
+    delta = engine.checkpoints.default_delta(base)
+    return (gr.update(value=engine.checkpoints.variant(base)),
+            gr.update(value=delta) if delta is not None else gr.update(),
+            gr.update(value=engine.checkpoints.arch(base)))
 
 
 @user_errors
@@ -232,12 +234,12 @@ def stop_training(engine: DashboardEngine, name: Any, jobs: JobBook | None = Non
             return f"No training job of yours named {name!r} is running or queued."
     if job is not None:
         started = jobs.cancel(job)  # type: ignore[union-attr]
-        engine.request_stop(name)
+        engine.training.request_stop(name)
         if not started:
             return f"Cancelled **{name}**: it was waiting for its turn and will not start."
         return f"Stopping **{name}**: it saves its checkpoint at the end of the current step."
-    if engine.request_stop(name):
+    if engine.training.request_stop(name):
         return f"Stopping **{name}**: it saves its checkpoint at the end of the current step."
-    status = engine.training_status()
+    status = engine.training.status()
     return f"No running training job named {name!r}." + (f" ({status})" if status else "")
 

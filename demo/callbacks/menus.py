@@ -15,9 +15,9 @@ PREFERRED_B = ("resnet_drs_crm", "resnet_drs")
 
 
 def checkpoints_markdown(engine: DashboardEngine) -> str:
-    names = engine.checkpoint_names()
-    refused = engine.refused_checkpoints()
-    lines = [f"- {engine.describe(name)}" for name in names]
+    names = engine.checkpoints.names()
+    refused = engine.checkpoints.refused()
+    lines = [f"- {engine.checkpoints.describe(name)}" for name in names]
     if not names:
         lines.append("No checkpoints yet: train one in **Fine-tune** (or restart `python app.py` with an empty `checkpoints/` to bootstrap the demo set).")
     if refused:
@@ -39,7 +39,7 @@ def default_drs(engine: DashboardEngine, names: Sequence[str]) -> str | None:
         return "resnet_drs"
     for name in names:
         try:
-            if engine.has_drs(name):
+            if engine.checkpoints.has_drs(name):
                 return name
         except USER_ERRORS:
             continue
@@ -50,14 +50,14 @@ def default_drs(engine: DashboardEngine, names: Sequence[str]) -> str | None:
 def refresh_checkpoints(engine: DashboardEngine, model_a: Any, model_b: Any, drs_model: Any, sp_model: Any,
                         browse_model: Any, rec_models: Any, base: Any, runs_selected: Any) -> tuple:
     """New choices for every checkpoint / run selector (after training, on tab change); values kept when valid."""
-    names = engine.checkpoint_names()
+    names = engine.checkpoints.names()
     a0, b0 = default_pair(names)
 
     def keep(value: Any, fallback: Any) -> dict:
         return gr.update(choices=names, value=value if value in names else fallback)
 
     rec = [m for m in (rec_models or []) if m in names] or [m for m in dict.fromkeys([a0, b0]) if m]
-    runs = engine.run_names()
+    runs = engine.runs.names()
     selected = [r for r in (runs_selected or []) if r in runs] or runs
     return (
         keep(model_a, a0), keep(model_b, b0), keep(drs_model, default_drs(engine, names)), keep(sp_model, a0),
@@ -72,5 +72,5 @@ def refresh_checkpoints(engine: DashboardEngine, model_a: Any, model_b: Any, drs
 @user_errors
 def checkpoint_choices(engine: DashboardEngine, value: Any) -> dict:
     """A checkpoint menu's choices now (a new checkpoint appears), its value kept when it still exists."""
-    names = engine.checkpoint_names()
+    names = engine.checkpoints.names()
     return gr.update(choices=names, value=value if value in names else default_pair(names)[0])

@@ -24,7 +24,7 @@ SEGMENTATION_COLUMN = "segmentation mIoU (stage 2)"
 RESULT_COLUMNS = {**RESULT_METRICS, "train_s": "train time (s)"}
 TABLE_COLUMNS = ("row", "group", "seeds", RESULT_COLUMNS["miou"], SEGMENTATION_COLUMN,
                  *(title for metric, title in RESULT_COLUMNS.items() if metric != "miou"))
-# The report's data appearances in display order, the headline's first (the README's table trains
+# The report's data appearances in display order, the headline's first (the results table trains
 # its rows on informative and camouflage data; random keeps its no-model rows); an appearance the
 # report has and this list lacks follows them (read off the report's rows, not off crm_core.data).
 APPEARANCES = ("informative", "camouflage", "random")
@@ -32,11 +32,11 @@ APPEARANCES = ("informative", "camouflage", "random")
 REFERENCE_GROUPS = ("baseline", "ceiling")
 # Order of the groups in the table: crm_core.results' own (the floor and the no-model cues first, the
 # ceilings last); a group it does not list goes before the ceilings.
-ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results.ALPHA)
+ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results_table.ALPHA)
 
 
 def plan_command() -> str:
-    """The command that rebuilds the README's table whole (crm_core.results_table.PLAN_COMMAND)."""
+    """The command that rebuilds the results table whole (crm_core.results_table.PLAN_COMMAND)."""
     from crm_core.api import RESULTS_PLAN_COMMAND  # lazy: the results table's module
 
     return RESULTS_PLAN_COMMAND
@@ -206,7 +206,7 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     metric = _result_metric(metric)
     user_rows = [u for u in (user_rows or []) if isinstance(u, dict) and "name" in u]
     try:
-        report = engine.results_report()
+        report = engine.results.report()
     except (OSError, ValueError) as exc:
         log.warning("results report: %s", exc)
         report, made, status = None, None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan_command()}`"
@@ -246,6 +246,6 @@ def results_evaluate(engine: DashboardEngine, model: Any, appearance: Any, metri
     metric = _result_metric(metric)
     if progress is not None:
         progress(0.05, desc=f"evaluating {model}: threshold on val, scores on test")
-    row = engine.results_row(model)
+    row = engine.evaluation.results_row(model)
     rows = [u for u in (user_rows or []) if isinstance(u, dict) and u.get("name") != model] + [row]
     return (rows, *results_view(engine, row.get("appearance", appearance), metric, rows))

@@ -23,8 +23,8 @@ def _last(rows: Sequence[dict], split: str, key: str) -> Any:
 
 def runs_table(engine: DashboardEngine, names: Sequence[str] | None = None) -> pd.DataFrame:
     records = []
-    for name in names if names is not None else engine.run_names():
-        info = engine.run(name)
+    for name in names if names is not None else engine.runs.names():
+        info = engine.runs.run(name)
         train = info.config.get("train", {})
         extra = train.get("extra", {})
         ev = info.eval or {}
@@ -56,7 +56,7 @@ def runs_view(engine: DashboardEngine, names: Any, terms: Any, smoothing: Any, x
     if split not in ("train", "val"):
         raise gr.Error("split must be train or val")
     terms = [t for t in (terms or []) if t in plots.TERMS] or ["loss_total"]
-    data = {name: engine.run(name).metrics for name in names}
+    data = {name: engine.runs.run(name).metrics for name in names}
     figure = plots.loss_figure(data, terms, smoothing, x_axis, bool(log_y), split)
     return figure, runs_table(engine)
 
@@ -64,10 +64,10 @@ def runs_view(engine: DashboardEngine, names: Any, terms: Any, smoothing: Any, x
 @user_errors
 def runs_csv(engine: DashboardEngine, names: Any) -> str:
     """Every metrics row of the selected runs as one CSV (a ``run`` column first)."""
-    names = [str(n) for n in (names or [])] or engine.run_names()
+    names = [str(n) for n in (names or [])] or engine.runs.names()
     frames = []
     for name in names:
-        rows = engine.run(name).metrics
+        rows = engine.runs.run(name).metrics
         frames.append(pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).assign(run=name))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", *METRIC_COLUMNS])
     frame = frame[["run", *METRIC_COLUMNS]]

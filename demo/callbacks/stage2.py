@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 import numpy as np
 
+from crm_core.api import THRESHOLDS
 from demo import plots, render
 from demo.callbacks.common import _model_name, _number, _threshold, user_errors
 from demo.callbacks.finetune import booked, choice, in_worker, new_name, refuse_if_busy
@@ -26,7 +27,7 @@ MAX_IMAGES = 100_000
 
 def _label(engine: DashboardEngine, name: str) -> str:
     """A network in the menu: its name and its test mIoU (as crm_core.segment scored it)."""
-    info = engine.segmentation_info(name)
+    info = engine.stage2.info(name)
     if info.get("miou") is None:
         return f"{name} (not scored)"
     return f"{name} · test mIoU {info['miou']:.3f}"
@@ -47,7 +48,7 @@ def stage2_choices(engine: DashboardEngine, value: Any, cam: Any = None, low: An
     """The network menu's choices now (a new network appears, labelled with its test mIoU), its value
     kept when it still exists (``new``: a network just trained is chosen). When the value changes,
     the CAM model and the band follow the chosen network's own (:func:`network_defaults`)."""
-    names = engine.segmentation_names()
+    names = engine.stage2.names()
     chosen = new if new in names else value if value in names else default_network(names)
     menu = gr.update(choices=stage2_menu(engine, names), value=chosen)
     if chosen == value or chosen is None:
@@ -58,11 +59,11 @@ def stage2_choices(engine: DashboardEngine, value: Any, cam: Any = None, low: An
 @user_errors
 def network_defaults(engine: DashboardEngine, seg_model: Any) -> tuple:
     """A network chosen: the CAM model, and the band, its pseudo masks were made with (unchanged when unknown)."""
-    if not seg_model or str(seg_model) not in engine.segmentation_names():
+    if not seg_model or str(seg_model) not in engine.stage2.names():
         return gr.update(), gr.update(), gr.update()
-    info = engine.segmentation_info(str(seg_model))
+    info = engine.stage2.info(str(seg_model))
     cam = info.get("cam_model")
-    return (gr.update(value=cam) if cam in engine.checkpoint_names(verify=False) else gr.update(),
+    return (gr.update(value=cam) if cam in engine.checkpoints.names(verify=False) else gr.update(),
             gr.update(value=round(info["low"], 2)) if info.get("low") is not None else gr.update(),
             gr.update(value=round(info["high"], 2)) if info.get("high") is not None else gr.update())
 
@@ -73,11 +74,11 @@ def _line(what: str, scores: dict[str, float]) -> str:
 
 
 @user_errors
-def stage2_view(engine: DashboardEngine, seg_model: Any, cam_model: Any, index: Any, low: Any = 0.2,
-                high: Any = 0.45) -> tuple:
+def stage2_view(engine: DashboardEngine, seg_model: Any, cam_model: Any, index: Any, low: Any = THRESHOLDS.low,
+                high: Any = THRESHOLDS.high) -> tuple:
     """The network's mask | the CAM model's pseudo mask | the ground truth, with their IoUs. Without
     a network: the pseudo mask and the ground truth of a test image of the CAM model's dataset."""
-    if seg_model and str(seg_model) not in engine.segmentation_names():
+    if seg_model and str(seg_model) not in engine.stage2.names():
         raise gr.Error(f"{str(seg_model)[:64]!r} is not a stage-2 network in the checkpoint folder")
     if not seg_model and not cam_model:
         raise gr.Error("choose a CAM model: its pseudo mask is shown beside the ground truth (no stage-2 network yet)")
@@ -86,14 +87,14 @@ def stage2_view(engine: DashboardEngine, seg_model: Any, cam_model: Any, index: 
     low, high = _threshold(low), _threshold(high)
     if low > high:
         raise gr.Error(f"low threshold {low} is above high threshold {high}")
-    view = engine.stage2_view(str(seg_model) if seg_model else None, cam, index, low, high)
+    view = engine.stage2.view(str(seg_model) if seg_model else None, cam, index, low, high)
     image, mask = view.sample.image, view.sample.mask
     gt = np.where(mask == 1, 1, np.where(mask == 255, 3, 2)).astype(np.uint8)
     where = f"test image {index}" + (f" ({view.sample.class_name})" if view.sample.class_name else "")
     if view.prediction_scores is not None:
         lines = [view.description, where, _line("stage-2 network", view.prediction_scores)]
     else:
-        lines = [NO_STAGE2 if not engine.segmentation_names() else
+        lines = [NO_STAGE2 if not engine.stage2.names() else
                  "no stage-2 network chosen: choose one in the menu to see its mask", f"{where} of {cam}'s dataset"]
     if view.pseudo_scores is not None:
         lines.append(_line(f"pseudo mask of {cam} (fg ≥ {high:.2f}, uncertain counted as background)",
@@ -108,7 +109,7 @@ def stage2_request(engine: DashboardEngine, name: Any, cam_model: Any, cut: Any,
                    steps: Any, arch: Any = None, owner: str | None = None) -> Stage2Request:
     """The panel's values, validated, as the request the engine trains from."""
     name = new_name(name)
-    if cam_model and str(cam_model) in engine.segmentation_names():
+    if cam_model and str(cam_model) in engine.stage2.names():
         raise gr.Error(f"{str(cam_model)[:64]!r} is a stage-2 segmentation network, not a CAM model: choose a "
                        "classifier checkpoint, whose CAMs make the pseudo masks")
     cam = _model_name(engine, cam_model, "CAM model")
@@ -122,7 +123,7 @@ def stage2_request(engine: DashboardEngine, name: Any, cam_model: Any, cut: Any,
         name=name, cam_model=cam, cut=cut_value, low=low, high=high,
         images=_number(images, "training images", 1, MAX_IMAGES, integer=True),
         steps=_number(steps, "steps", 1, STAGE2_MAX_STEPS, integer=True),
-        arch=None if arch in (None, "") else choice(arch, engine.segmentation_archs(), "architecture"), owner=owner)
+        arch=None if arch in (None, "") else choice(arch, engine.stage2_training.archs(), "architecture"), owner=owner)
 
 
 @user_errors
@@ -135,7 +136,7 @@ def stage2_train(engine: DashboardEngine, name: Any, cam_model: Any, cut: Any, l
     request = stage2_request(engine, name, cam_model, cut, low, high, images, steps, arch, owner)
     if jobs is None:
         refuse_if_busy(engine)
-    engine.stage2_config(request)  # validate (name free, images in range) before booking or starting a thread
+    engine.stage2_training.config(request)  # validate (name free, images in range) before booking or starting a thread
     yield from booked(engine, jobs, request.name, owner, poll_s,
                       lambda job: _train(engine, request, progress, poll_s, plot_every_s, job))
 
@@ -143,14 +144,14 @@ def stage2_train(engine: DashboardEngine, name: Any, cam_model: Any, cut: Any, l
 def _train(engine: DashboardEngine, request: Stage2Request, progress: Callable | None, poll_s: float,
            plot_every_s: float, job: Job | None) -> Iterator[tuple[str, Any]]:
     def work(on_progress: Callable, should_stop: Callable) -> Any:
-        return engine.train_stage2(request, on_progress=on_progress, should_stop=should_stop)
+        return engine.stage2_training.train(request, on_progress=on_progress, should_stop=should_stop)
 
     path, rows = yield from in_worker(request.name, request.steps, work, progress, poll_s, plot_every_s, job)
     if path is None:
         yield (f"Stopped **{request.name}** while its pseudo masks were made: nothing was trained or kept.",
                plots.live_figure(request.name, rows))
         return
-    info = engine.segmentation_info(request.name)
+    info = engine.stage2.info(request.name)
     done = info.get("step") or (rows[-1]["step"] if rows else 0)
     stopped = " (stopped early)" if done < request.steps else ""
     score = (f"test mIoU **{info['miou']:.3f}** on {info.get('test_images')} test images (scored as "

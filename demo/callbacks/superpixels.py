@@ -5,6 +5,7 @@ from typing import Any
 
 import gradio as gr
 
+from crm_core.api import THRESHOLDS
 from demo import render
 from demo.callbacks.common import (_model_name, _number, _source_line, _threshold, explained_class, resolve_source,
                                    user_errors)
@@ -13,7 +14,7 @@ from demo.protocol import DashboardEngine
 
 @user_errors
 def superpixel_view(engine: DashboardEngine, model: Any, model_a: Any, image: Any, index: Any, n_segments: Any,
-                    compactness: Any, low: Any = 0.2, high: Any = 0.45) -> tuple:
+                    compactness: Any, low: Any = THRESHOLDS.low, high: Any = THRESHOLDS.high) -> tuple:
     """SLIC boundaries, raw CAM, superpixel-averaged CAM (alignment target), refined trimap."""
     model = _model_name(engine, model)
     n_segments = _number(n_segments, "n_segments", 2, 1000, integer=True)
@@ -22,7 +23,7 @@ def superpixel_view(engine: DashboardEngine, model: Any, model_a: Any, image: An
     if low > high:
         raise gr.Error(f"low threshold {low} is above high threshold {high}")
     source = resolve_source(engine, model_a, image, index)
-    view = engine.superpixel_refinement(model, source.image, explained_class(source), n_segments, compactness,
+    view = engine.inference.superpixel_refinement(model, source.image, explained_class(source), n_segments, compactness,
                                         low, high, mask=source.mask)
     lines = [_source_line(source), f"{int(view.labels.max()) + 1} superpixels; CAM of class **{view.class_name}**"]
     for what, scores in (("raw CAM", view.raw_scores), ("superpixel-refined", view.refined_scores)):

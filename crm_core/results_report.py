@@ -381,7 +381,7 @@ def markdown(report: dict[str, Any]) -> str:
                     "rerun exactly" if made["dirty_runs"] else "") + ".")
     lines += ["", f"This report was merged from {len(made['parts'])} part(s), oldest first (each job's own command, "
               "in the JSON, reruns that job alone):", ""]
-    lines += [f"{i}. `{part['command']}` — " + (f"{part['wall_s'] / 60:.1f} min" if part.get("wall_s") else "time ?")
+    lines += [f"{i}. `{part['command']}` — " + (f"{part['wall_s'] / 60:.1f} min" if part.get("wall_s") is not None else "time ?")
               + f", revision {str(part.get('revision') or 'unknown')[:12]}"
               + ("" if part.get("complete", True) else ", interrupted (its finished jobs were kept)")
               for i, part in enumerate(made["parts"], 1)]

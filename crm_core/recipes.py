@@ -15,8 +15,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
+class _Fields:
+    def fields(self) -> dict[str, Any]:
+        """The recipe as TrainConfig keyword arguments (and as a JSON report records it)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(_Fields):
     """The TrainConfig fields a family of runs shares (the step count is the table's ``--steps``)."""
 
     dataset: str = "synthetic"
@@ -39,31 +45,22 @@ class Recipe:
         """The side of the CAM grid (image size / output stride)."""
         return self.image_size // self.output_stride
 
-    def fields(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class CrmRecipe:
+class CrmRecipe(_Fields):
     """The CRM settings a CRM row adds to its recipe."""
 
     crm: bool = True
     l1_weight: float = 30.0
     crm_gate: bool = True
 
-    def fields(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class TrainingLength:
+class TrainingLength(_Fields):
     """How long a backbone trains when the shared length does not train it."""
 
     steps: int
     epochs: int
-
-    def fields(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 RESULTS = Recipe()

@@ -538,12 +538,11 @@ def _refresh(args: argparse.Namespace) -> int:
                           "dropped": dropped, "wall_s": 0.0, "jobs": 1, "complete": True,
                           "revision": code_revision(), "merged_with": earlier}
     report["summary"] = summarise(report["jobs"])  # the current statistics, from the per-seed values
-    if args.drop_rows:
-        atomic_write_json(path, report)
     if args.oracle:
         started = time.perf_counter()
         report["oracle"] = oracle_report()
         report["meta"] = {**report["meta"], "oracle_wall_s": time.perf_counter() - started}
+    if args.drop_rows or args.oracle:  # --readme alone only renders
         atomic_write_json(path, report)
     if args.out:
         atomic_write_text(args.out, markdown(report))

@@ -477,7 +477,7 @@ def headline_block(report: dict[str, Any]) -> str:
     cues and its ceiling, with CRM's paired difference over the plain model; then the headline
     family with its Holm-adjusted p."""
     summary = report["summary"]
-    rows, family = summary["rows"], summary.get("headline") or []
+    rows = summary["rows"]
     by_pair = {(c["row"], c["baseline"]): c for c in summary["comparisons"]}
     lines = ["| | " + " | ".join(HEADLINE_COLUMNS[:-1]) + f" | CRM − plain | {HEADLINE_COLUMNS[-1]} |",
              "| --- |" + " --- |" * (len(HEADLINE_COLUMNS) + 1)]
@@ -487,19 +487,18 @@ def headline_block(report: dict[str, Any]) -> str:
         cells = [_cell(rows[k]["stats"], "miou") if k in rows else "–" for k in keys]
         plain, crm = keys[3], keys[4]
         m = (by_pair.get((crm, plain)) or {}).get("metrics", {}).get("miou")
-        held = next((e for e in family if (e["row"], e["baseline"], e["metric"]) == (crm, plain, "miou")), None)
         if m is None:
             change = "–"
-        elif held is not None:
-            change = f"{m['diff']:+.3f} (Holm-adjusted {_p(held['p_holm'])})"
+        elif "p_holm" in m:  # a member of the headline family (apply_holm)
+            change = f"{m['diff']:+.3f} (Holm-adjusted {_p(m['p_holm'])})"
         else:
             change = f"{m['diff']:+.3f} ({_p(m['p'])}, exploratory)"
         lines.append(f"| {title} | " + " | ".join(cells[:-1]) + f" | {change} | {cells[-1]} |")
     seeds = sorted({j["seed"] for j in report["jobs"]})
     lines += ["", f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split; the CAM threshold chosen on "
               "val). Floor: the same network with no training step; for stage 2, the better constant mask. "
-              "Ceiling: a perfect object mask at the 7×7 CAM grid. For stage 2 each column is the network "
-              "trained on that column's masks, the ceiling on the ground truth's."]
+              f"Ceiling: a perfect object mask at the {RESULTS.cam_size}×{RESULTS.cam_size} CAM grid. For stage 2 "
+              "each column is the network trained on that column's masks, the ceiling on the ground truth's."]
     headline = headline_table(summary)
     if headline:
         lines += ["", f"The {len(headline) - 2} comparisons the claims rest on (paired over seeds, two-sided "

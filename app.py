@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="checkpoint folder")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="run folder")
     p.add_argument("--results", default=str(ROOT / "docs" / "results.json"),
-                   help="the Results tab's report (python -m crm_core.results)")
+                   help="the Results tab's report (python -m crm_core.experiments.results)")
     p.add_argument("--no-bootstrap", action="store_true", help="do not train the demo set when no checkpoint exists")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--max-file-size", default="10mb", help="upload size limit")

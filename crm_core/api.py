@@ -21,10 +21,10 @@ types the UI turns into messages (:class:`CheckpointError`, :class:`DatasetNotFo
 helpers the UI draws and formats with (``load_image``, ``describe_cam_dependence``,
 ``METRIC_COLUMNS``, the :mod:`crm_core.viz` drawing functions, ``upsample_cams``) and the threshold
 defaults (``THRESHOLDS``, :mod:`crm_core.thresholds`). Importing it
-stays light: ``TrainingDiverged`` and ``TrainConfig`` (crm_core.train) and the results table's
-names load on first use. ``RESULTS_RECIPE`` and ``CRM_RECIPE`` are :mod:`crm_core.recipes`' typed
+stays light: ``TrainingDiverged`` and ``TrainConfig`` (crm_core.train) load on first use. ``RESULTS_RECIPE`` and ``CRM_RECIPE`` are :mod:`crm_core.recipes`' typed
 recipes. The dashboard's engine adapter
-(``demo.engine``) may use any ``crm_core`` module; nothing in ``crm_core`` imports the dashboard.
+(``demo.engine``) may use any ``crm_core`` module, the studies of :mod:`crm_core.experiments`
+included (the Results tab's report is theirs); nothing in ``crm_core`` imports the dashboard.
 """
 from __future__ import annotations
 
@@ -56,17 +56,12 @@ __all__ = [
     "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
     # where CAMs are cut: the pseudo-mask band, the fixed threshold, the sliders' first value
     "THRESHOLDS",
-    # the results table
-    "RESULT_GROUP_ORDER", "RESULTS_PLAN_COMMAND", "results_provenance",
 ]
 
 #: Names loaded on first use (module, attribute): importing crm_core.train costs the CLI's imports.
 _LAZY = {
     "TrainingDiverged": ("crm_core.train", "TrainingDiverged"),  # a loss became NaN or infinite
     "TrainConfig": ("crm_core.train", "TrainConfig"),  # what a training run is; demo's fine-tunes build one
-    "RESULT_GROUP_ORDER": ("crm_core.results_table", "TABLE_ORDER"),  # the results table's groups, in order
-    "RESULTS_PLAN_COMMAND": ("crm_core.results_table", "PLAN_COMMAND"),  # rebuilds the results table whole
-    "results_provenance": ("crm_core.results_report", "provenance"),  # how a results report was made
 }
 
 

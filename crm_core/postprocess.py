@@ -67,7 +67,7 @@ def score_trimaps(trimap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 #: Where a trimap's map comes from: a dataset batch -> (B, H, W) maps in [0, 1] (a CAM model's,
-#: :func:`cam_maps`, or a map that comes from no model, crm_core.baselines).
+#: :func:`cam_maps`, or a map that comes from no model, crm_core.experiments.baselines).
 MapSource = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 

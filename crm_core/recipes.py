@@ -1,6 +1,6 @@
 """The training recipes that several tools share, each a typed, named object written once.
 
-- :data:`RESULTS`: the results table's recipe (every row of ``python -m crm_core.results``, the
+- :data:`RESULTS`: the results table's recipe (every row of ``python -m crm_core.experiments.results``, the
   recipe sweeps' candidates, and, shortened, the dashboard's demo set): resnet18 from scratch,
   112 px, output stride 16 (7x7 CAMs), cosine decay.
 - :data:`CRM`: what "CRM" adds to it in every CRM row and in the demo's CRM model.
@@ -72,6 +72,6 @@ DEFAULT_STEPS = 200
 # ImageNet VGG19 weights are cached.
 CRM = CrmRecipe()
 # EfficientNet-b0 trains twice as long (4 epochs of 100 steps): under resnet18's 200 steps it stops
-# near 0.85 accuracy. Chosen on val seeds 10-12 by ``python -m crm_core.recipe_sweep --study
+# near 0.85 accuracy. Chosen on val seeds 10-12 by ``python -m crm_core.experiments.recipe_sweep --study
 # efficientnet_recipe`` (docs/sweep_efficientnet_recipe.json), with test accuracy >= 0.98 as its bar.
 EFFICIENTNET_LENGTH = TrainingLength(steps=400, epochs=4)

@@ -45,21 +45,11 @@ class RunDir:
     def name(self) -> str:
         return self.path.name
 
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.csv"
-
-    @property
-    def eval_path(self) -> Path:
-        return self.path / "eval.json"
-
-    @property
-    def samples_dir(self) -> Path:
-        return self.path / "samples"
+    # What a run folder holds, by name.
+    config_path = property(lambda self: self.path / "config.json")
+    metrics_path = property(lambda self: self.path / "metrics.csv")
+    eval_path = property(lambda self: self.path / "eval.json")
+    samples_dir = property(lambda self: self.path / "samples")
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.config_path, config)

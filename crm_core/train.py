@@ -73,7 +73,7 @@ class TrainModules:
 def build_modules(cfg: TrainConfig, class_names: list[str], device: torch.device | str = "cpu") -> TrainModules:
     """Classifier, ReconstructNet, perceptual network and optimisers of a resolved ``cfg``.
 
-    The one setup shared by the trainer, the benchmark (``crm_core.bench``) and the tests.
+    The one setup shared by the trainer, the benchmark (``crm_core.experiments.bench``) and the tests.
     Pretrained backbone weights load unless the run resumes or starts from ``cfg.init_from``
     (whose weights are loaded here). The modules are built in a fixed order (classifier,
     decoder, perceptual network), so a seeded run draws the same random weights every time.

@@ -20,7 +20,7 @@ from crm_core.crm import DECODER_INPUTS
 
 DATASET_DEFAULT_SIZE = {"synthetic": 112, "pets": 224}
 
-# Speed presets of CRM training, measured by ``python -m crm_core.bench`` (docs/benchmarks.md).
+# Speed presets of CRM training, measured by ``python -m crm_core.experiments.bench`` (docs/benchmarks.md).
 # A preset only fills levers the user left unset (None); the resolved values are recorded.
 #   exact: the method as written -- ReconstructNet decodes the CAMs to the full image size and
 #          the perceptual loss compares full-size images. channels_last is the same maths in

@@ -4,9 +4,10 @@ served app's memory under mixed concurrent use.
     python -m demo.bench [--repeats 7] [--no-cold-start] [--no-memory] [--json PATH]
 
 Section 4 of the CRM Lab benchmark. It lives on the dashboard side because it drives the
-dashboard's own engine and callbacks; ``python -m crm_core.bench`` runs it as a subprocess
-(``--json``) and puts its result under ``details.dashboard`` of the combined report, whose
-tables it shares (:func:`crm_core.bench.report.format_tables`).
+dashboard's own engine and callbacks; ``python -m crm_core.experiments.bench`` runs it as a subprocess
+(``--json``), puts its result under ``details.dashboard`` of the combined report and draws its
+table there. This module imports the library only (its timing harness, :mod:`crm_core.timing`),
+never the studies, so the subprocess does not loop back into the package that started it.
 
 The two checkpoints are the demo recipe (:data:`demo.bootstrap.DEMO_RECIPE`) after a single step:
 latency depends on the architecture and the image size, not on the weights.
@@ -32,9 +33,8 @@ import numpy as np
 import torch
 
 from crm_core.api import CamModel, upsample_normalised
-from crm_core.bench.report import format_tables
-from crm_core.bench.timing import time_interleaved
 from crm_core.data import build_dataset, to_uint8_image
+from crm_core.timing import time_interleaved
 from demo.bootstrap import DEMO_RECIPE
 from demo.load import loadable_checkpoints, memory_report_of, methods_on_offer, run_load, serve, stop
 from demo.memory import rss_mb
@@ -307,7 +307,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Measure, write the JSON, print the table (section 4 of docs/benchmarks.md); returns the exit code."""
+    """Measure, write the JSON, print the medians; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
     os.environ.setdefault("CRM_LAB_NO_PROGRESS", "1")
@@ -316,8 +316,17 @@ def cli(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
-    print(format_tables({"details": {"dashboard": result}}))
+    print(summary_line(result))
     return 0
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """The medians in one line (the full table: ``python -m crm_core.experiments.bench``'s report)."""
+    cold = result.get("cold_start_s")
+    return (f"Compare {result['compare_latency_s']:.3f} s (loading both checkpoints), "
+            f"{result['compare_warm_latency_s']:.3f} s (cached); DRS delta change {result['drs_update_latency_s']:.3f} s; "
+            f"cold start {'not measured' if cold is None else f'{cold:.1f} s'} "
+            f"(medians, measured through {result['measured_through']})")
 
 
 if __name__ == "__main__":

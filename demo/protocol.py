@@ -311,10 +311,23 @@ class RunService(Protocol):
 
 
 class ResultsService(Protocol):
-    """The results report ``python -m crm_core.results`` wrote (the Results tab's table)."""
+    """The results report ``python -m crm_core.experiments.results`` wrote (the Results tab's table)
+    and what the studies say about it."""
 
     def report(self) -> dict[str, Any] | None:
         """docs/results.json (None: not made yet; ValueError when it cannot be read)."""
+
+    def provenance(self, report: dict[str, Any]) -> dict[str, Any]:
+        """How ``report`` was made: ``plan`` (the command that rebuilds it whole), ``parts`` (the
+        commands it was merged from, oldest first), ``runs``, ``dirty_runs``, ``minutes`` and
+        ``jobs_at_once``."""
+
+    def plan_command(self) -> str:
+        """The command that rebuilds the results table whole."""
+
+    def group_order(self) -> tuple[str, ...]:
+        """The table's row groups in the report's order: the floor and the no-model cues first,
+        the ceilings last."""
 
 
 class Stage2Service(Protocol):

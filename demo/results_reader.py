@@ -3,7 +3,7 @@
 :class:`RunReader` (the engine's ``runs``: a :class:`demo.protocol.RunService`) lists the run
 folders (config, metrics rows, eval.json through ``crm_core.runs``); :class:`ResultsReader` (the
 engine's ``results``: a :class:`demo.protocol.ResultsService`) reads the report
-``python -m crm_core.results`` wrote (:func:`read_results`, which checks it has the parts the
+``python -m crm_core.experiments.results`` wrote (:func:`read_results`, which checks it has the parts the
 Results tab reads). Every call reads the files again, so a new run or report shows without a restart.
 
 State: none but each reader's location, fixed at construction. Locks: none, since no call leaves
@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_results(path: Path) -> dict[str, Any] | None:
-    """The report ``python -m crm_core.results`` wrote at ``path``; None when there is none yet.
+    """The report ``python -m crm_core.experiments.results`` wrote at ``path``; None when there is none yet.
 
     Raises ValueError (a one-line reason naming only the file) when it exists but cannot be read,
     is not JSON, or lacks the parts the Results tab reads (jobs, summary.rows with stats).
@@ -76,8 +76,24 @@ class ResultsReader:
         self.results_path = REPO_ROOT / results_path  # an absolute results_path stays as it is
 
     def report(self) -> dict[str, Any] | None:
-        """docs/results.json as written by ``python -m crm_core.results`` (None: not made yet).
+        """docs/results.json as written by ``python -m crm_core.experiments.results`` (None: not made yet).
 
         Read on every call (when the Results tab is selected), so a new report shows without a restart.
         """
         return read_results(self.results_path)
+
+    # The study's own answers (crm_core.experiments), imported on first use: the engine stays light.
+    def provenance(self, report: dict[str, Any]) -> dict[str, Any]:
+        from crm_core.experiments.results_report import provenance
+
+        return provenance(report)
+
+    def plan_command(self) -> str:
+        from crm_core.experiments.results_table import PLAN_COMMAND
+
+        return PLAN_COMMAND
+
+    def group_order(self) -> tuple[str, ...]:
+        from crm_core.experiments.results_table import TABLE_ORDER
+
+        return TABLE_ORDER

@@ -28,7 +28,7 @@ __all__ = ["BATCH_SIZE", "MASKS_FOLDER", "train_stage2_network"]
 
 log = logging.getLogger(__name__)
 
-MASKS_FOLDER = "pseudo_masks"  # in the run folder, as crm_core.results' stage-2 rows keep theirs
+MASKS_FOLDER = "pseudo_masks"  # in the run folder, as crm_core.experiments.results' stage-2 rows keep theirs
 BATCH_SIZE = 16  # crm_core.segment's default (fewer images: one batch of all of them)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from crm_core.api import TrainConfig, load_image, to_uint8_image
 from demo.engine import read_results, refine_with_superpixels, score_pseudo_mask
+from demo.results_reader import ResultsReader
 from demo.protocol import (NAME_RE, STAGE2_MAX_STEPS, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo,
                            Sample, Stage2Request, Stage2View, SuperpixelRefinement, TrainingBusy)
 
@@ -240,9 +241,10 @@ class FakeRuns:
                        metrics=self.metrics[name], eval={"accuracy": 0.5, "cam_miou_best": {"miou": 0.4, "threshold": 0.3}})
 
 
-class FakeResults:
+class FakeResults(ResultsReader):
     """demo.protocol.ResultsService: the report at ``results_path`` (None: no report, as before
-    ``python -m crm_core.results``), read with the real service module's reader."""
+    ``python -m crm_core.experiments.results``), read with the real service module's reader; the
+    study's answers (provenance, plan, group order) are the real service's."""
 
     def __init__(self, results_path: Path | None) -> None:
         self.results_path = results_path

@@ -193,7 +193,7 @@ def _pixels(path: str) -> np.ndarray:
 
 
 def test_compare_fills_both_panels_and_the_drs_delta_changes_only_drs_models(client: Client) -> None:
-    """Served end to end (latency is the benchmark's: crm_core.bench, compare/drs_update latency)."""
+    """Served end to end (latency is the benchmark's: crm_core.experiments.bench, compare/drs_update latency)."""
     def compare(a: str, b: str) -> tuple:
         return client.predict(a, b, None, 4, "(predicted class)", 0.3, "gradcampp", api_name="/compare")
 

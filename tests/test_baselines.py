@@ -1,11 +1,11 @@
-"""Maps from no model (crm_core.baselines): each checked against what it must be by construction."""
+"""Maps from no model (crm_core.experiments.baselines): each checked against what it must be by construction."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from crm_core.baselines import ColourClassifier, baseline_maps, intensity_map, pooled_mask_map, score_baseline
+from crm_core.experiments.baselines import ColourClassifier, baseline_maps, intensity_map, pooled_mask_map, score_baseline
 from crm_core.data.synthetic import SyntheticPets
 from crm_core.metrics import mask_iou
 

@@ -1,4 +1,4 @@
-"""crm_core.bench (and demo.bench, its dashboard section) at tiny sizes: every section runs and
+"""crm_core.experiments.bench (and demo.bench, its dashboard section) at tiny sizes: every section runs and
 returns finite numbers (no timing asserts); the report keeps its keys and its generated block."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core import bench
+from crm_core.experiments import bench
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = bench.StepRecipe("tiny", "resnet18", 64, 16, 2, "none", n_segments=16)
@@ -131,11 +131,11 @@ def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
         },
     }
     out = tmp_path / "bench.md"
-    bench.write_markdown(doc, out, "python -m crm_core.bench --quick")
+    bench.write_markdown(doc, out, "python -m crm_core.experiments.bench --quick")
     text = out.read_text()
-    assert "Reproduce: `python -m crm_core.bench --quick`" in text and "crm_fast" in text and "n/a" in text
+    assert "Reproduce: `python -m crm_core.experiments.bench --quick`" in text and "crm_fast" in text and "n/a" in text
     out.write_text("# Title\n\nanalysis before\n\n" + text.split("\n", 2)[2] + "\nanalysis after\n")
-    bench.write_markdown(doc, out, "python -m crm_core.bench")
+    bench.write_markdown(doc, out, "python -m crm_core.experiments.bench")
     again = out.read_text()
     assert "analysis before" in again and "analysis after" in again and again.count(bench.MARK_BEGIN) == 1
     assert again.count(bench.MARK_END) == 1 and again.index(bench.MARK_BEGIN) < again.index(bench.MARK_END)
@@ -148,7 +148,7 @@ def test_report_formats_and_summary_keys(tmp_path: Path) -> None:
     assert "| `crm_fast` | 1.00 / 1.50 / 2.00 | **1.50**; 1.40 | 1.20; 1.10 (/plain_bf16) | fast; compile took 3 s |" in again
     assert "| 2 x 1 | 1 | 3.00 | 0.70 |" in again and "**0.90x**" in again
     doc["details"]["dashboard"]["cold_start"] = {"available": True, "seconds": 9.5, "first_view_seconds": 15.25}
-    bench.write_markdown(doc, out, "python -m crm_core.bench")
+    bench.write_markdown(doc, out, "python -m crm_core.experiments.bench")
     measured = out.read_text()
     assert "to HTTP 200 (median of fresh starts) | 9.50 | <= 10 |" in measured
     assert "to the first view's result (both default models' CAMs of sample #0) | 15.25 |" in measured
@@ -171,8 +171,8 @@ def test_dashboard_section_without_the_demo_package(monkeypatch: pytest.MonkeyPa
 
 
 def test_bench_imports_neither_the_dashboard_nor_the_trainer() -> None:
-    """Importing crm_core.bench pulls in no demo / gradio code, and the trainer only when a run needs it."""
-    code = ("import sys, crm_core.bench; "
+    """Importing crm_core.experiments.bench pulls in no demo / gradio code, and the trainer only when a run needs it."""
+    code = ("import sys, crm_core.experiments.bench; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('demo', 'gradio') or m == 'crm_core.train'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]"
@@ -205,7 +205,7 @@ def test_cli_end_to_end_at_toy_sizes(tmp_path: Path, grad_cam_package) -> None:
     for key in ("gradcampp_speedup_vs_grad_cam", "gradcampp_max_abs_diff"):
         assert isinstance(doc[key], float) and math.isfinite(doc[key]), key
     assert doc["gradcampp_max_abs_diff"] <= 1e-4
-    assert doc["details"]["command"].startswith("python -m crm_core.bench --tiny")
+    assert doc["details"]["command"].startswith("python -m crm_core.experiments.bench --tiny")
     text = out_md.read_text()
     assert "### 1. Grad-CAM++" in text and "### 5. Superpixels" in text
     assert bench.cli(["--from-json", str(out_json), "--markdown", str(tmp_path / "again.md")]) == 0

@@ -19,7 +19,7 @@ from crm_core.losses import alignment_target, erode
 from crm_core.metrics import CamDependence, ious_from_counts
 from crm_core.models import ModelConfig, create_model
 from crm_core.crm import CRMNet, class_score_maps, decoder_input
-from crm_core.oracle import colour_cues, oracle_gain
+from crm_core.experiments.oracle import colour_cues, oracle_gain
 
 
 def _part_means(appearance: str, n: int = 40) -> dict[str, float]:
@@ -259,7 +259,8 @@ def test_zero_steps_saves_the_untrained_floor(tmp_path: Path, monkeypatch) -> No
     assert set(result["coverage_val_threshold"]) == {"head", "body"}
 
 
-@pytest.mark.parametrize("module", ["train", "evaluate", "postprocess", "results", "oracle", "bench"])
+@pytest.mark.parametrize("module", ["train", "evaluate", "postprocess", "segment", "experiments.results", "experiments.oracle",
+                                    "experiments.recipe_sweep", "experiments.bench"])
 def test_every_cli_option_has_a_help_text(module: str) -> None:
     import importlib
 

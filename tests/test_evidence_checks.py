@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from crm_core import results, results_report
+from crm_core.experiments import results, results_report
 from crm_core.cams.utils import normalize_cams
-from crm_core.results_report import degenerate_runs, holm, summarise
-from crm_core.results_table import COMPARISONS, HEADLINE, ROW_BY_KEY
+from crm_core.experiments.results_report import degenerate_runs, holm, summarise
+from crm_core.experiments.results_table import COMPARISONS, HEADLINE, ROW_BY_KEY
 
 
 def test_normalisation_is_scale_free_and_keeps_zero_maps_zero() -> None:
@@ -54,7 +54,7 @@ def test_an_untrained_efficientnet_cam_is_a_real_map_not_the_all_background_pred
 
 
 def test_the_constant_floor_is_the_better_constant_mask_scored_from_ground_truth() -> None:
-    from crm_core.baselines import score_constant_masks
+    from crm_core.experiments.baselines import score_constant_masks
     from crm_core.data import build_dataset
 
     config = dict(name="synthetic", image_size=48, data_root=None, num_classes=3, seed=1, appearance="informative")

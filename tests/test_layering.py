@@ -1,6 +1,8 @@
 """The layering rules of crm_core and demo, checked on the source (AST), and the engine surface.
 
-1. Nothing in ``crm_core`` imports ``demo`` or ``gradio``: the engine works without the UI.
+1. Nothing in ``crm_core`` imports ``demo`` or ``gradio``: the engine works without the UI; the
+   library (``crm_core`` outside ``crm_core/experiments``) imports none of the studies, and the
+   studies' one subprocess into ``demo`` (``python -m demo.bench``) does not import them back.
 2. Outside the adapter (demo.engine, the services it composes and demo.locks, demo.bootstrap,
    demo.bench), ``demo`` and ``app.py`` import nothing from ``crm_core`` but ``crm_core.api``;
    the UI modules (layout, tabs, callbacks, plots, render, messages, protocol) do not import the
@@ -160,7 +162,7 @@ def test_the_rules_see_what_they_forbid(tmp_path: Path) -> None:
 def documented_layers() -> list[list[str]]:
     """docs/architecture.md's numbered list of crm_core layers: the backticked names before the dash."""
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
-    section = text[text.index("Inside `crm_core` the layers are"):]
+    section = text[text.index("The layers are, bottom up"):]
     layers = []
     for match in re.finditer(r"^(\d+)\. (.+?) —", section, flags=re.M):
         assert int(match.group(1)) == len(layers) + 1, "the layer list is numbered 1, 2, 3, ..."
@@ -169,9 +171,16 @@ def documented_layers() -> list[list[str]]:
 
 
 def crm_core_unit(module: str) -> str | None:
-    """The layer unit a crm_core module belongs to: its top-level module or subpackage name."""
+    """The layer unit a crm_core module belongs to: its top-level module or subpackage name, and
+    inside the studies' package ``experiments.<module or subpackage>``."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[:2] == ["crm_core", "experiments"]:
+        return f"experiments.{parts[2]}"
     return parts[1] if len(parts) > 1 and parts[0] == "crm_core" else None
+
+
+def is_study(unit: str | None) -> bool:
+    return unit is not None and within(unit, "experiments")
 
 
 def import_graph(roots: tuple[str, ...], unit) -> dict[str, set[str]]:
@@ -241,6 +250,45 @@ def test_crm_core_imports_only_lower_layers() -> None:
     assert not bad, "docs/architecture.md: each layer imports only lower layers:\n" + "\n".join(bad)
 
 
+def test_the_library_imports_no_study() -> None:
+    """crm_core's library (everything outside crm_core/experiments) imports nothing from the studies,
+    lazily or not, and the layer list puts every study above every library module."""
+    bad = violations([p for p in sources("crm_core") if not is_study(crm_core_unit(module_name(p)))],
+                     lambda importer, module: within(module, "crm_core.experiments"))
+    assert not bad, bad
+    level = {name: i for i, layer in enumerate(documented_layers()) for name in layer}
+    studies = [lvl for name, lvl in level.items() if is_study(name)]
+    assert studies and min(studies) > max(lvl for name, lvl in level.items() if not is_study(name))
+    assert crm_core_unit("crm_core.experiments.bench.cli") == "experiments.bench"
+    assert crm_core_unit("crm_core.experiments") == "experiments" and is_study("experiments")
+
+
+def test_the_benchmarks_subprocess_does_not_loop_back() -> None:
+    """crm_core.experiments.bench runs ``python -m demo.bench``: nothing that module reaches through
+    demo's imports (lazy ones included) imports the benchmark package back, and demo.bench itself
+    imports only the library."""
+    seen, todo, bad = set(), ["demo.bench"], []
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = ROOT / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = ROOT / module.replace(".", "/") / "__init__.py"
+        for imported, line in imports(path):
+            if within(imported, "crm_core.experiments.bench") or (
+                    module == "demo.bench" and within(imported, "crm_core.experiments")):
+                bad.append(f"{module}:{line} imports {imported}")
+            elif within(imported, "demo"):
+                while imported and not (ROOT / (imported.replace(".", "/") + ".py")).is_file() \
+                        and not (ROOT / imported.replace(".", "/") / "__init__.py").is_file():
+                    imported = imported.rpartition(".")[0]
+                todo.append(imported)
+    assert "demo.engine" in seen or "demo.load" in seen  # the walk follows demo's own imports
+    assert not bad, bad
+
+
 def test_no_import_cycle_between_crm_core_packages_or_demo_modules() -> None:
     assert cycles(import_graph(("crm_core",), crm_core_unit)) == []
     assert cycles(import_graph(("crm_core",), lambda m: m if within(m, "crm_core") else None)) == []
@@ -263,10 +311,10 @@ def test_the_cycle_and_layer_checks_see_what_they_forbid() -> None:
 
 def test_crm_core_names_demo_only_where_the_docs_say() -> None:
     """A module run by name (``python -m demo.bench``) is an import no AST walk sees: the one such
-    place is crm_core/bench/dashboard.py, which docs/architecture.md names."""
+    place is crm_core/experiments/bench/dashboard.py, which docs/architecture.md names."""
     naming = sorted(str(p.relative_to(ROOT)) for p in sources("crm_core")
                     if re.search(r"[\"']demo(\.\w+)*[\"']", p.read_text(encoding="utf-8")))
-    assert naming == ["crm_core/bench/dashboard.py"]
+    assert naming == ["crm_core/experiments/bench/dashboard.py"]
     assert "bench/dashboard.py" in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 
 
@@ -403,3 +451,26 @@ def test_the_serving_policy_needs_only_the_standard_library() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+@pytest.mark.parametrize("old", ["crm_core.results", "crm_core.recipe_sweep", "crm_core.oracle", "crm_core.bench",
+                                 "crm_core.bench.segment_step"])
+def test_a_moved_cli_says_where_it_went_in_one_line(old: str) -> None:
+    from crm_core.moved import MOVED
+
+    package = next(o for o in MOVED if within(old, o))  # crm_core.bench.X: its package moved
+    run = subprocess.run([sys.executable, "-m", old, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and run.stdout == ""
+    message = f"{package} moved to {MOVED[package]}: run python -m {MOVED[package]}"
+    assert run.stderr.strip() == message or run.stderr.strip().endswith(f"(ImportError: {message})")
+    assert len(run.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert importlib_error(old) == message
+    new = MOVED[package] + old[len(package):]  # the new module exists (its --help: test_crm_benchmark)
+    assert (ROOT / (new.replace(".", "/") + ".py")).is_file() or (ROOT / new.replace(".", "/") / "__main__.py").is_file()
+
+
+def importlib_error(module: str) -> str:
+    """The ImportError an import of ``module`` raises, in a fresh interpreter."""
+    code = f"try:\n import {module}\nexcept ImportError as e:\n print(e)"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60).stdout.strip()

@@ -6,7 +6,7 @@ import json
 import pytest
 from scipy import stats
 
-from crm_core import recipe_sweep
+from crm_core.experiments import recipe_sweep
 from crm_core.recipes import CRM
 
 
@@ -55,14 +55,14 @@ def test_the_highest_mean_val_miou_is_chosen_and_paired_differences_match_scipy(
 
 
 def _meta():
-    return {"command": "python -m crm_core.recipe_sweep", "revision": "0" * 40, "wall_s": 60.0, "machine": "test",
+    return {"command": "python -m crm_core.experiments.recipe_sweep", "revision": "0" * 40, "wall_s": 60.0, "machine": "test",
             "seeds": [10, 11, 12], "val_images": 200, "title": "test", "reference_row": "resnet",
             "settings": {name: {} for name in (recipe_sweep.PLAIN, *recipe_sweep.CANDIDATES)}}
 
 
 @pytest.mark.parametrize("study", sorted(recipe_sweep.STUDIES))
 def test_every_study_candidate_is_a_valid_training_config(study):
-    from crm_core.results_table import ROW_BY_KEY
+    from crm_core.experiments.results_table import ROW_BY_KEY
     from crm_core.train_config import TrainConfig
 
     spec = recipe_sweep.STUDIES[study]
@@ -127,7 +127,7 @@ def test_the_committed_sweep_reports_match_their_json_and_the_docs_quote_them() 
         report["summary"] = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"],
                                                          report["summary"].get("min_accuracy"))
         assert path.with_suffix(".md").read_text() == recipe_sweep.render(report), \
-            f"{path.name}: python -m crm_core.recipe_sweep --study {report['meta']['study']} --render"
+            f"{path.name}: python -m crm_core.experiments.recipe_sweep --study {report['meta']['study']} --render"
     text = "\n\n".join(p.read_text() for p in (root / "README.md", *sorted((root / "docs").glob("*.md"))))
     for study, heading in (("crm_recipe", "**How the CRM recipe was chosen.**"),
                            ("drs_placement_efficientnet", "**DRS on EfficientNet.**"),
@@ -175,7 +175,7 @@ def test_the_tables_efficientnet_rows_train_as_the_sweep_chose():
     row of the table uses; its floors stay untrained."""
     from pathlib import Path
 
-    from crm_core.results_table import ROWS
+    from crm_core.experiments.results_table import ROWS
 
     report = json.loads((Path(__file__).resolve().parent.parent / "docs/sweep_efficientnet_recipe.json").read_text())
     chosen = recipe_sweep.STUDIES["efficientnet_recipe"].candidates[report["summary"]["chosen"]]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core import results, results_report, results_table
+from crm_core.experiments import results, results_report, results_table
 from crm_core.recipes import CRM
 
 
@@ -170,7 +170,7 @@ def test_the_repository_readme_and_results_page_match_docs_results_json() -> Non
     root = Path(__file__).resolve().parent.parent
     report = json.loads((root / "docs" / "results.json").read_text())
     report["summary"] = results_report.summarise(report["jobs"])
-    stale = "stale: python -m crm_core.results --readme README.md docs/results.md"
+    stale = "stale: python -m crm_core.experiments.results --readme README.md docs/results.md"
     assert results_report.headline_block(report) in (root / "README.md").read_text(), f"README.md is {stale}"
     assert results_report.results_block(report) in (root / "docs" / "results.md").read_text(), \
         f"docs/results.md is {stale}"
@@ -199,7 +199,7 @@ def test_every_number_of_the_results_prose_is_in_docs_results_json() -> None:
     at the precision printed, so a rerun that changes the table fails here until the prose is rewritten."""
     import re
 
-    from crm_core.results_report import ceiling_share
+    from crm_core.experiments.results_report import ceiling_share
 
     root = Path(__file__).resolve().parent.parent
     results_md = (root / "docs" / "results.md").read_text()
@@ -305,7 +305,7 @@ def test_stage2_rows_train_the_source_cam_then_a_segmentation_network(tmp_path: 
     cue = results.score_row_baseline(results_table.ROW_BY_KEY["informative_intensity"], 0, 4, 4)
     assert bright["masks_threshold"] == bright_manifest["high"] == cue["threshold"] and bright["cam_miou"] == cue["miou"]
     assert bright_manifest["checkpoint"] == "baseline intensity" and bright_manifest["num_images"] == 16
-    from crm_core.baselines import intensity_map
+    from crm_core.experiments.baselines import intensity_map
     from crm_core.data import build_dataset
     from crm_core.postprocess import pseudo_trimap
     from PIL import Image
@@ -363,7 +363,7 @@ def test_stage2_seeds_train_one_network_each_and_merge_keeps_them_apart(tmp_path
 def test_a_job_records_the_runners_revision_and_a_tree_that_changed_under_it(tmp_path: Path) -> None:
     """The revision a job records is the one its runner started from (its workers import that code);
     when the tracked files differ by the time the job starts, it says so, and the report counts it."""
-    from crm_core.results_report import provenance
+    from crm_core.experiments.results_report import provenance
 
     kwargs = dict(row_key="informative_stage2_constant", seed=0, steps=1, test_limit=4, val_limit=4,
                   checkpoint_dir=str(tmp_path), runs_dir=str(tmp_path), device="cpu", crm_overrides={}, reuse=False,
@@ -392,7 +392,7 @@ def test_drop_rows_removes_their_jobs_and_records_the_removal_as_a_part(tmp_path
     assert "informative_efficientnet_b0_drs" not in kept["summary"]["rows"]
     assert kept["meta"]["dropped"] == {"informative_efficientnet_b0_drs": 3}
     parts = results_report.parts_of(kept["meta"])
-    assert parts[-1]["command"] == "python -m crm_core.results --drop-rows informative_efficientnet_b0_drs"
+    assert parts[-1]["command"] == "python -m crm_core.experiments.results --drop-rows informative_efficientnet_b0_drs"
     assert len(parts) == len(results_report.parts_of(report["meta"])) + 1
     assert results.cli(["--json", str(path), "--out", "", "--drop-rows", "no_such_row"]) == 2
     assert json.loads(path.read_text()) == kept  # a refused removal writes nothing

@@ -18,7 +18,7 @@ from demo_fixtures import FakeEngine, assert_no_server_detail
 
 SEEDS = (0, 1, 2)
 # key -> (label, group, appearance, model, miou per seed); cam_dependence only where CRM is on. The rows made
-# by no model (groups baseline and ceiling, model "none") come first, as crm_core.results lists them.
+# by no model (groups baseline and ceiling, model "none") come first, as crm_core.experiments.results lists them.
 ROWS = {
     "random_intensity": ("image brightness as the CAM (no model)", "baseline", "random", "none", (0.20, 0.21, 0.22)),
     "random_colour": ("per-pixel colour classifier fitted on train masks (no model)", "baseline", "random", "none",
@@ -43,7 +43,7 @@ NO_MODEL = {key for key, (_, group, *_) in ROWS.items() if group in ("baseline",
 
 
 def _job(key: str, seed: int, miou: float) -> dict:
-    if key in NO_MODEL:  # crm_core.results.score_row_baseline: no accuracy, no CAM dependence, nothing trained
+    if key in NO_MODEL:  # crm_core.experiments.results.score_row_baseline: no accuracy, no CAM dependence, nothing trained
         return {"row": key, "seed": seed, "threshold": 0.99 if key == "random_intensity" and seed == 2 else 0.5,
                 "miou": miou, "fg_iou": miou, "bg_fpr": 0.2, "head": 0.7, "body": miou, "train_s": 0.0,
                 "eval_s": 0.5}
@@ -76,7 +76,7 @@ def _report() -> dict:
          "metrics": {"miou": {"diff": 0.101, "se": 0.012, "n": 3, "t": 8.4, "p": 0.0139, "effect": True,
                               "negligible": False}}},
     ]
-    meta = {"command": "python -m crm_core.results --seeds 3", "wall_s": 600.0, "jobs": len(jobs), "device": "cpu",
+    meta = {"command": "python -m crm_core.experiments.results --seeds 3", "wall_s": 600.0, "jobs": len(jobs), "device": "cpu",
             "steps": 200, "seeds": list(SEEDS), "crm_recipe": {}, "recipe": {}, "machine": "test"}
     grid_edges = {"grid": [0.0, 0.99, 100], "runs": len(jobs),
                   "at_edge": [{"row": j["row"], "seed": j["seed"]} for j in jobs if j["threshold"] in (0.0, 0.99)]}
@@ -290,7 +290,7 @@ def test_missing_or_unreadable_report_is_one_line_with_the_command(tmp_path: Pat
     if content is not None:
         path.write_text(content)
     choices, status, table, figure, comparisons = _view(FakeEngine(results_path=path))
-    assert reason in status and "`python -m crm_core.results --plan --jobs 2`" in status
+    assert reason in status and "`python -m crm_core.experiments.results --plan --jobs 2`" in status
     assert "\n" not in status and "Traceback" not in status and str(tmp_path) not in status
     assert_no_server_detail(status)
     assert table.empty and figure is None and comparisons == "" and choices["choices"] == list(cb.APPEARANCES)
@@ -341,14 +341,14 @@ def test_a_negligible_difference_is_not_read_as_an_effect() -> None:
         return {"rows": {"a": {"label": "A"}, "b": {"label": "B"}}, "comparisons": [
             {"row": "a", "baseline": "b", "metrics": {"miou": {"diff": 0.001, "se": 0.0001, **metric}}}]}
 
-    text = comparisons_markdown(summary(p=0.0004, effect=False, negligible=True), {"a": {}}, "miou")
+    text = comparisons_markdown(summary(p=0.0004, effect=False, negligible=True), {"a": {}}, "miou", "REMAKE")
     assert text.endswith("- A vs B: negligible (+0.001, p < 0.001)") and "negligible: p < 0.05 but smaller" in text
     # Fewer than two paired seeds: no p (NaN in the report), never an effect.
-    text = comparisons_markdown(summary(p=float("nan"), effect=False, negligible=False), {"a": {}}, "miou")
+    text = comparisons_markdown(summary(p=float("nan"), effect=False, negligible=False), {"a": {}}, "miou", "REMAKE")
     assert text.endswith("- A vs B: no effect (+0.001, p n/a)")
     # An older report (its rule was 2 SE, no p): said so, with the command that remakes it.
-    text = comparisons_markdown(summary(effect=False, negligible=True), {"a": {}}, "miou")
-    assert text.endswith("- A vs B: negligible (+0.001)") and "an older report" in text and "p-values" in text
+    text = comparisons_markdown(summary(effect=False, negligible=True), {"a": {}}, "miou", "REMAKE")
+    assert text.endswith("- A vs B: negligible (+0.001)") and "an older report" in text and "`REMAKE` for p-values" in text
 
 
 def test_headline_comparisons_show_their_holm_p_and_the_rest_say_exploratory(tmp_path: Path) -> None:
@@ -367,13 +367,13 @@ def test_headline_comparisons_show_their_holm_p_and_the_rest_say_exploratory(tmp
 def test_the_header_says_how_the_repositorys_report_was_made() -> None:
     """Held to docs/results.json itself: the command that rebuilds the table whole, each part it was
     merged from (walked here through meta.merged_with), and how many runs ran from uncommitted code."""
-    from crm_core.results import get_args_parser
+    from crm_core.experiments.results import get_args_parser
     from demo.messages import safe_message
 
     path = Path(__file__).resolve().parent.parent / "docs" / "results.json"
     report = json.loads(path.read_text())
     status = _view(FakeEngine(results_path=path), "informative")[1]
-    plan = cb.plan_command()
+    plan = FakeEngine(results_path=path).results.plan_command()
     assert f"rebuilt whole by `{plan}`" in status
     assert get_args_parser().parse_args(plan.split()[3:]).plan  # a real option of the runner
     parts, meta = [], report["meta"]

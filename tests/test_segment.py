@@ -282,7 +282,7 @@ def test_imagenet_weights_offline_are_a_clear_error(tmp_path: Path, caplog: pyte
 
 
 def test_bench_section_times_every_arch_and_reports_it(no_progress: None) -> None:
-    from crm_core import bench
+    from crm_core.experiments import bench
 
     doc = bench.run_all(bench.BenchConfig(tiny=True, sections=("segment_step",)))
     result = doc["details"]["segment_step"]

@@ -73,12 +73,8 @@ def gradcampp_weight_terms(
     return torch.where(positive, terms, torch.zeros_like(terms))
 
 
-def gradcampp_closed_form_weights(
-    features: torch.Tensor,
-    fc_weight: torch.Tensor,
-    classes: torch.Tensor | None = None,
-    eps: float = 0.0,
-) -> torch.Tensor:
+def gradcampp_closed_form_weights(features: torch.Tensor, fc_weight: torch.Tensor,
+                                  classes: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
     """Grad-CAM++ channel weights ``w_k`` for a GAP + linear head, from the forward pass.
 
     Args:

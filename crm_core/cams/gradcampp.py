@@ -33,14 +33,8 @@ class GradCAMPlusPlus(BaseCAM):
         eps: 0 for the exact eq. 19; :data:`PACKAGE_EPS` mimics the grad-cam package.
     """
 
-    def __init__(
-        self,
-        model: CamClassifier,
-        target_layer: nn.Module | None = None,
-        gradients: GradientSource | None = None,
-        create_graph: bool = False,
-        eps: float = 0.0,
-    ) -> None:
+    def __init__(self, model: CamClassifier, target_layer: nn.Module | None = None,
+                 gradients: GradientSource | None = None, create_graph: bool = False, eps: float = 0.0) -> None:
         super().__init__(model, target_layer, gradients, create_graph)
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")

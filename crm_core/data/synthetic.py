@@ -75,7 +75,7 @@ _HEAD_FRAC = (0.05, 0.08)
 
 # Object appearance (``appearance=``). "random": body and background colours are drawn from the
 # same range, so knowing where the animal is does not predict its pixels and a reconstruction
-# cannot use the CAM (the oracle gain of ``python -m crm_core.oracle`` is ~0). "informative": the
+# cannot use the CAM (the oracle gain of ``python -m crm_core.experiments.oracle`` is ~0). "informative": the
 # object has one appearance for every class (bright body, dark background) -- class-agnostic, so
 # no label leaks -- and some distractors share it. On "informative" data brightness alone still
 # segments the object about as well as a trained CRM model (image grayscale as the CAM: mIoU

@@ -48,7 +48,7 @@ class ChannelAffineLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GroupNorm with one group is exactly this: (x - mean_CHW) / sqrt(var_CHW + eps) * w_c + b_c
         # (biased variance). Its fused kernel replaces six elementwise passes over the largest
-        # activations of ReconstructNet -- ~25% of the decoder's step on CPU (crm_core.bench).
+        # activations of ReconstructNet -- ~25% of the decoder's step on CPU (crm_core.experiments.bench).
         return F.group_norm(x, 1, self.weight.view(-1), self.bias.view(-1), self.eps)
 
 

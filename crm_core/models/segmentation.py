@@ -63,7 +63,7 @@ SEG_ARCHS: dict[str, SegArch] = {
     "fcn_resnet18": SegArch(_fcn_resnet18, "ResNet18_Weights.IMAGENET1K_V1", ""),
 }
 # Chosen by time per training step on two CPU cores at the synthetic default (112 px, batch 16),
-# measured with ``python -m crm_core.bench.segment_step`` (docs/cli.md, stage 2): fcn_resnet18 median
+# measured with ``python -m crm_core.experiments.bench.segment_step`` (docs/cli.md, stage 2): fcn_resnet18 median
 # 6.2 s, lraspp_mobilenet_v3_large 11.4 s, deeplabv3_mobilenet_v3_large 18.1 s (6 interleaved
 # rounds on a machine shared with other trainings; the minima were 4.7, 4.8 and 8.6 s).
 DEFAULT_SEG_ARCH = "fcn_resnet18"

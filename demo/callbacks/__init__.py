@@ -25,7 +25,7 @@ from demo.callbacks.menus import (NO_BASE, PREFERRED_B, checkpoint_choices, chec
                                   default_pair, refresh_checkpoints)
 from demo.callbacks.reconstructions import RECON_COLUMNS, reconstructions
 from demo.callbacks.results import (APPEARANCES, RESULT_COLUMNS, RESULT_METRICS, SEGMENTATION_COLUMN,
-                                    comparisons_markdown, plan_command, results_evaluate, results_plot, results_table,
+                                    comparisons_markdown, results_evaluate, results_plot, results_table,
                                     results_view)
 from demo.callbacks.runs import runs_csv, runs_table, runs_view
 from demo.callbacks.stage2 import (CUTS, NO_STAGE2, default_network, network_defaults, stage2_choices, stage2_menu,
@@ -45,7 +45,7 @@ __all__ = [
     "RECON_COLUMNS", "reconstructions",
     "runs_csv", "runs_table", "runs_view",
     "APPEARANCES", "RESULT_COLUMNS", "RESULT_METRICS", "SEGMENTATION_COLUMN", "comparisons_markdown",
-    "plan_command", "results_evaluate", "results_plot", "results_table", "results_view",
+    "results_evaluate", "results_plot", "results_table", "results_view",
     "MAX_STEPS", "base_defaults", "fine_tune", "fine_tune_request", "select_new_run", "stop_training", "suggest_name",
     "CUTS", "NO_STAGE2", "default_network", "network_defaults", "stage2_choices", "stage2_menu", "stage2_request",
     "stage2_train", "stage2_view",

@@ -28,18 +28,9 @@ TABLE_COLUMNS = ("row", "group", "seeds", RESULT_COLUMNS["miou"], SEGMENTATION_C
 # its rows on informative and camouflage data; random keeps its no-model rows); an appearance the
 # report has and this list lacks follows them (read off the report's rows, not off crm_core.data).
 APPEARANCES = ("informative", "camouflage", "random")
-# Rows made by no model (crm_core.baselines): the plot draws them as reference lines, not as dots.
+# Rows made by no model (crm_core.experiments.baselines): the plot draws them as reference lines, not as dots.
 REFERENCE_GROUPS = ("baseline", "ceiling")
-# Order of the groups in the table: crm_core.results' own (the floor and the no-model cues first, the
-# ceilings last); a group it does not list goes before the ceilings.
-ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.results_table.ALPHA)
-
-
-def plan_command() -> str:
-    """The command that rebuilds the results table whole (crm_core.results_table.PLAN_COMMAND)."""
-    from crm_core.api import RESULTS_PLAN_COMMAND  # lazy: the results table's module
-
-    return RESULTS_PLAN_COMMAND
+ALPHA = 0.05  # the significance level the report's paired t-tests use (crm_core.experiments.results_table.ALPHA)
 
 
 def _result_metric(metric: Any) -> str:
@@ -58,21 +49,26 @@ def _mean_std(stats: dict[str, Any], metric: str) -> str:
     return "–" if mean is None else f"{mean:.3f} ± {finite(entry.get('std')) or 0.0:.3f}"
 
 
-def _table_rank(row: dict[str, Any]) -> float:
-    from crm_core.api import RESULT_GROUP_ORDER as order  # lazy: it is read from the results table's module
+def _in_table_order(rows: dict[str, dict[str, Any]], order: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``rows`` sorted by their group's place in ``order`` (the report's own, within a group); a group
+    ``order`` does not list goes before the ceilings."""
+    def rank(row: dict[str, Any]) -> float:
+        group = row.get("group")
+        return order.index(group) if group in order else order.index("ceiling") - 0.5
 
-    group = row.get("group")
-    return order.index(group) if group in order else order.index("ceiling") - 0.5
+    return sorted(rows.items(), key=lambda item: rank(item[1]))
 
 
-def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str, Any]],
+                  order: Sequence[str]) -> pd.DataFrame:
     """One line per report row (mean ± std over seeds) and per checkpoint the user evaluated (one value).
 
     Rows go floor, no-model baselines, trained rows, ceilings (the report's order within a group);
     the group column names the baselines and ceilings, which come from no model. A stage-2 row's
-    mIoU (its segmentation network's, on test) is in the segmentation column, not the CAM one."""
+    mIoU (its segmentation network's, on test) is in the segmentation column, not the CAM one.
+    ``order``: the report's groups in order (``ResultsService.group_order``)."""
     records = []
-    for key, row in sorted(rows.items(), key=lambda item: _table_rank(item[1])):
+    for key, row in _in_table_order(rows, order):
         stats = row["stats"]
         cells = {title: _mean_std(stats, metric) for metric, title in RESULT_COLUMNS.items()}
         cells[SEGMENTATION_COLUMN] = "–"
@@ -88,12 +84,12 @@ def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str,
 
 
 def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]], user_rows: Sequence[dict[str, Any]],
-                 metric: str) -> Any:
+                 metric: str, order: Sequence[str]) -> Any:
     """The strip plot of ``metric``: a dot per (row, seed) of the trained rows from the report's jobs; the
     floors, and the baselines and ceilings that come from no model, as labelled lines at their mean.
     Stage-2 rows are left out: their metrics are a segmentation network's, not a CAM's."""
     points: dict[str, list[tuple[int, float]]] = {}
-    for key, row in sorted(rows.items(), key=lambda item: _table_rank(item[1])):  # the table's order
+    for key, row in _in_table_order(rows, order):
         if row.get("group") in (*REFERENCE_GROUPS, STAGE2_GROUP):
             continue
         values = [(job.get("seed"), finite(job.get(metric))) for job in jobs if job.get("row") == key]
@@ -114,8 +110,9 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]], metric: str) -> str:
-    """The report's paired comparisons of ``metric`` (same seeds) among ``rows``, one bullet each."""
+def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]], metric: str, plan: str) -> str:
+    """The report's paired comparisons of ``metric`` (same seeds) among ``rows``, one bullet each; an
+    older report without p values is told to be remade with ``plan``."""
     labels = {key: row.get("label", key) for key, row in summary.get("rows", {}).items()}
     lines, tested = [], False
     for comparison in summary.get("comparisons", []):
@@ -133,7 +130,7 @@ def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]
         elif entry.get("family") == "exploratory":
             p_text += "; exploratory"
         effect = entry.get("effect") and se is not None
-        if entry.get("negligible"):  # p < ALPHA but below the minimal size crm_core.results asks of an effect
+        if entry.get("negligible"):  # p < ALPHA but below the minimal size crm_core.experiments.results asks of an effect
             verdict = f"negligible ({diff:+.3f}{p_text})"
         else:
             verdict = f"{diff:+.3f} ± {se:.3f} (effect{p_text})" if effect else f"no effect ({diff:+.3f}{p_text})"
@@ -146,7 +143,7 @@ def comparisons_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]
             f"p < {ALPHA} but smaller; a headline comparison is decided on its p adjusted by Holm over the "
             "declared family, the others are exploratory" if tested else
             "an older report: there an effect is a mean difference beyond 2 standard errors and a minimal size; "
-            f"remake it with `{plan_command()}` for p-values")
+            f"remake it with `{plan}` for p-values")
     return f"**Paired comparisons of {RESULT_METRICS[metric]}** (same seeds; {rule}):\n" + "\n".join(lines)
 
 
@@ -205,17 +202,16 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     with the checkpoints the user evaluated; a missing or unreadable report is one line saying how to make it."""
     metric = _result_metric(metric)
     user_rows = [u for u in (user_rows or []) if isinstance(u, dict) and "name" in u]
+    plan, order = engine.results.plan_command(), engine.results.group_order()
     try:
         report = engine.results.report()
     except (OSError, ValueError) as exc:
         log.warning("results report: %s", exc)
-        report, made, status = None, None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan_command()}`"
+        report, made, status = None, None, f"{' '.join(safe_message(exc).split())}; remake it with `{plan}`"
     else:
-        from crm_core.api import results_provenance  # lazy: the results report's module
-
-        made = results_provenance(report) if report else None  # how it was made: the header and its parts
+        made = engine.results.provenance(report) if report else None  # how it was made: the header and its parts
         status = _report_line(report, made) if report else \
-            f"No results report yet (docs/results.json is missing): make it with `{plan_command()}`"
+            f"No results report yet (docs/results.json is missing): make it with `{plan}`"
     summary = (report or {}).get("summary") or {}
     every_row = summary.get("rows") or {}
     present = {str(r.get("appearance", "random")) for r in every_row.values()}
@@ -232,9 +228,9 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     parts = _parts_markdown(made) if made else ""
     if parts:
         status = f"{status}\n\n{parts}"
-    figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric) if rows or mine else None
-    return (gr.update(choices=choices, value=appearance), status, results_table(rows, mine), figure,
-            comparisons_markdown(summary, rows, metric))
+    figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric, order) if rows or mine else None
+    return (gr.update(choices=choices, value=appearance), status, results_table(rows, mine, order), figure,
+            comparisons_markdown(summary, rows, metric, plan))
 
 
 @user_errors

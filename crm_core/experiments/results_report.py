@@ -14,7 +14,7 @@ from typing import Any
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.recipes import RESULTS
-from crm_core.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
+from crm_core.experiments.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
                                     HEADLINE_BEGIN, HEADLINE_COLUMNS, HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE,
                                     PLAN_COMMAND, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END, RESULTS_METRICS,
                                     ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
@@ -440,7 +440,7 @@ def results_block(report: dict[str, Any]) -> str:
                   "| --- | --- | --- | --- |"]
         lines += [f"| {a} | {o['oracle_gain']:.1%} | {o['intensity_miou']:.3f} | {o['colour_miou']:.3f} |"
                   for a, o in oracle.items()]
-        lines += ["", "(`python -m crm_core.oracle`: seed 0, fitted on 400 training images, scored on 200 test "
+        lines += ["", "(`python -m crm_core.experiments.oracle`: seed 0, fitted on 400 training images, scored on 200 test "
                   "images; brightness and the colour classifier with a threshold chosen on 100 val images.)", ""]
     for appearance in APPEARANCES:
         table = appearance_table(summary, appearance, RESULTS_METRICS)

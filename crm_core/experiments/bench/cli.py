@@ -1,4 +1,4 @@
-"""``python -m crm_core.bench``: parse the options, run the sections, print and write the report."""
+"""``python -m crm_core.experiments.bench``: parse the options, run the sections, print and write the report."""
 from __future__ import annotations
 
 import argparse
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from crm_core.bench.report import format_summary, format_tables, machine_line, write_markdown
-from crm_core.bench.suite import BenchConfig, run_all
-from crm_core.bench.throughput import train_worker
+from crm_core.experiments.bench.report import format_summary, format_tables, machine_line, write_markdown
+from crm_core.experiments.bench.suite import BenchConfig, run_all
+from crm_core.experiments.bench.throughput import train_worker
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Every option of ``python -m crm_core.bench`` (the hidden ``--worker-*`` ones start the
+    """Every option of ``python -m crm_core.experiments.bench`` (the hidden ``--worker-*`` ones start the
     training subprocess of sections 3 and 6; ``--tiny`` runs toy sizes for the tests)."""
-    p = argparse.ArgumentParser(prog="python -m crm_core.bench",
+    p = argparse.ArgumentParser(prog="python -m crm_core.experiments.bench",
                                 description="Side-by-side benchmarks of CRM Lab on this machine.")
     p.add_argument("--quick", action="store_true", help="small repeat counts, only the summary's levers")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
@@ -47,7 +47,7 @@ def cli(argv: list[str] | None = None) -> int:
         train_worker(json.loads(args.worker_train), args.worker_out, args.worker_warmup)
         return 0
     os.environ.setdefault("CRM_LAB_NO_PROGRESS", "1")
-    command = "python -m crm_core.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m crm_core.experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
         command = doc["details"].get("command", command)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from crm_core.api import upsample_normalised
-from crm_core.bench.timing import time_interleaved
+from crm_core.timing import time_interleaved
 from crm_core.cams.closed_form import gradcampp_closed_form
 from crm_core.cams.gradcampp import PACKAGE_EPS
 from crm_core.cams.utils import normalize_cams

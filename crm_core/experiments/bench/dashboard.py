@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from crm_core.bench.workers import run_python
+from crm_core.experiments.bench.workers import run_python
 
 DASHBOARD_MODULE = "demo.bench"
 

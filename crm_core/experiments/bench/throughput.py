@@ -3,7 +3,7 @@
 3. :func:`bench_training` -- images/s and peak RSS of short synthetic training runs.
 6. :func:`bench_scale` -- ``torchrun`` with 1 process x 2 threads against 2 processes x 1 thread.
 
-The child is ``python -m crm_core.bench --worker-train CONFIG``: it trains through
+The child is ``python -m crm_core.experiments.bench --worker-train CONFIG``: it trains through
 ``crm_core.train.main``, timestamps every step and writes :func:`train_worker`'s JSON.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from crm_core.bench.train_step import StepRecipe
-from crm_core.bench.workers import environ, run_python
+from crm_core.experiments.bench.train_step import StepRecipe
+from crm_core.experiments.bench.workers import environ, run_python
 from crm_core.data import SuperpixelCache, build_dataset
 
 MB = 1024.0 * 1024.0
@@ -78,7 +78,7 @@ def run_train_subprocess(config: dict[str, Any], warmup_steps: int = 1, nproc: i
     with tempfile.TemporaryDirectory(prefix="crm_bench_train_") as tmp:
         config = dict(config, checkpoint_dir=str(Path(tmp) / "checkpoints"), runs_dir=str(Path(tmp) / "runs"))
         out = Path(tmp) / "result.json"
-        worker = ["-m", "crm_core.bench", "--worker-train", json.dumps(config), "--worker-out", str(out),
+        worker = ["-m", "crm_core.experiments.bench", "--worker-train", json.dumps(config), "--worker-out", str(out),
                   "--worker-warmup", str(warmup_steps)]
         if nproc > 1:
             worker = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]

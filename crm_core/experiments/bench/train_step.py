@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crm_core.bench.timing import Stats, time_interleaved
+from crm_core.timing import Stats, time_interleaved
 from crm_core.data import SuperpixelCache, build_dataset
 from crm_core.models.decoder import ChannelAffineLayerNorm
 

@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from crm_core.bench.cams import bench_gradcampp
-from crm_core.bench.dashboard import dashboard_latencies
-from crm_core.bench.segment_step import bench_segment_step
-from crm_core.bench.superpixels import bench_superpixels
-from crm_core.bench.throughput import bench_scale, bench_training
-from crm_core.bench.timing import machine_info
-from crm_core.bench.train_step import RECIPES, TINY_RECIPES, bench_crm_step, default_levers
+from crm_core.experiments.bench.cams import bench_gradcampp
+from crm_core.experiments.bench.dashboard import dashboard_latencies
+from crm_core.experiments.bench.segment_step import bench_segment_step
+from crm_core.experiments.bench.superpixels import bench_superpixels
+from crm_core.experiments.bench.throughput import bench_scale, bench_training
+from crm_core.timing import machine_info
+from crm_core.experiments.bench.train_step import RECIPES, TINY_RECIPES, bench_crm_step, default_levers
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crm_core.bench.timing import time_interleaved
+from crm_core.timing import time_interleaved
 from crm_core.data import build_dataset
 from crm_core.models.segmentation import SEG_ARCHS, SegmentationNet
 
@@ -63,7 +63,7 @@ def bench_segment_step(archs: tuple[str, ...] = tuple(SEG_ARCHS), image_size: in
     }
 
 
-if __name__ == "__main__":  # a quick look: python -m crm_core.bench.segment_step
+if __name__ == "__main__":  # a quick look: python -m crm_core.experiments.bench.segment_step
     import json
 
     print(json.dumps(bench_segment_step(), indent=2))

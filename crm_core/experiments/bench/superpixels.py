@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from crm_core.bench.timing import time_interleaved
+from crm_core.timing import time_interleaved
 from crm_core.data import SuperpixelCache, build_dataset, slic_superpixels, to_uint8_image
 
 

@@ -22,7 +22,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from crm_core.checkpoints import CheckpointError
 from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
-from crm_core.metrics import CamDependence, ThresholdCurve, describe_cam_dependence
+from crm_core.metrics import CamDependence, Faithfulness, ThresholdCurve, describe_cam_dependence
 from crm_core.models import from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
 from crm_core.thresholds import THRESHOLDS
@@ -61,6 +61,17 @@ class EvalConfig:
     device: str = "cpu"
 
 
+#: A map that comes from no model, for the ``references`` of :func:`evaluate_model`: (images (B, 3, H, W)
+#: in [0, 1], the CAM grid (h, w), a seeded generator) -> (B, H, W) maps in [0, 1].
+ReferenceMap = Callable[[torch.Tensor, tuple[int, int], torch.Generator], torch.Tensor]
+
+
+def _explained_score(model: CamModel, images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
+                     drs_delta: float | None) -> torch.Tensor:
+    """O: the classifier's softmax probability of ``classes`` on the explanation E = maps x images."""
+    return model.predict(images * maps[:, None], drs_delta).probs.gather(1, classes[:, None])[:, 0]
+
+
 def evaluate_model(
     model: CamModel,
     dataset: Any,
@@ -75,13 +86,20 @@ def evaluate_model(
     val_threshold: float | None = None,
     reconstruction: bool = True,
     cam_method: str = DEFAULT_CAM_METHOD,
+    faithfulness: bool = True,
+    references: Mapping[str, ReferenceMap] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``; returns the eval.json dict.
 
     ``val_threshold``: the threshold chosen on another split (:func:`select_threshold`); the
     result then has ``cam_miou_val_threshold`` and ``coverage_val_threshold`` at it.
     ``reconstruction=False`` skips ReconstructNet (CAM metrics only). ``cam_method``: a name in
-    :data:`crm_core.cams.CAM_METHODS`.
+    :data:`crm_core.cams.CAM_METHODS`. Every result has ``pxap`` (threshold-free, see
+    :func:`crm_core.metrics.pxap`); ``faithfulness`` adds ``average_drop``,
+    ``increase_in_confidence`` and ``cam_area`` (:class:`crm_core.metrics.Faithfulness`: one more
+    forward pass per image, on the map times the image). ``references`` (with ``faithfulness``):
+    maps that come from no model, each scored the same way under the same classifier, in
+    ``results["references"][name]`` (what doing nothing scores on these metrics).
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
@@ -92,6 +110,9 @@ def evaluate_model(
     correct = 0
     dependence = CamDependence()
     reconstruct = reconstruction and model.reconstructor is not None
+    faithful = Faithfulness()
+    reference_scores = {name: (ThresholdCurve(THRESHOLDS.grid), Faithfulness()) for name in references or {}}
+    generator = torch.Generator().manual_seed(0)  # a random reference map is the same in every evaluation
     panels: list[np.ndarray] = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
@@ -100,6 +121,14 @@ def evaluate_model(
             correct += int((out.logits.argmax(1) == out.classes).sum())
             cams = out.cams  # (B, H, W)
             curve.add(cams, batch["mask"], batch.get("parts"))
+            if faithfulness:
+                score = out.logits.softmax(1).gather(1, out.classes[:, None])[:, 0]  # Y: the class on the image
+                faithful.add(score, _explained_score(model, images, cams, out.classes, drs_delta), cams)
+                for name, make in (references or {}).items():
+                    maps = make(images.cpu(), tuple(out.features.shape[-2:]), generator).to(images.device)
+                    reference_scores[name][0].add(maps, batch["mask"])
+                    reference_scores[name][1].add(score, _explained_score(model, images, maps, out.classes, drs_delta),
+                                                  maps)
             recon = None
             if reconstruct:
                 decoder_in = model.decoder_input(out.features)  # (B, C, h, w), from the same forward pass
@@ -126,8 +155,13 @@ def evaluate_model(
             {"threshold": t, **curve.at(i), "coverage": curve.coverage_at(i, part_names)}
             for i, t in enumerate(curve.thresholds)
         ],
+        "pxap": curve.pxap(),
+        **(faithful.summary() if faithfulness else {}),
         "recon_l1": None,
     }
+    if faithfulness and references:
+        results["references"] = {name: {"pxap": curve_of.pxap(), **judged.summary()}
+                                 for name, (curve_of, judged) in reference_scores.items()}
     if val_threshold is not None:
         index = curve.index_of(val_threshold)
         results["cam_miou_val_threshold"] = {"threshold": curve.thresholds[index], **curve.at(index)}
@@ -136,13 +170,18 @@ def evaluate_model(
         # recon_l1_shuffled / cam_dependence: does the decoder use its CAMs? (~0: it ignores them)
         results.update(dependence.summary())
     if samples_dir is not None and panels:
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        results["samples"] = []
-        for i, panel in enumerate(panels):
-            path = samples_dir / f"eval_{i:02d}.png"
-            Image.fromarray(panel).save(path)
-            results["samples"].append(str(path))
+        results["samples"] = _write_samples(panels, samples_dir)
     return results
+
+
+def _write_samples(panels: list[np.ndarray], samples_dir: Path) -> list[str]:
+    """The sample panels as ``eval_NN.png`` in ``samples_dir``; their paths."""
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, panel in enumerate(panels):
+        paths.append(str(samples_dir / f"eval_{i:02d}.png"))
+        Image.fromarray(panel).save(paths[-1])
+    return paths
 
 
 def sample_panel(image: torch.Tensor, cam: torch.Tensor, mask: torch.Tensor, recon: torch.Tensor | None) -> np.ndarray:
@@ -178,7 +217,7 @@ def select_threshold(model: CamModel, dataset: Any, *, limit: int | None = None,
                      cam_method: str = DEFAULT_CAM_METHOD) -> float:
     """The CAM threshold with the best mIoU on ``dataset`` (the val split: never the reported one)."""
     scan = evaluate_model(model, dataset, limit=limit, batch_size=batch_size, drs_delta=drs_delta,
-                          progress=progress, reconstruction=False, cam_method=cam_method)
+                          progress=progress, reconstruction=False, cam_method=cam_method, faithfulness=False)
     return float(scan["cam_miou_best"]["threshold"])
 
 
@@ -198,6 +237,7 @@ def evaluate_protocol(
     runs_dir: str | Path | None = None,
     checkpoint_mtime_ns: int | None = None,
     progress: bool = False,
+    references: Mapping[str, ReferenceMap] | None = None,
 ) -> dict[str, Any]:
     """The evaluation protocol, the one place it is written: the CAM threshold is chosen on the
     first ``val_limit`` images of ``threshold_split`` (``"none"``: not chosen), and the metrics
@@ -208,7 +248,8 @@ def evaluate_protocol(
     dashboard reuses a stored threshold only for the same val size), and ``checkpoint_mtime_ns``
     when given (which version of the file; :func:`evaluate_checkpoint` stats it before reading).
     With ``runs_dir`` it also carries the run's training diagnostics and ``samples`` sample panels,
-    and is written atomically to ``<runs_dir>/<model name>/eval.json``.
+    and is written atomically to ``<runs_dir>/<model name>/eval.json``. ``references``: maps that
+    come from no model, scored on the reported split beside the CAM (:func:`evaluate_model`).
     """
     val_threshold = None
     if threshold_split != "none":
@@ -219,7 +260,7 @@ def evaluate_protocol(
     results = evaluate_model(model, dataset_for(model, split, data_root), limit=limit, threshold=threshold,
                              batch_size=batch_size, drs_delta=drs_delta, samples=samples if run else 0,
                              samples_dir=run.samples_dir if run else None, val_threshold=val_threshold,
-                             cam_method=cam_method, progress=progress)
+                             cam_method=cam_method, progress=progress, references=references)
     results["split"] = split
     if val_threshold is not None:
         results.update(threshold_split=threshold_split, val_images=val_limit)
@@ -271,16 +312,36 @@ def format_summary(results: dict[str, Any]) -> str:
     if results["coverage_best"]:
         cov = ", ".join(f"{k} {v:.3f}" for k, v in results["coverage_best"].items())
         lines.append(f"coverage @ best      {cov}")
+    if "average_drop" in results:
+        lines.append(f"PxAP {results['pxap']:.4f}; Average Drop {results['average_drop']:.1f}%, Increase in Confidence "
+                     f"{results['increase_in_confidence']:.1f}%, map area {results['cam_area']:.3f}")
     if results["recon_l1"] is not None:
         lines.append(f"reconstruction L1   {results['recon_l1']:.4f}, with shuffled CAMs {results['recon_l1_shuffled']:.4f}: "
                      f"{describe_cam_dependence(results['cam_dependence'])}")
     return "\n".join(lines)
 
 
+METRICS_HELP = """\
+eval.json, besides accuracy and the CAM mIoU at the val-chosen, fixed and best thresholds:
+  pxap                    area under the pixel precision-recall curve of the split's maps pooled
+                          (no threshold; binned on the threshold grid); a constant map scores the
+                          foreground's share of the pixels
+  average_drop            mean of max(0, Y - O) / Y in percent, Y the softmax probability of the
+                          image's class on the image and O on the map times the image (lower is better)
+  increase_in_confidence  share of images with O > Y, percent (higher is better)
+  cam_area                mean share of the image at or above half the map's peak: a map covering
+                          everything has no drop, so read it beside average_drop
+"""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the options' help; the metrics' epilog as written."""
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Evaluate a CRM Lab checkpoint.",
+    p = argparse.ArgumentParser(description="Evaluate a CRM Lab checkpoint.", epilog=METRICS_HELP,
                                 parents=[checkpoint_options(), cam_options(), device_option()],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to report")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
     p.add_argument("--threshold", type=float, default=THRESHOLDS.fixed, help="fixed CAM threshold reported beside the chosen one")

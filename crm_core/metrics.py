@@ -1,4 +1,6 @@
-"""Mask metrics: foreground/background IoU against ground truth, threshold curves, coverage.
+"""Mask metrics: foreground/background IoU against ground truth, threshold curves, coverage;
+the threshold-free PxAP; and the faithfulness of a CAM to its classifier (Average Drop,
+Increase in Confidence) with the map's area.
 
 IoUs are accumulated over the whole evaluation set (counts summed, then divided), the
 standard way segmentation mIoU is reported, not averaged per image. Pixels labelled 255
@@ -97,6 +99,70 @@ class ThresholdCurve:
 
     def index_of(self, threshold: float) -> int:
         return int(np.argmin([abs(t - threshold) for t in self.thresholds]))
+
+    def pxap(self) -> float:
+        """PxAP of the maps added so far: :func:`pxap` on this curve's pooled counts."""
+        return pxap(self.counts, self.thresholds)
+
+
+def pxap(counts: torch.Tensor | np.ndarray, thresholds: tuple[float, ...]) -> float:
+    """Pixel average precision (PxAP; Choe et al., CVPR 2020): the area under the precision-recall
+    curve of every pixel of a split pooled, with no threshold to choose.
+
+    ``counts`` (T, 4) are (tp, fp, fn, tn) with a pixel called foreground when its map value is
+    >= ``thresholds[t]``. The curve is binned on those thresholds (the project's grid): PxAP =
+    sum over thresholds, highest first, of precision x the recall it adds. That is exactly
+    sklearn's ``average_precision_score`` of the map values rounded down to the grid, and it
+    departs from the score of the raw values only by the binning. A map that says nothing (one
+    value everywhere) scores the foreground's share of the pixels: the floor. NaN without
+    foreground pixels.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    order = np.argsort(np.asarray(thresholds))[::-1]  # highest threshold first: recall grows
+    tp, fp, fn = counts[order, 0], counts[order, 1], counts[order, 2]
+    positives = tp[0] + fn[0]
+    if positives == 0:
+        return float("nan")
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+    recall = tp / positives
+    return float(np.sum(precision * np.diff(recall, prepend=0.0)))
+
+
+@dataclass
+class Faithfulness:
+    """Does the map show what the classifier used? Accumulates, per image, the classifier's
+    softmax probability ``Y`` of the explained class on the image and ``O`` on the explanation
+    E = map x image (the Grad-CAM++ paper's protocol), and the map's area.
+
+    - ``average_drop``: 100 x mean of max(0, Y - O) / Y, percent (lower: E keeps the evidence);
+    - ``increase_in_confidence``: 100 x share of images with Y < O, percent (higher is better);
+    - ``cam_area``: mean share of the image at or above half the map's peak (0 for an empty map).
+      A map that covers everything keeps the whole image and so has no drop: read the two
+      together (Poppi et al., 2021).
+
+    Probabilities, not logits: a logit can be <= 0, where the ratio means nothing.
+    """
+
+    drop: float = 0.0
+    increases: int = 0
+    area: float = 0.0
+    images: int = 0
+
+    def add(self, score_image: torch.Tensor, score_explanation: torch.Tensor, cams: torch.Tensor) -> None:
+        """``score_image`` and ``score_explanation`` (B,) probabilities of each image's class;
+        ``cams`` (B, H, W) the maps E was made of."""
+        y, o = score_image.detach().double().cpu(), score_explanation.detach().double().cpu()
+        self.drop += float((torch.relu(y - o) / y.clamp_min(torch.finfo(torch.float64).tiny)).sum())
+        self.increases += int((y < o).sum())
+        cams = cams.detach().float().cpu()
+        peak = cams.amax(dim=(1, 2), keepdim=True)
+        self.area += float(((cams >= 0.5 * peak) & (peak > 0)).float().mean(dim=(1, 2)).sum())
+        self.images += len(y)
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.images, 1)
+        return {"average_drop": 100.0 * self.drop / n, "increase_in_confidence": 100.0 * self.increases / n,
+                "cam_area": self.area / n}
 
 
 def describe_cam_dependence(cam_dependence: float | None, ignore_below: float = 0.03) -> str:

@@ -50,6 +50,10 @@ def test_baselines_follow_the_results_protocol_on_synthetic_data() -> None:
         assert 0.0 <= s["threshold"] <= 0.99 and 0.0 <= s["miou"] <= s["miou_best_on_test"] + 1e-9
     assert scores["perfect_head"]["head"] > 0.8 and scores["perfect_head"]["body"] < 0.3
     assert scores["perfect_object"]["miou"] == max(s["miou"] for s in scores.values())
+    # PxAP: the object's own mask (pooled to the CAM grid) ranks pixels best; brightness is a cue, not nothing
+    assert scores["perfect_object"]["pxap"] == max(s["pxap"] for s in scores.values())
+    share = float(sum((splits["test"][i]["mask"] == 1).sum() for i in range(24))) / (24 * 48 * 48)
+    assert scores["intensity"]["pxap"] > share  # above the PxAP of a map that says nothing
     with pytest.raises(ValueError, match="unknown baseline"):
         score_baseline("glow", train=splits["train"], val=splits["val"], test=splits["test"], cam_size=3)
     assert np.isfinite(scores["intensity"]["bg_fpr"])

@@ -106,6 +106,12 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
     assert crm["cam_dependence"] is not None and crm["notices"]  # the perceptual term's notice
     for job in report["jobs"]:
         assert 0 <= job["miou"] <= 1 and 0 <= job["bg_fpr"] <= 1 and job["head"] is not None
+        assert 0 <= job["pxap"] <= 1 and 0 <= job["cam_area"] <= 1 and job["average_drop"] >= 0  # the field's metrics
+        # ... and what maps from no model score on them under the same classifier: all ones keeps the
+        # image (no drop, all of it), so Average Drop is read beside the area
+        assert set(job["references"]) == {"all_ones", "random", "intensity"}
+        assert job["references"]["all_ones"]["average_drop"] == 0.0 and job["references"]["all_ones"]["cam_area"] == 1.0
+        assert 0 < job["references"]["random"]["cam_area"] < 1
         assert (tmp_path / "runs" / results.checkpoint_name(results_table.ROW_BY_KEY[job["row"]], 0) / "eval.json").is_file()
     assert "resnet untrained (floor)" in (tmp_path / "results.md").read_text()
 

@@ -58,6 +58,25 @@ def intensity_map(images: torch.Tensor) -> torch.Tensor:
     return normalize_cams(torch.einsum("bchw,c->bhw", images, luma))
 
 
+def all_ones_map(images: torch.Tensor, grid: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """A map that keeps the whole image: no Average Drop, and the largest area (the pitfall)."""
+    return torch.ones(images.shape[0], *images.shape[-2:])
+
+
+def random_map(images: torch.Tensor, grid: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Uniform noise at the CAM grid, upsampled and max-normalised as CAMs are."""
+    return upsample_normalised(torch.rand(images.shape[0], *grid, generator=generator), images.shape[-2:])
+
+
+#: Maps from no model that ``crm_core.evaluate`` scores beside a CAM under the same classifier
+#: (PxAP, Average Drop, Increase in Confidence, area): what doing nothing scores on those metrics.
+FAITHFULNESS_REFERENCES = {
+    "all_ones": all_ones_map,
+    "random": random_map,
+    "intensity": lambda images, grid, generator: intensity_map(images),
+}
+
+
 def pooled_mask_map(mask: torch.Tensor, cam_size: int) -> torch.Tensor:
     """(B, H, W) 0/1 mask -> the share of each CAM cell it covers, upsampled and max-normalised as CAMs are."""
     pooled = F.adaptive_avg_pool2d(mask[:, None].float(), cam_size)[:, 0]  # (B, h, w)
@@ -130,8 +149,9 @@ def score_baseline(name: str, *, train: Any, val: Any, test: Any, cam_size: int,
                    test_limit: int = 200, colour_images: int = 400) -> dict[str, Any]:
     """Score baseline ``name`` with the results protocol: threshold chosen on ``val``, reported on ``test``.
 
-    Returns the keys a results job has: threshold, miou, fg_iou, bg_fpr, head, body (and the best
-    threshold on test, for comparison only)."""
+    Returns the keys a results job has: threshold, miou, fg_iou, bg_fpr, head, body, pxap (and the
+    best threshold on test, for comparison only). A map that comes from no model has no classifier
+    to be faithful to: no Average Drop."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
     colour = fit_colour_classifier(train, colour_images) if name == "colour" else None
@@ -143,7 +163,7 @@ def score_baseline(name: str, *, train: Any, val: Any, test: Any, cam_size: int,
     coverage = test_curve.coverage_at(index, dict(getattr(test, "part_names", {})))
     return {"threshold": threshold, "miou": at["miou"], "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"],
             "head": coverage.get("head"), "body": coverage.get("body"),
-            "miou_best_on_test": test_curve.at(test_curve.best_index())["miou"]}
+            "miou_best_on_test": test_curve.at(test_curve.best_index())["miou"], "pxap": test_curve.pxap()}
 
 
 CONSTANT_MASKS = {"all background": 0.0, "all object": 1.0}

@@ -148,8 +148,9 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     thread count that job recorded, and the stage-2 job says whether the copy reproduces it."""
     import torch
 
-    from crm_core.explain import CamModel
     from crm_core.evaluate import evaluate_protocol
+    from crm_core.experiments.baselines import FAITHFULNESS_REFERENCES
+    from crm_core.explain import CamModel
     from crm_core.thresholds import THRESHOLDS
     from crm_core.train import TrainConfig, main as train_main
 
@@ -205,7 +206,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         train_main(cfg)
     model = CamModel.load(path, device)
     started = time.perf_counter()
-    evaluation = evaluate_protocol(model, limit=test_limit, val_limit=val_limit, samples=5, runs_dir=runs_dir)
+    evaluation = evaluate_protocol(model, limit=test_limit, val_limit=val_limit, samples=5, runs_dir=runs_dir,
+                                   references=FAITHFULNESS_REFERENCES)
     at = evaluation["cam_miou_val_threshold"]
     coverage = evaluation["coverage_val_threshold"]
     return {"cam_peak_raw": raw_cam_peak(model), **{
@@ -213,6 +215,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         "accuracy": evaluation["accuracy"], "threshold": at["threshold"], "miou": at["miou"],
         "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body"),
         "miou_best_on_test": evaluation["cam_miou_best"]["miou"],
+        **{key: evaluation.get(key) for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area")},
+        "references": evaluation.get("references"),  # the same metrics of maps from no model, same classifier
         "cam_dependence": evaluation.get("cam_dependence"), "recon_l1": evaluation.get("recon_l1"),
         "recon_l1_shuffled": evaluation.get("recon_l1_shuffled"),
         "train_s": float(model.checkpoint.extra.get("wall_time", 0.0)), "eval_s": time.perf_counter() - started,

@@ -14,10 +14,12 @@ from typing import Any
 from crm_core.atomic import atomic_write_text
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.recipes import RESULTS
-from crm_core.experiments.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS, HEADLINE,
-                                    HEADLINE_BEGIN, HEADLINE_COLUMNS, HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE,
-                                    PLAN_COMMAND, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END, RESULTS_METRICS,
-                                    ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
+from crm_core.experiments.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED, COMPARISONS,
+                                                FAITHFULNESS_METRICS, HEADLINE, HEADLINE_BEGIN, HEADLINE_COLUMNS,
+                                                HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE, PLAN_COMMAND,
+                                                REFERENCE_LABELS, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END,
+                                                RESULTS_METRICS, ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS,
+                                                TABLE_ORDER, TINY_CAM_PEAK)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -37,6 +39,52 @@ def _values(jobs: list[dict[str, Any]], row: str, metric: str) -> dict[int, floa
         if job["row"] == row and value is not None and math.isfinite(value):
             per_seed.setdefault(job["seed"], []).append(float(value))
     return {seed: sum(values) / len(values) for seed, values in per_seed.items()}
+
+
+def reference_stats(jobs: list[dict[str, Any]], row: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean/std over seeds of what each map from no model scored beside ``row``'s CAM under the same
+    classifier (a job's ``references``: PxAP, Average Drop, Increase in Confidence, area)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in REFERENCE_LABELS:
+        for metric in FAITHFULNESS_METRICS:
+            values = [float(v) for j in jobs if j["row"] == row
+                      for v in [((j.get("references") or {}).get(name) or {}).get(metric)]
+                      if v is not None and math.isfinite(v)]
+            if values:
+                mean, std = mean_std(values)
+                out.setdefault(name, {})[metric] = {"mean": mean, "std": std, "n": len(values)}
+    return out
+
+
+FAITHFULNESS_TITLE = ("Threshold-free and faithfulness metrics: PxAP; Average Drop and Increase in Confidence "
+                      "of the map times the image under the row's own classifier; the map's area at half its peak")
+
+
+def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
+    """PxAP, faithfulness and map area of one appearance's rows that have them, beside the maps from
+    no model judged by the same classifier, and the paired differences over the table's pairs."""
+    keys = [r.key for g in TABLE_ORDER for r in ROWS if r.group == g and r.appearance == appearance
+            and "pxap" in summary["rows"].get(r.key, {}).get("stats", {})]
+    if not any("average_drop" in summary["rows"][k]["stats"] for k in keys):
+        return []
+    refs = list(REFERENCE_LABELS)
+    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in FAITHFULNESS_METRICS) + " | "
+             + " | ".join(f"{REFERENCE_LABELS[r]}: PxAP / Average Drop % / area" for r in refs) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in (*FAITHFULNESS_METRICS, *refs)) + " |"]
+    for key in keys:
+        row = summary["rows"][key]
+        n = row["stats"]["pxap"]["n"]
+        ref_cells = [" / ".join(_cell(row.get("references", {}).get(r, {}), m) for m in ("pxap", "average_drop", "cam_area"))
+                     for r in refs]
+        lines.append(f"| {row['label']} | {n} | " + " | ".join(_cell(row["stats"], m) for m in FAITHFULNESS_METRICS)
+                     + " | " + " | ".join(ref_cells) + " |")
+    lines.append("")
+    for c in summary["comparisons"]:
+        if c["row"] in keys and c["baseline"] in keys and any(m in c["metrics"] for m in FAITHFULNESS_METRICS):
+            cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'].get(m))}" for m in FAITHFULNESS_METRICS)
+            lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
+                         f"(exploratory): {cells}")
+    return lines
 
 
 def networks_per_seed(jobs: list[dict[str, Any]], row: str) -> int:
@@ -89,12 +137,15 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
                 stats[metric] = {"mean": mean, "std": std, "n": len(values)}
         if stats:
             rows[row.key] = {**asdict(row), "stats": stats, "networks_per_seed": networks_per_seed(jobs, row.key)}
+            references = reference_stats(jobs, row.key)
+            if references:
+                rows[row.key]["references"] = references
     comparisons = []
     for key, base in COMPARISONS:
         if key not in rows or base not in rows:
             continue
         entry: dict[str, Any] = {"row": key, "baseline": base, "metrics": {}}
-        for metric in COMPARED:
+        for metric in (*COMPARED, *FAITHFULNESS_METRICS):
             a, b = _values(jobs, key, metric), _values(jobs, base, metric)
             seeds = sorted(set(a) & set(b))
             if seeds:
@@ -354,6 +405,10 @@ def markdown(report: dict[str, Any]) -> str:
         table = appearance_table(summary, appearance)
         if table:
             lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
+    for appearance in APPEARANCES:
+        table = faithfulness_table(summary, appearance)
+        if table:
+            lines += [f"### {FAITHFULNESS_TITLE} ({appearance})", "", *table, ""]
     stage2 = stage2_table(summary)
     if stage2:
         lines += ["### Stage 2: a segmentation network trained on the pseudo masks (informative appearance)", "",
@@ -457,6 +512,10 @@ def results_block(report: dict[str, Any]) -> str:
             lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
                          f"(n = {c['metrics']['miou']['n']}): {cells}")
         lines.append("")
+    for appearance in APPEARANCES:
+        table = faithfulness_table(summary, appearance)
+        if table:
+            lines += [f"**{FAITHFULNESS_TITLE} ({appearance})**", "", *table, ""]
     stage2 = stage2_table(summary)
     if stage2:
         lines += ["**Stage 2: a segmentation network trained on the pseudo masks (informative appearance)**", "",

@@ -187,18 +187,29 @@ METRICS: dict[str, tuple[str, str]] = {
     "masks_miou": ("its masks' mIoU (train)", "{:.3f}"),
     "cam_miou": ("its CAM's mIoU (test)", "{:.3f}"),
     "masks_threshold": ("its masks' cut (val thr.)", "{:.2f}"),
+    # the field's other CAM metrics (crm_core.evaluate): threshold-free, and faithful to the classifier
+    "pxap": ("PxAP", "{:.3f}"),
+    "average_drop": ("Average Drop %", "{:.1f}"),
+    "increase_in_confidence": ("Increase in Confidence %", "{:.1f}"),
+    "cam_area": ("map area", "{:.2f}"),
 }
 # The columns of the CAM tables (one per appearance), and of the stage-2 table, whose "miou" is the
 # segmentation network's mask mIoU on the test split.
 CAM_TABLE_METRICS = ("accuracy", "miou", "head", "body", "bg_fpr", "cam_dependence", "train_s")
 STAGE2_METRICS = ("miou", "head", "body", "bg_fpr", "masks_miou", "masks_threshold", "cam_miou", "train_s")
 COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence")
+# PxAP, faithfulness and the map's area: their own table, beside the same metrics of maps from no
+# model (crm_core.experiments.baselines.FAITHFULNESS_REFERENCES) judged by the same classifier, and
+# compared over the same pairs (exploratory: none is in the headline family).
+FAITHFULNESS_METRICS = ("pxap", "average_drop", "increase_in_confidence", "cam_area")
+REFERENCE_LABELS = {"random": "random map", "intensity": "brightness", "all_ones": "all ones"}
 # Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
 # the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too
 # weak to move anything), and +0.001 mIoU is not a finding.
 ALPHA = 0.05  # significance level of the two-sided paired t-test
 NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fpr": 0.005, "accuracy": 0.005,
-                                "cam_dependence": 0.01}
+                                "cam_dependence": 0.01, "pxap": 0.01, "average_drop": 1.0,
+                                "increase_in_confidence": 1.0, "cam_area": 0.01}
 
 
 

@@ -1,0 +1,164 @@
+"""The field's CAM metrics, each against an independent implementation.
+
+- PxAP (:func:`crm_core.metrics.pxap`, through :class:`ThresholdCurve`) against scikit-learn's
+  ``average_precision_score`` on the pooled pixels: equal to 1e-12 when the map values are rounded
+  down to the threshold grid (the binning is the only difference), within 0.01 on the raw values.
+- Average Drop and Increase in Confidence (:class:`crm_core.metrics.Faithfulness`, as
+  ``crm_core.evaluate`` computes them) against torchcam 0.5's ``ClassificationMetric`` given the
+  same maps, on ResNet and EfficientNet: Increase in Confidence equal, Average Drop within 0.01
+  percentage points (torchcam divides by Y + 1e-7, which tells where a barely trained model gives
+  its class a probability near 1e-4).
+- The pitfalls: a constant map's PxAP is the foreground's share (the floor), and the all-ones map
+  has no drop and the largest area.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import require, tiny_config
+from crm_core.metrics import IGNORE, Faithfulness, ThresholdCurve, pxap
+from crm_core.thresholds import THRESHOLDS
+
+
+def _maps_and_masks(seed: int, n: int = 6, size: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps correlated with their masks (plus noise), with some ignored (255) pixels."""
+    g = torch.Generator().manual_seed(seed)
+    masks = (torch.rand(n, size, size, generator=g) < 0.3).long()
+    maps = (0.5 * masks + 0.7 * torch.rand(n, size, size, generator=g)).clamp(0, 1)
+    masks[:, 0, :] = IGNORE
+    return maps, masks
+
+
+def _sklearn_ap(maps: torch.Tensor, masks: torch.Tensor) -> float:
+    metrics = require("sklearn.metrics")
+    keep = masks != IGNORE
+    return float(metrics.average_precision_score(masks[keep].numpy(), maps[keep].double().numpy()))
+
+
+def _round_down_to_grid(maps: torch.Tensor) -> torch.Tensor:
+    grid = torch.tensor(sorted(THRESHOLDS.grid), dtype=torch.float64)
+    index = torch.searchsorted(grid, maps.double().contiguous(), right=True) - 1
+    return grid[index.clamp_min(0)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pxap_is_sklearns_average_precision_of_the_pooled_pixels(seed: int) -> None:
+    maps, masks = _maps_and_masks(seed)
+    curve = ThresholdCurve(THRESHOLDS.grid)
+    for i in range(0, len(maps), 4):  # pooled over batches, as evaluate adds them
+        curve.add(maps[i:i + 4], masks[i:i + 4])
+    binned = _round_down_to_grid(maps)
+    exact = ThresholdCurve(THRESHOLDS.grid)  # grid values in float32 meet the curve's float32 thresholds
+    exact.add(binned.float(), masks)
+    assert exact.pxap() == pytest.approx(_sklearn_ap(binned, masks), abs=1e-12)
+    assert curve.pxap() == pytest.approx(_sklearn_ap(maps, masks), abs=0.01)
+    assert 0.3 < curve.pxap() < 1.0
+
+
+def test_a_map_that_says_nothing_scores_the_foreground_share() -> None:
+    maps, masks = _maps_and_masks(3)
+    for value in (0.0, 0.4, 1.0):
+        curve = ThresholdCurve(THRESHOLDS.grid)
+        curve.add(torch.full_like(maps, value), masks)
+        share = float((masks == 1).sum()) / float((masks != IGNORE).sum())
+        assert curve.pxap() == pytest.approx(share, abs=1e-12)
+        assert curve.pxap() == pytest.approx(_sklearn_ap(torch.full_like(maps, value), masks), abs=1e-12)
+    perfect = ThresholdCurve(THRESHOLDS.grid)
+    perfect.add((masks == 1).float(), masks)
+    assert perfect.pxap() == pytest.approx(1.0)
+    assert np.isnan(pxap(torch.zeros(3, 4, dtype=torch.int64), (0.0, 0.5, 0.9)))  # no foreground: undefined
+
+
+def test_the_all_ones_map_has_no_drop_and_the_largest_area() -> None:
+    y = torch.tensor([0.9, 0.6, 0.3])
+    everything = Faithfulness()
+    everything.add(y, y.clone(), torch.ones(3, 8, 8))  # E = image: the same probability
+    point = Faithfulness()
+    cams = torch.zeros(3, 8, 8)
+    cams[:, 4, 4] = 1.0
+    point.add(y, torch.tensor([0.45, 0.9, 0.3]), cams)
+    assert everything.summary() == {"average_drop": 0.0, "increase_in_confidence": 0.0, "cam_area": 1.0}
+    summary = point.summary()
+    assert summary["average_drop"] == pytest.approx(100 * 0.5 / 3)  # only the first image drops, by half
+    assert summary["increase_in_confidence"] == pytest.approx(100 / 3)
+    assert summary["cam_area"] == pytest.approx(1 / 64) and summary["cam_area"] < everything.summary()["cam_area"]
+    empty = Faithfulness()
+    empty.add(y, y, torch.zeros(3, 8, 8))
+    assert empty.summary()["cam_area"] == 0.0  # an empty map covers nothing, not everything
+
+
+class _OurMaps:
+    """torchcam's CAM-extractor interface over CRM Lab's maps, so that torchcam's metric scores
+    exactly the maps evaluate scored (its own CAM methods would give other maps)."""
+
+    def __init__(self, model, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.model = _Logits(model)  # torchcam calls .model(x) for the logits
+        self._labels = labels
+        self.maps = model.explain(images, labels).cams  # (B, H, W), as evaluate_model takes them
+
+    def __call__(self, class_idx, scores=None, normalized=True, **kwargs):
+        assert list(class_idx) == self._labels.tolist()
+        return [self.maps]
+
+    def fuse_cams(self, cams):
+        return cams[0]
+
+    @contextmanager
+    def _hooks_off(self):
+        yield
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, cam_model) -> None:
+        super().__init__()
+        self.classifier = cam_model.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x).logits
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_average_drop_and_increase_in_confidence_match_torchcam(tmp_path, arch: str) -> None:
+    metrics = require("torchcam.metrics")
+    from crm_core.evaluate import evaluate_model
+    from crm_core.explain import CamModel, dataset_for
+    from crm_core.train import main as train_main
+
+    cfg = tiny_config(tmp_path, name=f"faithful_{arch}", model="resnet", arch=arch, crm=False, steps=3)
+    model = CamModel.load(train_main(cfg))
+    dataset = dataset_for(model, "test")
+    ours = evaluate_model(model, dataset, limit=12, batch_size=6, progress=False, reconstruction=False)
+    oracle = metrics.ClassificationMetric(None, partial(torch.softmax, dim=-1))
+    for start in (0, 6):
+        batch = [dataset[i] for i in range(start, start + 6)]
+        images = torch.stack([b["image"] for b in batch])
+        labels = torch.tensor([int(b["label"]) for b in batch])
+        oracle.cam_extractor = _OurMaps(model, images, labels)
+        with torch.no_grad():
+            oracle.update(images, class_idx=labels.tolist())
+    theirs = oracle.summary()
+    assert ours["average_drop"] == pytest.approx(100 * theirs["avg_drop"], abs=0.01)
+    assert ours["increase_in_confidence"] == pytest.approx(100 * theirs["conf_increase"], abs=1e-9)
+    assert 0.0 < ours["cam_area"] < 1.0 and 0.0 <= ours["pxap"] <= 1.0
+
+
+def test_evaluate_writes_the_metrics_and_its_help_explains_them(tmp_path, capsys) -> None:
+    from crm_core import evaluate
+    from crm_core.train import main as train_main
+
+    checkpoint = train_main(tiny_config(tmp_path, name="metrics_cli", steps=2))
+    assert evaluate.cli(["--checkpoint", str(checkpoint), "--split", "test", "--limit", "8", "--val-limit", "8",
+                         "--samples", "0", "--runs-dir", str(tmp_path / "runs")]) == 0
+    written = json.loads((tmp_path / "runs" / "metrics_cli" / "eval.json").read_text())
+    for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area"):
+        assert isinstance(written[key], float) and np.isfinite(written[key]), key
+    assert "PxAP" in capsys.readouterr().out
+    help_text = evaluate.get_args_parser().format_help()
+    for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area"):
+        assert key in help_text

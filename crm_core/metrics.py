@@ -128,6 +128,24 @@ def pxap(counts: torch.Tensor | np.ndarray, thresholds: tuple[float, ...]) -> fl
     return float(np.sum(precision * np.diff(recall, prepend=0.0)))
 
 
+def pixel_ap(cams: torch.Tensor, target: torch.Tensor, thresholds: tuple[float, ...] = THRESHOLDS.grid) -> float:
+    """:func:`pxap` of maps (..., H, W) against a 0/1/255 ``target`` without a curve: each pixel is
+    counted once, in the bin of the highest threshold it reaches (what :class:`ThresholdCurve` counts
+    threshold by threshold), so one image's PxAP costs a sort of the grid, not one pass per threshold."""
+    grid = torch.tensor(sorted(thresholds), dtype=torch.float32)
+    valid = target != IGNORE
+    values, foreground = cams.detach().float().cpu()[valid.cpu()], (target[valid] == 1).cpu()
+    bins = torch.searchsorted(grid, values.contiguous(), right=True) - 1  # -1: below every threshold
+    reached = bins >= 0
+
+    def at_or_above(pixels: torch.Tensor) -> torch.Tensor:  # per threshold: pixels whose value reaches it
+        return torch.bincount(bins[pixels & reached], minlength=len(grid)).flip(0).cumsum(0).flip(0)
+
+    tp, fp = at_or_above(foreground), at_or_above(~foreground)
+    fn = int(foreground.sum()) - tp
+    return pxap(torch.stack([tp, fp, fn, torch.zeros_like(tp)], dim=-1), tuple(grid.tolist()))
+
+
 @dataclass
 class Faithfulness:
     """Does the map show what the classifier used? Accumulates, per image, the classifier's

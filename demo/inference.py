@@ -33,7 +33,7 @@ from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD, normalize_cams
 from crm_core.data import superpixel_mean
 from crm_core.data.transforms import to_uint8_image
 from crm_core.losses import reconstruction_target
-from crm_core.metrics import mask_iou
+from crm_core.metrics import Faithfulness, mask_iou, pixel_ap
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
 from crm_core.postprocess import FOREGROUND, pseudo_trimap
 from demo.checkpoint_store import CheckpointStore
@@ -258,6 +258,24 @@ class Inference:
         labels = self.superpixels(image, n_segments, compactness)
         out = self.cam(name, image, class_index=class_index)
         return refine_with_superpixels(out.cam, labels, out.class_name, low, high, mask)
+
+    def cam_metrics(self, name: str, image: np.ndarray, cam: np.ndarray, class_index: int, gt: np.ndarray | None,
+                    drs_delta: float | None = None) -> dict[str, float]:
+        model = self._store.model(name)
+        x = model.preprocess(image)[None]  # (1, 3, S, S)
+        cam_t = torch.from_numpy(np.asarray(cam, dtype=np.float32))
+        at_input = F.interpolate(cam_t[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        c = torch.tensor([int(class_index)])
+        with torch.no_grad():
+            y = model.predict(x, drs_delta).probs[:, c[0]]
+            o = model.predict(x * at_input[:, None].clamp(0, 1), drs_delta).probs[:, c[0]]  # E = map x image
+        judged = Faithfulness()
+        judged.add(y, o, cam_t[None])
+        out = {"probability": float(y), "probability_explained": float(o), **judged.summary()}
+        out.pop("increase_in_confidence")  # one image: it is the comparison of the two probabilities
+        if gt is not None:
+            out["pxap"] = pixel_ap(cam_t, torch.from_numpy(np.asarray(gt)))
+        return out
 
     def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
         """The pseudo mask ``cam >= threshold`` against ``gt``: crm_core.metrics.mask_iou's ``fg_iou``,

@@ -249,6 +249,14 @@ class InferenceService(Protocol):
         """SLIC superpixels of the image, the CAM of ``class_index`` (None: predicted) averaged over
         them, and the pseudo trimaps (thresholds ``low`` <= ``high``) of both, scored against ``mask``."""
 
+    def cam_metrics(self, name: str, image: np.ndarray, cam: np.ndarray, class_index: int, gt: np.ndarray | None,
+                    drs_delta: float | None = None) -> dict[str, float]:
+        """One image's threshold-free and faithfulness metrics of ``cam`` (float (H, W) in [0, 1] at
+        the image's size, as :meth:`cam` returns it) for ``class_index`` under model ``name``:
+        ``probability`` (softmax, on the image) and ``probability_explained`` (on the map times the
+        image, at the model's input size), ``average_drop`` (percent), ``cam_area`` (share at or
+        above half the peak) and, with a ground truth ``gt``, ``pxap``."""
+
     def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
         """The pseudo mask ``cam >= threshold`` against a ground-truth mask: ``fg_iou``, ``miou``,
         ``bg_fpr`` and the other keys of crm_core.metrics."""

@@ -168,6 +168,13 @@ class FakeInference:
         return refine_with_superpixels(out.cam, self.superpixels(image, n_segments, compactness), out.class_name,
                                        low, high, mask)
 
+    def cam_metrics(self, name: str, image: np.ndarray, cam: np.ndarray, class_index: int, gt: np.ndarray | None,
+                    drs_delta: float | None = None) -> dict[str, float]:
+        self._checkpoints.path(name)
+        area = float((cam >= 0.5 * cam.max()).mean()) if cam.max() > 0 else 0.0
+        out = {"probability": 0.7, "probability_explained": 0.6, "average_drop": 100 * 0.1 / 0.7, "cam_area": area}
+        return out if gt is None else {**out, "pxap": 0.8}
+
     def mask_scores(self, cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
         return score_pseudo_mask(cam, gt, threshold)
 
@@ -204,7 +211,7 @@ class FakeEvaluation:
         drs = checkpoints.has_drs(name)
         return {"name": name, "appearance": "informative" if "informative" in name else "random",
                 "model": checkpoints.variant(name), "threshold": 0.35, "accuracy": 0.8, "miou": 0.55 if drs else 0.45,
-                "bg_fpr": 0.1, "head": 0.9, "body": 0.4,
+                "bg_fpr": 0.1, "head": 0.9, "body": 0.4, "pxap": 0.7, "average_drop": 20.0, "cam_area": 0.3,
                 "cam_dependence": 0.2 if checkpoints.model(name).has_reconstructor else None}
 
 

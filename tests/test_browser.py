@@ -86,11 +86,16 @@ def test_dashboard_in_chromium(trained_pair: dict, tmp_path: Path) -> None:
             # The page opens on a filled Compare view (demo.load).
             expect(page.locator("#overlay-a img")).to_be_visible(timeout=90_000)
             expect(page.locator("#compare-info")).to_contain_text("test sample #0", timeout=60_000)
+            # the field's other CAM metrics, per image: threshold-free PxAP and the faithfulness of the map
+            expect(page.locator("#compare-info")).to_contain_text(re.compile(r"PxAP \d\.\d{3} \(no threshold\)"))
+            expect(page.locator("#compare-info")).to_contain_text(re.compile(r"Average Drop \d+\.\d%"))
             page.screenshot(path=str(ARTIFACTS / "01_compare.png"), full_page=True)
 
             # Upload an image: index becomes -1 and both CAMs are recomputed.
             page.locator("#input-image input[type=file]").set_input_files(str(upload))
             expect(page.locator("#compare-info")).to_contain_text("your upload", timeout=60_000)
+            expect(page.locator("#compare-info")).not_to_contain_text("PxAP")  # no ground truth, no PxAP
+            expect(page.locator("#compare-info")).to_contain_text("Average Drop")
             page.screenshot(path=str(ARTIFACTS / "02_upload.png"), full_page=True)
             # Back to a dataset sample from the gallery.
             page.locator("#sample-gallery").get_by_text(re.compile(r"^#3 ")).click()
@@ -204,6 +209,8 @@ def test_first_visit_shows_the_evidence(demo_set: dict, tmp_path: Path) -> None:
 
             page.get_by_role("tab", name="Results").click()
             expect(page.locator("#results-table")).to_contain_text("floor", timeout=60_000)
+            expect(page.locator("#results-table")).to_contain_text("PxAP (no threshold)")  # its column
+            expect(page.locator("#results-table")).to_contain_text("Average Drop %")
             page.screenshot(path=str(shots / "4_results.png"), full_page=True)
         finally:
             browser.close()

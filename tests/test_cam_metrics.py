@@ -162,3 +162,18 @@ def test_evaluate_writes_the_metrics_and_its_help_explains_them(tmp_path, capsys
     help_text = evaluate.get_args_parser().format_help()
     for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area"):
         assert key in help_text
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_one_images_pxap_counts_what_the_curve_counts(seed: int) -> None:
+    from crm_core.metrics import pixel_ap
+
+    maps, masks = _maps_and_masks(seed, n=2, size=33)
+    curve = ThresholdCurve(THRESHOLDS.grid)
+    curve.add(maps, masks)
+    assert pixel_ap(maps, masks) == pytest.approx(curve.pxap(), abs=1e-12)
+    edges = torch.tensor([[0.0, 0.3, 0.999, 1.0]]).repeat(4, 1)  # values exactly on the grid and below it
+    target = torch.tensor([[0, 1, 1, 0]]).repeat(4, 1)
+    curve = ThresholdCurve(THRESHOLDS.grid)
+    curve.add(edges[None], target[None])
+    assert pixel_ap(edges, target) == pytest.approx(curve.pxap(), abs=1e-12)

@@ -297,3 +297,33 @@ def test_an_efficientnet_checkpoint_works_in_every_view_and_as_a_fine_tune_base(
     scratch = engine.training.config(FineTuneRequest(name="scratch", arch="efficientnet_b1"))
     assert scratch.arch == "efficientnet_b1" and scratch.init_from is None
     assert engine.training.backbones()[0] == "resnet18" and "efficientnet_b0" in engine.training.backbones()
+
+
+def test_one_images_cam_metrics_in_the_engine(engine: Engine) -> None:
+    """Compare's per-image PxAP and faithfulness: the map of ones keeps the image (no drop, all of
+    it), the perfect map ranks every pixel right (PxAP 1), and the model's own CAM lies between;
+    the probabilities are the model's own (crm_core.api), and PxAP is crm_core.metrics' curve's."""
+    import torch
+
+    from crm_core.api import CamModel
+    from crm_core.metrics import ThresholdCurve
+    from crm_core.thresholds import THRESHOLDS
+
+    sample = engine.inference.sample("resnet_drs", 2)
+    ones = engine.inference.cam_metrics("resnet_drs", sample.image, np.ones(sample.mask.shape, np.float32),
+                                        sample.label, sample.mask)
+    assert ones["average_drop"] == 0.0 and ones["cam_area"] == 1.0
+    assert ones["probability"] == ones["probability_explained"]
+    model = CamModel.load(engine.checkpoints.path("resnet_drs"))
+    expected = float(model.predict(model.preprocess(sample.image)[None]).probs[0, sample.label])
+    assert ones["probability"] == pytest.approx(expected, abs=1e-6)
+    perfect = engine.inference.cam_metrics("resnet_drs", sample.image, (sample.mask == 1).astype(np.float32),
+                                           sample.label, sample.mask)
+    assert perfect["pxap"] == pytest.approx(1.0)
+    cam = engine.inference.cam("resnet_drs", sample.image, class_index=sample.label).cam
+    own = engine.inference.cam_metrics("resnet_drs", sample.image, cam, sample.label, sample.mask)
+    curve = ThresholdCurve(THRESHOLDS.grid)
+    curve.add(torch.from_numpy(cam)[None], torch.from_numpy(sample.mask)[None])
+    assert own["pxap"] == pytest.approx(curve.pxap(), abs=1e-12)
+    assert 0.0 < own["cam_area"] <= 1.0 and own["average_drop"] >= 0.0  # a barely trained map may be flat
+    assert "pxap" not in engine.inference.cam_metrics("resnet_drs", sample.image, cam, sample.label, None)

@@ -313,14 +313,16 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
         calls.append((m, protocol))
         return {"accuracy": 0.75, "cam_miou_best": {"miou": 0.9, "threshold": 0.2},
                 "cam_miou_val_threshold": {"threshold": 0.35, "miou": 0.6, "fg_iou": 0.5, "bg_fpr": 0.12},
-                "coverage_val_threshold": {"head": 0.95, "body": 0.45}, "cam_dependence": float("nan")}
+                "coverage_val_threshold": {"head": 0.95, "body": 0.45}, "cam_dependence": float("nan"),
+                "pxap": 0.7, "average_drop": 31.5, "cam_area": 0.25, "increase_in_confidence": 10.0}
 
     monkeypatch.setattr(engine.checkpoints, "model", lambda name: model)  # the store every service loads models from
     monkeypatch.setattr(evaluation_module, "evaluate_protocol", evaluate_protocol)
     row = engine.evaluation.results_row("mine", limit=7)
     assert calls == [(model, {"limit": 7, "val_limit": 7})]  # the protocol's defaults: val threshold, test report
     assert row == {"name": "mine", "appearance": "informative", "model": "resnet_drs", "threshold": 0.35,
-                   "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None}
+                   "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None,
+                   "pxap": 0.7, "average_drop": 31.5, "cam_area": 0.25}
 
 
 def test_the_results_tab_reads_the_report_only_when_selected(engine: FakeEngine, monkeypatch) -> None:

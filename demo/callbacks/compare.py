@@ -63,6 +63,8 @@ def compare(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, ind
         wanted = _class_for(engine, model, class_choice)
         out = engine.inference.cam(model, source.image, class_index=wanted, method=method)
         iou = _scores_text(engine, model, out.cam, source.mask, threshold)
+        iou += "  \n" + _cam_metrics_text(engine.inference.cam_metrics(model, source.image, out.cam, out.class_index,
+                                                                      source.mask))
         note = "" if wanted is not None or class_choice in (None, "", PREDICTED) else \
             f" ({class_choice!r} is not one of its classes)"
         predicted = max(out.probs, key=out.probs.get)
@@ -76,6 +78,15 @@ def compare(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, ind
                      f"**{shown}**; {iou}")
     (ov_a, lab_a, mask_a), (ov_b, lab_b, mask_b) = outputs
     return ov_a, ov_b, lab_a, lab_b, mask_a, mask_b, "\n\n".join(lines)
+
+
+def _cam_metrics_text(metrics: dict[str, float]) -> str:
+    """PxAP (with a ground truth) and the faithfulness of the map: the class's probability on the map
+    times the image against the image itself, and how much of the image the map keeps."""
+    pxap = f"PxAP **{metrics['pxap']:.3f}** (no threshold) · " if "pxap" in metrics else ""
+    return (f"{pxap}Average Drop **{metrics['average_drop']:.1f}%**: the class's probability is "
+            f"{metrics['probability']:.1%} on the image, {metrics['probability_explained']:.1%} on the map × image · "
+            f"map area {metrics['cam_area']:.0%} (at half its peak; a map of ones has no drop)")
 
 
 @user_errors

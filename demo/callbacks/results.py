@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 #: Metrics of docs/results.json the tab plots (key -> label); the table also shows train time.
 RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "head": "head covered",
-                  "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence"}
+                  "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence",
+                  "pxap": "PxAP (no threshold)", "average_drop": "Average Drop %", "cam_area": "map area"}
 # Stage-2 rows (group STAGE2_GROUP) score a segmentation network, not a CAM: their "miou" goes in a
 # column of its own, and the strip plot (CAM metrics) leaves them out.
 STAGE2_GROUP = "stage2"

@@ -199,7 +199,7 @@ def test_combined_report_runs_the_demo_dashboard_section(tmp_path: Path) -> None
 def test_cli_end_to_end_at_toy_sizes(tmp_path: Path, grad_cam_package) -> None:
     """The real pipeline (run_all -> JSON -> Markdown -> re-render) with the fast sections at toy sizes."""
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    assert bench.cli(["--tiny", "--sections", "gradcampp", "superpixels",
+    assert bench.cli(["--tiny", "--sections", "gradcampp", "superpixels", "evaluation",
                       "--json", str(out_json), "--markdown", str(out_md)]) == 0
     doc = json.loads(out_json.read_text())
     for key in ("gradcampp_speedup_vs_grad_cam", "gradcampp_max_abs_diff"):
@@ -207,7 +207,9 @@ def test_cli_end_to_end_at_toy_sizes(tmp_path: Path, grad_cam_package) -> None:
     assert doc["gradcampp_max_abs_diff"] <= 1e-4
     assert doc["details"]["command"].startswith("python -m crm_core.experiments.bench --tiny")
     text = out_md.read_text()
-    assert "### 1. Grad-CAM++" in text and "### 5. Superpixels" in text
+    assert "### 1. Grad-CAM++" in text and "### 5. Superpixels" in text and "### 8. Evaluation cost" in text
+    # faithfulness is one more forward pass per image: it costs something, and the references more
+    assert doc["eval_faithfulness_ratio"] > 1.0 and doc["details"]["evaluation"]["references_ratio"] > 1.0
     assert bench.cli(["--from-json", str(out_json), "--markdown", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == text
 

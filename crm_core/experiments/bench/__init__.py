@@ -18,6 +18,8 @@ them at tiny sizes:
 7. :mod:`~crm_core.experiments.bench.segment_step` -- stage 2: a training step and an inference pass of every
    segmentation network of ``crm_core.segment`` (per image, on ``--device``); the fastest step
    chose its default architecture.
+8. :mod:`~crm_core.experiments.bench.evaluation` -- what PxAP, faithfulness and the maps from no
+   model add to an evaluation, per image.
 
 Around them: :mod:`~crm_core.timing` (the harness), :mod:`~crm_core.experiments.bench.workers`
 (fresh interpreters), :mod:`~crm_core.experiments.bench.suite` (the whole run), :mod:`~crm_core.experiments.bench.report`
@@ -32,6 +34,7 @@ from crm_core.experiments.bench.cli import cli, get_args_parser
 from crm_core.experiments.bench.dashboard import dashboard_latencies
 from crm_core.experiments.bench.report import MARK_BEGIN, MARK_END, format_summary, format_tables, machine_line, write_markdown
 from crm_core.experiments.bench.suite import BenchConfig, default_crm_preset, run_all
+from crm_core.experiments.bench.evaluation import bench_evaluation
 from crm_core.experiments.bench.segment_step import bench_segment_step
 from crm_core.experiments.bench.superpixels import bench_superpixels
 from crm_core.experiments.bench.throughput import bench_scale, bench_training, run_train_subprocess, training_config
@@ -41,7 +44,7 @@ from crm_core.experiments.bench.train_step import (RECIPES, TINY_RECIPES, Lever,
 
 __all__ = [
     "MARK_BEGIN", "MARK_END", "RECIPES", "TINY_RECIPES", "BenchConfig", "Lever", "ReferenceLayerNorm", "Stats",
-    "StepRecipe", "StepRunner", "bench_crm_step", "bench_gradcampp", "bench_scale", "bench_segment_step", "bench_superpixels",
+    "StepRecipe", "StepRunner", "bench_crm_step", "bench_evaluation", "bench_gradcampp", "bench_scale", "bench_segment_step", "bench_superpixels",
     "bench_training", "cli", "dashboard_latencies", "default_crm_preset", "default_levers", "format_summary",
     "format_tables", "get_args_parser", "machine_info", "machine_line", "run_all", "run_train_subprocess",
     "time_interleaved", "training_config", "use_reference_norms", "write_markdown",

@@ -137,6 +137,17 @@ def format_tables(doc: dict[str, Any]) -> str:
             lines.append(f"| {arch} | {_mmm(stats)} | {_f(r['train_ms_per_image'][arch], 0)} | "
                          f"{_f(r['inference_ms_per_image'][arch], 0)} | {r['parameters'][arch]:,} |")
         lines += ["", f"Fastest training step (medians): **{r['fastest_step']}**.", ""]
+    if "evaluation" in d:
+        r = d["evaluation"]
+        labels = {"miou_and_pxap": "mIoU over the threshold grid + PxAP",
+                  "with_faithfulness": "+ Average Drop, Increase in Confidence, map area (one more forward pass)",
+                  "with_references": "+ the maps from no model (all ones, random, brightness) judged the same way"}
+        lines += [f"### 8. Evaluation cost of the CAM metrics ({r['arch']}, {r['image_size']} px, {r['images']} "
+                  f"test images, batch {r['batch_size']})", "", "| evaluation | seconds (min / median / max) | ms / image |",
+                  "|---|---|---|"]
+        lines += [f"| {labels[k]} | {_mmm(r['seconds'][k])} | {_f(1000 * r['per_image_s'][k], 1)} |" for k in labels]
+        lines += ["", f"Faithfulness costs **{r['faithfulness_ratio']:.2f}x** the evaluation without it; with the "
+                  f"references, {r['references_ratio']:.2f}x.", ""]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from crm_core.experiments.bench.cams import bench_gradcampp
 from crm_core.experiments.bench.dashboard import dashboard_latencies
+from crm_core.experiments.bench.evaluation import bench_evaluation
 from crm_core.experiments.bench.segment_step import bench_segment_step
 from crm_core.experiments.bench.superpixels import bench_superpixels
 from crm_core.experiments.bench.throughput import bench_scale, bench_training
@@ -23,7 +24,8 @@ class BenchConfig:
     """Which sections run, and at which sizes."""
 
     quick: bool = False  # small repeat counts and only the levers the summary needs
-    sections: tuple[str, ...] = ("gradcampp", "crm_step", "training", "dashboard", "superpixels", "scale", "segment_step")
+    sections: tuple[str, ...] = ("gradcampp", "crm_step", "training", "dashboard", "superpixels", "scale", "segment_step",
+                                 "evaluation")
     repeats: int | None = None  # timing repeats (default 3 quick / 5 full for fast sections)
     compile: bool = False  # also measure torch.compile (minutes of compilation on a small CPU)
     tiny: bool = False  # every section at toy sizes (resnet18, 64 px, batch 2): for tests of the pipeline
@@ -123,6 +125,10 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
         summary["segment_step_s"] = r["step_s"][DEFAULT_SEG_ARCH]["median"]  # the default stage-2 network's
         summary["segment_train_ms_per_image"] = r["train_ms_per_image"][DEFAULT_SEG_ARCH]
         summary["segment_inference_ms_per_image"] = r["inference_ms_per_image"][DEFAULT_SEG_ARCH]
+    if (r := section("evaluation", lambda: bench_evaluation(repeats=fast_repeats, **(
+            dict(image_size=64, images=4, batch_size=2) if cfg.tiny else {})))) is not None:
+        summary["eval_faithfulness_ratio"] = r["faithfulness_ratio"]
+        summary["eval_ms_per_image"] = 1000 * r["per_image_s"]["with_faithfulness"]
     details["total_s"] = time.perf_counter() - started
     details["default_crm_preset"] = preset
     return {**summary, "details": details}

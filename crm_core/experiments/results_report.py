@@ -87,6 +87,17 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
     return lines
 
 
+def faithfulness_sections(summary: dict[str, Any], heading: str) -> list[str]:
+    """:func:`faithfulness_table` of every appearance that has one, each under ``heading``
+    (formatted with ``title`` and ``appearance``)."""
+    lines: list[str] = []
+    for appearance in APPEARANCES:
+        table = faithfulness_table(summary, appearance)
+        if table:
+            lines += [heading.format(title=FAITHFULNESS_TITLE, appearance=appearance), "", *table, ""]
+    return lines
+
+
 def networks_per_seed(jobs: list[dict[str, Any]], row: str) -> int:
     """How many stage-2 networks each CAM seed of ``row`` has (the fewest over its seeds; 1 elsewhere)."""
     counts: dict[int, int] = {}
@@ -405,10 +416,7 @@ def markdown(report: dict[str, Any]) -> str:
         table = appearance_table(summary, appearance)
         if table:
             lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
-    for appearance in APPEARANCES:
-        table = faithfulness_table(summary, appearance)
-        if table:
-            lines += [f"### {FAITHFULNESS_TITLE} ({appearance})", "", *table, ""]
+    lines += faithfulness_sections(summary, "### {title} ({appearance})")
     stage2 = stage2_table(summary)
     if stage2:
         lines += ["### Stage 2: a segmentation network trained on the pseudo masks (informative appearance)", "",
@@ -512,10 +520,7 @@ def results_block(report: dict[str, Any]) -> str:
             lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
                          f"(n = {c['metrics']['miou']['n']}): {cells}")
         lines.append("")
-    for appearance in APPEARANCES:
-        table = faithfulness_table(summary, appearance)
-        if table:
-            lines += [f"**{FAITHFULNESS_TITLE} ({appearance})**", "", *table, ""]
+    lines += faithfulness_sections(summary, "**{title} ({appearance})**")
     stage2 = stage2_table(summary)
     if stage2:
         lines += ["**Stage 2: a segmentation network trained on the pseudo masks (informative appearance)**", "",

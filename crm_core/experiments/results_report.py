@@ -87,14 +87,21 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
     return lines
 
 
+STAGE2_TITLE = "Stage 2: a segmentation network trained on the pseudo masks (informative appearance)"
+
+
+def titled(heading: str, table: list[str]) -> list[str]:
+    """``table`` under ``heading``, with the blank lines around it; nothing for an empty table."""
+    return [heading, "", *table, ""] if table else []
+
+
 def faithfulness_sections(summary: dict[str, Any], heading: str) -> list[str]:
     """:func:`faithfulness_table` of every appearance that has one, each under ``heading``
     (formatted with ``title`` and ``appearance``)."""
     lines: list[str] = []
     for appearance in APPEARANCES:
-        table = faithfulness_table(summary, appearance)
-        if table:
-            lines += [heading.format(title=FAITHFULNESS_TITLE, appearance=appearance), "", *table, ""]
+        lines += titled(heading.format(title=FAITHFULNESS_TITLE, appearance=appearance),
+                        faithfulness_table(summary, appearance))
     return lines
 
 
@@ -417,10 +424,7 @@ def markdown(report: dict[str, Any]) -> str:
         if table:
             lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
     lines += faithfulness_sections(summary, "### {title} ({appearance})")
-    stage2 = stage2_table(summary)
-    if stage2:
-        lines += ["### Stage 2: a segmentation network trained on the pseudo masks (informative appearance)", "",
-                  *stage2, ""]
+    lines += titled(f"### {STAGE2_TITLE}", stage2_table(summary))
     headline = headline_table(summary)
     if headline:
         lines += ["### Headline comparisons (the README's claims; Holm-corrected over this family)", "", *headline, ""]
@@ -521,10 +525,7 @@ def results_block(report: dict[str, Any]) -> str:
                          f"(n = {c['metrics']['miou']['n']}): {cells}")
         lines.append("")
     lines += faithfulness_sections(summary, "**{title} ({appearance})**")
-    stage2 = stage2_table(summary)
-    if stage2:
-        lines += ["**Stage 2: a segmentation network trained on the pseudo masks (informative appearance)**", "",
-                  *stage2, ""]
+    lines += titled(f"**{STAGE2_TITLE}**", stage2_table(summary))
     headline = headline_table(summary)
     if headline:
         lines += [f"**Headline comparisons** (the claims below rest on these {len(headline) - 2}; their p is "

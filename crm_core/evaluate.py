@@ -35,7 +35,8 @@ from crm_core.checkpoints import CheckpointError
 from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
-from crm_core.metrics import CamDependence, Faithfulness, ThresholdCurve, describe_cam_dependence
+from crm_core.metrics import (DELETION_STEPS, CamDependence, Faithfulness, ThresholdCurve, deletion_insertion,
+                              describe_cam_dependence)
 from crm_core.models import from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
 from crm_core.thresholds import THRESHOLDS
@@ -57,6 +58,7 @@ class EvalConfig:
     data_root: str | None = None  # override the dataset folder recorded in the checkpoint
     drs_delta: float | None = None  # override DRS delta at inference
     cam_method: str = DEFAULT_CAM_METHOD  # CAM method, a name in crm_core.cams.CAM_METHODS
+    faithfulness: str = "basic"  # basic | full (adds RISE's deletion and insertion AUCs)
     runs_dir: str = "runs"
     device: str = "cpu"
 
@@ -66,10 +68,43 @@ class EvalConfig:
 ReferenceMap = Callable[[torch.Tensor, tuple[int, int], torch.Generator], torch.Tensor]
 
 
-def _explained_score(model: CamModel, images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
-                     drs_delta: float | None) -> torch.Tensor:
-    """O: the classifier's softmax probability of ``classes`` on the explanation E = maps x images."""
-    return model.predict(images * maps[:, None], drs_delta).probs.gather(1, classes[:, None])[:, 0]
+class FaithfulnessScorer:
+    """The faithfulness side of an evaluation, batch by batch: the CAM's Average Drop, Increase in
+    Confidence and area (and, with ``deletion_steps``, RISE's deletion and insertion AUCs: 2 x
+    (steps + 1) forward passes per image), and the same metrics and PxAP of each map from no model
+    in ``references``, all judged by ``model``'s classifier on the image's class."""
+
+    def __init__(self, model: CamModel, drs_delta: float | None, references: Mapping[str, ReferenceMap] | None,
+                 deletion_steps: int = 0) -> None:
+        self.model, self.drs_delta, self.deletion_steps = model, drs_delta, deletion_steps
+        self.references = dict(references or {})
+        self.cam = Faithfulness()
+        self.reference_scores = {name: (ThresholdCurve(THRESHOLDS.grid), Faithfulness()) for name in self.references}
+        self.generator = torch.Generator().manual_seed(0)  # a random reference map is the same in every evaluation
+
+    def _class_score(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The classifier's softmax probability of ``classes``, one per image."""
+        return self.model.predict(images, self.drs_delta).probs.gather(1, classes[:, None])[:, 0]
+
+    def add(self, images: torch.Tensor, out: Any, masks: torch.Tensor) -> None:
+        """One batch: ``out`` is the model's Explanation of ``images`` (its class, logits and CAMs)."""
+        score = out.logits.softmax(1).gather(1, out.classes[:, None])[:, 0]  # Y: the class on the image
+        self.cam.add(score, self._class_score(images * out.cams[:, None], out.classes), out.cams)  # O: on E
+        if self.deletion_steps:
+            self.cam.add_deletion_insertion(*deletion_insertion(
+                lambda x: self._class_score(x, out.classes), images, out.cams, self.deletion_steps))
+        for name, make in self.references.items():
+            maps = make(images.cpu(), tuple(out.features.shape[-2:]), self.generator).to(images.device)
+            curve, judged = self.reference_scores[name]
+            curve.add(maps, masks)
+            judged.add(score, self._class_score(images * maps[:, None], out.classes), maps)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.cam.summary()
+        if self.references:
+            out["references"] = {name: {"pxap": curve.pxap(), **judged.summary()}
+                                 for name, (curve, judged) in self.reference_scores.items()}
+        return out
 
 
 def evaluate_model(
@@ -88,6 +123,7 @@ def evaluate_model(
     cam_method: str = DEFAULT_CAM_METHOD,
     faithfulness: bool = True,
     references: Mapping[str, ReferenceMap] | None = None,
+    deletion_steps: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``; returns the eval.json dict.
 
@@ -97,9 +133,11 @@ def evaluate_model(
     :data:`crm_core.cams.CAM_METHODS`. Every result has ``pxap`` (threshold-free, see
     :func:`crm_core.metrics.pxap`); ``faithfulness`` adds ``average_drop``,
     ``increase_in_confidence`` and ``cam_area`` (:class:`crm_core.metrics.Faithfulness`: one more
-    forward pass per image, on the map times the image). ``references`` (with ``faithfulness``):
-    maps that come from no model, each scored the same way under the same classifier, in
-    ``results["references"][name]`` (what doing nothing scores on these metrics).
+    forward pass per image, on the map times the image) and, with ``deletion_steps``,
+    ``deletion_auc`` and ``insertion_auc``. ``references`` (with ``faithfulness``): maps that come
+    from no model, each scored the same way under the same classifier, in
+    ``results["references"][name]`` (what doing nothing scores on these metrics). See
+    :class:`FaithfulnessScorer`.
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
@@ -110,9 +148,7 @@ def evaluate_model(
     correct = 0
     dependence = CamDependence()
     reconstruct = reconstruction and model.reconstructor is not None
-    faithful = Faithfulness()
-    reference_scores = {name: (ThresholdCurve(THRESHOLDS.grid), Faithfulness()) for name in references or {}}
-    generator = torch.Generator().manual_seed(0)  # a random reference map is the same in every evaluation
+    faithful = FaithfulnessScorer(model, drs_delta, references, deletion_steps) if faithfulness else None
     panels: list[np.ndarray] = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
@@ -121,14 +157,8 @@ def evaluate_model(
             correct += int((out.logits.argmax(1) == out.classes).sum())
             cams = out.cams  # (B, H, W)
             curve.add(cams, batch["mask"], batch.get("parts"))
-            if faithfulness:
-                score = out.logits.softmax(1).gather(1, out.classes[:, None])[:, 0]  # Y: the class on the image
-                faithful.add(score, _explained_score(model, images, cams, out.classes, drs_delta), cams)
-                for name, make in (references or {}).items():
-                    maps = make(images.cpu(), tuple(out.features.shape[-2:]), generator).to(images.device)
-                    reference_scores[name][0].add(maps, batch["mask"])
-                    reference_scores[name][1].add(score, _explained_score(model, images, maps, out.classes, drs_delta),
-                                                  maps)
+            if faithful is not None:
+                faithful.add(images, out, batch["mask"])
             recon = None
             if reconstruct:
                 decoder_in = model.decoder_input(out.features)  # (B, C, h, w), from the same forward pass
@@ -156,12 +186,9 @@ def evaluate_model(
             for i, t in enumerate(curve.thresholds)
         ],
         "pxap": curve.pxap(),
-        **(faithful.summary() if faithfulness else {}),
+        **(faithful.summary() if faithful is not None else {}),
         "recon_l1": None,
     }
-    if faithfulness and references:
-        results["references"] = {name: {"pxap": curve_of.pxap(), **judged.summary()}
-                                 for name, (curve_of, judged) in reference_scores.items()}
     if val_threshold is not None:
         index = curve.index_of(val_threshold)
         results["cam_miou_val_threshold"] = {"threshold": curve.thresholds[index], **curve.at(index)}
@@ -238,6 +265,7 @@ def evaluate_protocol(
     checkpoint_mtime_ns: int | None = None,
     progress: bool = False,
     references: Mapping[str, ReferenceMap] | None = None,
+    faithfulness: str = "basic",
 ) -> dict[str, Any]:
     """The evaluation protocol, the one place it is written: the CAM threshold is chosen on the
     first ``val_limit`` images of ``threshold_split`` (``"none"``: not chosen), and the metrics
@@ -250,7 +278,11 @@ def evaluate_protocol(
     With ``runs_dir`` it also carries the run's training diagnostics and ``samples`` sample panels,
     and is written atomically to ``<runs_dir>/<model name>/eval.json``. ``references``: maps that
     come from no model, scored on the reported split beside the CAM (:func:`evaluate_model`).
+    ``faithfulness``: "basic" (Average Drop, Increase in Confidence, map area) or "full" (and
+    RISE's deletion and insertion AUCs, :data:`crm_core.metrics.DELETION_STEPS` steps).
     """
+    if faithfulness not in FAITHFULNESS_LEVELS:
+        raise ValueError(f"faithfulness must be one of {FAITHFULNESS_LEVELS}, got {faithfulness!r}")
     val_threshold = None
     if threshold_split != "none":
         val_threshold = select_threshold(model, dataset_for(model, threshold_split, data_root), limit=val_limit,
@@ -260,7 +292,8 @@ def evaluate_protocol(
     results = evaluate_model(model, dataset_for(model, split, data_root), limit=limit, threshold=threshold,
                              batch_size=batch_size, drs_delta=drs_delta, samples=samples if run else 0,
                              samples_dir=run.samples_dir if run else None, val_threshold=val_threshold,
-                             cam_method=cam_method, progress=progress, references=references)
+                             cam_method=cam_method, progress=progress, references=references,
+                             deletion_steps=DELETION_STEPS if faithfulness == "full" else 0)
     results["split"] = split
     if val_threshold is not None:
         results.update(threshold_split=threshold_split, val_images=val_limit)
@@ -287,7 +320,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     return evaluate_checkpoint(cfg.checkpoint, cfg.device, split=cfg.split, limit=cfg.limit,
                                threshold_split=cfg.threshold_split, val_limit=cfg.val_limit, data_root=cfg.data_root,
                                threshold=cfg.threshold, batch_size=cfg.batch_size, drs_delta=cfg.drs_delta,
-                               cam_method=cfg.cam_method, samples=cfg.samples, runs_dir=cfg.runs_dir, progress=True)
+                               cam_method=cfg.cam_method, samples=cfg.samples, runs_dir=cfg.runs_dir, progress=True,
+                               faithfulness=cfg.faithfulness)
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -315,6 +349,9 @@ def format_summary(results: dict[str, Any]) -> str:
     if "average_drop" in results:
         lines.append(f"PxAP {results['pxap']:.4f}; Average Drop {results['average_drop']:.1f}%, Increase in Confidence "
                      f"{results['increase_in_confidence']:.1f}%, map area {results['cam_area']:.3f}")
+    if "deletion_auc" in results:
+        lines.append(f"deletion AUC {results['deletion_auc']:.4f} (lower is better), insertion AUC "
+                     f"{results['insertion_auc']:.4f} (higher is better)")
     if results["recon_l1"] is not None:
         lines.append(f"reconstruction L1   {results['recon_l1']:.4f}, with shuffled CAMs {results['recon_l1_shuffled']:.4f}: "
                      f"{describe_cam_dependence(results['cam_dependence'])}")
@@ -331,7 +368,12 @@ eval.json, besides accuracy and the CAM mIoU at the val-chosen, fixed and best t
   increase_in_confidence  share of images with O > Y, percent (higher is better)
   cam_area                mean share of the image at or above half the map's peak: a map covering
                           everything has no drop, so read it beside average_drop
+  deletion_auc            (--faithfulness full) area under the class's probability as the map's top
+                          pixels are blacked out, most salient first, in 20 steps (lower is better)
+  insertion_auc           (--faithfulness full) the same as they are put back on a black image
+                          (higher is better)
 """
+FAITHFULNESS_LEVELS = ("basic", "full")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -351,6 +393,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=5, help="sample panels to save")
     p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
     p.add_argument("--runs-dir", default="runs", help="eval.json goes to <runs-dir>/<checkpoint name>/")
+    p.add_argument("--faithfulness", default="basic", choices=FAITHFULNESS_LEVELS,
+                   help="basic: Average Drop, Increase in Confidence and map area (one more forward pass per image); "
+                        f"full: also RISE's deletion_auc and insertion_auc ({2 * (DELETION_STEPS + 1)} forward passes "
+                        "per image)")
     return p
 
 

@@ -9,6 +9,7 @@ in the ground truth (Oxford pets' uncertain border) are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -165,6 +166,9 @@ class Faithfulness:
     increases: int = 0
     area: float = 0.0
     images: int = 0
+    deletion: float = 0.0  # sums of the per-image AUCs (add_deletion_insertion), when measured
+    insertion: float = 0.0
+    curves: int = 0
 
     def add(self, score_image: torch.Tensor, score_explanation: torch.Tensor, cams: torch.Tensor) -> None:
         """``score_image`` and ``score_explanation`` (B,) probabilities of each image's class;
@@ -177,10 +181,51 @@ class Faithfulness:
         self.area += float(((cams >= 0.5 * peak) & (peak > 0)).float().mean(dim=(1, 2)).sum())
         self.images += len(y)
 
+    def add_deletion_insertion(self, deletion: torch.Tensor, insertion: torch.Tensor) -> None:
+        """(B,) per-image AUCs of :func:`deletion_insertion`."""
+        self.deletion += float(deletion.double().sum())
+        self.insertion += float(insertion.double().sum())
+        self.curves += len(deletion)
+
     def summary(self) -> dict[str, float]:
         n = max(self.images, 1)
-        return {"average_drop": 100.0 * self.drop / n, "increase_in_confidence": 100.0 * self.increases / n,
-                "cam_area": self.area / n}
+        out = {"average_drop": 100.0 * self.drop / n, "increase_in_confidence": 100.0 * self.increases / n,
+               "cam_area": self.area / n}
+        if self.curves:
+            out.update(deletion_auc=self.deletion / self.curves, insertion_auc=self.insertion / self.curves)
+        return out
+
+
+#: Points of the deletion and insertion curves (RISE): the pixels are perturbed in this many steps.
+DELETION_STEPS = 20
+
+
+def deletion_insertion(score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, cams: torch.Tensor,
+                       steps: int = DELETION_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """RISE's deletion and insertion AUCs (Petsiuk et al., 2018) of each image, (B,) each.
+
+    Pixels are ranked by the map (``cams`` (B, H, W) at the images' size), highest first (ties in
+    raster order). Deletion replaces the top k pixels, all channels, with the baseline, a black
+    image; insertion starts from the baseline and puts them back. k goes 0, s, 2s, ... up to every
+    pixel, s = ceil(pixels / ``steps``); ``score(x)`` is the class's softmax probability of each
+    image of ``x``, and each AUC is the trapezoid over the share of pixels perturbed. Lower
+    deletion and higher insertion: the map ranks the pixels the classifier needs first.
+    """
+    b, _, h, w = images.shape
+    pixels = h * w
+    order = torch.argsort(cams.reshape(b, -1), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels).expand(b, pixels).contiguous())
+    step = -(-pixels // steps)
+    counts = [*range(0, pixels, step), pixels]
+    baseline = torch.zeros_like(images)
+    deleted, inserted = [], []
+    for k in counts:
+        top = (rank < k).reshape(b, 1, h, w)
+        deleted.append(score(torch.where(top, baseline, images)))
+        inserted.append(score(torch.where(top, images, baseline)))
+    fractions = torch.tensor(counts, dtype=torch.float64) / pixels
+    return (torch.trapezoid(torch.stack(deleted, 1).double().cpu(), fractions, dim=1),
+            torch.trapezoid(torch.stack(inserted, 1).double().cpu(), fractions, dim=1))
 
 
 def describe_cam_dependence(cam_dependence: float | None, ignore_below: float = 0.03) -> str:

@@ -141,13 +141,17 @@ def format_tables(doc: dict[str, Any]) -> str:
         r = d["evaluation"]
         labels = {"miou_and_pxap": "mIoU over the threshold grid + PxAP",
                   "with_faithfulness": "+ Average Drop, Increase in Confidence, map area (one more forward pass)",
-                  "with_references": "+ the maps from no model (all ones, random, brightness) judged the same way"}
+                  "with_references": "+ the maps from no model (all ones, random, brightness) judged the same way",
+                  "with_deletion_insertion": "+ deletion and insertion AUCs (`--faithfulness full`)"}
         lines += [f"### 8. Evaluation cost of the CAM metrics ({r['arch']}, {r['image_size']} px, {r['images']} "
                   f"test images, batch {r['batch_size']})", "", "| evaluation | seconds (min / median / max) | ms / image |",
                   "|---|---|---|"]
-        lines += [f"| {labels[k]} | {_mmm(r['seconds'][k])} | {_f(1000 * r['per_image_s'][k], 1)} |" for k in labels]
+        lines += [f"| {labels[k]} | {_mmm(r['seconds'][k])} | {_f(1000 * r['per_image_s'][k], 1)} |"
+                  for k in labels if k in r["seconds"]]
         lines += ["", f"Faithfulness costs **{r['faithfulness_ratio']:.2f}x** the evaluation without it; with the "
-                  f"references, {r['references_ratio']:.2f}x.", ""]
+                  f"references, {r['references_ratio']:.2f}x"
+                  + (f"; with deletion and insertion, {r['deletion_insertion_ratio']:.1f}x"
+                     if "deletion_insertion_ratio" in r else "") + ".", ""]
     return "\n".join(lines)
 
 

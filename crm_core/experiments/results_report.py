@@ -81,7 +81,8 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
     lines.append("")
     for c in summary["comparisons"]:
         if c["row"] in keys and c["baseline"] in keys and any(m in c["metrics"] for m in FAITHFULNESS_METRICS):
-            cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'].get(m))}" for m in FAITHFULNESS_METRICS)
+            cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'][m])}" for m in FAITHFULNESS_METRICS
+                              if m in c["metrics"])
             lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
                          f"(exploratory): {cells}")
     return lines

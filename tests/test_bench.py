@@ -234,3 +234,14 @@ def test_the_lever_table_in_docs_quotes_its_json() -> None:
     # the perceptual term's cost, quoted as the difference of two rows and its share of a plain step
     vgg = rows["crm_fast"]["step_s"]["median"] - rows["crm_recipe"]["step_s"]["median"]
     assert f"costs {vgg:.2f} s here" in section and f"{vgg / rows['plain']['step_s']['median']:.0%}" in section
+
+
+def test_the_evaluation_cost_section_in_docs_is_its_json() -> None:
+    """docs/benchmarks.md's section on the CAM metrics' evaluation cost is the table that
+    docs/bench_2026-12-07_evaluation.json renders to (python -m crm_core.experiments.bench --sections evaluation)."""
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "docs" / "bench_2026-12-07_evaluation.json").read_text())
+    table = bench.format_tables({"details": {"evaluation": doc["details"]["evaluation"]}})
+    text = (root / "docs" / "benchmarks.md").read_text()
+    assert table.strip() in text
+    assert doc["details"]["command"] in text and doc["eval_faithfulness_ratio"] > 1.0

@@ -114,8 +114,8 @@ def test_a_tiny_sweep_trains_scores_on_val_and_writes_its_report(tmp_path, monke
 
 def test_the_committed_sweep_reports_match_their_json_and_the_docs_quote_them() -> None:
     """docs/sweep_*.md is what render() makes of docs/sweep_*.json, and every decimal of the docs'
-    paragraphs on the CRM recipe, on DRS placement and on EfficientNet's training length is a value
-    of that study's JSON."""
+    paragraphs on the CRM recipe, on DRS placement, on EfficientNet's training length and on the
+    alignment term alone is a value of that study's JSON."""
     import re
     from pathlib import Path
 
@@ -132,7 +132,8 @@ def test_the_committed_sweep_reports_match_their_json_and_the_docs_quote_them() 
     for study, heading in (("crm_recipe", "**How the CRM recipe was chosen.**"),
                            ("drs_placement_efficientnet", "**DRS on EfficientNet.**"),
                            ("drs_placement_resnet", "**DRS placement on ResNet.**"),
-                           ("efficientnet_recipe", "**How long EfficientNet-b0 trains.**")):
+                           ("efficientnet_recipe", "**How long EfficientNet-b0 trains.**"),
+                           ("alignment", "**The alignment term on its own.**")):
         report = json.loads((root / "docs" / f"sweep_{study}.json").read_text())
         summary = recipe_sweep.summarise_sweep(report["jobs"], report["summary"]["current"])
         values = list(summary["overall_val_miou"].values()) + list(summary["val_accuracy"].values()) + [0.55]  # DRS's delta

@@ -278,8 +278,9 @@ def evaluate_protocol(
     With ``runs_dir`` it also carries the run's training diagnostics and ``samples`` sample panels,
     and is written atomically to ``<runs_dir>/<model name>/eval.json``. ``references``: maps that
     come from no model, scored on the reported split beside the CAM (:func:`evaluate_model`).
-    ``faithfulness``: "basic" (Average Drop, Increase in Confidence, map area) or "full" (and
-    RISE's deletion and insertion AUCs, :data:`crm_core.metrics.DELETION_STEPS` steps).
+    ``faithfulness``: "none" (mIoU and PxAP only: no forward pass beyond the CAM's), "basic"
+    (Average Drop, Increase in Confidence, map area) or "full" (and RISE's deletion and insertion
+    AUCs, :data:`crm_core.metrics.DELETION_STEPS` steps).
     """
     if faithfulness not in FAITHFULNESS_LEVELS:
         raise ValueError(f"faithfulness must be one of {FAITHFULNESS_LEVELS}, got {faithfulness!r}")
@@ -293,7 +294,8 @@ def evaluate_protocol(
                              batch_size=batch_size, drs_delta=drs_delta, samples=samples if run else 0,
                              samples_dir=run.samples_dir if run else None, val_threshold=val_threshold,
                              cam_method=cam_method, progress=progress, references=references,
-                             deletion_steps=DELETION_STEPS if faithfulness == "full" else 0)
+                             deletion_steps=DELETION_STEPS if faithfulness == "full" else 0,
+                             faithfulness=faithfulness != "none")
     results["split"] = split
     if val_threshold is not None:
         results.update(threshold_split=threshold_split, val_images=val_limit)
@@ -373,7 +375,7 @@ eval.json, besides accuracy and the CAM mIoU at the val-chosen, fixed and best t
   insertion_auc           (--faithfulness full) the same as they are put back on a black image
                           (higher is better)
 """
-FAITHFULNESS_LEVELS = ("basic", "full")
+FAITHFULNESS_LEVELS = ("none", "basic", "full")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -394,7 +396,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
     p.add_argument("--runs-dir", default="runs", help="eval.json goes to <runs-dir>/<checkpoint name>/")
     p.add_argument("--faithfulness", default="basic", choices=FAITHFULNESS_LEVELS,
-                   help="basic: Average Drop, Increase in Confidence and map area (one more forward pass per image); "
+                   help="none: mIoU and PxAP only; basic: Average Drop, Increase in Confidence and map area (one more forward pass per image); "
                         f"full: also RISE's deletion_auc and insertion_auc ({2 * (DELETION_STEPS + 1)} forward passes "
                         "per image)")
     return p

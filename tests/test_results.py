@@ -367,6 +367,28 @@ def test_stage2_seeds_train_one_network_each_and_merge_keeps_them_apart(tmp_path
     assert seeds == {0: 0, 1: 1000}
 
 
+def test_a_stage2_source_is_trained_and_evaluated_once_for_all_its_networks(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three networks learn one CAM seed's masks: the CAM model trains once, before them (parallel
+    jobs would otherwise each train it), and its evaluation skips the faithfulness passes."""
+    import crm_core.train
+
+    monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
+    trained: list[str] = []
+    real_main = crm_core.train.main
+    monkeypatch.setattr(crm_core.train, "main", lambda cfg: (trained.append(cfg.name), real_main(cfg))[1])
+    assert results.cli(["--rows", "informative_stage2_resnet", "--stage2-seeds", "3", "--jobs", "1", "--steps", "1",
+                        "--stage2-steps", "1", "--train-size", "16", "--test-limit", "4", "--val-limit", "4",
+                        "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json"), "--allow-dirty"]) == 0
+    assert trained == ["results_informative_resnet_s0"]
+    jobs = json.loads((tmp_path / "r.json").read_text())["jobs"]
+    assert sorted(j["stage2_seed"] for j in jobs) == [0, 1, 2]
+    cam_eval = json.loads((tmp_path / "runs" / "results_informative_resnet_s0" / "eval.json").read_text())
+    assert {j["cam_miou"] for j in jobs} == {cam_eval["cam_miou_val_threshold"]["miou"]}
+    assert "average_drop" not in cam_eval and "references" not in cam_eval and "pxap" in cam_eval
+
+
 def test_a_job_records_the_runners_revision_and_a_tree_that_changed_under_it(tmp_path: Path) -> None:
     """The revision a job records is the one its runner started from (its workers import that code);
     when the tracked files differ by the time the job starts, it says so, and the report counts it."""

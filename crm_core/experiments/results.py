@@ -136,7 +136,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
             device: str, crm_overrides: dict[str, Any], reuse: bool, threads: int | None,
             train_size: int | None = None, stage2_steps: int | None = None,
             table_source: dict[str, Any] | None = None, stage2_seed: int = 0,
-            revision: str | None = None) -> dict[str, Any]:
+            revision: str | None = None, source: dict[str, Any] | None = None,
+            faithfulness: str = "basic") -> dict[str, Any]:
     """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements.
 
     ``revision``: the code revision the runner started from (its workers import that code); when
@@ -145,7 +146,12 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
 
     ``table_source``: for a stage-2 row, the table's own job of its source CAM row and seed (from
     the JSON merged into). Its checkpoint is reused when present; otherwise it is retrained at the
-    thread count that job recorded, and the stage-2 job says whether the copy reproduces it."""
+    thread count that job recorded, and the stage-2 job says whether the copy reproduces it.
+    ``source``: that source job, already run (:func:`run` runs each source once for all the
+    network seeds that learn its masks); computed here when absent.
+
+    ``faithfulness``: the evaluation's faithfulness level (:data:`crm_core.evaluate.FAITHFULNESS_LEVELS`);
+    the maps from no model are scored beside the CAM unless it is "none"."""
     import torch
 
     from crm_core.evaluate import evaluate_protocol
@@ -172,12 +178,12 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     if row.stage2 == "constant":
         return {"row": row.key, "seed": seed, **score_constant_floor(row, seed, test_limit, val_limit), **provenance}
     if row.stage2 is not None:
-        source = None
         checks: dict[str, Any] = {}
         if row.stage2 != "gt":  # the CAM model of the source row (same seed), reused when already trained
-            source_threads = (table_source or {}).get("threads") or threads
-            source = run_job(row.stage2, seed, steps, test_limit, val_limit, checkpoint_dir, runs_dir, device,
-                             crm_overrides, True, source_threads, train_size, revision=revision)
+            if source is None:
+                source = run_source_job(row.stage2, seed, steps, test_limit, val_limit, checkpoint_dir, runs_dir,
+                                        device, crm_overrides, (table_source or {}).get("threads") or threads,
+                                        train_size, revision)
             if threads:
                 torch.set_num_threads(threads)  # the source may have run at the table's own thread count
             if table_source is not None and table_source.get("miou") is not None:
@@ -207,7 +213,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     model = CamModel.load(path, device)
     started = time.perf_counter()
     evaluation = evaluate_protocol(model, limit=test_limit, val_limit=val_limit, samples=5, runs_dir=runs_dir,
-                                   references=FAITHFULNESS_REFERENCES)
+                                   faithfulness=faithfulness,
+                                   references=None if faithfulness == "none" else FAITHFULNESS_REFERENCES)
     at = evaluation["cam_miou_val_threshold"]
     coverage = evaluation["coverage_val_threshold"]
     return {"cam_peak_raw": raw_cam_peak(model), **{
@@ -223,6 +230,16 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         "notices": model.checkpoint.train_config.get("extra", {}).get("notices", []),
         **provenance,
     }}
+
+
+def run_source_job(source_key: str, seed: int, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
+                   runs_dir: str, device: str, crm_overrides: dict[str, Any], threads: int | None,
+                   train_size: int | None, revision: str | None) -> dict[str, Any]:
+    """The CAM model (or no-model map) whose masks a stage-2 row learns: its checkpoint reused when
+    already trained, its threshold chosen on val. Stage 2 needs only the checkpoint, the threshold
+    and the mIoU, so the evaluation skips faithfulness."""
+    return run_job(source_key, seed, steps, test_limit, val_limit, checkpoint_dir, runs_dir, device, crm_overrides,
+                   True, threads, train_size, revision=revision, faithfulness="none")
 
 
 def raw_cam_peak(model: Any, images: int = 16) -> float:
@@ -376,13 +393,27 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     # a stage-2 row's source CAM is the table's own job of that row and seed, when the table has it
     by_key = {(j["row"], j["seed"]): j for j in table or []}
 
-    def table_source(key: str, seed: int) -> dict[str, Any] | None:
-        source = ROW_BY_KEY[key].stage2
-        job = by_key.get((source, seed)) if source not in (None, "gt", "constant") else None
+    def table_source_of(source: str, seed: int) -> dict[str, Any] | None:
+        job = by_key.get((source, seed))
         return None if job is None else {k: job.get(k) for k in ("threads", "miou", "threshold")}
 
+    def table_source(key: str, seed: int) -> dict[str, Any] | None:
+        source = ROW_BY_KEY[key].stage2
+        return table_source_of(source, seed) if source not in (None, "gt", "constant") else None
+
+    # each stage-2 source (CAM row, seed) runs once, before the network seeds that learn its masks:
+    # parallel jobs of one source would otherwise each train the same model
+    wanted = list(dict.fromkeys((ROW_BY_KEY[key].stage2, seed) for key, seed, _ in tasks
+                                if ROW_BY_KEY[key].stage2 not in (None, "gt", "constant")))
+    source_tasks = [dict(source_key=key, seed=seed, threads=(table_source_of(key, seed) or {}).get("threads")
+                         or common["threads"], **{k: v for k, v in common.items() if k not in ("reuse", "threads",
+                                                                                              "stage2_steps")})
+                    for key, seed in wanted]
+    sources = dict(zip(wanted, run_jobs(run_source_job, source_tasks, jobs, desc="stage-2 sources"))) if wanted else {}
+
     return run_jobs(run_job, [dict(row_key=key, seed=seed, table_source=table_source(key, seed), stage2_seed=k,
-                                   **common) for key, seed, k in tasks], jobs, desc="results", on_done=done)
+                                   source=sources.get((ROW_BY_KEY[key].stage2, seed)), **common)
+                              for key, seed, k in tasks], jobs, desc="results", on_done=done)
 
 
 def _short(job: dict[str, Any]) -> str:

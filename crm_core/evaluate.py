@@ -35,7 +35,8 @@ from crm_core.checkpoints import CheckpointError
 from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError
 from crm_core.data.transforms import to_uint8_image
-from crm_core.metrics import (DELETION_STEPS, CamDependence, Faithfulness, ThresholdCurve, deletion_insertion,
+from crm_core.metrics import (DELETION_STEPS, CamDependence, ClassMapCurve, Faithfulness, MultiLabelScores,
+                              ThresholdCurve, deletion_insertion, label_hits,
                               describe_cam_dependence)
 from crm_core.models import from_tanh_range, resize_reconstruction
 from crm_core.runs import RunDir
@@ -142,6 +143,10 @@ def evaluate_model(
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("nothing to evaluate: the split is empty")
+    if getattr(dataset, "multi_label", False):
+        return evaluate_multi_label(model, dataset, n=n, threshold=threshold, batch_size=batch_size,
+                                    drs_delta=drs_delta, val_threshold=val_threshold, progress=progress,
+                                    reconstruction=reconstruction, cam_method=cam_method)
     part_names = dict(getattr(dataset, "part_names", {}))
     curve = ThresholdCurve(THRESHOLDS.grid, tuple(sorted(part_names)))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
@@ -198,6 +203,60 @@ def evaluate_model(
         results.update(dependence.summary())
     if samples_dir is not None and panels:
         results["samples"] = _write_samples(panels, samples_dir)
+    return results
+
+
+def evaluate_multi_label(model: CamModel, dataset: Any, *, n: int, threshold: float, batch_size: int,
+                         drs_delta: float | None, val_threshold: float | None, progress: bool, reconstruction: bool,
+                         cam_method: str) -> dict[str, Any]:
+    """:func:`evaluate_model` on a multi-label dataset (several objects of different classes).
+
+    The classes in each image's labels compete with a constant background score, the threshold
+    (:class:`crm_core.metrics.ClassMapCurve`): mIoU over the C + 1 classes from one confusion
+    matrix of the split, ``per_class_iou`` (background first), the background false-positive rate
+    and ``confusion`` (the share of object pixels given another present class), at the fixed, the
+    val-chosen and the best background score. Classification: ``accuracy`` is the share of images
+    whose label set is predicted exactly (logit > 0), with the macro ``f1`` and ``map``. PxAP and
+    the faithfulness metrics are single-label measures and are not computed here."""
+    part_names = dict(getattr(dataset, "part_names", {}))
+    curve = ClassMapCurve(len(model.class_names), THRESHOLDS.grid, tuple(sorted(part_names)))
+    scores, dependence = MultiLabelScores(), CamDependence()
+    reconstruct = reconstruction and model.reconstructor is not None
+    hits = 0
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
+            images = batch["image"].to(model.device)
+            logits, cams = model.class_maps(images, drs_delta, method=cam_method)
+            hits += int(label_hits(logits.cpu(), batch, multi_label=True).sum())
+            scores.add(logits, batch["labels"])
+            curve.add(cams, batch["labels"], batch["class_mask"], batch.get("parts"))
+            if reconstruct:
+                decoder_in = model.decoder_input(model.classifier(images).features)
+                dependence.add(model.reconstructor, decoder_in, model.reconstructor(decoder_in), images)
+    names = ["background", *model.class_names]
+
+    def scored(index: int) -> dict[str, Any]:
+        at = curve.at(index)
+        return {"threshold": curve.thresholds[index], **at, "per_class_iou": dict(zip(names, at["per_class_iou"]))}
+
+    fixed_index, best_index = curve.index_of(threshold), curve.best_index()
+    results: dict[str, Any] = {
+        "checkpoint": str(model.checkpoint.path), "model": model.describe(), "num_images": n, "drs_delta": drs_delta,
+        "multi_label": True, "accuracy": hits / n, **scores.summary(),
+        "cam_miou_fixed": scored(fixed_index), "cam_miou_best": scored(best_index),
+        "coverage_fixed": curve.coverage_at(fixed_index, part_names),
+        "coverage_best": curve.coverage_at(best_index, part_names),
+        "curve": [{"threshold": t, **{k: v for k, v in curve.at(i).items() if k != "per_class_iou"},
+                   "coverage": curve.coverage_at(i, part_names)} for i, t in enumerate(curve.thresholds)],
+        "recon_l1": None,
+    }
+    if val_threshold is not None:
+        index = curve.index_of(val_threshold)
+        results["cam_miou_val_threshold"] = scored(index)
+        results["coverage_val_threshold"] = curve.coverage_at(index, part_names)
+    if reconstruct:
+        results.update(dependence.summary())
     return results
 
 
@@ -351,6 +410,13 @@ def format_summary(results: dict[str, Any]) -> str:
     if "average_drop" in results:
         lines.append(f"PxAP {results['pxap']:.4f}; Average Drop {results['average_drop']:.1f}%, Increase in Confidence "
                      f"{results['increase_in_confidence']:.1f}%, map area {results['cam_area']:.3f}")
+    if results.get("multi_label"):
+        at = results.get("cam_miou_val_threshold", results["cam_miou_best"])
+        lines.append(f"multi-label: F1 {results['f1']:.4f}, mAP {results['map']:.4f} (accuracy: whole label set right); "
+                     f"the thresholds are the background score; {at['confusion']:.1%} of object pixels given another "
+                     "present class")
+        lines.append("IoU per class " + ", ".join(f"{name} {iou:.3f}" for name, iou in at["per_class_iou"].items()
+                                                  if iou == iou))  # NaN: a class absent from the split
     if "deletion_auc" in results:
         lines.append(f"deletion AUC {results['deletion_auc']:.4f} (lower is better), insertion AUC "
                      f"{results['insertion_auc']:.4f} (higher is better)")
@@ -361,7 +427,11 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 METRICS_HELP = """\
-eval.json, besides accuracy and the CAM mIoU at the val-chosen, fixed and best thresholds:
+eval.json, besides accuracy and the CAM mIoU at the val-chosen, fixed and best thresholds
+(multi-label data -- voc, synthetic with --max-objects > 1: the threshold is a constant background
+score that the CAMs of each image's classes compete with; the mIoU is over background + every class,
+with per_class_iou, confusion (share of object pixels given another present class), f1 and map
+of the classifier; the five metrics below are single-label and left out):
   pxap                    area under the pixel precision-recall curve of the split's maps pooled
                           (no threshold; binned on the threshold grid); a constant map scores the
                           foreground's share of the pixels

@@ -131,6 +131,20 @@ class CamModel:
         cams = upsample_normalised(result.cams, size or tuple(images.shape[-2:]))  # (B, H, W)
         return Explanation(logits=result.logits, classes=result.classes, cams=cams, features=result.activations)
 
+    @torch.no_grad()
+    def class_maps(self, images: torch.Tensor, drs_delta: float | None = None, size: int | tuple[int, int] | None = None,
+                   method: str = DEFAULT_CAM_METHOD) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, C), CAMs of every class (B, C, H, W)) from one forward pass: each map
+        upsampled to ``size`` (default: input size) and max-normalised, what a multi-label image's
+        classes compete with (``method`` must read the forward pass's features, as the closed-form
+        Grad-CAM++ does)."""
+        images = self._batch(images)
+        logits, features = self._forward(images, drs_delta)
+        raw = create_cam(method, self.classifier).from_features(features)  # (B, C, h, w)
+        batch, classes = raw.shape[:2]
+        maps = upsample_normalised(raw.flatten(0, 1), size or tuple(images.shape[-2:]))
+        return logits, maps.view(batch, classes, *maps.shape[-2:])
+
     def cam(self, images: torch.Tensor, classes: ClassSelection = None, drs_delta: float | None = None,
             **options: Any) -> torch.Tensor:
         """:meth:`explain`'s maps only: (B, H, W) in [0, 1] (``options``: its ``size`` and ``method``)."""
@@ -216,7 +230,8 @@ def dataset_config(model: "CamModel | Checkpoint", data_root: str | None = None)
     train = checkpoint.train_config
     return dict(name=checkpoint.dataset, image_size=checkpoint.image_size,
                 data_root=data_root or train.get("data_root"), num_classes=len(checkpoint.class_names),
-                seed=int(train.get("seed", 0)), appearance=train.get("appearance", "random"))
+                seed=int(train.get("seed", 0)), appearance=train.get("appearance", "random"),
+                max_objects=int(train.get("max_objects", 1)))
 
 
 def dataset_for(model: "CamModel | Checkpoint", split: str, data_root: str | None = None, superpixels: SuperpixelCache | None = None):

@@ -27,8 +27,22 @@ VGG19_LAYERS: dict[str, tuple[int, float]] = {
 }
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
+def classification_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], multi_label: bool = False) -> torch.Tensor:
+    """CE on the class index ``batch["label"]``; with ``multi_label`` (several classes per image),
+    the multi-label soft-margin loss on the multi-hot ``batch["labels"]``, as IRN and SSC train on VOC."""
+    if multi_label:
+        return F.multilabel_soft_margin_loss(logits, batch["labels"])
+    return F.cross_entropy(logits, batch["label"])
+
+
+def present_class_cams(cams: torch.Tensor, batch: dict[str, torch.Tensor], multi_label: bool = False) -> torch.Tensor:
+    """(B, h, w): the CAM of each image's class from all-class ``cams`` (B, C, h, w); with
+    ``multi_label``, the pixelwise maximum over the CAMs of the classes present in the image."""
+    if multi_label:
+        present = batch["labels"].bool()[:, :, None, None]
+        return cams.masked_fill(~present, float("-inf")).amax(1)
+    labels = batch["label"]
+    return cams[torch.arange(len(labels), device=labels.device), labels]
 
 
 def reconstruction_target(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ in the ground truth (Oxford pets' uncertain border) are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -104,6 +104,96 @@ class ThresholdCurve:
     def pxap(self) -> float:
         """PxAP of the maps added so far: :func:`pxap` on this curve's pooled counts."""
         return pxap(self.counts, self.thresholds)
+
+
+def confusion_ious(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """IoUs of a multi-class prediction from its (K, K) confusion matrix (rows: truth, columns:
+    prediction; class 0 is the background). ``per_class_iou`` has NaN for a class neither in the
+    truth nor in the prediction, and ``miou`` is the mean over the others (the field's nanmean);
+    ``fg_iou`` is that mean over the object classes; ``bg_fpr`` the share of background pixels
+    given a class; ``confusion`` the share of object pixels given another object class."""
+    m = np.asarray(confusion, dtype=np.float64)
+    hits = np.diag(m)
+    union = m.sum(0) + m.sum(1) - hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, hits / union, np.nan)
+    objects = m[1:, 1:]
+    truth_objects = m[1:].sum()
+    nan_mean = (lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"))
+    return {
+        "miou": nan_mean(iou), "fg_iou": nan_mean(iou[1:]), "bg_iou": float(iou[0]),
+        "bg_fpr": float(m[0, 1:].sum() / m[0].sum()) if m[0].sum() > 0 else float("nan"),
+        "confusion": float((objects.sum() - np.trace(objects)) / truth_objects) if truth_objects > 0 else float("nan"),
+        "per_class_iou": iou.tolist(),
+    }
+
+
+@dataclass
+class ClassMapCurve:
+    """Multi-class masks from the CAMs of the classes in each image, at every background score of
+    the grid at once (IRN's protocol for several objects): a pixel takes the class whose CAM is
+    highest there if that CAM reaches the background score t, else the background (a tie goes
+    to the class, as a binary CAM's pixel at the threshold is foreground).
+
+    Each ``add`` takes max-normalised CAMs (B, C, H, W) of every class, the multi-hot labels
+    (B, C) that pick the classes to compete, the class mask (B, H, W: 0 background, class + 1,
+    255 ignored) and optionally part labels; ``parts`` coverage is the share of each part given
+    its own animal's class. Counts are kept per (truth, leading class, how many thresholds the
+    leading CAM reaches), so every threshold's confusion matrix follows exactly."""
+
+    num_classes: int
+    thresholds: tuple[float, ...] = THRESHOLDS.grid
+    part_ids: tuple[int, ...] = ()
+    counts: torch.Tensor = field(init=False)
+    part_hits: torch.Tensor = field(init=False)
+    part_total: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._t = torch.tensor(self.thresholds, dtype=torch.float32)
+        k, steps = self.num_classes + 1, len(self.thresholds) + 1
+        self.counts = torch.zeros(k, k, steps, dtype=torch.int64)  # [truth, leading class + 1, thresholds reached]
+        self.part_hits = torch.zeros(len(self.part_ids), steps, dtype=torch.int64)
+        self.part_total = torch.zeros(len(self.part_ids), dtype=torch.int64)
+
+    def add(self, cams: torch.Tensor, labels: torch.Tensor, class_mask: torch.Tensor,
+            parts: torch.Tensor | None = None) -> None:
+        cams, labels, class_mask = cams.detach().float().cpu(), labels.cpu().bool(), class_mask.cpu()
+        if cams.shape[1] != self.num_classes:
+            raise ValueError(f"expected CAMs of {self.num_classes} classes, got {cams.shape[1]}")
+        top, lead = cams.masked_fill(~labels[:, :, None, None], -1.0).max(1)  # absent classes never lead
+        reached = torch.searchsorted(self._t, top.contiguous(), right=True)  # thresholds t with top >= t
+        valid = (class_mask != IGNORE) & (class_mask <= self.num_classes)
+        k, steps = self.num_classes + 1, len(self.thresholds) + 1
+        index = (class_mask[valid] * k + lead[valid] + 1) * steps + reached[valid]
+        self.counts += torch.bincount(index, minlength=k * k * steps).view(k, k, steps)
+        if parts is not None and self.part_ids:
+            parts = parts.cpu()
+            right = lead + 1 == class_mask
+            for j, part in enumerate(self.part_ids):
+                inside = (parts == part) & valid
+                self.part_hits[j] += torch.bincount(reached[inside & right], minlength=steps)
+                self.part_total[j] += int(inside.sum())
+
+    def confusion_at(self, index: int) -> torch.Tensor:
+        """(K, K) confusion matrix at ``thresholds[index]``: leading class where its CAM reaches it."""
+        above = self.counts[:, :, index + 1:].sum(-1)  # the leading CAM reaches thresholds[index]
+        below = self.counts[:, :, : index + 1].sum(-1).sum(1)  # per truth: background
+        confusion = above.clone()
+        confusion[:, 0] += below
+        return confusion
+
+    def at(self, index: int) -> dict[str, Any]:
+        return confusion_ious(self.confusion_at(index))
+
+    def coverage_at(self, index: int, part_names: dict[int, str]) -> dict[str, float]:
+        return {part_names.get(part, str(part)): float(self.part_hits[j, index + 1:].sum()) / max(int(self.part_total[j]), 1)
+                for j, part in enumerate(self.part_ids)}
+
+    def best_index(self) -> int:
+        return int(np.nanargmax([self.at(i)["miou"] for i in range(len(self.thresholds))]))
+
+    def index_of(self, threshold: float) -> int:
+        return int(np.argmin([abs(t - threshold) for t in self.thresholds]))
 
 
 def pxap(counts: torch.Tensor | np.ndarray, thresholds: tuple[float, ...]) -> float:
@@ -235,6 +325,50 @@ def describe_cam_dependence(cam_dependence: float | None, ignore_below: float = 
     if cam_dependence < ignore_below:
         return f"the decoder ignores the CAM (shuffling the CAMs changes its L1 by {cam_dependence:+.1%})"
     return f"the decoder uses the CAM (shuffled CAMs reconstruct {cam_dependence:.1%} worse)"
+
+
+def label_hits(logits: torch.Tensor, batch: dict[str, torch.Tensor], multi_label: bool = False) -> torch.Tensor:
+    """(B,) bool: the image's class is the top logit; multi-label: the predicted set (logit > 0,
+    the soft-margin loss's decision) is exactly the image's label set."""
+    if multi_label:
+        return ((logits > 0) == batch["labels"].bool()).all(1)
+    return logits.argmax(1) == batch["label"]
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """The area under one class's precision-recall curve over images: sum of precision times the
+    step in recall at each distinct score, highest first (tied scores form one step)."""
+    order = np.argsort(-scores, kind="stable")
+    scores, positive = scores[order], positive[order].astype(np.float64)
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tp = np.cumsum(positive)[last_of_tie]
+    precision = tp / (last_of_tie + 1)
+    recall = tp / max(positive.sum(), 1.0)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+@dataclass
+class MultiLabelScores:
+    """Multi-label classification over a split, accumulated batch by batch: per-class F1 at
+    logit > 0 and per-class average precision of the logits, macro-averaged over the classes
+    present in the split (a class no image holds has neither)."""
+
+    logits: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.logits.append(logits.detach().float().cpu())
+        self.labels.append(labels.detach().bool().cpu())
+
+    def summary(self) -> dict[str, float]:
+        logits, labels = torch.cat(self.logits).numpy(), torch.cat(self.labels).numpy()
+        present = np.flatnonzero(labels.any(0))
+        predicted = logits > 0
+        tp = (predicted & labels).sum(0)
+        f1 = 2 * tp / np.maximum(predicted.sum(0) + labels.sum(0), 1)
+        ap = [average_precision(logits[:, c], labels[:, c]) for c in present]
+        return {"f1": float(f1[present].mean()) if len(present) else 0.0,
+                "map": float(np.mean(ap)) if ap else 0.0}
 
 
 @dataclass

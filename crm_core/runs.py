@@ -24,10 +24,10 @@ _REQUIRED_COLUMNS = (
 # Appended later, so metrics.csv files written before them still read: train rows may carry the
 # reconstruction's specificity, the CRM gate and (every --diag-every steps) each term's gradient
 # norm on the CAM features relative to CE's; val rows the decoder's CAM dependence; the test row of
-# a stage-2 run (crm_core.segment) its mask mIoU.
+# a stage-2 run (crm_core.segment) its mask mIoU; val rows of multi-label data the macro F1 and mAP.
 METRIC_COLUMNS = _REQUIRED_COLUMNS + (
     "recon_specificity", "crm_gate", "grad_l1", "grad_vgg", "grad_align",
-    "recon_l1", "recon_l1_shuffled", "cam_dependence", "miou",
+    "recon_l1", "recon_l1_shuffled", "cam_dependence", "miou", "f1", "map",
 )
 
 

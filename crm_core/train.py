@@ -38,7 +38,7 @@ log = logging.getLogger("crm_core.train")
 def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     superpixels = SuperpixelCache(n_segments=cfg.n_segments, compactness=cfg.compactness) if cfg.uses_alignment else None
     common = dict(image_size=cfg.image_size, data_root=cfg.data_root, num_classes=cfg.num_classes, seed=cfg.seed,
-                  download=cfg.download, appearance=cfg.appearance)
+                  download=cfg.download, appearance=cfg.appearance, max_objects=cfg.max_objects)
     train_set = build_dataset(cfg.dataset, "train", superpixels=superpixels, length=cfg.train_size, **common)
     val_set = build_dataset(cfg.dataset, "val", **common)
     if cfg.val_limit is not None and len(val_set) > cfg.val_limit:
@@ -269,12 +269,13 @@ def _validate_epoch(setup: TrainSetup, progress: tqdm) -> None:
     """Validate after an epoch (main process): a metrics row and a progress line."""
     cfg, state = setup.cfg, setup.state
     loader = make_loader(setup.val_set, _sequential_batches(len(setup.val_set), cfg.batch_size), cfg.workers)
-    val = validate(setup.modules.net, loader, setup.device)
+    val = validate(setup.modules.net, loader, setup.device, cfg.multi_label)
     if setup.writer is not None:
         setup.writer.write({"step": state.step, "epoch": state.epoch, "split": "val", "wall_time": state.wall_time, **val})
     dependence = (f", reconstruction L1 {val['recon_l1']:.4f} (shuffled CAMs {val['recon_l1_shuffled']:.4f}, "
                   f"CAM dependence {val['cam_dependence']:+.1%})" if "recon_l1" in val else "")
-    progress.write(f"epoch {state.epoch} step {state.step}: val accuracy {val['accuracy']:.3f} "
+    labels = f", F1 {val['f1']:.3f}, mAP {val['map']:.3f}" if "f1" in val else ""
+    progress.write(f"epoch {state.epoch} step {state.step}: val accuracy {val['accuracy']:.3f}{labels} "
                    f"loss_cls {val['loss_cls']:.3f}{dependence}")
 
 

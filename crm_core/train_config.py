@@ -49,11 +49,12 @@ class TrainConfig:
     name: str = "run"  # checkpoint + run folder name
     model: str = "resnet_drs"  # registered variant (crm_core.models.MODEL_VARIANTS)
     arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | efficientnet_b0 | efficientnet_b1 | efficientnet_b2
-    dataset: str = "synthetic"  # synthetic | pets
+    dataset: str = "synthetic"  # synthetic | pets | voc
     data_root: str | None = None  # dataset folder (pets)
     download: bool = False  # let torchvision download the dataset (needs internet)
     num_classes: int = 4  # synthetic only: number of head patterns
     appearance: str = "random"  # synthetic only: object appearance, random | informative (crm_core.data.synthetic)
+    max_objects: int = 1  # synthetic only: 1..max_objects animals of distinct classes per image (> 1: multi-label)
     train_size: int | None = None  # synthetic only: number of training images (default 2000)
     image_size: int | None = None  # square input size; default 112 synthetic / 224 pets
     output_stride: int | None = None  # 16 or 32; default 16 below 224 px (keeps CAMs >= 7x7)
@@ -111,7 +112,7 @@ class TrainConfig:
         if self.output_stride is None:
             self.output_stride = 16 if self.image_size < 224 else 32
         if self.weights is None:
-            self.weights = "imagenet" if self.dataset == "pets" else "none"
+            self.weights = "none" if self.dataset == "synthetic" else "imagenet"
         if self.freeze is None:
             self.freeze = "last2" if self.weights not in ("none", "random") else "none"
         self.drs_positions = tuple(self.drs_positions)
@@ -151,6 +152,9 @@ class TrainConfig:
             (self.log_every >= 1 and self.ckpt_every >= 1, "log_every and ckpt_every must be >= 1"),
             (self.diag_every >= 0, "diag_every must be >= 0"),
             (self.appearance in APPEARANCES, f"appearance must be one of {APPEARANCES}, got {self.appearance!r}"),
+            (self.max_objects == 1 or (self.dataset == "synthetic" and 1 <= self.max_objects <= self.num_classes),
+             f"max_objects must be in [1, num_classes={self.num_classes}] on synthetic data (one animal per class) "
+             f"and 1 elsewhere, got {self.max_objects}"),
             (self.decoder_input in DECODER_INPUTS, f"decoder_input must be one of {DECODER_INPUTS}, got {self.decoder_input!r}"),
             (self.align_erosion >= 0, "align_erosion must be >= 0"),
             (math.isfinite(self.crm_gate_scale) and self.crm_gate_scale > 0, "crm_gate_scale must be > 0"),
@@ -184,6 +188,11 @@ class TrainConfig:
         )
 
     @property
+    def multi_label(self) -> bool:
+        """Several classes per image: trained with the multi-label soft-margin loss."""
+        return self.max_objects > 1 or bool(getattr(DATASETS[self.dataset], "multi_label", False))
+
+    @property
     def uses_alignment(self) -> bool:
         return self.crm and self.align_weight > 0
 
@@ -207,13 +216,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=d.name, help="checkpoint and run name")
     p.add_argument("--model", default=d.model, choices=sorted(MODEL_VARIANTS), help="registered model variant")
     p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS), help="CAM backbone (torchvision): ResNet or EfficientNet")
-    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS), help="synthetic (offline) or Oxford-IIIT pets")
-    p.add_argument("--data-root", default=None, help="dataset folder (pets)")
+    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS),
+                   help="synthetic (offline), Oxford-IIIT pets, or PASCAL VOC 2012 (multi-label; --data-root holds "
+                        "VOCdevkit/VOC2012)")
+    p.add_argument("--data-root", default=None, help="dataset folder (pets, voc)")
     p.add_argument("--download", action="store_true", help="download the dataset (needs internet)")
     p.add_argument("--num-classes", type=int, default=d.num_classes, help="synthetic: number of classes")
     p.add_argument("--appearance", default=d.appearance, choices=APPEARANCES,
                    help="synthetic: random object colours (reconstruction cannot use the CAM) or informative "
                         "(one class-agnostic object appearance, where CRM's premise can hold)")
+    p.add_argument("--max-objects", type=int, default=d.max_objects,
+                   help="synthetic: 1 to N animals of distinct classes per image; above 1 the data is multi-label "
+                        "and the classifier trains with the multi-label soft-margin loss (voc always is)")
     p.add_argument("--train-size", type=int, default=None, help="synthetic: number of training images")
     p.add_argument("--image-size", type=int, default=None, help="default 112 synthetic, 224 pets")
     p.add_argument("--output-stride", type=int, choices=(16, 32), default=None, help="default 16 below 224 px")

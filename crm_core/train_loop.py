@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from crm_core.checkpoints import CheckpointError
 from crm_core.data.transforms import random_hflip_batch
-from crm_core.losses import VGGPerceptualLoss, alignment_loss, classification_loss, reconstruction_l1, reconstruction_target
-from crm_core.metrics import CamDependence
+from crm_core.losses import (VGGPerceptualLoss, alignment_loss, classification_loss, present_class_cams,
+                             reconstruction_l1, reconstruction_target)
+from crm_core.metrics import CamDependence, MultiLabelScores, label_hits
 from crm_core.train_config import TrainConfig, TrainingDiverged
 
 log = logging.getLogger("crm_core.train")
@@ -144,9 +145,9 @@ def compute_losses(
     (the classifier's last feature map) relative to CE's (``grad_l1``, ``grad_vgg``,
     ``grad_align``): how hard each term actually pushes the CAMs, after loss weights and gate.
     """
-    images, labels = batch["image"], batch["label"]
+    images = batch["image"]
     out = net(images)
-    loss_cls = classification_loss(out["logits"], labels)
+    loss_cls = classification_loss(out["logits"], batch, cfg.multi_label)
     total = loss_cls
     terms = {"loss_cls": loss_cls.detach()}
     weighted = {"cls": loss_cls}
@@ -174,7 +175,7 @@ def compute_losses(
             weighted["vgg"] = cfg.vgg_weight * loss_vgg
             terms["loss_vgg"] = loss_vgg.detach()
         if use_alignment:
-            true_cams = out["cams"][torch.arange(len(labels), device=labels.device), labels]  # (B, h, w)
+            true_cams = present_class_cams(out["cams"], batch, cfg.multi_label)  # (B, h, w)
             loss_align = alignment_loss(true_cams, batch["superpixels"], cfg.align_confident, cfg.align_erosion)
             weighted["align"] = cfg.align_weight * loss_align
             terms["loss_align"] = loss_align.detach()
@@ -282,7 +283,7 @@ def train_one_epoch(
         state.step += 1
         state.epoch_step += 1
         state.wall_time += time.perf_counter() - started
-        terms["accuracy"] = float((logits.argmax(1) == batch["label"]).float().mean())
+        terms["accuracy"] = float(label_hits(logits, batch, cfg.multi_label).float().mean())
         on_step(terms)
         if progress is not None:
             progress.update(1)
@@ -290,21 +291,30 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def validate(net: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
-    """Validation accuracy, CE and, with CRM, reconstruction L1 and the decoder's CAM dependence."""
+def validate(net: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
+             multi_label: bool = False) -> dict[str, float]:
+    """Validation accuracy, classification loss and, with CRM, reconstruction L1 and the decoder's
+    CAM dependence. Multi-label: accuracy is the share of images whose whole label set is predicted
+    (logit > 0), with the macro F1 and mAP over the classes (:class:`MultiLabelScores`)."""
     net.eval()
     correct = total = 0
     ce_sum = 0.0
     dependence = CamDependence()
+    scores = MultiLabelScores() if multi_label else None
     for batch in loader:
-        images, labels = batch["image"].to(device), batch["label"].to(device)
+        batch = {key: batch[key].to(device) for key in ("image", "label", "labels")}
+        images = batch["image"]
         out = net(images)
-        correct += int((out["logits"].argmax(1) == labels).sum())
-        ce_sum += float(classification_loss(out["logits"], labels)) * len(labels)
+        correct += int(label_hits(out["logits"], batch, multi_label).sum())
+        ce_sum += float(classification_loss(out["logits"], batch, multi_label)) * len(images)
+        if scores is not None:
+            scores.add(out["logits"], batch["labels"])
         if out["recon"] is not None:
             dependence.add(net.reconstructor, out["decoder_in"], out["recon"], images)
-        total += len(labels)
+        total += len(images)
     result = {"accuracy": correct / max(total, 1), "loss_cls": ce_sum / max(total, 1)}
+    if scores is not None:
+        result.update(scores.summary())
     if dependence.images:
         result.update(dependence.summary())
         result["loss_l1"] = result["recon_l1"]

@@ -221,9 +221,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypat
     real = train_loop.classification_loss
     calls = {"n": 0}
 
-    def poisoned(logits, labels):
+    def poisoned(logits, batch, multi_label=False):
         calls["n"] += 1
-        return real(logits, labels) * (float("nan") if calls["n"] >= 2 else 1.0)
+        return real(logits, batch, multi_label) * (float("nan") if calls["n"] >= 2 else 1.0)
 
     monkeypatch.setattr(train_loop, "classification_loss", poisoned)
     with pytest.raises(train_mod.TrainingDiverged, match="loss became nan"):

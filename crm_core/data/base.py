@@ -18,25 +18,46 @@ from crm_core.data.transforms import image_to_tensor
 
 
 class SampleArrays(NamedTuple):
-    """One sample before it becomes tensors."""
+    """One sample before it becomes tensors.
+
+    A single-label dataset gives ``label`` and the binary ``mask``; the class mask and the label
+    set follow from them. A multi-label dataset (several objects of different classes) also gives
+    ``class_mask`` and ``labels``, and ``label`` is then one of ``labels`` (the largest object's)."""
 
     image: np.ndarray  # uint8 (S, S, 3)
     label: int  # image-level class index
     mask: np.ndarray  # int64 (S, S): 1 object, 0 background, 255 ignored
     trimap: np.ndarray  # uint8 (S, S): 1 foreground, 2 background, 3 border (Oxford-IIIT Pet)
     parts: np.ndarray  # uint8 (S, S): 0 background, part ids as in the dataset's ``part_names``, 255 ignored
+    class_mask: Optional[np.ndarray] = None  # int64 (S, S): 0 background, class index + 1, 255 ignored
+    labels: tuple[int, ...] = ()  # the class indices present in the image
+
+
+def class_mask_of(mask: np.ndarray, label: int) -> np.ndarray:
+    """The class mask of a single-object sample: its object pixels carry ``label + 1``."""
+    return np.where(mask == 1, label + 1, mask).astype(np.int64)
+
+
+def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
+    """(num_classes,) float32 with 1 at each class in ``labels``."""
+    out = torch.zeros(num_classes, dtype=torch.float32)
+    out[list(labels)] = 1.0
+    return out
 
 
 class PetsDataset(Dataset):
     """Base of the lab's datasets: samples are dicts of tensors.
 
     image (3, S, S) float [0, 1], label int64, mask (S, S) int64, trimap (S, S) uint8, parts
-    (S, S) uint8, index int64, and superpixels (S, S) int64 when ``self.superpixels`` is a
+    (S, S) uint8, class_mask (S, S) int64 (0 background, class index + 1, 255 ignored), labels
+    (num_classes,) float32 multi-hot, index int64, and superpixels (S, S) int64 when ``self.superpixels`` is a
     :class:`SuperpixelCache` (computed from the un-augmented image; flips are applied to the
     batch later). Subclasses set ``superpixels`` and implement :meth:`arrays` and ``__len__``.
     """
 
     superpixels: Optional[SuperpixelCache] = None
+    num_classes: int
+    multi_label = False  # True: an image may hold objects of several classes (train with a multi-label loss)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -57,13 +78,15 @@ class PetsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index = self._check_index(index)
-        image, label, mask, trimap, parts = self.arrays(index)
+        image, label, mask, trimap, parts, class_mask, labels = self.arrays(index)
         sample = {
             "image": image_to_tensor(image),  # (3,H,W) float [0, 1]
             "label": torch.tensor(label, dtype=torch.int64),
             "mask": torch.from_numpy(mask),
             "trimap": torch.from_numpy(trimap),
             "parts": torch.from_numpy(parts),
+            "class_mask": torch.from_numpy(class_mask_of(mask, label) if class_mask is None else class_mask),
+            "labels": multi_hot(labels or (label,), self.num_classes),
             "index": torch.tensor(index, dtype=torch.int64),
         }
         if self.superpixels is not None:

@@ -6,7 +6,7 @@ package registry (which imports the datasets: that would be circular).
 
 from __future__ import annotations
 
-__all__ = ["DatasetNotFoundError", "ImageError"]
+__all__ = ["DatasetFormatError", "DatasetNotFoundError", "ImageError"]
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -23,3 +23,8 @@ class ImageError(ValueError):
     A ValueError because the *value* handed in is the problem; CLIs and the dashboard turn it
     into a user-facing message instead of a traceback.
     """
+
+
+class DatasetFormatError(ValueError):
+    """A dataset's file is there but is not what its format says (a mask value that is no class, an
+    RGB mask where class indices were expected). A ValueError, so CLIs report it in one line."""

@@ -33,6 +33,7 @@ from crm_core.data.superpixels import SuperpixelCache
 __all__ = [
     "APPEARANCES",
     "DEFAULT_LENGTHS",
+    "Animal",
     "Fill",
     "Head",
     "PATTERNS",
@@ -42,6 +43,7 @@ __all__ = [
     "SyntheticPets",
     "head_pattern",
     "render_scene",
+    "render_scene_classes",
     "sample_scene",
     "trimap_from_mask",
 ]
@@ -155,8 +157,17 @@ class Head:
 
 
 @dataclass(frozen=True, eq=False)
+class Animal:
+    """One more animal of a multi-object scene: its geometry and its class."""
+
+    body: Shape
+    head: Head
+    label: int
+
+
+@dataclass(frozen=True, eq=False)
 class Scene:
-    """Everything needed to draw one image. Only `label` is class-specific."""
+    """Everything needed to draw one image. Only `label` (and the labels of `others`) is class-specific."""
 
     label: int
     background: Fill
@@ -165,6 +176,12 @@ class Scene:
     head: Head
     noise_seed: int  # per-pixel noise generator seed (its draws depend on the image size)
     noise: float  # global sensor-noise std
+    others: tuple[Animal, ...] = ()  # further animals, each of a class distinct from every other's
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """The classes in the image, the first animal's first."""
+        return (self.label, *(animal.label for animal in self.others))
 
 
 def _color(g: np.random.Generator, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
@@ -284,12 +301,62 @@ def _sample_distractor(g: np.random.Generator, appearance: str) -> Shape:
                  fill=fill, harmonics=harmonics if kind == "blob" else ())
 
 
-def sample_scene(seed: int, split: str, index: int, num_classes: int, appearance: str = "random") -> Scene:
+# A further animal of a multi-object scene is placed where it does not touch the animals already
+# there, checked on a coarse grid; after this many candidate draws it is left out.
+_PLACEMENT_TRIES = 32
+_PLACEMENT_GRID = 56
+
+
+def _occupancy(body: Shape, head: Head, size: int = _PLACEMENT_GRID) -> np.ndarray:
+    """Boolean (size, size): the pixels of ``body`` and ``head``, grown by one pixel (a gap between animals)."""
+    out = np.zeros((size, size), dtype=bool)
+    win = _shape_window(body, size)
+    out[win] |= _shape_mask(body, size, win)[0]
+    x, y = _grid(size)
+    out |= (x - head.cx) ** 2 + (y - head.cy) ** 2 <= head.r ** 2
+    grown = out.copy()
+    grown[1:] |= out[:-1]
+    grown[:-1] |= out[1:]
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return grown
+
+
+def _sample_others(g: np.random.Generator, seed: int, split: str, index: int, num_classes: int,
+                   max_objects: int, first: tuple[Shape, Head], bg_mean: np.ndarray,
+                   appearance: str) -> tuple[Animal, ...]:
+    """Up to ``max_objects - 1`` further animals that do not touch one another nor the first one.
+
+    Their geometry comes from the scene's generator ``g``; their classes (distinct, none the
+    first animal's) from a generator of their own, so labels still never steer geometry."""
+    count = int(g.integers(1, max_objects + 1)) - 1
+    taken = _occupancy(*first)
+    placed: list[tuple[Shape, Head]] = []
+    for _ in range(count):
+        candidates = [_sample_animal(g, bg_mean, appearance) for _ in range(_PLACEMENT_TRIES)]
+        for body, head in candidates:
+            cells = _occupancy(body, head)
+            if not (cells & taken).any():
+                taken |= cells
+                placed.append((body, head))
+                break
+    first_label = int(index) % int(num_classes)
+    labels = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], int(index), 1])).permutation(
+        [c for c in range(int(num_classes)) if c != first_label])
+    return tuple(Animal(body, head, int(label)) for (body, head), label in zip(placed, labels))
+
+
+def sample_scene(seed: int, split: str, index: int, num_classes: int, appearance: str = "random",
+                 max_objects: int = 1) -> Scene:
     """Draw the scene of sample `index` of `split` with object appearance `appearance`.
 
     The generator is seeded from (seed, split id, index), so splits never share images and a
     sample does not depend on any other. The label is `index % num_classes` (exactly balanced
     over any `num_classes` consecutive indices) and is never fed to the generator.
+
+    ``max_objects`` > 1: 1 to ``max_objects`` animals (uniformly), of distinct classes, that do not
+    touch. The first animal and everything else drawn for ``max_objects=1`` are the same, so the
+    multi-object image is the single-object one with animals added.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
@@ -297,6 +364,9 @@ def sample_scene(seed: int, split: str, index: int, num_classes: int, appearance
         raise ValueError(f"num_classes must be in [1, {len(PATTERNS)}], got {num_classes}")
     if appearance not in APPEARANCES:
         raise ValueError(f"unknown appearance {appearance!r}; choose from {list(APPEARANCES)}")
+    if not 1 <= int(max_objects) <= int(num_classes):
+        raise ValueError(f"max_objects must be in [1, num_classes={num_classes}] (one animal per class), "
+                         f"got {max_objects}")
     ss = np.random.SeedSequence([int(seed), SPLITS[split], int(index)])
     g = np.random.default_rng(ss)
     noise_seed = int(g.integers(2**63 - 1))
@@ -305,8 +375,11 @@ def sample_scene(seed: int, split: str, index: int, num_classes: int, appearance
     bg_mean = (background.color_a + background.color_b) / 2
     distractors = tuple(_sample_distractor(g, appearance) for _ in range(int(g.integers(*_CLUTTER[appearance].count))))
     body, head = _sample_animal(g, bg_mean, appearance)
+    noise = float(g.uniform(0.005, 0.02))
+    others = () if max_objects == 1 else _sample_others(g, seed, split, index, num_classes, int(max_objects),
+                                                        (body, head), bg_mean, appearance)
     return Scene(label=int(index) % int(num_classes), background=background, distractors=distractors,
-                 body=body, head=head, noise_seed=noise_seed, noise=float(g.uniform(0.005, 0.02)))
+                 body=body, head=head, noise_seed=noise_seed, noise=noise, others=others)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +528,13 @@ def render_scene(scene: Scene, image_size: int) -> tuple[np.ndarray, np.ndarray]
         image: uint8 (S, S, 3).
         parts: uint8 (S, S) with 0 background, 1 body, 2 head.
     """
+    image, parts, _ = render_scene_classes(scene, image_size)
+    return image, parts
+
+
+def render_scene_classes(scene: Scene, image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`render_scene`, and the class mask: int64 (S, S), 0 background, each animal's head and
+    body its class index + 1."""
     s = int(image_size)
     noise = np.random.default_rng(scene.noise_seed).standard_normal((s, s, 3), dtype=np.float32)
     full: Window = (slice(0, s), slice(0, s))
@@ -469,23 +549,27 @@ def render_scene(scene: Scene, image_size: int) -> tuple[np.ndarray, np.ndarray]
         img[win][m] = rgb[m]
 
     parts = np.zeros((s, s), dtype=np.uint8)
-    body = scene.body
-    win = _shape_window(body, s)
-    m, q = _shape_mask(body, s, win)
-    img[win][m] = (_render_fill(body.fill, s, noise, win) * _shade(q)[..., None])[m]
-    parts[win][m] = 1
+    classes = np.zeros((s, s), dtype=np.int64)
+    for animal in (Animal(scene.body, scene.head, scene.label), *scene.others):
+        body = animal.body
+        win = _shape_window(body, s)
+        m, q = _shape_mask(body, s, win)
+        img[win][m] = (_render_fill(body.fill, s, noise, win) * _shade(q)[..., None])[m]
+        parts[win][m] = 1
+        classes[win][m] = animal.label + 1
 
-    head = scene.head
-    win = _window(head.cx, head.cy, head.r, s)
-    x, y = _grid(s)
-    m = (x[:, win[1]] - head.cx) ** 2 + (y[win[0]] - head.cy) ** 2 <= head.r**2  # (h, w)
-    t = head_pattern(PATTERNS[scene.label], head, s, win)[..., None]  # (h, w, 1)
-    head_rgb = head.color_off + (head.color_on - head.color_off) * t + head.noise * noise[win]
-    img[win][m] = head_rgb[m]
-    parts[win][m] = 2
+        head = animal.head
+        win = _window(head.cx, head.cy, head.r, s)
+        x, y = _grid(s)
+        m = (x[:, win[1]] - head.cx) ** 2 + (y[win[0]] - head.cy) ** 2 <= head.r**2  # (h, w)
+        t = head_pattern(PATTERNS[animal.label], head, s, win)[..., None]  # (h, w, 1)
+        head_rgb = head.color_off + (head.color_on - head.color_off) * t + head.noise * noise[win]
+        img[win][m] = head_rgb[m]
+        parts[win][m] = 2
+        classes[win][m] = animal.label + 1
 
     img += scene.noise * noise[::-1]  # sensor noise, decorrelated from the per-region noise
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), parts
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), parts, classes
 
 
 def trimap_from_mask(fg: np.ndarray, radius: int = 1) -> np.ndarray:
@@ -519,8 +603,12 @@ class SyntheticPets(PetsDataset):
 
     Samples are dicts of tensors (`PetsDataset`): image (3, S, S) float [0, 1], label int64, mask
     (S, S) int64 (1 animal, 0 background; no 255 ignore pixels here), trimap (S, S) uint8 (1/2/3 as
-    in Oxford-IIIT Pet), parts (S, S) uint8 (0 bg, 1 body, 2 head), index int64, and
-    superpixels (S, S) int64 when a `SuperpixelCache` is given.
+    in Oxford-IIIT Pet), parts (S, S) uint8 (0 bg, 1 body, 2 head), class_mask and labels (see
+    `PetsDataset`), index int64, and superpixels (S, S) int64 when a `SuperpixelCache` is given.
+
+    ``max_objects`` > 1 puts 1 to ``max_objects`` animals of distinct classes in an image (see
+    :func:`sample_scene`); the dataset is then multi-label, ``label`` is the first animal's class
+    (balanced over consecutive indices) and ``mask`` covers every animal.
     """
 
     name = "synthetic"
@@ -535,6 +623,7 @@ class SyntheticPets(PetsDataset):
         seed: int = 0,
         superpixels: Optional[SuperpixelCache] = None,
         appearance: str = "random",
+        max_objects: int = 1,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
@@ -548,12 +637,17 @@ class SyntheticPets(PetsDataset):
             raise ValueError(f"unknown appearance {appearance!r}; choose from {list(APPEARANCES)}")
         if length is not None and int(length) < 0:
             raise ValueError(f"length must be non-negative, got {length}")
+        if not 1 <= int(max_objects) <= int(num_classes):
+            raise ValueError(f"max_objects must be in [1, num_classes={num_classes}] (one animal per class), "
+                             f"got {max_objects}")
         self.split = split
         self.image_size = int(image_size)
         self.num_classes = int(num_classes)
         self.length = DEFAULT_LENGTHS[split] if length is None else int(length)
         self.seed = int(seed)
         self.appearance = appearance
+        self.max_objects = int(max_objects)
+        self.multi_label = self.max_objects > 1
         self.superpixels = superpixels
         self.class_names: list[str] = list(PATTERNS[: self.num_classes])
 
@@ -562,11 +656,13 @@ class SyntheticPets(PetsDataset):
 
     def __repr__(self) -> str:
         return (f"SyntheticPets(split={self.split!r}, image_size={self.image_size}, "
-                f"num_classes={self.num_classes}, length={self.length}, seed={self.seed}, appearance={self.appearance!r})")
+                f"num_classes={self.num_classes}, length={self.length}, seed={self.seed}, appearance={self.appearance!r}"
+                + (f", max_objects={self.max_objects})" if self.multi_label else ")"))
 
     def scene(self, index: int) -> Scene:
         """The random parameters of sample `index` (no pixels)."""
-        return sample_scene(self.seed, self.split, self._check_index(index), self.num_classes, self.appearance)
+        return sample_scene(self.seed, self.split, self._check_index(index), self.num_classes, self.appearance,
+                            self.max_objects)
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(image uint8 (S, S, 3), parts uint8 (S, S), label) of sample `index`, without torch."""
@@ -575,6 +671,8 @@ class SyntheticPets(PetsDataset):
         return image, parts, scene.label
 
     def arrays(self, index: int) -> SampleArrays:
-        image, parts, label = self.render(index)
+        scene = self.scene(index)
+        image, parts, classes = render_scene_classes(scene, self.image_size)
         fg = parts > 0
-        return SampleArrays(image, label, fg.astype(np.int64), trimap_from_mask(fg), parts)
+        return SampleArrays(image, scene.label, fg.astype(np.int64), trimap_from_mask(fg), parts, classes,
+                            scene.labels)

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 50_000_000
 
 # Batch entries that are images or per-pixel maps and must be flipped together.
-SPATIAL_KEYS = ("image", "mask", "trimap", "parts", "superpixels")
+SPATIAL_KEYS = ("image", "mask", "trimap", "parts", "class_mask", "superpixels")
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 Size = Union[int, tuple[int, int], None]

@@ -1,0 +1,183 @@
+"""PASCAL VOC 2012 segmentation (20 classes, several objects per image) in the lab's sample format.
+
+torchvision's `VOCSegmentation` reads the standard layout::
+
+    <root>/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+    <root>/VOCdevkit/VOC2012/SegmentationClass/<id>.png     palette PNGs: pixel value = class index
+    <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
+
+This wrapper checks those files first (a missing dataset fails at once, in one line, and never
+touches the network unless ``download=True``), then checks every mask it reads: a palette (or
+single-channel) image whose values are 0 (background), 1-20 (the classes) or 255 (the object
+boundaries VOC leaves unlabelled, ignored everywhere).
+
+Splits: the lab chooses thresholds on a val split it never reports, so "train" is VOC's train list
+minus every 10th image, "val" is those held-out images, and "test" is VOC's val list (the split
+the field reports, whose masks are public). Image labels are the classes present in the mask.
+Images are squashed to ``image_size`` square (bilinear; masks nearest), as for Oxford-IIIT Pet.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image
+
+from crm_core.data.base import PetsDataset, SampleArrays
+from crm_core.data.errors import DatasetFormatError, DatasetNotFoundError
+from crm_core.data.superpixels import SuperpixelCache
+from crm_core.data.transforms import pil_to_rgb, resize_rgb
+
+__all__ = ["VOC_CLASSES", "VOC_URL", "VOCSegmentationData", "voc_layout", "voc_palette"]
+
+logger = logging.getLogger(__name__)
+
+VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+IGNORE = 255  # VOC's unlabelled object boundaries
+VAL_EVERY = 10  # every 10th image of VOC's train list is held out as the lab's "val"
+_SPLITS = {"train": "train", "val": "train", "test": "val"}  # ours -> the VOC list it is drawn from
+
+
+def voc_palette() -> list[int]:
+    """VOC's colour map as a flat list of 256 RGB triples (PIL's ``putpalette`` format): class c's
+    colour spreads the bits of c over the high bits of the three channels."""
+    palette = []
+    for c in range(256):
+        r = g = b = 0
+        for shift in range(8):
+            r |= ((c >> 0) & 1) << (7 - shift)
+            g |= ((c >> 1) & 1) << (7 - shift)
+            b |= ((c >> 2) & 1) << (7 - shift)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def voc_layout(root: Union[str, Path]) -> dict[str, Path]:
+    """The paths read under ``root`` (for the checks and the error message)."""
+    base = Path(root).expanduser() / "VOCdevkit" / "VOC2012"
+    sets = base / "ImageSets" / "Segmentation"
+    return {"base": base, "images": base / "JPEGImages", "masks": base / "SegmentationClass",
+            "train": sets / "train.txt", "val": sets / "val.txt"}
+
+
+def _check_files(root: Union[str, Path], voc_list: str) -> None:
+    layout = voc_layout(root)
+    missing = [p for p in (layout["images"], layout["masks"], layout[voc_list]) if not p.exists()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"PASCAL VOC 2012 not found: missing {', '.join(str(p) for p in missing)}; expected "
+            f"{layout['base']}/{{JPEGImages/<id>.jpg, SegmentationClass/<id>.png, "
+            f"ImageSets/Segmentation/{{train,val}}.txt}}: extract {VOC_URL} into {Path(root).expanduser()} "
+            "or pass --download on a machine with internet access")
+
+
+def read_class_mask(target: Image.Image, where: str, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
+    """The class indices of a VOC mask image, checked: int64, 0 background, 1..num_classes, 255 ignored."""
+    if target.mode not in ("P", "L"):
+        raise DatasetFormatError(
+            f"{where}: a {target.mode} mask; VOC's SegmentationClass masks are palette (P) PNGs whose pixel "
+            "values are class indices (an RGB rendering of the palette cannot be read as classes)")
+    values = np.array(target, dtype=np.int64)
+    bad = np.setdiff1d(np.unique(values), [*range(num_classes + 1), IGNORE])
+    if bad.size:
+        raise DatasetFormatError(f"{where}: mask values {bad.tolist()[:5]} are not classes (0-{num_classes}) "
+                                 f"nor the ignore value {IGNORE}")
+    return values
+
+
+class VOCSegmentationData(PetsDataset):
+    """PASCAL VOC 2012 as dicts of tensors (:class:`PetsDataset`), multi-label.
+
+    ``class_mask``: 0 background, 1-20 the classes, 255 ignored; ``labels``: the classes present;
+    ``label``: the class with the most pixels; ``mask``: 1 any object, 0 background, 255 ignored;
+    ``parts``: the same with one part, "object".
+    """
+
+    name = "voc"
+    part_names = {1: "object"}
+    multi_label = True
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        image_size: int = 224,
+        download: bool = False,
+        superpixels: Optional[SuperpixelCache] = None,
+        length: Optional[int] = None,
+    ) -> None:
+        if split not in _SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {list(_SPLITS)}")
+        if int(image_size) < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        voc_list = _SPLITS[split]
+        if not download:
+            _check_files(root, voc_list)
+
+        from torchvision.datasets import VOCSegmentation  # lazy: only VOC users pay for it
+
+        try:
+            self._tv = VOCSegmentation(root=str(Path(root).expanduser()), year="2012", image_set=voc_list,
+                                       download=download)
+        except RuntimeError as exc:  # torchvision's own "Dataset not found or corrupted"
+            raise DatasetNotFoundError(f"{exc} (root: {root})") from exc
+        n = len(self._tv)
+        if split == "train":
+            indices = [i for i in range(n) if i % VAL_EVERY != 0]
+        elif split == "val":
+            indices = [i for i in range(n) if i % VAL_EVERY == 0]
+        else:
+            indices = list(range(n))
+        if length is not None:
+            indices = indices[: max(int(length), 0)]
+        self._indices = indices
+        self.root = Path(root)
+        self.split = split
+        self.image_size = int(image_size)
+        self.superpixels = superpixels
+        self.class_names: list[str] = list(VOC_CLASSES)
+        self.num_classes = len(VOC_CLASSES)
+        logger.debug("VOCSegmentationData(%s): %d of %d images of VOC's %s list", split, len(indices), n, voc_list)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __repr__(self) -> str:
+        return (f"VOCSegmentationData(root={str(self.root)!r}, split={self.split!r}, "
+                f"image_size={self.image_size}, n={len(self)})")
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int]:
+        """(image uint8 (S, S, 3), class mask int64 (S, S), labels, label) of a checked ``index``;
+        the labels come from the full-size mask, so a small object squashed away still counts."""
+        position = self._indices[index]
+        image, target = self._tv[position]
+        classes = read_class_mask(target, self._tv.masks[position], self.num_classes)
+        counts = np.bincount(classes[(classes > 0) & (classes != IGNORE)], minlength=self.num_classes + 1)[1:]
+        if not counts.any():
+            raise DatasetFormatError(f"{self._tv.masks[position]}: no object class in the mask; "
+                                     "an image-level label needs one")
+        size = (self.image_size, self.image_size)
+        rgb = resize_rgb(pil_to_rgb(image), size)
+        resized = Image.fromarray(classes.astype(np.uint8)).resize(size[::-1], Image.NEAREST)
+        labels = tuple(int(c) for c in np.flatnonzero(counts))
+        return np.array(rgb, dtype=np.uint8), np.array(resized, dtype=np.int64), labels, int(np.argmax(counts))
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(image, parts: 1 object / 0 background / 255 ignored, label), the contract of
+        `SyntheticPets.render`, so viewers treat every dataset alike."""
+        sample = self.arrays(self._check_index(index))
+        return sample.image, sample.parts, sample.label
+
+    def arrays(self, index: int) -> SampleArrays:
+        image, classes, labels, label = self._load(index)
+        mask = np.where(classes == IGNORE, IGNORE, classes > 0).astype(np.int64)
+        trimap = np.select([classes == IGNORE, classes > 0], [3, 1], 2).astype(np.uint8)
+        return SampleArrays(image, label, mask, trimap, mask.astype(np.uint8), classes, labels)

@@ -1,0 +1,53 @@
+"""A tiny PASCAL VOC 2012 folder in the standard layout, made by the tests themselves.
+
+JPEGs of odd sizes; palette PNG masks holding a few rectangles of different classes with the
+255 boundary VOC draws around each object; the train and val lists of ImageSets/Segmentation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from crm_core.data.voc import voc_palette
+
+SIZES = ((37, 29), (50, 41), (45, 45), (31, 53))  # (width, height), odd on purpose
+
+
+def object_mask(width: int, height: int, objects: list[tuple[int, tuple[float, float, float, float]]]) -> np.ndarray:
+    """uint8 (height, width): 0 background, each (class, (x0, y0, x1, y1) as fractions) a filled
+    rectangle of that class, with a 1-pixel 255 boundary around it as in VOC's masks."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for cls, (x0, y0, x1, y1) in objects:
+        xa, ya, xb, yb = int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height)
+        mask[max(ya - 1, 0):yb + 1, max(xa - 1, 0):xb + 1] = 255
+        mask[ya:yb, xa:xb] = cls
+    return mask
+
+
+def write_voc(root: Path, train: int = 10, val: int = 4, seed: int = 0) -> dict[str, list[tuple[int, ...]]]:
+    """Write the folder under ``root``; returns, per VOC list, each image's classes (sorted, 1-20)."""
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    classes: dict[str, list[tuple[int, ...]]] = {}
+    for voc_list, count in (("train", train), ("val", val)):
+        ids, present = [], []
+        for i in range(count):
+            image_id = f"2007_{voc_list}_{i:04d}"
+            width, height = SIZES[i % len(SIZES)]
+            picked = sorted(rng.choice(np.arange(1, 21), size=1 + i % 3, replace=False).tolist())
+            boxes = [(0.05, 0.05, 0.45, 0.45), (0.55, 0.55, 0.95, 0.95), (0.55, 0.05, 0.95, 0.45)]
+            mask = object_mask(width, height, list(zip(picked, boxes)))
+            png = Image.fromarray(mask, mode="P")
+            png.putpalette(voc_palette())
+            png.save(base / "SegmentationClass" / f"{image_id}.png")
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(base / "JPEGImages" / f"{image_id}.jpg", quality=90)
+            ids.append(image_id)
+            present.append(tuple(picked))
+        (base / "ImageSets" / "Segmentation" / f"{voc_list}.txt").write_text("\n".join(ids) + "\n")
+        classes[voc_list] = present
+    return classes

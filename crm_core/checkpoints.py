@@ -289,6 +289,7 @@ def save_segmentation_checkpoint(
     """Write a stage-2 checkpoint atomically: self-describing, plain values and tensors only."""
     payload = {
         "format": FORMAT, "version": VERSION, "kind": SEGMENTATION_KIND, "arch": net.arch,
+        "seg_classes": net.num_classes,
         "model": net.state_dict(), "dataset": dict(dataset), "masks": dict(masks), "seg_config": dict(seg_config),
         "weights_source": weights_source, "step": int(step), "epoch": int(epoch), "epoch_step": int(epoch_step),
         "optimizer": optimizer or {}, "extra": extra or {},
@@ -312,7 +313,10 @@ def load_segmentation_checkpoint(path: str | Path, map_location: str | torch.dev
     for key in ("model", "dataset", "masks"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: segmentation checkpoint is missing {key!r}")
-    net = SegmentationNet(arch)
+    seg_classes = payload.get("seg_classes", 2)  # files older than multi-label stage 2 have two
+    if not isinstance(seg_classes, int) or seg_classes < 2:
+        raise CheckpointError(f"{path}: seg_classes must be an integer >= 2, got {seg_classes!r}")
+    net = SegmentationNet(arch, seg_classes)
     _load_state(path, "segmentation network", net, payload["model"])
     net.eval()
     return SegmentationCheckpoint(

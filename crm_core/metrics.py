@@ -106,6 +106,16 @@ class ThresholdCurve:
         return pxap(self.counts, self.thresholds)
 
 
+def class_confusion(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) confusion matrix, K = num_classes + 1 (rows: truth, columns: prediction) of class
+    masks (..., H, W) with 0 background and class + 1; pixels 255 in either are left out."""
+    k = num_classes + 1
+    valid = (truth != IGNORE) & (pred != IGNORE)
+    if ((truth[valid] >= k) | (pred[valid] >= k)).any():
+        raise ValueError(f"class masks hold values outside 0..{num_classes} and {IGNORE}")
+    return torch.bincount((truth[valid] * k + pred[valid]).long(), minlength=k * k).view(k, k)
+
+
 def confusion_ious(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]:
     """IoUs of a multi-class prediction from its (K, K) confusion matrix (rows: truth, columns:
     prediction; class 0 is the background). ``per_class_iou`` has NaN for a class neither in the

@@ -3,7 +3,10 @@
     python -m crm_core.postprocess --checkpoint checkpoints/drs_crm.pt --out pseudo/ --split train
 
 Each image gets a trimap PNG (``<index>.png``, six digits) in the Oxford-IIIT Pet convention: 1 foreground, 2 background,
-3 uncertain (CAM between the two thresholds). With ``--at-val-threshold`` the band is moved to
+3 uncertain (CAM between the two thresholds). On multi-label data (several classes per image) it
+gets a class mask instead, a palette PNG in VOC's colours: the leading class of the image's own
+(IRN's ``conf_fg_thres`` / ``conf_bg_thres`` band): its index + 1 where its CAM reaches ``--high``,
+0 (background) where the leading CAM is below ``--low``, 255 (uncertain) between. With ``--at-val-threshold`` the band is moved to
 the CAM's own operating point: ``--high`` becomes the CAM threshold chosen on val (the
 evaluation protocol's), and ``--low`` is scaled with it. The CAM is the ground-truth class's, from
 :meth:`crm_core.api.CamModel.explain` (``--cam-method``: any name of
@@ -32,7 +35,8 @@ from crm_core.checkpoints import CheckpointError
 from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
 from crm_core.data.superpixels import prefill_superpixels, superpixel_mean
-from crm_core.metrics import binary_counts, ious_from_counts
+from crm_core.data.voc import voc_palette
+from crm_core.metrics import IGNORE, binary_counts, class_confusion, confusion_ious, ious_from_counts
 from crm_core.thresholds import THRESHOLDS
 
 log = logging.getLogger("crm_core.postprocess")
@@ -57,6 +61,23 @@ def pseudo_trimap(cam: torch.Tensor, low: float = THRESHOLDS.low, high: float = 
     return trimap
 
 
+def pseudo_class_mask(cams: torch.Tensor, labels: torch.Tensor, low: float = THRESHOLDS.low,
+                      high: float = THRESHOLDS.high, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """CAMs of every class (B, C, H, W) in [0, 1] and the images' multi-hot labels (B, C) -> class
+    mask (B, H, W) uint8: the leading labelled class + 1 where its CAM >= high, 0 where the leading
+    CAM < low, 255 (uncertain) between. ``segments``: average each CAM in superpixels first."""
+    if not (0.0 <= low <= high <= 1.0):
+        raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, got low={low}, high={high}")
+    if segments is not None:
+        cams = torch.stack([superpixel_mean(cams[:, c], segments) for c in range(cams.shape[1])], 1)
+    top, lead = cams.masked_fill(~labels.bool()[:, :, None, None], -1.0).max(1)
+    mask = torch.full(top.shape, IGNORE, dtype=torch.uint8)
+    above = top >= high
+    mask[above] = (lead[above] + 1).to(torch.uint8)
+    mask[top < low] = 0
+    return mask
+
+
 def score_trimaps(trimap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Counts (2, 4): row 0 strict (uncertain = background), row 1 confident pixels only."""
     fg = trimap == FOREGROUND
@@ -71,10 +92,14 @@ def score_trimaps(trimap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 MapSource = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
-def cam_maps(model: CamModel, drs_delta: float | None = None, cam_method: str = DEFAULT_CAM_METHOD) -> MapSource:
+def cam_maps(model: CamModel, drs_delta: float | None = None, cam_method: str = DEFAULT_CAM_METHOD,
+             every_class: bool = False) -> MapSource:
     """``model``'s CAMs of each image's ground-truth class (image-level labels are known in WSSS);
-    ``cam_method``: a name in :data:`crm_core.cams.CAM_METHODS`."""
+    ``cam_method``: a name in :data:`crm_core.cams.CAM_METHODS`. ``every_class``: the maps of every
+    class (B, C, H, W), from which a multi-label image's own classes compete."""
     def maps(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if every_class:
+            return model.class_maps(batch["image"], drs_delta, method=cam_method)[1].cpu()
         return model.explain(batch["image"], batch["label"], drs_delta, method=cam_method).cams.cpu()
     return maps
 
@@ -97,10 +122,15 @@ def make_pseudo_masks(
 ) -> dict[str, Any]:
     """Write one trimap PNG per image of ``maps`` (``source``: what they are, e.g. a checkpoint's
     path) to ``out_dir`` (if given) and return their scores. ``on_batch(done, total)``: called
-    after every batch with the images done so far (a caller's progress; it may raise to cancel)."""
+    after every batch with the images done so far (a caller's progress; it may raise to cancel).
+    A multi-label ``dataset`` gets class masks (:func:`make_class_masks`)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("nothing to process: the split is empty")
+    if getattr(dataset, "multi_label", False):
+        return make_class_masks(maps, source, dataset, out_dir, n=n, low=low, high=high, refine=refine,
+                                n_segments=n_segments, compactness=compactness, batch_size=batch_size,
+                                progress=progress, on_batch=on_batch)
     if refine and getattr(dataset, "superpixels", None) is None:
         dataset.superpixels = SuperpixelCache(n_segments=n_segments, compactness=compactness)
     if refine:
@@ -139,12 +169,58 @@ def make_pseudo_masks(
     }
 
 
+def make_class_masks(maps: MapSource, source: str, dataset: Any, out_dir: Path | None, *, n: int, low: float,
+                     high: float, refine: bool, n_segments: int, compactness: float, batch_size: int, progress: bool,
+                     on_batch: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """:func:`make_pseudo_masks` on multi-label data: ``maps`` gives every class's CAM, each image
+    gets a class mask (:func:`pseudo_class_mask`) as a palette PNG in VOC's colours, scored
+    against the class masks: ``miou`` with uncertain pixels as background, ``confident_miou`` on
+    the confident pixels alone, with ``per_class_iou`` and ``confusion`` (metrics.confusion_ious)."""
+    if refine and getattr(dataset, "superpixels", None) is None:
+        dataset.superpixels = SuperpixelCache(n_segments=n_segments, compactness=compactness)
+    if refine:
+        prefill_superpixels(dataset, indices=range(n), progress=progress)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    classes = int(dataset.num_classes)
+    strict = torch.zeros(classes + 1, classes + 1, dtype=torch.int64)
+    confident = torch.zeros_like(strict)
+    uncertain = total = 0
+    palette = voc_palette()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"pseudo masks {Path(source).name}", unit="batch", disable=not progress):
+            mask = pseudo_class_mask(maps(batch), batch["labels"], low, high, batch["superpixels"] if refine else None)
+            truth = batch["class_mask"]
+            strict += class_confusion(torch.where(mask == IGNORE, 0, mask.long()), truth, classes)
+            confident += class_confusion(mask.long(), truth, classes)
+            uncertain += int((mask == IGNORE).sum())
+            total += mask.numel()
+            if out_dir is not None:
+                for index, array in zip(batch["index"].tolist(), mask.numpy()):
+                    png = Image.fromarray(array, mode="P")
+                    png.putpalette(palette)
+                    png.save(out_dir / f"{index:06d}.png")
+            if on_batch is not None:
+                on_batch(int(batch["index"][-1]) + 1, n)
+    scores = confusion_ious(strict)
+    return {
+        "checkpoint": source, "num_images": n, "format": "classes", "num_classes": classes, "low": low, "high": high,
+        "refined": refine, "n_segments": n_segments if refine else None,
+        "compactness": compactness if refine else None, "miou": scores["miou"], "fg_iou": scores["fg_iou"],
+        "bg_iou": scores["bg_iou"], "confusion": scores["confusion"],
+        "per_class_iou": dict(zip(["background", *getattr(dataset, "class_names", [])], scores["per_class_iou"])),
+        "confident_miou": confusion_ious(confident)["miou"], "uncertain_share": uncertain / max(total, 1),
+    }
+
+
 def write_pseudo_masks(model: CamModel, out: Path, split: str = "train", data_root: str | None = None,
                        progress: bool = True, val_threshold: float | None = None, drs_delta: float | None = None,
                        cam_method: str = DEFAULT_CAM_METHOD, **options: Any) -> dict[str, Any]:
     """:func:`write_masks_of` for ``model``'s CAMs on its own dataset's ``split``."""
-    return write_masks_of(cam_maps(model, drs_delta, cam_method), str(model.checkpoint.path),
-                          dataset_for(model, split, data_root), dataset_config(model, data_root), out, split,
+    dataset = dataset_for(model, split, data_root)
+    maps = cam_maps(model, drs_delta, cam_method, every_class=getattr(dataset, "multi_label", False))
+    return write_masks_of(maps, str(model.checkpoint.path), dataset, dataset_config(model, data_root), out, split,
                           progress, val_threshold, cam_method=cam_method, **options)
 
 
@@ -166,7 +242,7 @@ def write_masks_of(maps: MapSource, source: str, dataset: Any, config: dict[str,
     results["val_threshold"] = val_threshold
     atomic_write_json(out / "scores.json", results)
     manifest = {"kind": "pseudo-masks", "split": split, "dataset": config, "num_images": results["num_images"],
-                "cam_method": cam_method,
+                "cam_method": cam_method, "format": results.get("format", "trimap"),
                 **{k: results[k] for k in ("checkpoint", "low", "high", "val_threshold", "refined", "miou", "fg_iou", "bg_iou")}}
     atomic_write_json(out / MANIFEST_NAME, manifest)
     return results
@@ -214,7 +290,8 @@ def cli(argv: list[str] | None = None) -> int:
     except (CheckpointError, DatasetNotFoundError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    print(f"{results['num_images']} trimaps in {out} (object >= {results['high']:.2f}, background < "
+    kind = "class masks" if results.get("format") == "classes" else "trimaps"
+    print(f"{results['num_images']} {kind} in {out} (object >= {results['high']:.2f}, background < "
           f"{results['low']:.2f}): mIoU {results['miou']:.4f} "
           f"(fg {results['fg_iou']:.4f}, bg {results['bg_iou']:.4f}), confident-pixel mIoU "
           f"{results['confident_miou']:.4f}, uncertain {results['uncertain_share']:.1%}")

@@ -6,7 +6,9 @@
     torchrun --nproc_per_node=2 -m crm_core.segment ...          # data-parallel, as the trainer
 
 ``--masks DIR`` reads the trimaps ``crm_core.postprocess --out DIR`` wrote (1 object, 2
-background, 3 uncertain; uncertain pixels are ignored by the cross-entropy) and the manifest
+background, 3 uncertain; uncertain pixels are ignored by the cross-entropy; on multi-label data
+class masks, 0 background, class + 1, 255 uncertain, and the network has a channel per class
+beside the background's) and the manifest
 beside them, which says which dataset and split they index: the dataset options default to
 it, and an option that contradicts it is refused. A folder without a manifest is accepted when
 its files fit the dataset. ``--masks gt`` trains on the ground-truth masks instead.
@@ -40,7 +42,7 @@ from crm_core.cli_options import run_options
 from crm_core.data import DATASETS, DatasetNotFoundError, build_dataset
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.data.transforms import random_hflip_batch
-from crm_core.metrics import IGNORE, ThresholdCurve
+from crm_core.metrics import IGNORE, ThresholdCurve, class_confusion, confusion_ious
 from crm_core.models.segmentation import DEFAULT_SEG_ARCH, SEG_ARCHS, SegmentationNet, backbone_weights_enum
 from crm_core.postprocess import BACKGROUND, FOREGROUND, MANIFEST_NAME, UNCERTAIN
 from crm_core.pretrained import WeightsNotFoundError, resolve_weights
@@ -53,8 +55,8 @@ log = logging.getLogger("crm_core.segment")
 
 GT = "gt"  # --masks gt: the ground-truth masks (the fully supervised ceiling)
 _MASK_NAME = re.compile(r"^(\d+)\.png$")
-# The dataset options a manifest fixes; pets has no seed, classes or appearance of its own.
-_SYNTHETIC_ONLY = ("num_classes", "seed", "appearance")
+# The dataset options a manifest fixes; pets and voc have no seed, classes or appearance of their own.
+_SYNTHETIC_ONLY = ("num_classes", "seed", "appearance", "max_objects")
 
 
 class MaskError(ValueError):
@@ -70,6 +72,7 @@ class SegConfig:
     data_root: str | None = None  # dataset folder (pets); default: the manifest's
     num_classes: int | None = None  # synthetic: classes; default: the manifest's, else 4
     appearance: str | None = None  # synthetic: object appearance; default: the manifest's, else random
+    max_objects: int | None = None  # synthetic: animals per image at most; default: the manifest's, else 1
     image_size: int | None = None  # default: the manifest's, else 112 synthetic / 224 pets
     data_seed: int | None = None  # synthetic: seed of the data; default: the manifest's, else --seed
     train_size: int | None = None  # training images (the first N); default: every mask (gt: 2000 synthetic)
@@ -96,12 +99,19 @@ class SegConfig:
 # -- the masks ------------------------------------------------------------------------------
 @dataclass
 class MaskSource:
-    """Training targets and what they are: (N, S, S) uint8, 1 object, 0 background, 255 ignored."""
+    """Training targets and what they are: (N, S, S) uint8, 1 object, 0 background, 255 ignored
+    (multi-label data: 0 background, class + 1, 255 ignored)."""
 
     dataset: dict[str, Any]  # build_dataset keyword arguments (without the split)
     split: str  # the split the masks index
     targets: torch.Tensor | None  # None for "gt": the dataset's own masks
     info: dict[str, Any]  # recorded in the checkpoint and eval.json: source, manifest, the masks' own mIoU
+    classes: int | None = None  # multi-label data: the dataset's classes (the network adds the background); else None
+
+    @property
+    def outputs(self) -> int:
+        """The network's output channels: background and object, or background and every class."""
+        return 2 if self.classes is None else self.classes + 1
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -125,12 +135,12 @@ def resolve_dataset(cfg: SegConfig, manifest: dict[str, Any] | None) -> dict[str
     an option that contradicts the manifest means the masks come from another dataset."""
     made = (manifest or {}).get("dataset", {})
     asked = {"name": cfg.dataset, "image_size": cfg.image_size, "num_classes": cfg.num_classes,
-             "seed": cfg.data_seed, "appearance": cfg.appearance}
+             "seed": cfg.data_seed, "appearance": cfg.appearance, "max_objects": cfg.max_objects}
     name = asked["name"] or made.get("name") or "synthetic"
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     defaults = {"name": name, "image_size": DATASET_DEFAULT_SIZE.get(name, 224), "num_classes": 4, "seed": cfg.seed,
-                "appearance": "random"}
+                "appearance": "random", "max_objects": 1}
     config: dict[str, Any] = {}
     for key, value in asked.items():
         checked = key not in _SYNTHETIC_ONLY or name == "synthetic"
@@ -149,10 +159,13 @@ def _describe(made: dict[str, Any]) -> str:
     return ", ".join(f"{k} {made.get(k)}" for k in keys)
 
 
-def read_trimaps(folder: Path, count: int | None, image_size: int, available: int) -> torch.Tensor:
+def read_trimaps(folder: Path, count: int | None, image_size: int, available: int,
+                 classes: int | None = None) -> torch.Tensor:
     """Trimaps ``000000.png`` .. of ``folder`` as (N, S, S) training targets (1 object, 0
     background, 255 uncertain). ``count``: how many (default: every one there); ``available``:
-    images in the split, which the indices must not pass. Raises :class:`MaskError`."""
+    images in the split, which the indices must not pass. ``classes``: the files are class masks
+    of that many classes (0 background, class + 1, 255 uncertain), read as they are. Raises
+    :class:`MaskError`."""
     if not folder.is_dir():
         raise MaskError(f"{folder}: no such masks folder (write one with python -m crm_core.postprocess --out {folder})")
     indices = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _MASK_NAME.match(p.name)))
@@ -166,8 +179,12 @@ def read_trimaps(folder: Path, count: int | None, image_size: int, available: in
     if missing:
         raise MaskError(f"{folder}: {len(missing)} of {count} masks missing (first: {missing[0]:06d}.png)")
     targets = torch.empty(count, image_size, image_size, dtype=torch.uint8)
-    lut = np.full(256, 254, dtype=np.uint8)  # 254: a value no trimap has
-    lut[FOREGROUND], lut[BACKGROUND], lut[UNCERTAIN] = 1, 0, IGNORE
+    lut = np.full(256, 254, dtype=np.uint8)  # 254: a value no trimap (nor class mask of < 254 classes) has
+    allowed = {FOREGROUND, BACKGROUND, UNCERTAIN} if classes is None else {*range(classes + 1), IGNORE}
+    if classes is None:
+        lut[FOREGROUND], lut[BACKGROUND], lut[UNCERTAIN] = 1, 0, IGNORE
+    else:
+        lut[sorted(allowed)] = sorted(allowed)
     for index in range(count):
         path = folder / f"{index:06d}.png"
         try:
@@ -177,11 +194,12 @@ def read_trimaps(folder: Path, count: int | None, image_size: int, available: in
             raise MaskError(f"{path}: not a readable PNG ({type(exc).__name__})") from exc
         if array.shape != (image_size, image_size):
             raise MaskError(f"{path}: size {'x'.join(map(str, array.shape))}, expected a one-channel "
-                            f"{image_size}x{image_size} trimap (the dataset's image size)")
+                            f"{image_size}x{image_size} {'class mask' if classes else 'trimap'} (the dataset's image size)")
         mapped = lut[array.astype(np.uint8)] if array.dtype != np.uint8 else lut[array]
         if array.min() < 0 or array.max() > 255 or (mapped == 254).any():
-            bad = sorted(set(np.unique(array).tolist()) - {FOREGROUND, BACKGROUND, UNCERTAIN})
-            raise MaskError(f"{path}: values {bad[:5]} outside the trimap's {{1, 2, 3}}")
+            bad = sorted(set(np.unique(array).tolist()) - allowed)
+            what = "the trimap's {1, 2, 3}" if classes is None else f"the class mask's 0-{classes} and {IGNORE}"
+            raise MaskError(f"{path}: values {bad[:5]} outside {what}")
         targets[index] = torch.from_numpy(mapped)
     return targets
 
@@ -190,33 +208,47 @@ def load_masks(cfg: SegConfig) -> MaskSource:
     """What ``cfg.masks`` names, checked against the dataset (raises :class:`MaskError`)."""
     if cfg.masks == GT:
         config = resolve_dataset(cfg, None)
-        return MaskSource(config, "train", None, {"source": GT, "manifest": None, "miou": 1.0})
+        return MaskSource(config, "train", None, {"source": GT, "manifest": None, "miou": 1.0},
+                          multi_label_classes(build_dataset(split="train", length=1, **config)))
     folder = Path(cfg.masks)
     manifest = read_manifest(folder) if folder.is_dir() else None
     config = resolve_dataset(cfg, manifest)
     split = (manifest or {}).get("split", "train")
-    available = len(build_dataset(split=split, **config))
+    dataset = build_dataset(split=split, **config)
+    available, classes = len(dataset), multi_label_classes(dataset)
+    made = (manifest or {}).get("format", "classes" if classes else "trimap")
+    if (made == "classes") != (classes is not None):
+        raise MaskError(f"{folder}: {'class masks' if made == 'classes' else 'binary trimaps'}, but the dataset is "
+                        f"{'multi-label' if classes else 'single-label'}: make its pseudo masks with "
+                        "python -m crm_core.postprocess on a model of this dataset")
     count = cfg.train_size if cfg.train_size is not None else (manifest or {}).get("num_images")
     if manifest is not None and cfg.train_size is not None and cfg.train_size > manifest.get("num_images", 0):
         raise MaskError(f"{folder}: --train-size {cfg.train_size}, but its manifest lists {manifest.get('num_images')} masks")
-    targets = read_trimaps(folder, count, config["image_size"], available)
+    targets = read_trimaps(folder, count, config["image_size"], available, classes)
     info = {"source": str(folder), "manifest": manifest, "miou": (manifest or {}).get("miou")}
-    return MaskSource(config, split, targets, info)
+    return MaskSource(config, split, targets, info, classes)
+
+
+def multi_label_classes(dataset: Any) -> int | None:
+    """The class count of a multi-label dataset (its masks are class masks); None otherwise."""
+    return int(dataset.num_classes) if getattr(dataset, "multi_label", False) else None
 
 
 class MaskedDataset(torch.utils.data.Dataset):
-    """The first ``len(targets)`` samples of ``base`` with ``mask`` replaced by the pseudo mask."""
+    """The first ``len(targets)`` samples of ``base`` with ``mask`` replaced by the pseudo mask
+    (``targets`` None: the ground truth, the class mask on multi-label data)."""
 
     def __init__(self, base: Any, targets: torch.Tensor | None, length: int | None = None) -> None:
         self.base, self.targets = base, targets
         self.length = len(targets) if targets is not None else len(base) if length is None else min(length, len(base))
+        self.truth = "class_mask" if getattr(base, "multi_label", False) else "mask"
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.base[index]
-        target = sample["mask"] if self.targets is None else self.targets[index].long()
+        target = sample[self.truth] if self.targets is None else self.targets[index].long()
         return {"image": sample["image"], "mask": target, "index": sample["index"]}
 
 
@@ -231,6 +263,8 @@ def evaluate_segmentation(net: nn.Module, dataset: Any, *, limit: int | None = N
     if n == 0:
         raise ValueError("nothing to evaluate: the split is empty")
     part_names = dict(getattr(dataset, "part_names", {}))
+    if getattr(dataset, "multi_label", False):
+        return evaluate_class_segmentation(net, dataset, n=n, batch_size=batch_size, device=device, progress=progress)
     curve = ThresholdCurve((0.5,), tuple(sorted(part_names)))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
     was_training = net.training
@@ -242,9 +276,39 @@ def evaluate_segmentation(net: nn.Module, dataset: Any, *, limit: int | None = N
     return {"num_images": n, **curve.at(0), "coverage": curve.coverage_at(0, part_names)}
 
 
+@torch.no_grad()
+def evaluate_class_segmentation(net: nn.Module, dataset: Any, *, n: int, batch_size: int,
+                                device: torch.device | str, progress: bool) -> dict[str, Any]:
+    """:func:`evaluate_segmentation` on multi-label data: the argmax over background and every
+    class against the class masks, from one confusion matrix of the split (metrics.confusion_ious:
+    mIoU over background + classes, per-class IoU, confusions between classes); coverage is the
+    share of each part given its own animal's class."""
+    part_names = dict(getattr(dataset, "part_names", {}))
+    classes = int(dataset.num_classes)
+    confusion = torch.zeros(classes + 1, classes + 1, dtype=torch.int64)
+    covered = {part: 0 for part in part_names}
+    totals = {part: 0 for part in part_names}
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    was_training = net.training
+    net.eval()
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+        pred = net(batch["image"].to(device)).argmax(dim=1).cpu()
+        truth = batch["class_mask"]
+        confusion += class_confusion(pred, truth, classes)
+        for part in part_names:
+            inside = batch["parts"] == part
+            covered[part] += int((inside & (pred == truth)).sum())
+            totals[part] += int(inside.sum())
+    net.train(was_training)
+    scores = confusion_ious(confusion)
+    names = ["background", *getattr(dataset, "class_names", [])]
+    return {"num_images": n, **scores, "per_class_iou": dict(zip(names, scores["per_class_iou"])),
+            "coverage": {name: covered[part] / max(totals[part], 1) for part, name in part_names.items()}}
+
+
 # -- training -----------------------------------------------------------------------------
-def _build_net(cfg: SegConfig, load_pretrained: bool) -> tuple[SegmentationNet, str]:
-    net = SegmentationNet(cfg.arch)
+def _build_net(cfg: SegConfig, load_pretrained: bool, outputs: int = 2) -> tuple[SegmentationNet, str]:
+    net = SegmentationNet(cfg.arch, outputs)
     if not load_pretrained:
         return net, "checkpoint"
     resolved = resolve_weights(cfg.weights, backbone_weights_enum(cfg.arch), f"{cfg.arch} backbone")
@@ -289,11 +353,11 @@ def main(cfg: SegConfig, on_progress: Callable[[dict[str, Any]], None] | None = 
         return _run(cfg, device, dist_info, on_progress, should_stop)
 
 
-def _network_and_optimizer(cfg: SegConfig, device: torch.device, resumed: Any | None
+def _network_and_optimizer(cfg: SegConfig, device: torch.device, resumed: Any | None, outputs: int
                            ) -> tuple[nn.Module, torch.optim.Optimizer, str, tuple[int, int, int, float]]:
     """The network on ``device`` and its Adam, fresh or from the checkpoint being resumed, with
     where training stands: (step, epoch, step within the epoch, training seconds so far)."""
-    net, weights_source = _build_net(cfg, load_pretrained=resumed is None)
+    net, weights_source = _build_net(cfg, load_pretrained=resumed is None, outputs=outputs)
     if resumed is not None:
         net.load_state_dict(resumed.net.state_dict())
         weights_source = resumed.weights_source
@@ -330,10 +394,14 @@ def _run(cfg: SegConfig, device: torch.device, dist_info: DistInfo,
     if resumed is not None and resumed.arch != cfg.arch:
         raise CheckpointError(f"{ckpt_path}: --resume of a {resumed.arch} network with --arch {cfg.arch}")
     masks = load_masks(cfg)
+    if resumed is not None and resumed.net.num_classes != masks.outputs:
+        raise CheckpointError(f"{ckpt_path}: --resume of a network with {resumed.net.num_classes} output classes "
+                              f"on masks of {masks.outputs}")
     base = build_dataset(split=masks.split, length=cfg.train_size if masks.targets is None else None, **masks.dataset)
     train_set = MaskedDataset(base, masks.targets, cfg.train_size)
     test_set = build_dataset(split="test", **masks.dataset)
-    net, optimizer, weights_source, (step, epoch, epoch_step, wall_time) = _network_and_optimizer(cfg, device, resumed)
+    net, optimizer, weights_source, (step, epoch, epoch_step, wall_time) = _network_and_optimizer(cfg, device, resumed,
+                                                                                                  masks.outputs)
     train_net: nn.Module = net
     if dist_info.enabled:
         train_net = nn.parallel.DistributedDataParallel(net, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
@@ -428,6 +496,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="synthetic: classes (default: the manifest's, else 4)")
     p.add_argument("--appearance", default=None, choices=APPEARANCES,
                    help="synthetic: object appearance (default: the manifest's, else random)")
+    p.add_argument("--max-objects", type=int, default=None,
+                   help="synthetic: animals per image at most (default: the manifest's, else 1; above 1 the masks "
+                        "are class masks and the network has a channel per class)")
     p.add_argument("--image-size", type=int, default=None,
                    help="image size (default: the manifest's, else 112 synthetic / 224 pets)")
     p.add_argument("--data-seed", type=int, default=None, help="synthetic: data seed (default: the manifest's, else --seed)")
@@ -451,7 +522,10 @@ def format_summary(results: dict[str, Any]) -> str:
     return (f"{results['name']}: {results['arch']} trained {results['step']} steps on {source}{trained}\n"
             f"test: {results['num_images']} images, mIoU {results['miou']:.4f} (fg {results['fg_iou']:.4f}, "
             f"bg {results['bg_iou']:.4f}, background false positives {results['bg_fpr']:.1%})"
-            + (f"\ncoverage {coverage}" if coverage else ""))
+            + (f"\ncoverage {coverage}" if coverage else "")
+            + (f"\n{results['confusion']:.1%} of object pixels given another class; IoU per class "
+               + ", ".join(f"{k} {v:.3f}" for k, v in results["per_class_iou"].items() if v == v)  # NaN: absent
+               if "per_class_iou" in results else ""))
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -128,7 +128,7 @@ def test_bad_voc_masks_are_named_errors(tmp_path: Path) -> None:
     odd_png.putpalette(voc_palette())  # without a palette PIL would renumber the values it saves
     odd_png.save(masks / "2007_val_0001.png")
     test = build_dataset("voc", "test", image_size=48, data_root=tmp_path)
-    with pytest.raises(DatasetFormatError, match="RGB mask; VOC's SegmentationClass masks are palette"):
+    with pytest.raises(DatasetFormatError, match="mode RGB; VOC's SegmentationClass masks are palette"):
         test[0]
     with pytest.raises(DatasetFormatError, match=r"mask values \[30\] are not classes"):
         test[1]

@@ -57,7 +57,7 @@ def test_postprocess_writes_a_manifest_of_the_dataset(pseudo_dir: Path, cam_chec
     manifest = json.loads((pseudo_dir / postprocess.MANIFEST_NAME).read_text())
     assert manifest["split"] == "train" and manifest["num_images"] == PSEUDO_IMAGES
     assert manifest["dataset"] == {"name": "synthetic", "image_size": 64, "num_classes": 3, "seed": 0,
-                                   "appearance": "random", "data_root": None}
+                                   "appearance": "random", "max_objects": 1, "data_root": None}
     scores = json.loads((pseudo_dir / "scores.json").read_text())
     assert manifest["miou"] == scores["miou"] and manifest["checkpoint"] == str(cam_checkpoint)
     assert sorted(p.name for p in pseudo_dir.glob("*.png")) == [f"{i:06d}.png" for i in range(PSEUDO_IMAGES)]

@@ -83,7 +83,7 @@ def read_class_mask(target: Image.Image, where: str, num_classes: int = len(VOC_
     """The class indices of a VOC mask image, checked: int64, 0 background, 1..num_classes, 255 ignored."""
     if target.mode not in ("P", "L"):
         raise DatasetFormatError(
-            f"{where}: a {target.mode} mask; VOC's SegmentationClass masks are palette (P) PNGs whose pixel "
+            f"{where}: a mask of mode {target.mode}; VOC's SegmentationClass masks are palette (P) PNGs whose pixel "
             "values are class indices (an RGB rendering of the palette cannot be read as classes)")
     values = np.array(target, dtype=np.int64)
     bad = np.setdiff1d(np.unique(values), [*range(num_classes + 1), IGNORE])

@@ -107,3 +107,37 @@ def test_bad_voc_files_stop_each_cli_in_one_line(tmp_path: Path, damage: str, ca
     assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0]
     expected = {"rgb": "palette (P) PNGs", "value": "mask values [42] are not classes", "imagesets": "val.txt"}[damage]
     assert expected in errors[0]
+
+
+def test_the_results_table_runs_its_multi_object_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The multi-object rows through the results runner: cues, ceiling, floor, models and stage 2,
+    scored by the multi-class protocol, in a table of their own with the class confusion."""
+    from crm_core.experiments import results, results_report
+    from crm_core.experiments.results_table import ROW_BY_KEY
+
+    monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
+    rows = ["informative_m3_intensity", "informative_m3_perfect_object", "informative_m3_resnet_floor",
+            "informative_m3_resnet", "informative_m3_stage2_constant", "informative_m3_stage2_resnet",
+            "informative_m3_stage2_gt"]
+    assert results.cli(["--rows", *rows, "--steps", "1", "--stage2-steps", "1", "--train-size", "16",
+                        "--test-limit", "8", "--val-limit", "8", "--jobs", "1", "--allow-dirty",
+                        "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]) == 0
+    jobs = {j["row"]: j for j in json.loads((tmp_path / "r.json").read_text())["jobs"]}
+    assert set(jobs) == set(rows)
+    for key in ("informative_m3_intensity", "informative_m3_perfect_object", "informative_m3_resnet",
+                "informative_m3_stage2_constant"):
+        assert 0 <= jobs[key]["confusion"] <= 1 and 0 <= jobs[key]["miou"] <= 1
+    assert jobs["informative_m3_perfect_object"]["miou"] > jobs["informative_m3_intensity"]["miou"]
+    from crm_core.checkpoints import load_checkpoint
+
+    assert load_checkpoint(jobs["informative_m3_resnet"]["checkpoint"]).train_config["max_objects"] == 3
+    stage2 = json.loads((tmp_path / "runs" / "results_informative_m3_stage2_resnet_s0" / "eval.json").read_text())
+    assert len(stage2["per_class_iou"]) == 5 and jobs["informative_m3_stage2_resnet"]["miou"] == stage2["miou"]
+    markdown = (tmp_path / "r.md").read_text()
+    assert "1-3 objects of distinct classes per image" in markdown and "class confusion" in markdown
+    assert results.select_rows(["main"], None, ["informative"], 3) == [ROW_BY_KEY["informative_m3_resnet"],
+                                                                      ROW_BY_KEY["informative_m3_resnet_crm"]]
+    assert all(r.max_objects == 1 for r in results.select_rows(["main"], None, ["informative"]))
+    summary = results_report.summarise(list(jobs.values()))
+    assert summary["rows"]["informative_m3_resnet"]["max_objects"] == 3

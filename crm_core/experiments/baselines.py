@@ -16,6 +16,13 @@ test, counts pooled over images):
 
 The maps go through :func:`crm_core.cams.utils.upsample_normalised` like every CAM, so a
 threshold means the same thing for a baseline and for a model.
+
+On multi-label data (several objects of different classes per image) each baseline gives a map
+per class (:func:`baseline_class_maps`) and is scored by the multi-class protocol
+(:class:`crm_core.metrics.ClassMapCurve`): the perfect masks are each class's own, pooled to the
+CAM grid; brightness and the colour classifier know no class, so every class of the image gets
+the same map and the first of them takes each pixel -- what a cue that finds objects but cannot
+name them scores.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from crm_core.cams.utils import normalize_cams, upsample_normalised
-from crm_core.metrics import ThresholdCurve
+from crm_core.metrics import ClassMapCurve, ThresholdCurve, confusion_ious
 from crm_core.thresholds import THRESHOLDS
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
@@ -125,6 +132,18 @@ def baseline_maps(name: str, batch: dict[str, torch.Tensor], cam_size: int,
     raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
 
 
+def baseline_class_maps(name: str, batch: dict[str, torch.Tensor], cam_size: int, num_classes: int,
+                        colour: ColourClassifier | None = None) -> torch.Tensor:
+    """(B, C, H, W) maps of baseline ``name`` for every class of a multi-label batch."""
+    class_mask = batch["class_mask"]
+    if name in ("perfect_head", "perfect_object"):
+        inside = (batch["parts"] == HEAD_PART) if name == "perfect_head" else class_mask != 255
+        return torch.stack([pooled_mask_map((inside & (class_mask == c + 1)).long(), cam_size)
+                            for c in range(num_classes)], 1)
+    single = baseline_maps(name, batch, cam_size, colour)  # (B, H, W): no class in it
+    return single[:, None].expand(-1, num_classes, -1, -1)
+
+
 def _batches(dataset: Any, limit: int, batch_size: int = 32):
     n = min(limit, len(dataset))
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
@@ -137,8 +156,16 @@ def fit_colour_classifier(train: Any, images: int = 400) -> ColourClassifier:
     return colour
 
 
-def _curve(name: str, dataset: Any, limit: int, cam_size: int, colour: ColourClassifier | None) -> ThresholdCurve:
+def _curve(name: str, dataset: Any, limit: int, cam_size: int,
+           colour: ColourClassifier | None) -> ThresholdCurve | ClassMapCurve:
     part_names = dict(getattr(dataset, "part_names", {}))
+    if getattr(dataset, "multi_label", False):
+        classes = int(dataset.num_classes)
+        multi = ClassMapCurve(classes, THRESHOLDS.grid, tuple(sorted(part_names)))
+        for batch in _batches(dataset, limit):
+            multi.add(baseline_class_maps(name, batch, cam_size, classes, colour), batch["labels"],
+                      batch["class_mask"], batch.get("parts"))
+        return multi
     curve = ThresholdCurve(THRESHOLDS.grid, tuple(sorted(part_names)))
     for batch in _batches(dataset, limit):
         curve.add(baseline_maps(name, batch, cam_size, colour), batch["mask"], batch.get("parts"))
@@ -151,7 +178,8 @@ def score_baseline(name: str, *, train: Any, val: Any, test: Any, cam_size: int,
 
     Returns the keys a results job has: threshold, miou, fg_iou, bg_fpr, head, body, pxap (and the
     best threshold on test, for comparison only). A map that comes from no model has no classifier
-    to be faithful to: no Average Drop."""
+    to be faithful to: no Average Drop. On multi-label data: the multi-class protocol, with the
+    class confusion and no PxAP (a single-label measure)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
     colour = fit_colour_classifier(train, colour_images) if name == "colour" else None
@@ -161,9 +189,12 @@ def score_baseline(name: str, *, train: Any, val: Any, test: Any, cam_size: int,
     index = test_curve.index_of(threshold)
     at = test_curve.at(index)
     coverage = test_curve.coverage_at(index, dict(getattr(test, "part_names", {})))
-    return {"threshold": threshold, "miou": at["miou"], "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"],
-            "head": coverage.get("head"), "body": coverage.get("body"),
-            "miou_best_on_test": test_curve.at(test_curve.best_index())["miou"], "pxap": test_curve.pxap()}
+    scores = {"threshold": threshold, "miou": at["miou"], "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"],
+              "head": coverage.get("head"), "body": coverage.get("body"),
+              "miou_best_on_test": test_curve.at(test_curve.best_index())["miou"]}
+    if isinstance(test_curve, ClassMapCurve):
+        return {**scores, "confusion": at["confusion"]}
+    return {**scores, "pxap": test_curve.pxap()}
 
 
 CONSTANT_MASKS = {"all background": 0.0, "all object": 1.0}
@@ -172,7 +203,11 @@ CONSTANT_MASKS = {"all background": 0.0, "all object": 1.0}
 def score_constant_masks(*, val: Any, test: Any, val_limit: int = 100, test_limit: int = 200) -> dict[str, Any]:
     """The floor of any mask: the better constant prediction (all background or all object),
     chosen on ``val`` by mIoU and reported on ``test`` with the keys a results job has
-    (``prediction`` names the one chosen; ``threshold`` is None, there is nothing to cut)."""
+    (``prediction`` names the one chosen; ``threshold`` is None, there is nothing to cut). On
+    multi-label data "all object" gives every pixel the image's first labelled class."""
+    if getattr(val, "multi_label", False):
+        return _score_constant_class_masks(val=val, test=test, val_limit=val_limit, test_limit=test_limit)
+
     def curves(dataset: Any, limit: int) -> dict[str, ThresholdCurve]:
         part_names = dict(getattr(dataset, "part_names", {}))
         out = {name: ThresholdCurve((0.5,), tuple(sorted(part_names))) for name in CONSTANT_MASKS}
@@ -188,6 +223,37 @@ def score_constant_masks(*, val: Any, test: Any, val_limit: int = 100, test_limi
     coverage = curve.coverage_at(0, dict(getattr(test, "part_names", {})))
     return {"prediction": chosen, "threshold": None, "miou": at["miou"], "fg_iou": at["fg_iou"],
             "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body")}
+
+
+def _score_constant_class_masks(*, val: Any, test: Any, val_limit: int, test_limit: int) -> dict[str, Any]:
+    """:func:`score_constant_masks` on multi-label data, from each constant's confusion matrix."""
+    from crm_core.metrics import class_confusion
+
+    def scores(dataset: Any, limit: int) -> dict[str, dict[str, Any]]:
+        classes = int(dataset.num_classes)
+        confusion = {name: torch.zeros(classes + 1, classes + 1, dtype=torch.int64) for name in CONSTANT_MASKS}
+        parts = dict(getattr(dataset, "part_names", {}))
+        covered = {name: {part: 0 for part in parts} for name in CONSTANT_MASKS}
+        totals = {part: 0 for part in parts}
+        for batch in _batches(dataset, limit):
+            truth = batch["class_mask"]
+            first = batch["labels"].argmax(1)[:, None, None] + 1  # the first labelled class of each image
+            for name, value in CONSTANT_MASKS.items():
+                pred = (first * int(value)).expand_as(truth)
+                confusion[name] += class_confusion(pred, truth, classes)
+                for part in parts:
+                    inside = batch["parts"] == part
+                    covered[name][part] += int((inside & (pred == truth)).sum())
+            for part in parts:
+                totals[part] += int((batch["parts"] == part).sum())
+        return {name: {**confusion_ious(confusion[name]),
+                       **{parts[p]: covered[name][p] / max(totals[p], 1) for p in parts}} for name in CONSTANT_MASKS}
+
+    on_val = scores(val, val_limit)
+    chosen = max(CONSTANT_MASKS, key=lambda name: on_val[name]["miou"])
+    at = scores(test, test_limit)[chosen]
+    return {"prediction": chosen, "threshold": None, "miou": at["miou"], "fg_iou": at["fg_iou"],
+            "bg_fpr": at["bg_fpr"], "head": at.get("head"), "body": at.get("body"), "confusion": at["confusion"]}
 
 
 __all__ = ["BASELINES", "CONSTANT_MASKS", "score_constant_masks", "Baseline", "ColourClassifier", "baseline_maps", "fit_colour_classifier", "intensity_map",

@@ -61,7 +61,7 @@ from crm_core.processes import run_jobs, threads_per_job
 
 from crm_core.experiments.results_report import fill_blocks, markdown, summarise
 from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
-from crm_core.experiments.results_table import GROUPS, README_PLAN, ROW_BY_KEY, ROWS, SEG_RECIPE, Row
+from crm_core.experiments.results_table import GROUPS, MULTI_OBJECTS, README_PLAN, ROW_BY_KEY, ROWS, SEG_RECIPE, Row
 
 log = logging.getLogger("crm_core.experiments.results")
 
@@ -221,6 +221,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         "row": row.key, "seed": seed, "checkpoint": str(path), "reused": reused,
         "accuracy": evaluation["accuracy"], "threshold": at["threshold"], "miou": at["miou"],
         "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body"),
+        "confusion": at.get("confusion"),  # several objects per image: object pixels given another present class
         "miou_best_on_test": evaluation["cam_miou_best"]["miou"],
         **{key: evaluation.get(key) for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area")},
         "references": evaluation.get("references"),  # the same metrics of maps from no model, same classifier
@@ -284,7 +285,7 @@ def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: i
                            refine=bool(row.overrides.get("superpixels")), progress=False,
                            val_threshold=source["threshold"])
     data = dict(dataset=RESULTS.dataset, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes,
-                appearance=row.appearance, data_seed=seed) if source is None else {}
+                appearance=row.appearance, data_seed=seed, max_objects=row.max_objects) if source is None else {}
     recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps}), **({"steps": 0} if row.untrained else {})}
     cfg = SegConfig(name=name, masks=masks, seed=stage2_network_seed(seed, stage2_seed), train_size=train_size,
                     test_limit=test_limit,
@@ -308,7 +309,7 @@ def recipe_data(row: Row, seed: int) -> dict[str, Any]:
     """The build_dataset keyword arguments (all but the split) of the recipe's data for ``row`` and
     ``seed``: what a no-model row is scored on and its stage-2 masks index."""
     return dict(name=RESULTS.dataset, image_size=RESULTS.image_size, data_root=None,
-                num_classes=RESULTS.num_classes, seed=seed, appearance=row.appearance)
+                num_classes=RESULTS.num_classes, seed=seed, appearance=row.appearance, max_objects=row.max_objects)
 
 
 def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None, threshold: float,
@@ -352,13 +353,15 @@ def score_constant_floor(row: Row, seed: int, test_limit: int, val_limit: int) -
     return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
 
 
-def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str]) -> list[Row]:
+def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str], max_objects: int = 1) -> list[Row]:
+    """The rows ``keys`` names, else those of ``groups`` on ``appearances`` with ``max_objects``
+    objects per image at most (1: the single-object table; the multi-object rows' own number)."""
     if keys:
         unknown = [k for k in keys if k not in ROW_BY_KEY]
         if unknown:
             raise ValueError(f"unknown rows {unknown}; choose from {sorted(ROW_BY_KEY)}")
         return [ROW_BY_KEY[k] for k in keys]
-    return [r for r in ROWS if r.group in groups and r.appearance in appearances]
+    return [r for r in ROWS if r.group in groups and r.appearance in appearances and r.max_objects == max_objects]
 
 
 def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_limit: int, checkpoint_dir: str,
@@ -449,6 +452,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, help="run these row keys only (overrides --groups)")
     p.add_argument("--appearance", nargs="+", default=list(APPEARANCES), choices=APPEARANCES,
                    help="data appearances to run")
+    p.add_argument("--max-objects", type=int, default=1, choices=(1, MULTI_OBJECTS),
+                   help=f"run the groups' single-object rows (1) or their multi-object rows ({MULTI_OBJECTS}: up to "
+                        f"{MULTI_OBJECTS} animals of distinct classes per image, scored by the multi-class protocol)")
     p.add_argument("--stage2-steps", type=int, default=SEG_RECIPE["steps"],
                    help="training steps of each stage-2 segmentation network (group stage2)")
     p.add_argument("--stage2-seeds", type=int, default=1,
@@ -508,7 +514,7 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     groups = list(args.groups) + (["legacy"] if args.exact_row else [])
     try:
-        rows = select_rows(groups, args.rows, args.appearance)
+        rows = select_rows(groups, args.rows, args.appearance, args.max_objects)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

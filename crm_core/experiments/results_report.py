@@ -18,8 +18,8 @@ from crm_core.experiments.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TA
                                                 FAITHFULNESS_METRICS, HEADLINE, HEADLINE_BEGIN, HEADLINE_COLUMNS,
                                                 HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE, PLAN_COMMAND,
                                                 REFERENCE_LABELS, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END,
-                                                RESULTS_METRICS, ROW_BY_KEY, ROWS, SEG_RECIPE, STAGE2_METRICS,
-                                                TABLE_ORDER, TINY_CAM_PEAK)
+                                                RESULTS_METRICS, ROW_BY_KEY, ROWS, SEG_RECIPE, SETTINGS,
+                                                STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -63,7 +63,7 @@ FAITHFULNESS_TITLE = ("Threshold-free and faithfulness metrics: PxAP; Average Dr
 def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
     """PxAP, faithfulness and map area of one appearance's rows that have them, beside the maps from
     no model judged by the same classifier, and the paired differences over the table's pairs."""
-    keys = [r.key for g in TABLE_ORDER for r in ROWS if r.group == g and r.appearance == appearance
+    keys = [r.key for g in TABLE_ORDER for r in ROWS if r.group == g and r.setting == appearance
             and "pxap" in summary["rows"].get(r.key, {}).get("stats", {})]
     if not any("average_drop" in summary["rows"][k]["stats"] for k in keys):
         return []
@@ -89,6 +89,24 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
 
 
 STAGE2_TITLE = "Stage 2: a segmentation network trained on the pseudo masks (informative appearance)"
+
+
+def stage2_title(setting: str) -> str:
+    """The stage-2 table's title for the rows of ``setting``."""
+    return STAGE2_TITLE if setting == "informative" else f"{STAGE2_TITLE.split(' (')[0]} ({APPEARANCE_TITLES[setting]})"
+
+
+def stage2_sections(summary: dict[str, Any], heading: str) -> list[str]:
+    """:func:`stage2_table` of every setting that has stage-2 rows, each under ``heading`` (with ``title``)."""
+    lines: list[str] = []
+    for setting in SETTINGS:
+        lines += titled(heading.format(title=stage2_title(setting)), stage2_table(summary, setting))
+    return lines
+
+
+def setting_metrics(setting: str, metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """A table's columns: with several objects per image, the class confusion beside them."""
+    return metrics if setting in APPEARANCES else (*metrics, "confusion")
 
 
 def titled(heading: str, table: list[str]) -> list[str]:
@@ -310,10 +328,11 @@ def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
     at the CAM grid (1); None for rows that have no floor or no ceiling measured."""
     row = summary["rows"][key]
     # its floor: the untrained row of the same appearance, variant and backbone
-    floor = next((r for r in summary["rows"].values() if r.get("untrained") and r["appearance"] == row["appearance"]
+    setting = ROW_BY_KEY[key].setting
+    floor = next((r for k, r in summary["rows"].items() if r.get("untrained") and ROW_BY_KEY[k].setting == setting
                   and r["model"] == row["model"] and r["overrides"].get("arch") == row["overrides"].get("arch")),
                  None)
-    ceiling = summary["rows"].get(f"{row['appearance']}_perfect_object")
+    ceiling = summary["rows"].get(f"{setting}_perfect_object")
     if row["group"] in ("floor", "baseline", "ceiling") or floor is None or ceiling is None:
         return None
     lo, hi = floor["stats"]["miou"]["mean"], ceiling["stats"]["miou"]["mean"]
@@ -321,11 +340,13 @@ def ceiling_share(summary: dict[str, Any], key: str) -> float | None:
 
 
 def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[str, ...] = CAM_TABLE_METRICS) -> list[str]:
-    """The markdown lines of one appearance's table: floor, baselines, trained rows, ceilings."""
+    """The markdown lines of one appearance's table (a setting of :data:`SETTINGS`): floor,
+    baselines, trained rows, ceilings."""
     keys = [r.key for g in TABLE_ORDER for r in ROWS
-            if r.group == g and r.appearance == appearance and r.key in summary["rows"]]
+            if r.group == g and r.setting == appearance and r.key in summary["rows"]]
     if not keys:
         return []
+    metrics = setting_metrics(appearance, metrics)
     lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in metrics) + " | floor → ceiling |",
              "| --- | --- | " + " | ".join("---" for _ in metrics) + " | --- |"]
     for key in keys:
@@ -339,22 +360,24 @@ def appearance_table(summary: dict[str, Any], appearance: str, metrics: tuple[st
     return lines
 
 
-def stage2_table(summary: dict[str, Any]) -> list[str]:
-    """The markdown lines of the stage-2 table (group ``stage2``): the segmentation network's mIoU
-    on the test split beside the mIoU of the masks it was trained on and of the CAM that made them,
-    and the paired differences between its rows (better CAMs against plain ones, the ceiling)."""
-    keys = [r.key for r in ROWS if r.group == "stage2" and r.key in summary["rows"]]
+def stage2_table(summary: dict[str, Any], setting: str = "informative") -> list[str]:
+    """The markdown lines of the stage-2 table of ``setting`` (group ``stage2``): the segmentation
+    network's mIoU on the test split beside the mIoU of the masks it was trained on and of the CAM
+    that made them, and the paired differences between its rows (better CAMs against plain ones,
+    the ceiling)."""
+    keys = [r.key for r in ROWS if r.group == "stage2" and r.setting == setting and r.key in summary["rows"]]
     if not keys:
         return []
-    titles = {**{m: METRICS[m][0] for m in STAGE2_METRICS}, "miou": "segmentation mIoU (test)"}
-    lines = ["| row | seeds | " + " | ".join(titles[m] for m in STAGE2_METRICS) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in STAGE2_METRICS) + " |"]
+    metrics = setting_metrics(setting, STAGE2_METRICS)
+    titles = {**{m: METRICS[m][0] for m in metrics}, "miou": "segmentation mIoU (test)"}
+    lines = ["| row | seeds | " + " | ".join(titles[m] for m in metrics) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
     for key in keys:
         row = summary["rows"][key]
         n = max(s["n"] for s in row["stats"].values())
         networks = row.get("networks_per_seed", 1)
         seeds = f"{n} × {networks} networks" if networks > 1 else str(n)
-        lines.append(f"| {row['label']} | {seeds} | " + " | ".join(_cell(row["stats"], m) for m in STAGE2_METRICS)
+        lines.append(f"| {row['label']} | {seeds} | " + " | ".join(_cell(row["stats"], m) for m in metrics)
                      + " |")
     lines.append("")
     for c in summary["comparisons"]:
@@ -420,12 +443,12 @@ def edges_line(summary: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     summary = report["summary"]
     lines = []
-    for appearance in APPEARANCES:
+    for appearance in SETTINGS:
         table = appearance_table(summary, appearance)
         if table:
             lines += [f"### {APPEARANCE_TITLES.get(appearance, appearance)}", "", *table, ""]
     lines += faithfulness_sections(summary, "### {title} ({appearance})")
-    lines += titled(f"### {STAGE2_TITLE}", stage2_table(summary))
+    lines += stage2_sections(summary, "### {title}")
     headline = headline_table(summary)
     if headline:
         lines += ["### Headline comparisons (the README's claims; Holm-corrected over this family)", "", *headline, ""]
@@ -510,7 +533,7 @@ def results_block(report: dict[str, Any]) -> str:
                   for a, o in oracle.items()]
         lines += ["", "(`python -m crm_core.experiments.oracle`: seed 0, fitted on 400 training images, scored on 200 test "
                   "images; brightness and the colour classifier with a threshold chosen on 100 val images.)", ""]
-    for appearance in APPEARANCES:
+    for appearance in SETTINGS:
         table = appearance_table(summary, appearance, RESULTS_METRICS)
         if not table:
             continue
@@ -526,7 +549,7 @@ def results_block(report: dict[str, Any]) -> str:
                          f"(n = {c['metrics']['miou']['n']}): {cells}")
         lines.append("")
     lines += faithfulness_sections(summary, "**{title} ({appearance})**")
-    lines += titled(f"**{STAGE2_TITLE}**", stage2_table(summary))
+    lines += stage2_sections(summary, "**{title}**")
     headline = headline_table(summary)
     if headline:
         lines += [f"**Headline comparisons** (the claims below rest on these {len(headline) - 2}; their p is "

@@ -165,9 +165,13 @@ def test_evaluate_writes_the_metrics_and_its_help_explains_them(tmp_path, capsys
     full = json.loads((tmp_path / "runs" / "metrics_cli" / "eval.json").read_text())
     assert 0.0 <= full["deletion_auc"] <= 1.0 and 0.0 <= full["insertion_auc"] <= 1.0
     assert "deletion AUC" in capsys.readouterr().out
+    assert evaluate.cli(["--checkpoint", str(checkpoint), "--split", "test", "--limit", "4", "--val-limit", "4",
+                         "--samples", "0", "--runs-dir", str(tmp_path / "runs"), "--faithfulness", "none"]) == 0
+    bare = json.loads((tmp_path / "runs" / "metrics_cli" / "eval.json").read_text())
+    assert "average_drop" not in bare and "cam_area" not in bare and np.isfinite(bare["pxap"])
     help_text = evaluate.get_args_parser().format_help()
     for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area", "deletion_auc", "insertion_auc",
-                "--faithfulness {basic,full}"):
+                "--faithfulness {none,basic,full}"):
         assert key in help_text
 
 

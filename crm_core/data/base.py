@@ -33,6 +33,19 @@ class SampleArrays(NamedTuple):
     labels: tuple[int, ...] = ()  # the class indices present in the image
 
 
+def held_out_split(count: int, split: str, every: int, length: Optional[int] = None) -> list[int]:
+    """Indices into a list of ``count`` images for ``split``: "train" all but every ``every``-th
+    image, "val" those (where thresholds are chosen), anything else all of them; the first
+    ``length`` when given. How the real datasets carve a val split out of their training list."""
+    if split == "train":
+        indices = [i for i in range(count) if i % every != 0]
+    elif split == "val":
+        indices = [i for i in range(count) if i % every == 0]
+    else:
+        indices = list(range(count))
+    return indices if length is None else indices[: max(int(length), 0)]
+
+
 def class_mask_of(mask: np.ndarray, label: int) -> np.ndarray:
     """The class mask of a single-object sample: its object pixels carry ``label + 1``."""
     return np.where(mask == 1, label + 1, mask).astype(np.int64)

@@ -15,7 +15,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from crm_core.data.base import PetsDataset, SampleArrays
+from crm_core.data.base import PetsDataset, SampleArrays, held_out_split
 from crm_core.data.errors import DatasetNotFoundError
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import pil_to_rgb, resize_rgb
@@ -109,15 +109,7 @@ class OxfordPets(PetsDataset):
             _check_files(root, tv_split)
 
         n = len(self._tv)
-        if split == "train":
-            indices = [i for i in range(n) if i % VAL_EVERY != 0]
-        elif split == "val":
-            indices = [i for i in range(n) if i % VAL_EVERY == 0]
-        else:
-            indices = list(range(n))
-        if length is not None:
-            indices = indices[: max(int(length), 0)]
-        self._indices = indices
+        self._indices = indices = held_out_split(n, split, VAL_EVERY, length)
         self.root = Path(root)
         self.split = split
         self.image_size = int(image_size)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from crm_core.api import dataset_for
+from crm_core.data.synthetic import data_setting
 from crm_core.evaluate import evaluate_checkpoint, evaluate_model, evaluate_protocol, select_threshold
 from crm_core.runs import RunDir
 from demo.checkpoint_store import CheckpointStore
@@ -124,6 +125,8 @@ class Evaluation:
         at, coverage = results["cam_miou_val_threshold"], results["coverage_val_threshold"]
         return {
             "name": name, "appearance": model.checkpoint.train_config.get("appearance", "random"),
+            "setting": data_setting(model.checkpoint.train_config.get("appearance", "random"),
+                                    model.checkpoint.train_config.get("max_objects", 1)),
             "model": model.checkpoint.model_config.variant, "threshold": finite(at["threshold"]),
             "accuracy": finite(results["accuracy"]), "miou": finite(at["miou"]), "bg_fpr": finite(at["bg_fpr"]),
             "head": finite(coverage.get("head")), "body": finite(coverage.get("body")),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.experiments import results, results_report, results_table
+from crm_core.experiments import paired_stats, results, results_report, results_table
 from crm_core.recipes import CRM
 
 
@@ -32,14 +32,14 @@ def test_paired_t_test_matches_scipy_and_hand_computed_values() -> None:
     from scipy import stats
 
     diffs = [0.12, 0.15, 0.09, 0.2, 0.11]
-    t, p = results_report.paired_t_test(diffs)
+    t, p = paired_stats.paired_t_test(diffs)
     ref = stats.ttest_rel([0.5 + d for d in diffs], [0.5] * 5)
     assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
     # 3 seeds at t = 2.89 (mean 0.05, SE 0.017): beyond 2 SE, yet p = 0.10 on 2 degrees of freedom.
-    t, p = results_report.paired_t_test([0.02, 0.05, 0.08])
+    t, p = paired_stats.paired_t_test([0.02, 0.05, 0.08])
     assert t == pytest.approx(0.05 / (0.03 / 3 ** 0.5)) and p == pytest.approx(0.102, abs=0.002)
-    assert results_report.paired_t_test([0.01] * 4) == (float("inf"), 0.0)
-    assert results_report.paired_t_test([0.0] * 4) == (0.0, 1.0)
+    assert paired_stats.paired_t_test([0.01] * 4) == (float("inf"), 0.0)
+    assert paired_stats.paired_t_test([0.0] * 4) == (0.0, 1.0)
 
 
 def test_summary_calls_an_effect_only_at_p_below_alpha_and_above_the_minimal_size() -> None:

@@ -320,8 +320,8 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
     monkeypatch.setattr(evaluation_module, "evaluate_protocol", evaluate_protocol)
     row = engine.evaluation.results_row("mine", limit=7)
     assert calls == [(model, {"limit": 7, "val_limit": 7})]  # the protocol's defaults: val threshold, test report
-    assert row == {"name": "mine", "appearance": "informative", "model": "resnet_drs", "threshold": 0.35,
-                   "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None,
+    assert row == {"name": "mine", "appearance": "informative", "setting": "informative", "model": "resnet_drs",
+                   "threshold": 0.35, "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None,
                    "pxap": 0.7, "average_drop": 31.5, "cam_area": 0.25}
 
 

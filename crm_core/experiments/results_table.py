@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_core.data.synthetic import APPEARANCES
+from crm_core.data.synthetic import APPEARANCES, data_setting
 from crm_core.recipes import CRM, EFFICIENTNET_LENGTH, RESULTS
 
 
@@ -32,7 +32,7 @@ class Row:
     def setting(self) -> str:
         """The data a row's table is about: its appearance, with several objects per image marked
         (``informative_m3``); rows of one setting share a table, a floor and a ceiling."""
-        return self.appearance if self.max_objects == 1 else f"{self.appearance}_m{self.max_objects}"
+        return data_setting(self.appearance, self.max_objects)
 
     def train_fields(self, steps: int, crm_overrides: dict[str, Any]) -> dict[str, Any]:
         values = {**RESULTS.fields(), "model": self.model, "appearance": self.appearance, "crm": self.crm,

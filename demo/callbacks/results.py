@@ -197,6 +197,12 @@ def _parts_markdown(made: dict[str, Any]) -> str:
             f"--merge)</summary>\n\n{items}\n\n</details>")
 
 
+def _setting(row: dict[str, Any]) -> str:
+    """The data a row is about: its appearance, or its multi-object setting (``informative_m3``);
+    reports written before settings existed carry the appearance alone."""
+    return str(row.get("setting") or row.get("appearance") or "random")
+
+
 @user_errors
 def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_rows: Any = None) -> tuple:
     """The Results tab: docs/results.json's rows of one data appearance (table, strip plot, comparisons),
@@ -215,14 +221,14 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
             f"No results report yet (docs/results.json is missing): make it with `{plan}`"
     summary = (report or {}).get("summary") or {}
     every_row = summary.get("rows") or {}
-    present = {str(r.get("appearance", "random")) for r in every_row.values()}
-    present |= {str(u.get("appearance")) for u in user_rows}
+    present = {_setting(r) for r in every_row.values()}
+    present |= {_setting(u) for u in user_rows}
     # Every known appearance stays a choice (an API call may ask for one the report lacks yet);
     # the default is the first one the report has.
     choices = list(dict.fromkeys([*APPEARANCES, *sorted(present, key=str)]))
     appearance = appearance if appearance in choices else next((a for a in choices if a in present), choices[0])
-    rows = {key: r for key, r in every_row.items() if r.get("appearance", "random") == appearance}
-    mine = [u for u in user_rows if str(u.get("appearance")) == appearance]
+    rows = {key: r for key, r in every_row.items() if _setting(r) == appearance}
+    mine = [u for u in user_rows if _setting(u) == appearance]
     edges = edges_line(summary, rows)
     if edges:
         status = f"{status} {safe_message(edges)}"
@@ -245,4 +251,4 @@ def results_evaluate(engine: DashboardEngine, model: Any, appearance: Any, metri
         progress(0.05, desc=f"evaluating {model}: threshold on val, scores on test")
     row = engine.evaluation.results_row(model)
     rows = [u for u in (user_rows or []) if isinstance(u, dict) and u.get("name") != model] + [row]
-    return (rows, *results_view(engine, row.get("appearance", appearance), metric, rows))
+    return (rows, *results_view(engine, _setting(row) if row.get("appearance") else appearance, metric, rows))

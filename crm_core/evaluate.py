@@ -85,7 +85,7 @@ class FaithfulnessScorer:
 
     def _class_score(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """The classifier's softmax probability of ``classes``, one per image."""
-        return self.model.predict(images, self.drs_delta).probs.gather(1, classes[:, None])[:, 0]
+        return self.model.probabilities(images, self.drs_delta).gather(1, classes[:, None])[:, 0]
 
     def add(self, images: torch.Tensor, out: Any, masks: torch.Tensor) -> None:
         """One batch: ``out`` is the model's Explanation of ``images`` (its class, logits and CAMs)."""

@@ -114,6 +114,12 @@ class CamModel:
         return Prediction(F.softmax(logits, dim=1), class_cams(self.classifier, features))  # cams (B, C, h, w)
 
     @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, drs_delta: float | None = None) -> torch.Tensor:
+        """(B, C) softmax probabilities alone: :meth:`predict` without its maps, for callers that
+        judge a map by the class's probability (faithfulness, deletion and insertion)."""
+        return F.softmax(self._forward(images, drs_delta).logits, dim=1)
+
+    @torch.no_grad()
     def explain(
         self,
         images: torch.Tensor,

@@ -166,7 +166,7 @@ class Inference:
                 out = model.explain(x, None if class_index is None else int(class_index), drs_delta, size, method)
             probs, c, cam = out.probs[0], int(out.classes[0]), out.cams[0]  # cam (H, W)
         else:
-            probs = model.predict(x, drs_delta).probs[0]
+            probs = model.probabilities(x, drs_delta)[0]
             c = int(probs.argmax()) if class_index is None else int(class_index)
             cam = upsample_normalised(self._package_cam(model, x, c, drs_delta, method.split(":", 1)[1]), size)[0]
         return CamOutput(cam=cam.cpu().numpy().astype(np.float32),
@@ -267,8 +267,8 @@ class Inference:
         at_input = F.interpolate(cam_t[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         c = torch.tensor([int(class_index)])
         with torch.no_grad():
-            y = model.predict(x, drs_delta).probs[:, c[0]]
-            o = model.predict(x * at_input[:, None].clamp(0, 1), drs_delta).probs[:, c[0]]  # E = map x image
+            y = model.probabilities(x, drs_delta)[:, c[0]]
+            o = model.probabilities(x * at_input[:, None].clamp(0, 1), drs_delta)[:, c[0]]  # E = map x image
         judged = Faithfulness()
         judged.add(y, o, cam_t[None])
         out = {"probability": float(y), "probability_explained": float(o), **judged.summary()}

@@ -425,3 +425,20 @@ def test_drop_rows_removes_their_jobs_and_records_the_removal_as_a_part(tmp_path
     assert len(parts) == len(results_report.parts_of(report["meta"])) + 1
     assert results.cli(["--json", str(path), "--out", "", "--drop-rows", "no_such_row"]) == 2
     assert json.loads(path.read_text()) == kept  # a refused removal writes nothing
+
+
+def test_a_cam_is_paired_with_each_map_from_no_model_under_its_own_classifier() -> None:
+    """Per seed, the CAM's PxAP / Average Drop against the references scored beside it: the paired
+    difference is the mean of the per-seed differences, tested as every comparison is."""
+    jobs = [{"row": "informative_resnet", "seed": s, "pxap": 0.5 + 0.01 * s, "average_drop": 4.0 + s,
+             "references": {"intensity": {"pxap": 0.45 + 0.012 * s, "average_drop": 4.0 + s},
+                            "random": {"pxap": 0.2, "average_drop": 50.0 - s}}} for s in range(4)]
+    versus = results_report.reference_comparisons(jobs, "informative_resnet")
+    assert versus["intensity"]["pxap"]["diff"] == pytest.approx(0.05 - 0.002 * 1.5)
+    assert versus["intensity"]["pxap"]["n"] == 4 and versus["intensity"]["pxap"]["effect"]
+    assert versus["intensity"]["average_drop"]["diff"] == 0.0 and not versus["intensity"]["average_drop"]["effect"]
+    assert versus["random"]["average_drop"]["diff"] == pytest.approx(-46.0 + 3.0)
+    summary = results_report.summarise(jobs)
+    assert summary["rows"]["informative_resnet"]["vs_references"] == versus
+    lines = "\n".join(results_report.faithfulness_table(summary, "informative"))
+    assert "resnet − brightness under its classifier (exploratory): PxAP" in lines

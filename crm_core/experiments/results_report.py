@@ -49,6 +49,24 @@ def reference_stats(jobs: list[dict[str, Any]], row: str) -> dict[str, dict[str,
     return out
 
 
+def reference_comparisons(jobs: list[dict[str, Any]], row: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``row``'s CAM against each map from no model scored beside it (same seed, same classifier,
+    same images): paired differences (CAM - reference) over seeds of PxAP, Average Drop, Increase
+    in Confidence and area, with the table's effect rule. Does the trained map beat doing nothing?"""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in REFERENCE_LABELS:
+        for metric in FAITHFULNESS_METRICS:
+            own, ref = _values(jobs, row, metric), {}
+            for job in jobs:
+                value = ((job.get("references") or {}).get(name) or {}).get(metric)
+                if job["row"] == row and value is not None and math.isfinite(value):
+                    ref[job["seed"]] = float(value)
+            seeds = sorted(set(own) & set(ref))
+            if len(seeds) > 1:
+                out.setdefault(name, {})[metric] = compare([own[s] - ref[s] for s in seeds], metric)
+    return out
+
+
 FAITHFULNESS_TITLE = ("Threshold-free and faithfulness metrics: PxAP; Average Drop and Increase in Confidence "
                       "of the map times the image under the row's own classifier; the map's area at half its peak")
 
@@ -72,6 +90,12 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
         lines.append(f"| {row['label']} | {n} | " + " | ".join(_cell(row["stats"], m) for m in FAITHFULNESS_METRICS)
                      + " | " + " | ".join(ref_cells) + " |")
     lines.append("")
+    for key in keys:
+        for name, metrics in summary["rows"][key].get("vs_references", {}).items():
+            cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(metrics[m])}" for m in FAITHFULNESS_METRICS
+                              if m in metrics)
+            lines.append(f"- {summary['rows'][key]['label']} − {REFERENCE_LABELS[name]} under its classifier "
+                         f"(exploratory): {cells}")
     for c in summary["comparisons"]:
         if c["row"] in keys and c["baseline"] in keys and any(m in c["metrics"] for m in FAITHFULNESS_METRICS):
             cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'][m])}" for m in FAITHFULNESS_METRICS
@@ -143,6 +167,7 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             references = reference_stats(jobs, row.key)
             if references:
                 rows[row.key]["references"] = references
+                rows[row.key]["vs_references"] = reference_comparisons(jobs, row.key)
     comparisons = []
     for key, base in COMPARISONS:
         if key not in rows or base not in rows:

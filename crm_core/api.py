@@ -34,6 +34,7 @@ from crm_core.cams import DEFAULT_CAM_METHOD, upsample_cams, upsample_normalised
 from crm_core.checkpoints import CheckpointError
 from crm_core.data.errors import DatasetNotFoundError, ImageError
 from crm_core.data.transforms import load_image, to_uint8_image
+from crm_core.data.voc import voc_palette
 from crm_core.explain import CamModel, Explanation, Prediction, dataset_for, list_checkpoints, superpixels
 from crm_core.metrics import describe_cam_dependence
 from crm_core.models import DRS_DEFAULT_DELTA
@@ -51,7 +52,7 @@ __all__ = [
     "CheckpointError", "DatasetNotFoundError", "ImageError", "TrainingDiverged", "WeightsNotFoundError",
     # images, CAM maps and their pictures
     "load_image", "to_uint8_image", "upsample_cams", "upsample_normalised",
-    "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline",
+    "boundaries_overlay", "cam_overlay", "jet_colormap", "mask_outline", "voc_palette",
     # runs and training
     "CRM_RECIPE", "DRS_DEFAULT_DELTA", "METRIC_COLUMNS", "RESULTS_RECIPE", "TrainConfig", "describe_cam_dependence",
     # where CAMs are cut: the pseudo-mask band, the fixed threshold, the sliders' first value

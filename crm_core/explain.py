@@ -83,6 +83,13 @@ class CamModel:
         return self.checkpoint.model_config.drs
 
     @property
+    def multi_label(self) -> bool:
+        """Trained on several classes per image (multi-label soft-margin loss): its classes are
+        scored each on its own (sigmoid), not against each other."""
+        train = self.checkpoint.train_config
+        return int(train.get("max_objects", 1)) > 1 or self.checkpoint.dataset == "voc"
+
+    @property
     def has_reconstructor(self) -> bool:
         return self.reconstructor is not None
 

@@ -38,7 +38,7 @@ from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_
 from crm_core.postprocess import FOREGROUND, pseudo_trimap
 from demo.checkpoint_store import CheckpointStore
 from demo.locks import HOOKS, PERCEPTUAL, OrderedLock
-from demo.protocol import CamOutput, Reconstruction, Sample, SuperpixelRefinement
+from demo.protocol import CamOutput, ClassCams, Reconstruction, Sample, SuperpixelRefinement
 
 __all__ = ["PACKAGE_METHODS", "PACKAGE_REQUIREMENT", "Inference", "cam_method_labels", "package_cam_available", "refine_with_superpixels",
            "score_pseudo_mask"]
@@ -134,8 +134,9 @@ class Inference:
                 raise ValueError(f"sample index must be in 0..{len(dataset) - 1}, got {index}")
             item = dataset[index]
             label = int(item["label"])
+            labels = tuple(int(c) for c in torch.nonzero(item["labels"]).flatten()) if "labels" in item else (label,)
             out.append(Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
-                              class_name=model.class_names[label], index=index))
+                              class_name=model.class_names[label], index=index, labels=labels))
         return out
 
     def load_upload(self, name: str, image: str | Path | np.ndarray) -> Sample:
@@ -189,6 +190,23 @@ class Inference:
             with cls(model=LogitsOnly(classifier), target_layers=[classifier.feature_layer]) as cam:
                 maps = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c)])  # (1, S, S) numpy
         return torch.from_numpy(np.nan_to_num(np.asarray(maps, dtype=np.float32))).clamp_min(0)
+
+    def class_cams(self, name: str, image: np.ndarray, classes: Sequence[int] | None = None, top_k: int = 3,
+                   drs_delta: float | None = None) -> ClassCams:
+        model = self._store.model(name)
+        count = len(model.class_names)
+        x = model.preprocess(image)[None]
+        logits, maps = model.class_maps(x, drs_delta, size=tuple(image.shape[:2]))
+        scores = (torch.sigmoid(logits) if model.multi_label else F.softmax(logits, dim=1))[0]
+        if classes is None:
+            chosen = scores.topk(min(max(int(top_k), 1), count)).indices.tolist()
+        else:
+            chosen = [int(c) for c in classes]
+            if any(not 0 <= c < count for c in chosen):
+                raise ValueError(f"class indices must be in 0..{count - 1}, got {chosen}")
+        return ClassCams(classes=chosen, names=[model.class_names[c] for c in chosen],
+                         cams=maps[0, chosen].cpu().numpy().astype(np.float32),
+                         scores=[float(scores[c]) for c in chosen], multi_label=model.multi_label)
 
     def cams_for_samples(self, name: str, samples: Sequence[Sample], classes: str = "label",
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -38,5 +38,5 @@ def build_app(engine: DashboardEngine, access: Access | None = None) -> gr.Block
             ft_base = finetune.build(page, runs_sel)
         # The checkpoint menus, in the order demo.callbacks.refresh_checkpoints takes them.
         pickers = [view.model_a, view.model_b, drs_model, sp_model, browse_model, rec_models, ft_base, runs_sel]
-        wire_page(app, page, head, pickers, view.startup)
+        wire_page(app, page, head, pickers, view.startup, view.then_classes)
     return app

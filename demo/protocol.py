@@ -54,6 +54,18 @@ class Sample:
     label: int | None = None  # image-level class index
     class_name: str | None = None
     index: int | None = None  # dataset index (None: uploaded)
+    labels: tuple[int, ...] | None = None  # every class in the image (a dataset sample's ground truth)
+
+
+@dataclass
+class ClassCams:
+    """The CAMs of several classes of one image, from one forward pass (a multi-label view)."""
+
+    classes: list[int]  # class indices, in the order shown
+    names: list[str]
+    cams: np.ndarray  # float32 (K, H, W), each max-normalised
+    scores: list[float]  # each class's probability: sigmoid for a multi-label model, softmax otherwise
+    multi_label: bool  # the model was trained on several classes per image
 
 
 @dataclass
@@ -231,6 +243,11 @@ class InferenceService(Protocol):
             method: str = DEFAULT_CAM_METHOD, size: tuple[int, int] | None = None) -> CamOutput:
         """CAM of one uint8 image for ``class_index`` (None: predicted) by ``method`` (a key of
         :meth:`cam_methods`), with every class's probability."""
+
+    def class_cams(self, name: str, image: np.ndarray, classes: Sequence[int] | None = None, top_k: int = 3,
+                   drs_delta: float | None = None) -> ClassCams:
+        """The closed-form Grad-CAM++ of each of ``classes`` (None: the ``top_k`` classes the model
+        scores highest) on one uint8 image, from one forward pass."""
 
     def cams_for_samples(self, name: str, samples: Sequence[Sample], classes: str = "label",
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from crm_core.api import boundaries_overlay, cam_overlay, jet_colormap, mask_outline, upsample_cams
+from crm_core.api import boundaries_overlay, cam_overlay, jet_colormap, mask_outline, upsample_cams, voc_palette
 
 DISPLAY = 256  # side of the pictures in the views, pixels
 THUMB = 224  # side of gallery thumbnails
@@ -110,6 +110,32 @@ def trimap_view(rgb: np.ndarray, trimap: np.ndarray, gt: np.ndarray | None = Non
     out[fg] = 0.55 * base[fg] + 0.45 * FG_COLOUR
     out[unc] = 0.55 * base[unc] + 0.45 * UNCERTAIN_COLOUR
     return _outline(np.round(out).clip(0, 255).astype(np.uint8), gt, size)
+
+
+LEGEND_ROW = 16  # height of one line of a class mask's legend, pixels
+
+
+def class_mask_view(rgb: np.ndarray, cams: np.ndarray, classes: list[int], names: list[str], background: float,
+                    gt: np.ndarray | None = None, size: int = DISPLAY) -> np.ndarray:
+    """A multi-label pseudo mask: each pixel takes the class whose CAM leads there if that CAM
+    reaches the ``background`` score (``cams`` (K, H, W) of ``classes``), tinted in VOC's palette
+    colour of the class, background dimmed, ground truth outlined; a legend of the colours below."""
+    cams = np.stack([upscale_map(c, size) for c in np.asarray(cams, dtype=np.float32)])  # (K, size, size)
+    lead, top = cams.argmax(0), cams.max(0)
+    palette = np.array(voc_palette(), dtype=np.float64).reshape(256, 3)
+    base = upscale(rgb, size).astype(np.float64)
+    out = base * 0.3
+    for k, c in enumerate(classes):
+        at = (lead == k) & (top >= background)
+        out[at] = 0.45 * base[at] + 0.55 * palette[c + 1]
+    picture = _outline(np.round(out).clip(0, 255).astype(np.uint8), gt, size)
+    legend = Image.new("RGB", (size, LEGEND_ROW * len(classes) + 4), (BAR_BACKGROUND,) * 3)
+    draw = ImageDraw.Draw(legend)
+    for row, (c, name) in enumerate(zip(classes, names)):
+        y = 2 + row * LEGEND_ROW
+        draw.rectangle((4, y + 2, 16, y + 12), fill=tuple(int(v) for v in palette[c + 1]))
+        draw.text((22, y), str(name)[:30], fill=(0, 0, 0), font=_font())
+    return np.concatenate([picture, np.asarray(legend)], axis=0)
 
 
 def error_view(error: np.ndarray, vmax: float = 0.5, size: int = DISPLAY) -> np.ndarray:

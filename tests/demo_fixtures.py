@@ -16,8 +16,9 @@ import numpy as np
 from crm_core.api import TrainConfig, load_image, to_uint8_image
 from demo.engine import read_results, refine_with_superpixels, score_pseudo_mask
 from demo.results_reader import ResultsReader
-from demo.protocol import (NAME_RE, STAGE2_MAX_STEPS, CamOutput, FineTuneRequest, InvalidName, Reconstruction, RunInfo,
-                           Sample, Stage2Request, Stage2View, SuperpixelRefinement, TrainingBusy)
+from demo.protocol import (NAME_RE, STAGE2_MAX_STEPS, CamOutput, ClassCams, FineTuneRequest, InvalidName,
+                           Reconstruction, RunInfo, Sample, Stage2Request, Stage2View, SuperpixelRefinement,
+                           TrainingBusy)
 
 SIZE = 32
 CLASSES = ["stripes_h", "stripes_v", "checker"]
@@ -39,7 +40,7 @@ def _sample(index: int) -> Sample:
     mask[lo:lo + 12, lo:lo + 14] = 1
     image[mask == 1] = (200, 120, 40)
     label = index % len(CLASSES)
-    return Sample(image=image, mask=mask, label=label, class_name=CLASSES[label], index=index)
+    return Sample(image=image, mask=mask, label=label, class_name=CLASSES[label], index=index, labels=(label,))
 
 
 def _cam_map(image: np.ndarray, spread: float) -> np.ndarray:
@@ -136,6 +137,14 @@ class FakeInference:
         c = 2 if class_index is None else class_index
         probs = {n: (0.7 if i == 2 else 0.15) for i, n in enumerate(CLASSES)}
         return CamOutput(cam=_cam_map(image, spread), probs=probs, class_index=c, class_name=CLASSES[c], predicted=2)
+
+    def class_cams(self, name: str, image: np.ndarray, classes: Any = None, top_k: int = 3,
+                   drs_delta: float | None = None) -> ClassCams:
+        self._checkpoints.path(name)
+        chosen = list(range(min(top_k, len(CLASSES)))) if classes is None else [int(c) for c in classes]
+        cams = np.stack([_cam_map(image, 0.02 + 0.01 * c) for c in chosen])
+        return ClassCams(classes=chosen, names=[CLASSES[c] for c in chosen], cams=cams,
+                         scores=[0.5] * len(chosen), multi_label=False)  # the fakes are single-label models
 
     def cams_for_samples(self, name: str, samples: list[Sample], classes: str = "label",
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from demo.callbacks.browse import BROWSE_ORDERS, browse, open_in_compare
 from demo.callbacks.common import (DEFAULT_THRESHOLD, MAX_BROWSE, PREDICTED, USER_ERRORS, explained_class,
                                    resolve_source, user_errors)
-from demo.callbacks.compare import compare, current_picture, load_sample, sample_gallery, startup
+from demo.callbacks.compare import class_view, compare, current_picture, load_sample, sample_gallery, startup
 from demo.callbacks.drs import CURVE_COLUMNS, CURVE_DELTAS, STRIP_DELTAS, drs_curve, drs_model_info, drs_strip, drs_view
 from demo.callbacks.finetune import (MAX_STEPS, base_defaults, fine_tune, fine_tune_request, select_new_run,
                                      stop_training, suggest_name)
@@ -38,7 +38,7 @@ __all__ = [
     "NO_BASE", "PREFERRED_B", "checkpoint_choices", "checkpoints_markdown", "default_drs", "default_pair",
     "refresh_checkpoints",
     # tabs, in layout order
-    "compare", "current_picture", "load_sample", "sample_gallery", "startup",
+    "class_view", "compare", "current_picture", "load_sample", "sample_gallery", "startup",
     "BROWSE_ORDERS", "browse", "open_in_compare",
     "CURVE_COLUMNS", "CURVE_DELTAS", "STRIP_DELTAS", "drs_curve", "drs_model_info", "drs_strip", "drs_view",
     "superpixel_view",

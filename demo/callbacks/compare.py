@@ -80,6 +80,31 @@ def compare(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, ind
     return ov_a, ov_b, lab_a, lab_b, mask_a, mask_b, "\n\n".join(lines)
 
 
+@user_errors
+def class_view(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, index: Any,
+               threshold: Any) -> list[tuple[np.ndarray, str]]:
+    """A multi-label model's view of several objects: the CAM of each class in the image (a dataset
+    sample's own classes; an upload's three top-scored) and the class mask they make at the
+    threshold as the background score, for model A then model B. A single-label model adds
+    nothing here: its one CAM is the view above."""
+    model_a = _model_name(engine, model_a, "model A")
+    model_b = _model_name(engine, model_b, "model B")
+    threshold = _threshold(threshold)
+    source = resolve_source(engine, model_a, image, index)
+    items: list[tuple[np.ndarray, str]] = []
+    for tag, model in (("A", model_a), ("B", model_b)):
+        count = len(engine.checkpoints.class_names(model))
+        own = list(source.labels) if source.labels and all(c < count for c in source.labels) else None
+        out = engine.inference.class_cams(model, source.image, own)
+        if not out.multi_label:
+            continue
+        for name, cam, score in zip(out.names, out.cams, out.scores):
+            items.append((render.overlay(source.image, cam, source.mask), f"{tag}: {name} (p {score:.2f})"))
+        items.append((render.class_mask_view(source.image, out.cams, out.classes, out.names, threshold, source.mask),
+                      f"{tag}: class mask, background score {threshold:.2f}"))
+    return items
+
+
 def _cam_metrics_text(metrics: dict[str, float]) -> str:
     """PxAP (with a ground truth) and the faithfulness of the map: the class's probability on the map
     times the image against the image itself, and how much of the image the map keeps."""

@@ -137,9 +137,11 @@ def header(access: Access) -> Header:
     return Header(models_md, refresh_btn)
 
 
-def wire_page(app: gr.Blocks, page: Page, head: Header, pickers: list, startup: tuple[list, list]) -> None:
+def wire_page(app: gr.Blocks, page: Page, head: Header, pickers: list, startup: tuple[list, list],
+              after_startup: Callable[[Any], Any] | None = None) -> None:
     """The events that span the tabs: the header's refresh, the page's load (menus verified, then
-    the Compare view filled: ``startup`` is its inputs and outputs), then what the tabs asked for.
+    the Compare view filled: ``startup`` is its inputs and outputs, ``after_startup`` chains what
+    follows it), then what the tabs asked for.
 
     The public refresh is bound before any private one: gradio names a private event after its
     function, and a later public event of the same name would get a suffix.
@@ -147,8 +149,10 @@ def wire_page(app: gr.Blocks, page: Page, head: Header, pickers: list, startup: 
     menus = (page.bind(cb.refresh_checkpoints), pickers, pickers + [head.models])
     head.refresh.click(*menus, api_name="refresh_checkpoints")
     startup_in, startup_out = startup
-    app.load(*menus, **PRIVATE).then(page.bind(cb.startup), startup_in, startup_out + [head.models],
-                                     api_name="startup")
+    loaded = app.load(*menus, **PRIVATE).then(page.bind(cb.startup), startup_in, startup_out + [head.models],
+                                              api_name="startup")
+    if after_startup is not None:
+        after_startup(loaded)
     for event, then in page.menu_refreshes:
         refreshed = event.then(*menus, **PRIVATE)
         if then is not None:

@@ -30,6 +30,8 @@ class Compare:
     outputs: list
     compare: Callable
     sample_gallery: Callable
+    class_gallery: gr.Gallery
+    class_view: Callable
 
     @property
     def inputs(self) -> list:
@@ -47,10 +49,19 @@ class Compare:
         return ([self.model_a, self.model_b, self.class_choice, self.threshold, self.method],
                 [self.samples, self.class_choice, self.sample_index, self.input_image] + self.outputs)
 
+    @property
+    def class_inputs(self) -> list:
+        """What the per-class view reads: both models, the image and the threshold (the background score)."""
+        return [self.model_a, self.model_b, self.input_image, self.sample_index, self.threshold]
+
+    def then_classes(self, event: Any) -> Any:
+        """After ``event`` redrew the comparison: the per-class CAMs of multi-label models."""
+        return event.then(self.class_view, self.class_inputs, [self.class_gallery], **PRIVATE)
+
     def show_sample(self, event: Any) -> Any:
         """After ``event`` picked model A and its sample: its gallery, then the comparison."""
-        return event.then(self.sample_gallery, [self.model_a], [self.samples, self.class_choice], **PRIVATE).then(
-            self.compare, self.inputs, self.outputs, **PRIVATE)
+        return self.then_classes(event.then(self.sample_gallery, [self.model_a], [self.samples, self.class_choice],
+                                            **PRIVATE).then(self.compare, self.inputs, self.outputs, **PRIVATE))
 
 
 def build(page: Page) -> Compare:
@@ -90,12 +101,16 @@ def build(page: Page) -> Compare:
                               interactive=False, **VIEW)
             with gr.Column(scale=2):
                 compare_md = gr.Markdown(elem_id="compare-info")
+        class_gallery = gr.Gallery(label="Multi-label models: the CAM of each class in the image (an upload: the three "
+                                         "top-scored) and the class mask they make, the threshold as the background "
+                                         "score", columns=6, height=320, format="png", allow_preview=True,
+                                   object_fit="contain", elem_id="class-gallery")
         samples = gr.Gallery(label="Test samples of model A's dataset: click one", columns=8,
                              height=300, format="png", allow_preview=False, object_fit="contain",
                              elem_id="sample-gallery")
     view = Compare(model_a, model_b, class_choice, threshold, method, input_image, sample_index, samples,
                    [overlay_a, overlay_b, label_a, label_b, mask_a, mask_b, compare_md],
-                   page.bind(cb.compare), page.bind(cb.sample_gallery))
+                   page.bind(cb.compare), page.bind(cb.sample_gallery), class_gallery, page.bind(cb.class_view))
     _wire(page, view, compare_btn)
     page.on_open(tab)
     return view
@@ -103,20 +118,21 @@ def build(page: Page) -> Compare:
 
 def _wire(page: Page, view: Compare, compare_btn: gr.Button) -> None:
     compare, compare_in, compare_out = view.compare, view.inputs, view.outputs
-    gr.on([compare_btn.click, view.model_b.input, view.class_choice.input, view.method.input, view.threshold.release],
-          compare, compare_in, compare_out, api_name="compare")
-    view.model_a.input(view.sample_gallery, [view.model_a], [view.samples, view.class_choice],
-                       api_name="sample_gallery").then(
+    then_classes = view.then_classes
+    then_classes(gr.on([compare_btn.click, view.model_b.input, view.class_choice.input, view.method.input,
+                        view.threshold.release], compare, compare_in, compare_out, api_name="compare"))
+    then_classes(view.model_a.input(view.sample_gallery, [view.model_a], [view.samples, view.class_choice],
+                                    api_name="sample_gallery").then(
         page.bind(cb.current_picture), [view.model_a, view.sample_index], [view.input_image], **PRIVATE).then(
-        compare, compare_in, compare_out, **PRIVATE)
-    view.sample_index.submit(page.bind(cb.load_sample), [view.model_a, view.sample_index],
-                             [view.sample_index, view.input_image], api_name="load_sample").then(
-        compare, compare_in, compare_out, **PRIVATE)
+        compare, compare_in, compare_out, **PRIVATE))
+    then_classes(view.sample_index.submit(page.bind(cb.load_sample), [view.model_a, view.sample_index],
+                                          [view.sample_index, view.input_image], api_name="load_sample").then(
+        compare, compare_in, compare_out, **PRIVATE))
 
     def pick_sample(model: Any, evt: gr.SelectData) -> tuple:
         return cb.load_sample(page.engine, model, evt.index)
 
-    view.samples.select(pick_sample, [view.model_a], [view.sample_index, view.input_image], **PRIVATE).then(
-        compare, compare_in, compare_out, **PRIVATE)
-    view.input_image.upload(lambda: -1, None, [view.sample_index], **PRIVATE).then(
-        compare, compare_in, compare_out, **PRIVATE)
+    then_classes(view.samples.select(pick_sample, [view.model_a], [view.sample_index, view.input_image],
+                                     **PRIVATE).then(compare, compare_in, compare_out, **PRIVATE))
+    then_classes(view.input_image.upload(lambda: -1, None, [view.sample_index], **PRIVATE).then(
+        compare, compare_in, compare_out, **PRIVATE))

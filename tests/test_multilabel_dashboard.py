@@ -1,0 +1,89 @@
+"""The dashboard on several objects per image: Compare's per-class view for a multi-label model
+(the engine's class CAMs of a real checkpoint, the callback's pictures), nothing added for a
+single-label one, and the same view in a real chromium."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crm_core.train import TrainConfig, main as train_main
+from demo import callbacks as cb
+from demo.engine import Engine
+from demo_fixtures import FakeEngine
+
+
+def _multi_object_checkpoint(checkpoints: Path, runs: Path) -> Path:
+    return train_main(TrainConfig(name="multi", model="resnet", arch="resnet18", crm=False, max_objects=3,
+                                  appearance="informative", image_size=64, steps=2, epochs=1, batch_size=8,
+                                  train_size=16, val_limit=8, checkpoint_dir=str(checkpoints), runs_dir=str(runs),
+                                  device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def multi_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    root = tmp_path_factory.mktemp("multi")
+    _multi_object_checkpoint(root / "checkpoints", root / "runs")
+    return Engine(root / "checkpoints", root / "runs", eval_limit=4)
+
+
+def test_a_multi_label_model_shows_each_class_of_the_image_and_their_class_mask(multi_engine: Engine) -> None:
+    engine = multi_engine
+    index = next(i for i in range(40) if len(engine.inference.sample("multi", i).labels) >= 2)
+    sample = engine.inference.sample("multi", index)
+    names = engine.checkpoints.class_names("multi")
+    out = engine.inference.class_cams("multi", sample.image, sample.labels)
+    assert out.multi_label and out.classes == list(sample.labels) and out.cams.shape == (len(sample.labels), 64, 64)
+    assert all(0 <= s <= 1 for s in out.scores) and np.allclose(out.cams.max(axis=(1, 2)), 1.0, atol=1e-5)
+    items = cb.class_view(engine, "multi", "multi", None, index, 0.3)
+    captions = [caption for _, caption in items]
+    expected = [f"A: {names[c]}" for c in sample.labels]
+    assert [c.split(" (p")[0] for c in captions[:len(expected)]] == expected
+    assert captions[len(expected)] == "A: class mask, background score 0.30" and len(items) == 2 * (len(expected) + 1)
+    mask_picture = items[len(expected)][0]
+    assert mask_picture.shape[0] > mask_picture.shape[1]  # the legend below the mask, a line per class
+    # an upload has no labels: the three classes the model scores highest
+    upload = cb.class_view(engine, "multi", "multi", sample.image, -1, 0.3)
+    assert len(upload) == 2 * (3 + 1)
+
+
+def test_a_single_label_model_adds_nothing(tmp_path: Path) -> None:
+    assert cb.class_view(FakeEngine(), "resnet", "resnet_drs", None, 3, 0.3) == []
+
+
+@pytest.mark.browser
+def test_the_per_class_view_in_chromium(tmp_path: Path) -> None:
+    """A multi-object checkpoint served as app.py serves it: Compare opens on its sample with one
+    CAM per class of the image and the class mask with its legend; single-label views unchanged."""
+    from test_browser import ARTIFACTS, _open, _require_browser
+
+    from demo_fixtures import served_app
+
+    sync_playwright = _require_browser()
+    from playwright.sync_api import expect
+
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    _multi_object_checkpoint(checkpoints, runs)
+    engine = Engine(checkpoints, runs, eval_limit=4)
+    index = next(i for i in range(40) if len(engine.inference.sample("multi", i).labels) >= 2)
+    names = [engine.checkpoints.class_names("multi")[c] for c in engine.inference.sample("multi", index).labels]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with served_app(checkpoints, runs) as url, sync_playwright() as playwright:
+        browser, page, errors = _open(playwright)
+        try:
+            page.goto(url)
+            gallery = page.locator("#class-gallery")
+            expect(gallery).to_contain_text("A: class mask, background score", timeout=120_000)  # filled on load
+            box = page.locator("#sample-index input[type=number]")
+            box.fill(str(index))
+            box.press("Enter")
+            expect(page.locator("#compare-info")).to_contain_text(f"test sample #{index}", timeout=60_000)
+            for name in names:
+                expect(gallery).to_contain_text(f"A: {name}", timeout=60_000)
+                expect(gallery).to_contain_text(f"B: {name}")
+            expect(page.locator("#overlay-a img")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "multi_object_compare.png"), full_page=True)
+        finally:
+            browser.close()
+        assert not errors, errors

@@ -95,6 +95,7 @@ class FineTuneRunner:
             batch_size=int(request.batch_size), cls_lr=float(request.cls_lr), rec_lr=float(request.rec_lr),
             l1_weight=float(request.l1_weight), vgg_weight=float(request.vgg_weight),
             align_weight=float(request.align_weight), delta=str(request.delta), init_from=init_from,
+            max_objects=int(request.max_objects),
             checkpoint_dir=str(checkpoint_dir), runs_dir=str(self.runs_dir), device=self.device,
         )
         values.update(request.extra)

@@ -143,6 +143,7 @@ class FineTuneRequest:
     align_weight: float = 1.0
     delta: str = str(DRS_DEFAULT_DELTA)  # number in (0, 1] or "learnable"
     arch: str = RESULTS_RECIPE.arch  # backbone from scratch (a base keeps its own)
+    max_objects: int = 1  # synthetic: animals of distinct classes per image at most (> 1: multi-label)
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides (tests)
     owner: str | None = None  # the login that started it (None: no login); TrainConfig.extra["owner"]
 

@@ -213,7 +213,7 @@ def test_non_finite_numbers_through_raw_http_are_refused(server: dict, value: st
     assert event == "error" and "Traceback" not in data, (event, data)
     assert re.search("threshold|finite|number|" + BOUNDS, data, re.IGNORECASE), data
     fine_tune = (f'{{"data": ["nan-run", "resnet_drs", "resnet_drs", "synthetic", 2, 4, {value}, 0.002, 1.0, 0.0, '
-                 f'1.0, 0.55, false, "resnet18"]}}')
+                 f'1.0, 0.55, false, "resnet18", 1]}}')
     event, data = _raw_call(server["url"], "fine_tune", fine_tune)
     assert event == "error" and re.search("learning rate|finite|number|" + BOUNDS, data, re.IGNORECASE), data
     assert not (server["checkpoints"] / "nan-run.pt").exists()

@@ -87,3 +87,18 @@ def test_the_per_class_view_in_chromium(tmp_path: Path) -> None:
         finally:
             browser.close()
         assert not errors, errors
+
+
+def test_fine_tune_takes_the_objects_per_image(tmp_path: Path) -> None:
+    from demo.engine import Engine as RealEngine
+    import gradio as gr
+
+    engine = RealEngine(tmp_path / "checkpoints", tmp_path / "runs")
+    args = ("multi_ft", None, "resnet", "synthetic", 2, 8, 1e-3, 2e-3, 30.0, 1.0, 1.0, 0.55, False, "resnet18")
+    request = cb.fine_tune_request(engine, *args, max_objects=3)
+    assert request.max_objects == 3 and engine.training.config(request).max_objects == 3
+    assert cb.fine_tune_request(engine, *args).max_objects == 1  # the default: one animal, single-label
+    with pytest.raises(gr.Error, match="objects per image"):
+        cb.fine_tune_request(engine, *args, max_objects=0)
+    with pytest.raises(ValueError, match="max_objects must be in"):  # four classes: four animals at most
+        engine.training.config(cb.fine_tune_request(engine, *args, max_objects=5))

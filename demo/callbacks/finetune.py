@@ -37,9 +37,11 @@ def suggest_name(engine: DashboardEngine, stem: str = "finetune") -> str:
 
 def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset: Any, steps: Any,
                       batch_size: Any, cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any,
-                      delta: Any, learnable: Any, arch: Any = None, owner: str | None = None) -> FineTuneRequest:
+                      delta: Any, learnable: Any, arch: Any = None, owner: str | None = None,
+                      max_objects: Any = None) -> FineTuneRequest:
     """The tab's values, validated, as the request the engine trains from (``arch`` None: the default;
-    ``owner``: the login that asks, recorded in the run and the checkpoint)."""
+    ``owner``: the login that asks, recorded in the run and the checkpoint; ``max_objects``: animals
+    per image at most, synthetic data, None: one)."""
     name = new_name(name)
     if base in (None, "", NO_BASE):
         base = None
@@ -55,6 +57,8 @@ def fine_tune_request(engine: DashboardEngine, name: Any, base: Any, model: Any,
         align_weight=_number(align_weight, "alignment weight", 0.0, 1000.0),
         delta="learnable" if learnable else f"{_delta(delta):g}", owner=owner,
         **({} if arch in (None, "") else {"arch": choice(arch, engine.training.backbones(), "backbone")}),
+        **({} if max_objects in (None, "") else {"max_objects": _number(max_objects, "objects per image", 1, 10,
+                                                                         integer=True)}),
     )
 
 
@@ -77,7 +81,7 @@ def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset
               cls_lr: Any, rec_lr: Any, l1_weight: Any, vgg_weight: Any, align_weight: Any, delta: Any,
               learnable: Any, arch: Any = None, progress: Callable | None = None, poll_s: float = 0.5,
               plot_every_s: float = 1.0, jobs: JobBook | None = None,
-              owner: str | None = None) -> Iterator[tuple[str, Any]]:
+              owner: str | None = None, max_objects: Any = None) -> Iterator[tuple[str, Any]]:
     """Train in a worker thread; yield (status, live loss chart) while it runs.
 
     Closing the generator (Stop, or the browser leaving) asks the run to save and return. With
@@ -85,7 +89,7 @@ def fine_tune(engine: DashboardEngine, name: Any, base: Any, model: Any, dataset
     for its turn; without, a busy engine refuses it at once.
     """
     request = fine_tune_request(engine, name, base, model, dataset, steps, batch_size, cls_lr, rec_lr,
-                                l1_weight, vgg_weight, align_weight, delta, learnable, arch, owner)
+                                l1_weight, vgg_weight, align_weight, delta, learnable, arch, owner, max_objects)
     if jobs is None:
         refuse_if_busy(engine)
     engine.training.config(request)  # validate (name free, base compatible) before booking or starting a thread

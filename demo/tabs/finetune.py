@@ -33,6 +33,9 @@ def build(page: Page, runs_sel: gr.Dropdown) -> gr.Dropdown:
             ft_batch = gr.Slider(2, 64, value=FT_DEFAULTS.batch_size, step=1, label="Batch size")
             ft_delta = gr.Slider(0.05, 1.0, value=float(FT_DEFAULTS.delta), step=0.01, label="DRS delta")
             ft_learnable = gr.Checkbox(value=False, label="learnable delta")
+            ft_objects = gr.Number(value=FT_DEFAULTS.max_objects, precision=0, minimum=1, maximum=10,
+                                   label="Objects per image at most (synthetic; above 1: multi-label)",
+                                   elem_id="ft-objects")
         with gr.Row():
             ft_cls_lr = gr.Number(value=FT_DEFAULTS.cls_lr, label="classifier lr")
             ft_rec_lr = gr.Number(value=FT_DEFAULTS.rec_lr, label="ReconstructNet lr")
@@ -49,12 +52,14 @@ def build(page: Page, runs_sel: gr.Dropdown) -> gr.Dropdown:
 
     def fine_tune(name: Any, base: Any, model: Any, dataset: Any, steps: Any, batch: Any, cls_lr: Any,
                   rec_lr: Any, l1: Any, vgg: Any, align: Any, drs_delta: Any, learnable: Any, arch: Any = None,
-                  request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
+                  objects: Any = None, request: gr.Request = None,
+                  progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
         yield from cb.fine_tune(engine, name, base, model, dataset, steps, batch, cls_lr, rec_lr, l1, vgg, align,
-                                drs_delta, learnable, arch, progress=progress, jobs=page.jobs, owner=page.owner(request))
+                                drs_delta, learnable, arch, progress=progress, jobs=page.jobs, owner=page.owner(request),
+                                max_objects=objects)
 
     ft_in = [ft_name, ft_base, ft_model, ft_dataset, ft_steps, ft_batch, ft_cls_lr, ft_rec_lr, ft_l1, ft_vgg,
-             ft_align, ft_delta, ft_learnable, ft_arch]
+             ft_align, ft_delta, ft_learnable, ft_arch, ft_objects]
     trained = ft_start.click(fine_tune, ft_in, [ft_status, ft_plot], api_name="fine_tune", **page.training_queue(),
                              show_progress_on=[ft_status])
     page.refresh_menus_after(trained, lambda refreshed: refreshed.then(

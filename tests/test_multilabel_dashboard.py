@@ -36,7 +36,9 @@ def test_a_multi_label_model_shows_each_class_of_the_image_and_their_class_mask(
     out = engine.inference.class_cams("multi", sample.image, sample.labels)
     assert out.multi_label and out.classes == list(sample.labels) and out.cams.shape == (len(sample.labels), 64, 64)
     assert all(0 <= s <= 1 for s in out.scores) and np.allclose(out.cams.max(axis=(1, 2)), 1.0, atol=1e-5)
-    items = cb.class_view(engine, "multi", "multi", None, index, 0.3)
+    items, menu = cb.class_view(engine, "multi", "multi", None, index, 0.3)
+    own = [names[c] for c in sample.labels]
+    assert menu["choices"][:1 + len(own)] == [cb.PREDICTED, *own] and sorted(menu["choices"][1:]) == sorted(names)
     captions = [caption for _, caption in items]
     expected = [f"A: {names[c]}" for c in sample.labels]
     assert [c.split(" (p")[0] for c in captions[:len(expected)]] == expected
@@ -44,12 +46,13 @@ def test_a_multi_label_model_shows_each_class_of_the_image_and_their_class_mask(
     mask_picture = items[len(expected)][0]
     assert mask_picture.shape[0] > mask_picture.shape[1]  # the legend below the mask, a line per class
     # an upload has no labels: the three classes the model scores highest
-    upload = cb.class_view(engine, "multi", "multi", sample.image, -1, 0.3)
+    upload, _ = cb.class_view(engine, "multi", "multi", sample.image, -1, 0.3)
     assert len(upload) == 2 * (3 + 1)
 
 
 def test_a_single_label_model_adds_nothing(tmp_path: Path) -> None:
-    assert cb.class_view(FakeEngine(), "resnet", "resnet_drs", None, 3, 0.3) == []
+    items, menu = cb.class_view(FakeEngine(), "resnet", "resnet_drs", None, 2, 0.3)
+    assert items == [] and menu["choices"] == [cb.PREDICTED, "checker", "stripes_h", "stripes_v"]  # its class first
 
 
 @pytest.mark.browser

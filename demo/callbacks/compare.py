@@ -82,11 +82,12 @@ def compare(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, ind
 
 @user_errors
 def class_view(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, index: Any,
-               threshold: Any) -> list[tuple[np.ndarray, str]]:
+               threshold: Any) -> tuple[list[tuple[np.ndarray, str]], dict]:
     """A multi-label model's view of several objects: the CAM of each class in the image (a dataset
     sample's own classes; an upload's three top-scored) and the class mask they make at the
     threshold as the background score, for model A then model B. A single-label model adds
-    nothing here: its one CAM is the view above."""
+    nothing here: its one CAM is the view above. With it, the class menu, the image's own
+    classes first."""
     model_a = _model_name(engine, model_a, "model A")
     model_b = _model_name(engine, model_b, "model B")
     threshold = _threshold(threshold)
@@ -102,7 +103,9 @@ def class_view(engine: DashboardEngine, model_a: Any, model_b: Any, image: Any, 
             items.append((render.overlay(source.image, cam, source.mask), f"{tag}: {name} (p {score:.2f})"))
         items.append((render.class_mask_view(source.image, out.cams, out.classes, out.names, threshold, source.mask),
                       f"{tag}: class mask, background score {threshold:.2f}"))
-    return items
+    names = engine.checkpoints.class_names(model_a)
+    own = [names[c] for c in (source.labels or ()) if c < len(names)]
+    return items, gr.update(choices=[PREDICTED] + own + [n for n in names if n not in own])
 
 
 def _cam_metrics_text(metrics: dict[str, float]) -> str:

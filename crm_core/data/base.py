@@ -7,7 +7,8 @@ and dtypes for every dataset.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -105,3 +106,30 @@ class PetsDataset(Dataset):
         if self.superpixels is not None:
             sample["superpixels"] = torch.from_numpy(self.superpixels.get(image).astype(np.int64))
         return sample
+
+
+class FolderDataset(PetsDataset):
+    """A dataset read from a folder through a torchvision dataset (``self._tv``), its split
+    carved by :func:`held_out_split`: what the real datasets share."""
+
+    _tv: Any
+    _indices: list[int]
+    root: Path
+
+    def _settle(self, tv: Any, root: Union[str, Path], split: str, image_size: int,
+                superpixels: Optional[SuperpixelCache], length: Optional[int], class_names: list[str],
+                every: int) -> None:
+        """Keep the torchvision dataset and this split's indices into it, and what a sample needs."""
+        self._tv = tv
+        self._indices = held_out_split(len(tv), split, every, length)
+        self.root, self.split, self.image_size = Path(root), split, int(image_size)
+        self.superpixels = superpixels
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"image_size={self.image_size}, n={len(self)})")

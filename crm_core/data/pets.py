@@ -15,7 +15,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from crm_core.data.base import PetsDataset, SampleArrays, held_out_split
+from crm_core.data.base import FolderDataset, SampleArrays
 from crm_core.data.errors import DatasetNotFoundError
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import pil_to_rgb, resize_rgb
@@ -63,7 +63,7 @@ def _check_files(root: Union[str, Path], tv_split: str) -> None:
         )
 
 
-class OxfordPets(PetsDataset):
+class OxfordPets(FolderDataset):
     """Oxford-IIIT Pet as dicts of tensors (`PetsDataset`: the same keys and dtypes as `SyntheticPets`).
 
     Splits: "train" = torchvision's trainval minus every 10th image, "val" = those held-out
@@ -108,22 +108,8 @@ class OxfordPets(PetsDataset):
         if download:
             _check_files(root, tv_split)
 
-        n = len(self._tv)
-        self._indices = indices = held_out_split(n, split, VAL_EVERY, length)
-        self.root = Path(root)
-        self.split = split
-        self.image_size = int(image_size)
-        self.superpixels = superpixels
-        self.class_names: list[str] = list(self._tv.classes)
-        self.num_classes = len(self.class_names)
-        logger.debug("OxfordPets(%s): %d of %d %s images", split, len(indices), n, tv_split)
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    def __repr__(self) -> str:
-        return (f"OxfordPets(root={str(self.root)!r}, split={self.split!r}, "
-                f"image_size={self.image_size}, n={len(self)})")
+        self._settle(self._tv, root, split, image_size, superpixels, length, list(self._tv.classes), VAL_EVERY)
+        logger.debug("OxfordPets(%s): %d of %d %s images", split, len(self), len(self._tv), tv_split)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(image uint8 (S, S, 3), trimap uint8 (S, S) with values 1/2/3, label); `index` is checked."""

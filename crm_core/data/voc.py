@@ -26,7 +26,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from crm_core.data.base import PetsDataset, SampleArrays, held_out_split
+from crm_core.data.base import FolderDataset, SampleArrays
 from crm_core.data.errors import DatasetFormatError, DatasetNotFoundError
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import pil_to_rgb, resize_rgb
@@ -93,7 +93,7 @@ def read_class_mask(target: Image.Image, where: str, num_classes: int = len(VOC_
     return values
 
 
-class VOCSegmentationData(PetsDataset):
+class VOCSegmentationData(FolderDataset):
     """PASCAL VOC 2012 as dicts of tensors (:class:`PetsDataset`), multi-label.
 
     ``class_mask``: 0 background, 1-20 the classes, 255 ignored; ``labels``: the classes present;
@@ -129,22 +129,9 @@ class VOCSegmentationData(PetsDataset):
                                        download=download)
         except RuntimeError as exc:  # torchvision's own "Dataset not found or corrupted"
             raise DatasetNotFoundError(f"{exc} (root: {root})") from exc
-        n = len(self._tv)
-        self._indices = indices = held_out_split(n, split, VAL_EVERY, length)
-        self.root = Path(root)
-        self.split = split
-        self.image_size = int(image_size)
-        self.superpixels = superpixels
-        self.class_names: list[str] = list(VOC_CLASSES)
-        self.num_classes = len(VOC_CLASSES)
-        logger.debug("VOCSegmentationData(%s): %d of %d images of VOC's %s list", split, len(indices), n, voc_list)
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    def __repr__(self) -> str:
-        return (f"VOCSegmentationData(root={str(self.root)!r}, split={self.split!r}, "
-                f"image_size={self.image_size}, n={len(self)})")
+        self._settle(self._tv, root, split, image_size, superpixels, length, list(VOC_CLASSES), VAL_EVERY)
+        logger.debug("VOCSegmentationData(%s): %d of %d images of VOC's %s list", split, len(self), len(self._tv),
+                     voc_list)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int]:
         """(image uint8 (S, S, 3), class mask int64 (S, S), labels, label) of a checked ``index``;

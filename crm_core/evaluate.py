@@ -227,12 +227,12 @@ def evaluate_multi_label(model: CamModel, dataset: Any, *, n: int, threshold: fl
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
             images = batch["image"].to(model.device)
-            logits, cams = model.class_maps(images, drs_delta, method=cam_method)
+            logits, cams, features = model.class_maps(images, drs_delta, method=cam_method)
             hits += int(label_hits(logits.cpu(), batch, multi_label=True).sum())
             scores.add(logits, batch["labels"])
             curve.add(cams, batch["labels"], batch["class_mask"], batch.get("parts"))
             if reconstruct:
-                decoder_in = model.decoder_input(model.classifier(images).features)
+                decoder_in = model.decoder_input(features)  # the same forward pass as the maps
                 dependence.add(model.reconstructor, decoder_in, model.reconstructor(decoder_in), images)
     names = ["background", *model.class_names]
 

@@ -146,17 +146,17 @@ class CamModel:
 
     @torch.no_grad()
     def class_maps(self, images: torch.Tensor, drs_delta: float | None = None, size: int | tuple[int, int] | None = None,
-                   method: str = DEFAULT_CAM_METHOD) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, C), CAMs of every class (B, C, H, W)) from one forward pass: each map
-        upsampled to ``size`` (default: input size) and max-normalised, what a multi-label image's
-        classes compete with (``method`` must read the forward pass's features, as the closed-form
-        Grad-CAM++ does)."""
+                   method: str = DEFAULT_CAM_METHOD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits (B, C), CAMs of every class (B, C, H, W), the classifier's features (B, K, h, w))
+        from one forward pass: each map upsampled to ``size`` (default: input size) and
+        max-normalised, what a multi-label image's classes compete with (``method`` must read the
+        forward pass's features, as the closed-form Grad-CAM++ does)."""
         images = self._batch(images)
         logits, features = self._forward(images, drs_delta)
         raw = create_cam(method, self.classifier).from_features(features)  # (B, C, h, w)
         batch, classes = raw.shape[:2]
         maps = upsample_normalised(raw.flatten(0, 1), size or tuple(images.shape[-2:]))
-        return logits, maps.view(batch, classes, *maps.shape[-2:])
+        return logits, maps.view(batch, classes, *maps.shape[-2:]), features
 
     def cam(self, images: torch.Tensor, classes: ClassSelection = None, drs_delta: float | None = None,
             **options: Any) -> torch.Tensor:

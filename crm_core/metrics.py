@@ -52,8 +52,25 @@ def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     return ious_from_counts(binary_counts(pred.bool(), target))
 
 
+class ThresholdScan:
+    """What a curve over the threshold grid answers the same way whatever it counts: the threshold
+    of the best mIoU (where a threshold is chosen) and the grid point nearest a given one.
+    Subclasses have ``thresholds`` and ``at(index)`` (a dict with ``miou``)."""
+
+    thresholds: tuple[float, ...]
+
+    def at(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def best_index(self) -> int:
+        return int(np.nanargmax([self.at(i)["miou"] for i in range(len(self.thresholds))]))
+
+    def index_of(self, threshold: float) -> int:
+        return int(np.argmin([abs(t - threshold) for t in self.thresholds]))
+
+
 @dataclass
-class ThresholdCurve:
+class ThresholdCurve(ThresholdScan):
     """Accumulates CAM-vs-ground-truth counts at many thresholds at once.
 
     Each ``add`` takes max-normalised CAMs (B, H, W) in [0, 1] at image resolution.
@@ -94,16 +111,16 @@ class ThresholdCurve:
             for j, part in enumerate(self.part_ids)
         }
 
-    def best_index(self) -> int:
-        mious = [self.at(i)["miou"] for i in range(len(self.thresholds))]
-        return int(np.nanargmax(mious))
-
-    def index_of(self, threshold: float) -> int:
-        return int(np.argmin([abs(t - threshold) for t in self.thresholds]))
-
     def pxap(self) -> float:
         """PxAP of the maps added so far: :func:`pxap` on this curve's pooled counts."""
         return pxap(self.counts, self.thresholds)
+
+
+def leading_class(cams: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top, lead), each (B, H, W): the highest CAM value among the classes in each image's
+    multi-hot ``labels`` (B, C) and that class's index, from CAMs (B, C, H, W) in [0, 1]; a class
+    absent from the image never leads."""
+    return cams.masked_fill(~labels.bool()[:, :, None, None], -1.0).max(1)
 
 
 def class_confusion(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -139,7 +156,7 @@ def confusion_ious(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]:
 
 
 @dataclass
-class ClassMapCurve:
+class ClassMapCurve(ThresholdScan):
     """Multi-class masks from the CAMs of the classes in each image, at every background score of
     the grid at once (IRN's protocol for several objects): a pixel takes the class whose CAM is
     highest there if that CAM reaches the background score t, else the background (a tie goes
@@ -170,7 +187,7 @@ class ClassMapCurve:
         cams, labels, class_mask = cams.detach().float().cpu(), labels.cpu().bool(), class_mask.cpu()
         if cams.shape[1] != self.num_classes:
             raise ValueError(f"expected CAMs of {self.num_classes} classes, got {cams.shape[1]}")
-        top, lead = cams.masked_fill(~labels[:, :, None, None], -1.0).max(1)  # absent classes never lead
+        top, lead = leading_class(cams, labels)
         reached = torch.searchsorted(self._t, top.contiguous(), right=True)  # thresholds t with top >= t
         valid = (class_mask != IGNORE) & (class_mask <= self.num_classes)
         k, steps = self.num_classes + 1, len(self.thresholds) + 1
@@ -199,11 +216,36 @@ class ClassMapCurve:
         return {part_names.get(part, str(part)): float(self.part_hits[j, index + 1:].sum()) / max(int(self.part_total[j]), 1)
                 for j, part in enumerate(self.part_ids)}
 
-    def best_index(self) -> int:
-        return int(np.nanargmax([self.at(i)["miou"] for i in range(len(self.thresholds))]))
 
-    def index_of(self, threshold: float) -> int:
-        return int(np.argmin([abs(t - threshold) for t in self.thresholds]))
+@dataclass
+class ClassMaskScores:
+    """Class masks (0 background, class + 1) against the truth over a split, batch by batch: one
+    confusion matrix (:func:`class_confusion`, read by :func:`confusion_ious`) and the share of each
+    of ``part_ids`` given its own class."""
+
+    num_classes: int
+    part_ids: tuple[int, ...] = ()
+    confusion: torch.Tensor = field(init=False)
+    part_hits: dict[int, int] = field(init=False)
+    part_total: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.confusion = torch.zeros(self.num_classes + 1, self.num_classes + 1, dtype=torch.int64)
+        self.part_hits = {part: 0 for part in self.part_ids}
+        self.part_total = {part: 0 for part in self.part_ids}
+
+    def add(self, pred: torch.Tensor, truth: torch.Tensor, parts: torch.Tensor | None = None) -> None:
+        self.confusion += class_confusion(pred, truth, self.num_classes)
+        for part in self.part_ids if parts is not None else ():
+            inside = parts == part
+            self.part_hits[part] += int((inside & (pred == truth)).sum())
+            self.part_total[part] += int(inside.sum())
+
+    def summary(self, part_names: dict[int, str] | None = None) -> dict[str, Any]:
+        """:func:`confusion_ious` of the split, with ``coverage`` (part name -> share) when parts were counted."""
+        names = part_names or {}
+        coverage = {names.get(p, str(p)): self.part_hits[p] / max(self.part_total[p], 1) for p in self.part_ids}
+        return {**confusion_ious(self.confusion), "coverage": coverage}
 
 
 def pxap(counts: torch.Tensor | np.ndarray, thresholds: tuple[float, ...]) -> float:

@@ -36,7 +36,7 @@ from crm_core.cli_options import cam_options, checkpoint_options, device_option
 from crm_core.data import DatasetNotFoundError, SuperpixelCache
 from crm_core.data.superpixels import prefill_superpixels, superpixel_mean
 from crm_core.data.voc import voc_palette
-from crm_core.metrics import IGNORE, binary_counts, class_confusion, confusion_ious, ious_from_counts
+from crm_core.metrics import IGNORE, ClassMaskScores, binary_counts, ious_from_counts, leading_class
 from crm_core.thresholds import THRESHOLDS
 
 log = logging.getLogger("crm_core.postprocess")
@@ -70,7 +70,7 @@ def pseudo_class_mask(cams: torch.Tensor, labels: torch.Tensor, low: float = THR
         raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, got low={low}, high={high}")
     if segments is not None:
         cams = torch.stack([superpixel_mean(cams[:, c], segments) for c in range(cams.shape[1])], 1)
-    top, lead = cams.masked_fill(~labels.bool()[:, :, None, None], -1.0).max(1)
+    top, lead = leading_class(cams, labels)
     mask = torch.full(top.shape, IGNORE, dtype=torch.uint8)
     above = top >= high
     mask[above] = (lead[above] + 1).to(torch.uint8)
@@ -127,16 +127,16 @@ def make_pseudo_masks(
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("nothing to process: the split is empty")
-    if getattr(dataset, "multi_label", False):
-        return make_class_masks(maps, source, dataset, out_dir, n=n, low=low, high=high, refine=refine,
-                                n_segments=n_segments, compactness=compactness, batch_size=batch_size,
-                                progress=progress, on_batch=on_batch)
     if refine and getattr(dataset, "superpixels", None) is None:
         dataset.superpixels = SuperpixelCache(n_segments=n_segments, compactness=compactness)
     if refine:
         prefill_superpixels(dataset, indices=range(n), progress=progress)  # SLIC on every core first
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(dataset, "multi_label", False):
+        return make_class_masks(maps, source, dataset, out_dir, n=n, low=low, high=high, refine=refine,
+                                n_segments=n_segments, compactness=compactness, batch_size=batch_size,
+                                progress=progress, on_batch=on_batch)
     counts = torch.zeros(2, 4, dtype=torch.int64)
     uncertain = 0
     total = 0
@@ -175,16 +175,10 @@ def make_class_masks(maps: MapSource, source: str, dataset: Any, out_dir: Path |
     """:func:`make_pseudo_masks` on multi-label data: ``maps`` gives every class's CAM, each image
     gets a class mask (:func:`pseudo_class_mask`) as a palette PNG in VOC's colours, scored
     against the class masks: ``miou`` with uncertain pixels as background, ``confident_miou`` on
-    the confident pixels alone, with ``per_class_iou`` and ``confusion`` (metrics.confusion_ious)."""
-    if refine and getattr(dataset, "superpixels", None) is None:
-        dataset.superpixels = SuperpixelCache(n_segments=n_segments, compactness=compactness)
-    if refine:
-        prefill_superpixels(dataset, indices=range(n), progress=progress)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    the confident pixels alone, with ``per_class_iou`` and ``confusion`` (metrics.confusion_ious).
+    The superpixels and ``out_dir`` are ready (:func:`make_pseudo_masks` prepares them)."""
     classes = int(dataset.num_classes)
-    strict = torch.zeros(classes + 1, classes + 1, dtype=torch.int64)
-    confident = torch.zeros_like(strict)
+    strict, confident = ClassMaskScores(classes), ClassMaskScores(classes)
     uncertain = total = 0
     palette = voc_palette()
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
@@ -192,8 +186,8 @@ def make_class_masks(maps: MapSource, source: str, dataset: Any, out_dir: Path |
         for batch in tqdm(loader, desc=f"pseudo masks {Path(source).name}", unit="batch", disable=not progress):
             mask = pseudo_class_mask(maps(batch), batch["labels"], low, high, batch["superpixels"] if refine else None)
             truth = batch["class_mask"]
-            strict += class_confusion(torch.where(mask == IGNORE, 0, mask.long()), truth, classes)
-            confident += class_confusion(mask.long(), truth, classes)
+            strict.add(torch.where(mask == IGNORE, 0, mask.long()), truth)
+            confident.add(mask.long(), truth)
             uncertain += int((mask == IGNORE).sum())
             total += mask.numel()
             if out_dir is not None:
@@ -203,14 +197,14 @@ def make_class_masks(maps: MapSource, source: str, dataset: Any, out_dir: Path |
                     png.save(out_dir / f"{index:06d}.png")
             if on_batch is not None:
                 on_batch(int(batch["index"][-1]) + 1, n)
-    scores = confusion_ious(strict)
+    scores = strict.summary()
     return {
         "checkpoint": source, "num_images": n, "format": "classes", "num_classes": classes, "low": low, "high": high,
         "refined": refine, "n_segments": n_segments if refine else None,
         "compactness": compactness if refine else None, "miou": scores["miou"], "fg_iou": scores["fg_iou"],
         "bg_iou": scores["bg_iou"], "confusion": scores["confusion"],
         "per_class_iou": dict(zip(["background", *getattr(dataset, "class_names", [])], scores["per_class_iou"])),
-        "confident_miou": confusion_ious(confident)["miou"], "uncertain_share": uncertain / max(total, 1),
+        "confident_miou": confident.summary()["miou"], "uncertain_share": uncertain / max(total, 1),
     }
 
 

@@ -42,7 +42,7 @@ from crm_core.cli_options import run_options
 from crm_core.data import DATASETS, DatasetNotFoundError, build_dataset
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.data.transforms import random_hflip_batch
-from crm_core.metrics import IGNORE, ThresholdCurve, class_confusion, confusion_ious
+from crm_core.metrics import IGNORE, ClassMaskScores, ThresholdCurve
 from crm_core.models.segmentation import DEFAULT_SEG_ARCH, SEG_ARCHS, SegmentationNet, backbone_weights_enum
 from crm_core.postprocess import BACKGROUND, FOREGROUND, MANIFEST_NAME, UNCERTAIN
 from crm_core.pretrained import WeightsNotFoundError, resolve_weights
@@ -284,26 +284,16 @@ def evaluate_class_segmentation(net: nn.Module, dataset: Any, *, n: int, batch_s
     mIoU over background + classes, per-class IoU, confusions between classes); coverage is the
     share of each part given its own animal's class."""
     part_names = dict(getattr(dataset, "part_names", {}))
-    classes = int(dataset.num_classes)
-    confusion = torch.zeros(classes + 1, classes + 1, dtype=torch.int64)
-    covered = {part: 0 for part in part_names}
-    totals = {part: 0 for part in part_names}
+    scores = ClassMaskScores(int(dataset.num_classes), tuple(part_names))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
     was_training = net.training
     net.eval()
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
-        pred = net(batch["image"].to(device)).argmax(dim=1).cpu()
-        truth = batch["class_mask"]
-        confusion += class_confusion(pred, truth, classes)
-        for part in part_names:
-            inside = batch["parts"] == part
-            covered[part] += int((inside & (pred == truth)).sum())
-            totals[part] += int(inside.sum())
+        scores.add(net(batch["image"].to(device)).argmax(dim=1).cpu(), batch["class_mask"], batch.get("parts"))
     net.train(was_training)
-    scores = confusion_ious(confusion)
+    summary = scores.summary(part_names)
     names = ["background", *getattr(dataset, "class_names", [])]
-    return {"num_images": n, **scores, "per_class_iou": dict(zip(names, scores["per_class_iou"])),
-            "coverage": {name: covered[part] / max(totals[part], 1) for part, name in part_names.items()}}
+    return {"num_images": n, **summary, "per_class_iou": dict(zip(names, summary["per_class_iou"]))}
 
 
 # -- training -----------------------------------------------------------------------------

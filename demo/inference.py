@@ -196,7 +196,7 @@ class Inference:
         model = self._store.model(name)
         count = len(model.class_names)
         x = model.preprocess(image)[None]
-        logits, maps = model.class_maps(x, drs_delta, size=tuple(image.shape[:2]))
+        logits, maps, _ = model.class_maps(x, drs_delta, size=tuple(image.shape[:2]))
         scores = (torch.sigmoid(logits) if model.multi_label else F.softmax(logits, dim=1))[0]
         if classes is None:
             chosen = scores.topk(min(max(int(top_k), 1), count)).indices.tolist()

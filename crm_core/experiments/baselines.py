@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from crm_core.cams.utils import normalize_cams, upsample_normalised
-from crm_core.metrics import ClassMapCurve, ThresholdCurve, confusion_ious
+from crm_core.metrics import ClassMapCurve, ClassMaskScores, ThresholdCurve
 from crm_core.thresholds import THRESHOLDS
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
@@ -227,33 +227,22 @@ def score_constant_masks(*, val: Any, test: Any, val_limit: int = 100, test_limi
 
 def _score_constant_class_masks(*, val: Any, test: Any, val_limit: int, test_limit: int) -> dict[str, Any]:
     """:func:`score_constant_masks` on multi-label data, from each constant's confusion matrix."""
-    from crm_core.metrics import class_confusion
-
     def scores(dataset: Any, limit: int) -> dict[str, dict[str, Any]]:
-        classes = int(dataset.num_classes)
-        confusion = {name: torch.zeros(classes + 1, classes + 1, dtype=torch.int64) for name in CONSTANT_MASKS}
         parts = dict(getattr(dataset, "part_names", {}))
-        covered = {name: {part: 0 for part in parts} for name in CONSTANT_MASKS}
-        totals = {part: 0 for part in parts}
+        counted = {name: ClassMaskScores(int(dataset.num_classes), tuple(parts)) for name in CONSTANT_MASKS}
         for batch in _batches(dataset, limit):
             truth = batch["class_mask"]
             first = batch["labels"].argmax(1)[:, None, None] + 1  # the first labelled class of each image
             for name, value in CONSTANT_MASKS.items():
-                pred = (first * int(value)).expand_as(truth)
-                confusion[name] += class_confusion(pred, truth, classes)
-                for part in parts:
-                    inside = batch["parts"] == part
-                    covered[name][part] += int((inside & (pred == truth)).sum())
-            for part in parts:
-                totals[part] += int((batch["parts"] == part).sum())
-        return {name: {**confusion_ious(confusion[name]),
-                       **{parts[p]: covered[name][p] / max(totals[p], 1) for p in parts}} for name in CONSTANT_MASKS}
+                counted[name].add((first * int(value)).expand_as(truth), truth, batch.get("parts"))
+        return {name: scores.summary(parts) for name, scores in counted.items()}
 
     on_val = scores(val, val_limit)
     chosen = max(CONSTANT_MASKS, key=lambda name: on_val[name]["miou"])
     at = scores(test, test_limit)[chosen]
     return {"prediction": chosen, "threshold": None, "miou": at["miou"], "fg_iou": at["fg_iou"],
-            "bg_fpr": at["bg_fpr"], "head": at.get("head"), "body": at.get("body"), "confusion": at["confusion"]}
+            "bg_fpr": at["bg_fpr"], "head": at["coverage"].get("head"), "body": at["coverage"].get("body"),
+            "confusion": at["confusion"]}
 
 
 __all__ = ["BASELINES", "CONSTANT_MASKS", "score_constant_masks", "Baseline", "ColourClassifier", "baseline_maps", "fit_colour_classifier", "intensity_map",

@@ -174,6 +174,9 @@ class CheckpointStore:
     def has_reconstructor(self, name: str) -> bool:
         return self.summary(name).has_reconstructor
 
+    def multi_label(self, name: str) -> bool:
+        return self.model(name).multi_label
+
     def variant(self, name: str) -> str:
         return self.summary(name).model_config.variant
 

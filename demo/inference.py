@@ -5,7 +5,8 @@ answers the views' per-image questions with the models of a
 :class:`demo.checkpoint_store.CheckpointStore`: samples of a model's dataset and uploads as the
 model sees them, CAMs by our methods (``crm_core.cams.CAM_METHODS``) or the optional grad-cam
 package's, ReconstructNet's decoding and its distances, SLIC superpixels and the pseudo trimaps.
-:func:`refine_with_superpixels` and :func:`score_pseudo_mask` are the same work without a model.
+:func:`refine_with_superpixels`, :func:`score_pseudo_mask` and :func:`score_class_mask` are the same work
+without a model.
 
 State: the CAM methods on offer (value -> label, fixed at construction: the grad-cam package's
 only when it is installed) and the perceptual network, built on first use.
@@ -21,7 +22,7 @@ import copy
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -33,15 +34,15 @@ from crm_core.cams import CAM_METHODS, DEFAULT_CAM_METHOD, normalize_cams
 from crm_core.data import superpixel_mean
 from crm_core.data.transforms import to_uint8_image
 from crm_core.losses import reconstruction_target
-from crm_core.metrics import Faithfulness, mask_iou, pixel_ap
+from crm_core.metrics import Faithfulness, class_confusion, confusion_ious, mask_iou, pixel_ap
 from crm_core.models import LogitsOnly, delta_override, from_tanh_range, resize_reconstruction, to_tanh_range
-from crm_core.postprocess import FOREGROUND, pseudo_trimap
+from crm_core.postprocess import FOREGROUND, pseudo_class_mask, pseudo_trimap
 from demo.checkpoint_store import CheckpointStore
 from demo.locks import HOOKS, PERCEPTUAL, OrderedLock
 from demo.protocol import CamOutput, ClassCams, Reconstruction, Sample, SuperpixelRefinement
 
 __all__ = ["PACKAGE_METHODS", "PACKAGE_REQUIREMENT", "Inference", "cam_method_labels", "package_cam_available", "refine_with_superpixels",
-           "score_pseudo_mask"]
+           "score_class_mask", "score_pseudo_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,18 @@ def cam_method_labels() -> dict[str, str]:
     if package_cam_available():
         labels.update({f"pgc:{m}": f"{m} (grad-cam package)" for m in PACKAGE_METHODS})
     return labels
+
+
+def score_class_mask(cams: ClassCams, class_mask: np.ndarray, threshold: float, num_classes: int) -> dict[str, Any]:
+    """:meth:`Inference.class_mask_scores` without an engine: the class mask of ``cams`` with
+    ``threshold`` as the background score (crm_core.postprocess.pseudo_class_mask with no uncertain
+    band), scored as the multi-class evaluation scores a split (crm_core.metrics)."""
+    maps = torch.zeros((1, num_classes, *np.asarray(cams.cams).shape[1:]), dtype=torch.float32)
+    labels = torch.zeros((1, num_classes), dtype=torch.bool)
+    for k, c in enumerate(cams.classes):
+        maps[0, c], labels[0, c] = torch.from_numpy(np.asarray(cams.cams[k], dtype=np.float32)), True
+    predicted = pseudo_class_mask(maps, labels, low=threshold, high=threshold)[0]
+    return confusion_ious(class_confusion(predicted.long(), torch.as_tensor(np.asarray(class_mask)).long(), num_classes))
 
 
 def score_pseudo_mask(cam: np.ndarray, gt: np.ndarray, threshold: float) -> dict[str, float]:
@@ -135,8 +148,9 @@ class Inference:
             item = dataset[index]
             label = int(item["label"])
             labels = tuple(int(c) for c in torch.nonzero(item["labels"]).flatten()) if "labels" in item else (label,)
+            class_mask = item["class_mask"].numpy() if "class_mask" in item else None
             out.append(Sample(image=to_uint8_image(item["image"]), mask=item["mask"].numpy(), label=label,
-                              class_name=model.class_names[label], index=index, labels=labels))
+                              class_name=model.class_names[label], index=index, labels=labels, class_mask=class_mask))
         return out
 
     def load_upload(self, name: str, image: str | Path | np.ndarray) -> Sample:
@@ -207,6 +221,26 @@ class Inference:
         return ClassCams(classes=chosen, names=[model.class_names[c] for c in chosen],
                          cams=maps[0, chosen].cpu().numpy().astype(np.float32),
                          scores=[float(scores[c]) for c in chosen], multi_label=model.multi_label)
+
+    def class_cams_for_samples(self, name: str, samples: Sequence[Sample],
+                               drs_delta: float | None = None) -> list[ClassCams]:
+        model = self._store.model(name)
+        if not samples:
+            return []
+        images = torch.stack([model.preprocess(s.image) for s in samples])  # (N, 3, S, S)
+        logits, maps, _ = model.class_maps(images, drs_delta, size=tuple(samples[0].image.shape[:2]))
+        scores = torch.sigmoid(logits) if model.multi_label else F.softmax(logits, dim=1)
+        out = []
+        for i, sample in enumerate(samples):
+            chosen = [int(c) for c in (sample.labels if sample.labels is not None else (sample.label,))]
+            out.append(ClassCams(classes=chosen, names=[model.class_names[c] for c in chosen],
+                                 cams=maps[i, chosen].cpu().numpy().astype(np.float32),
+                                 scores=[float(scores[i, c]) for c in chosen], multi_label=model.multi_label))
+        return out
+
+    def class_mask_scores(self, cams: ClassCams, class_mask: np.ndarray, threshold: float,
+                          num_classes: int) -> dict[str, Any]:
+        return score_class_mask(cams, class_mask, threshold, num_classes)
 
     def cams_for_samples(self, name: str, samples: Sequence[Sample], classes: str = "label",
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -55,6 +55,7 @@ class Sample:
     class_name: str | None = None
     index: int | None = None  # dataset index (None: uploaded)
     labels: tuple[int, ...] | None = None  # every class in the image (a dataset sample's ground truth)
+    class_mask: np.ndarray | None = None  # int (H, W): 0 background, class + 1, 255 ignored (a dataset sample's)
 
 
 @dataclass
@@ -207,6 +208,9 @@ class CheckpointService(Protocol):
     def has_reconstructor(self, name: str) -> bool:
         """Whether the model was trained with CRM (it has a ReconstructNet)."""
 
+    def multi_label(self, name: str) -> bool:
+        """Whether the model was trained on several classes per image (each class scored on its own)."""
+
     def variant(self, name: str) -> str:
         """Its registered model variant (a fine-tune from it must use the same)."""
 
@@ -254,6 +258,16 @@ class InferenceService(Protocol):
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(CAMs float32 (N, H, W), predicted classes (N,)) of many samples in one batch;
         ``classes``: "label" explains the true class, "predicted" the argmax."""
+
+    def class_cams_for_samples(self, name: str, samples: Sequence[Sample],
+                               drs_delta: float | None = None) -> list[ClassCams]:
+        """:meth:`class_cams` of each dataset sample's own classes, the samples in one batch."""
+
+    def class_mask_scores(self, cams: ClassCams, class_mask: np.ndarray, threshold: float,
+                          num_classes: int) -> dict[str, Any]:
+        """The class mask ``cams`` make with ``threshold`` as the background score (each pixel: the
+        leading class if its CAM reaches it) against a ground-truth class mask: crm_core.metrics'
+        ``miou``, ``fg_iou`` (mean over the object classes in either), ``confusion``, ``per_class_iou``."""
 
     def reconstruct(self, name: str, image: np.ndarray, drs_delta: float | None = None) -> Reconstruction:
         """ReconstructNet's decoding of the image's CAMs, its error map and distances."""

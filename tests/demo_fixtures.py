@@ -15,6 +15,7 @@ import numpy as np
 
 from crm_core.api import TrainConfig, load_image, to_uint8_image
 from demo.engine import read_results, refine_with_superpixels, score_pseudo_mask
+from demo.inference import score_class_mask
 from demo.results_reader import ResultsReader
 from demo.protocol import (NAME_RE, STAGE2_MAX_STEPS, CamOutput, ClassCams, FineTuneRequest, InvalidName,
                            Reconstruction, RunInfo, Sample, Stage2Request, Stage2View, SuperpixelRefinement,
@@ -86,6 +87,10 @@ class FakeCheckpoints:
     def has_reconstructor(self, name: str) -> bool:
         return self.model(name).has_reconstructor
 
+    def multi_label(self, name: str) -> bool:
+        self.path(name)
+        return False
+
     def variant(self, name: str) -> str:
         return "resnet_drs" if self.has_drs(name) else "resnet"
 
@@ -145,6 +150,14 @@ class FakeInference:
         cams = np.stack([_cam_map(image, 0.02 + 0.01 * c) for c in chosen])
         return ClassCams(classes=chosen, names=[CLASSES[c] for c in chosen], cams=cams,
                          scores=[0.5] * len(chosen), multi_label=False)  # the fakes are single-label models
+
+    def class_cams_for_samples(self, name: str, samples: list[Sample],
+                               drs_delta: float | None = None) -> list[ClassCams]:
+        return [self.class_cams(name, s.image, s.labels or (s.label,)) for s in samples]
+
+    def class_mask_scores(self, cams: ClassCams, class_mask: np.ndarray, threshold: float,
+                          num_classes: int) -> dict[str, Any]:
+        return score_class_mask(cams, class_mask, threshold, num_classes)
 
     def cams_for_samples(self, name: str, samples: list[Sample], classes: str = "label",
                          drs_delta: float | None = None) -> tuple[np.ndarray, np.ndarray]:

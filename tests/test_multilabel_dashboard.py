@@ -1,6 +1,6 @@
-"""The dashboard on several objects per image: Compare's per-class view for a multi-label model
-(the engine's class CAMs of a real checkpoint, the callback's pictures), nothing added for a
-single-label one, and the same view in a real chromium."""
+"""The dashboard on several objects per image: Compare's per-class view and Browse's class masks
+for a multi-label model (the engine's class CAMs of a real checkpoint, the callback's pictures),
+nothing added for a single-label one, and the same views in a real chromium."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,6 +50,31 @@ def test_a_multi_label_model_shows_each_class_of_the_image_and_their_class_mask(
     assert len(upload) == 2 * (3 + 1)
 
 
+def test_browse_shows_a_multi_label_model_s_class_masks_scored_against_the_ground_truth(multi_engine: Engine) -> None:
+    engine = multi_engine
+    names = engine.checkpoints.class_names("multi")
+    assert engine.checkpoints.multi_label("multi")
+    items, table, positions = cb.browse(engine, "multi", 8, "dataset order", 0.3)
+    assert positions == list(range(8)) and len(items) == 8 and list(table["index"]) == positions
+    samples = engine.inference.samples("multi", positions)
+    for (picture, caption), sample, row in zip(items, samples, table.itertuples()):
+        own = " + ".join(names[c] for c in sample.labels)
+        assert row[2] == own and f"#{sample.index} {own}" in caption
+        assert picture.shape[0] > picture.shape[1]  # the class mask above its legend
+        # independently: each pixel the leading CAM among the image's classes where it reaches
+        # the background score, then the IoU of each object class in the truth or the mask
+        cams = engine.inference.class_cams("multi", sample.image, sample.labels).cams
+        predicted = np.where(cams.max(0) >= 0.3, np.asarray(sample.labels)[cams.argmax(0)] + 1, 0)
+        truth, valid = sample.class_mask, sample.class_mask != 255
+        ious = [((predicted == k) & (truth == k) & valid).sum() / ((predicted == k) | (truth == k))[valid].sum()
+                for k in range(1, len(names) + 1) if ((predicted == k) | (truth == k))[valid].any()]
+        assert row[4] == pytest.approx(float(np.mean(ious)), abs=1e-4)
+        assert caption.startswith(f"IoU {np.mean(ious):.2f}")
+    worst, _, order = cb.browse(engine, "multi", 8, "worst IoU first", 0.3)
+    shown = [float(caption.split()[1]) for _, caption in worst]  # "IoU 0.42 · #3 ..."
+    assert sorted(order) == positions and shown == sorted(shown)
+
+
 def test_a_single_label_model_adds_nothing(tmp_path: Path) -> None:
     items, menu = cb.class_view(FakeEngine(), "resnet", "resnet_drs", None, 2, 0.3)
     assert items == [] and menu["choices"] == [cb.PREDICTED, "checker", "stripes_h", "stripes_v"]  # its class first
@@ -58,7 +83,8 @@ def test_a_single_label_model_adds_nothing(tmp_path: Path) -> None:
 @pytest.mark.browser
 def test_the_per_class_view_in_chromium(tmp_path: Path) -> None:
     """A multi-object checkpoint served as app.py serves it: Compare opens on its sample with one
-    CAM per class of the image and the class mask with its legend; single-label views unchanged."""
+    CAM per class of the image and the class mask with its legend; Browse shows each image's class
+    mask; single-label views unchanged."""
     from test_browser import ARTIFACTS, _open, _require_browser
 
     from demo_fixtures import served_app
@@ -87,6 +113,10 @@ def test_the_per_class_view_in_chromium(tmp_path: Path) -> None:
                 expect(gallery).to_contain_text(f"B: {name}")
             expect(page.locator("#overlay-a img")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "multi_object_compare.png"), full_page=True)
+            # Browse: each image's class mask, captioned with its classes (several: "a + b")
+            page.get_by_role("tab", name="Browse heatmaps").click()
+            expect(page.locator("#browse-gallery")).to_contain_text(" + ", timeout=60_000)
+            expect(page.locator("#browse-gallery")).to_contain_text("IoU")
         finally:
             browser.close()
         assert not errors, errors

@@ -27,6 +27,8 @@ def browse(engine: DashboardEngine, model: Any, count: Any, order: Any, threshol
     if progress is not None:
         progress(0.1, desc=f"CAMs of {count} images")
     samples = engine.inference.samples(model, range(count))
+    if engine.checkpoints.multi_label(model):
+        return _browse_classes(engine, model, samples, order, threshold)
     cams, predicted = engine.inference.cams_for_samples(model, samples, classes="label")
     names = engine.checkpoints.class_names(model)
     records = []
@@ -42,6 +44,31 @@ def browse(engine: DashboardEngine, model: Any, count: Any, order: Any, threshol
                       f"IoU {iou:.2f} · #{sample.index} {sample.class_name}{wrong}"))
         table.append({"index": sample.index, "class": sample.class_name, "predicted": names[pred],
                       "object IoU": round(float(iou), 4)})
+    return items, pd.DataFrame(table, columns=["index", "class", "predicted", "object IoU"]), [r[0].index for r in records]
+
+
+def _browse_classes(engine: DashboardEngine, model: str, samples: list, order: str,
+                    threshold: float) -> tuple[list, pd.DataFrame, list[int]]:
+    """Browse for a multi-label model: each image's class mask (the CAMs of its own classes, the
+    threshold as the background score) in VOC's palette with its legend, scored by the mean IoU
+    over the object classes in the image or the mask; "predicted" lists the classes scored
+    above 0.5."""
+    names = engine.checkpoints.class_names(model)
+    records = []
+    for sample, cams in zip(samples, engine.inference.class_cams_for_samples(model, samples)):
+        scores = engine.inference.class_mask_scores(cams, sample.class_mask, threshold, len(names))
+        records.append((sample, cams, scores["fg_iou"]))
+    if order != "dataset order":
+        records.sort(key=lambda r: (np.nan_to_num(r[2], nan=-1.0), r[0].index), reverse=order == "best IoU first")
+    items, table = [], []
+    for sample, cams, iou in records:
+        own = " + ".join(cams.names)
+        predicted = " + ".join(n for n, p in zip(cams.names, cams.scores) if p > 0.5) or "none of them"
+        wrong = "" if predicted == own else f" · predicted {predicted}"
+        items.append((render.class_mask_view(sample.image, cams.cams, cams.classes, cams.names, threshold,
+                                             sample.mask, size=render.THUMB),
+                      f"IoU {iou:.2f} · #{sample.index} {own}{wrong}"))
+        table.append({"index": sample.index, "class": own, "predicted": predicted, "object IoU": round(float(iou), 4)})
     return items, pd.DataFrame(table, columns=["index", "class", "predicted", "object IoU"]), [r[0].index for r in records]
 
 

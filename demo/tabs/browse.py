@@ -20,7 +20,8 @@ def build(page: Page, compare: Compare, tabs: gr.Tabs) -> gr.Dropdown:
             browse_order = gr.Radio(list(cb.BROWSE_ORDERS), value=cb.BROWSE_ORDERS[0], label="Order")
             browse_thr = gr.Slider(0.0, 1.0, value=cb.DEFAULT_THRESHOLD, step=0.05, label="IoU threshold")
             browse_btn = gr.Button("Show", variant="primary")
-        browse_gallery = gr.Gallery(label="CAM of the true class, ground truth in green: click to open in Compare",
+        browse_gallery = gr.Gallery(label="CAM of the true class (a multi-label model: the class mask of the image's classes), "
+                                          "ground truth in green: click to open in Compare",
                                     height=760, elem_id="browse-gallery", **RESULTS)
         with gr.Accordion("Per-image table", open=False):
             browse_table = gr.Dataframe(headers=["index", "class", "predicted", "object IoU"],

@@ -87,7 +87,10 @@ class CamModel:
         """Trained on several classes per image (multi-label soft-margin loss): its classes are
         scored each on its own (sigmoid), not against each other."""
         train = self.checkpoint.train_config
-        return int(train.get("max_objects", 1)) > 1 or self.checkpoint.dataset == "voc"
+        from crm_core.data import DATASETS
+
+        dataset = DATASETS.get(self.checkpoint.dataset)
+        return int(train.get("max_objects", 1)) > 1 or bool(getattr(dataset, "multi_label", False))
 
     @property
     def has_reconstructor(self) -> bool:

@@ -49,8 +49,8 @@ class TrainConfig:
     name: str = "run"  # checkpoint + run folder name
     model: str = "resnet_drs"  # registered variant (crm_core.models.MODEL_VARIANTS)
     arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | efficientnet_b0 | efficientnet_b1 | efficientnet_b2
-    dataset: str = "synthetic"  # synthetic | pets | voc
-    data_root: str | None = None  # dataset folder (pets)
+    dataset: str = "synthetic"  # synthetic | pets | voc | voc_aug
+    data_root: str | None = None  # dataset folder (pets, voc, voc_aug)
     download: bool = False  # let torchvision download the dataset (needs internet)
     num_classes: int = 4  # synthetic only: number of head patterns
     appearance: str = "random"  # synthetic only: object appearance, random | informative (crm_core.data.synthetic)
@@ -218,8 +218,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS), help="CAM backbone (torchvision): ResNet or EfficientNet")
     p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS),
                    help="synthetic (offline), Oxford-IIIT pets, or PASCAL VOC 2012 (multi-label; --data-root holds "
-                        "VOCdevkit/VOC2012)")
-    p.add_argument("--data-root", default=None, help="dataset folder (pets, voc)")
+                        "VOCdevkit/VOC2012); voc_aug: VOC trained on the field's train_aug (VOC + SBD, 10,582 "
+                        "images: SegmentationClassAug/ and ImageSets/Segmentation/train_aug.txt), tested on VOC val")
+    p.add_argument("--data-root", default=None, help="dataset folder (pets, voc, voc_aug)")
     p.add_argument("--download", action="store_true", help="download the dataset (needs internet)")
     p.add_argument("--num-classes", type=int, default=d.num_classes, help="synthetic: number of classes")
     p.add_argument("--appearance", default=d.appearance, choices=APPEARANCES,
@@ -227,7 +228,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(one class-agnostic object appearance, where CRM's premise can hold)")
     p.add_argument("--max-objects", type=int, default=d.max_objects,
                    help="synthetic: 1 to N animals of distinct classes per image; above 1 the data is multi-label "
-                        "and the classifier trains with the multi-label soft-margin loss (voc always is)")
+                        "and the classifier trains with the multi-label soft-margin loss (voc and voc_aug always are)")
     p.add_argument("--train-size", type=int, default=None, help="synthetic: number of training images")
     p.add_argument("--image-size", type=int, default=None, help="default 112 synthetic, 224 pets")
     p.add_argument("--output-stride", type=int, choices=(16, 32), default=None, help="default 16 below 224 px")

@@ -307,10 +307,10 @@ def test_pets_missing_fails_offline_without_trying_the_network(tmp_path, network
 
 
 def test_registry():
-    assert set(DATASETS) == {"synthetic", "pets", "voc"}
+    assert set(DATASETS) == {"synthetic", "pets", "voc", "voc_aug"}
     ds = build_dataset("synthetic", "val", image_size=48, num_classes=3, seed=2, length=5)
     assert isinstance(ds, SyntheticPets) and len(ds) == 5 and ds.num_classes == 3 and ds.seed == 2
-    with pytest.raises(ValueError, match="pets.*synthetic"):
+    with pytest.raises(ValueError, match="pets.*synthetic.*voc_aug"):
         build_dataset("imagenet", "train", image_size=64)
 
 

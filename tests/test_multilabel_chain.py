@@ -14,7 +14,7 @@ from crm_core.evaluate import cli as evaluate_cli
 from crm_core.postprocess import cli as postprocess_cli
 from crm_core.segment import cli as segment_cli
 from crm_core.train import cli as train_cli
-from tests.voc_fixture import write_voc
+from tests.voc_fixture import write_train_aug, write_voc
 
 
 def _chain(tmp_path: Path, name: str, data: list[str]) -> dict:
@@ -58,12 +58,15 @@ def test_several_synthetic_objects_run_from_training_to_stage_2(tmp_path: Path) 
     assert load_segmentation_checkpoint(tmp_path / "ck" / "multi_seg.pt").net.num_classes == 5
 
 
-def test_a_voc_folder_runs_from_training_to_stage_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataset", ["voc", "voc_aug"])
+def test_a_voc_folder_runs_from_training_to_stage_2(tmp_path: Path, dataset: str) -> None:
     write_voc(tmp_path / "voc", train=18, val=8)
-    out = _chain(tmp_path, "voc", ["--dataset", "voc", "--data-root", str(tmp_path / "voc"), "--weights", "none",
-                                   "--image-size", "64"])
+    if dataset == "voc_aug":
+        write_train_aug(tmp_path / "voc", extra=8)  # 26 images, 23 of them train
+    out = _chain(tmp_path, dataset, ["--dataset", dataset, "--data-root", str(tmp_path / "voc"), "--weights", "none",
+                                     "--image-size", "64"])
     assert len(out["eval"]["cam_miou_val_threshold"]["per_class_iou"]) == 21
-    assert out["manifest"]["format"] == "classes" and out["manifest"]["num_images"] == 16
+    assert out["manifest"]["format"] == "classes" and out["manifest"]["num_images"] == 16  # --limit 16
     assert len(out["stage2"]["per_class_iou"]) == 21 and 0 <= out["stage2"]["miou"] <= 1
 
 

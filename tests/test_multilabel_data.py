@@ -13,7 +13,7 @@ from crm_core.data import (DatasetFormatError, DatasetNotFoundError, SyntheticPe
                            build_dataset, random_hflip_batch)
 from crm_core.data.synthetic import APPEARANCES, render_scene, sample_scene
 from crm_core.data.voc import IGNORE, voc_palette
-from tests.voc_fixture import write_voc
+from tests.voc_fixture import write_train_aug, write_voc
 
 
 @pytest.mark.parametrize("appearance", APPEARANCES)
@@ -117,6 +117,43 @@ def test_voc_without_its_folder_fails_in_one_line_naming_the_layout(tmp_path: Pa
         build_dataset("voc", "test", image_size=48, data_root=tmp_path)
 
 
+def test_voc_aug_trains_on_train_aug_and_tests_on_voc_val(tmp_path: Path) -> None:
+    present = write_voc(tmp_path, train=10, val=4)
+    listed = write_train_aug(tmp_path, extra=10)  # 20 images: VOC's 10 train and 10 of SBD's
+    train = build_dataset("voc_aug", "train", image_size=48, data_root=tmp_path)
+    val = build_dataset("voc_aug", "val", image_size=48, data_root=tmp_path)
+    test = build_dataset("voc_aug", "test", image_size=48, data_root=tmp_path)
+    assert train.multi_label and train.num_classes == 20
+    assert (len(train), len(val), len(test)) == (18, 2, 4)  # every 10th train_aug image is the lab's val
+    kept = [i for i in range(20) if i % 10 != 0]
+    aug = tmp_path / "VOCdevkit/VOC2012/SegmentationClassAug"
+    for index in (0, len(train) - 1):  # a VOC train image and one of SBD's
+        sample, position = train[index], kept[index]
+        assert sorted(int(c) + 1 for c in torch.nonzero(sample["labels"]).flatten()) == list(listed[position])
+        image_id = (tmp_path / "VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt").read_text().split()[position]
+        expected = np.array(Image.open(aug / f"{image_id}.png").resize((48, 48), Image.NEAREST), dtype=np.int64)
+        assert np.array_equal(sample["class_mask"].numpy(), expected)
+    voc_test = build_dataset("voc", "test", image_size=48, data_root=tmp_path)
+    assert all(torch.equal(test[i]["class_mask"], voc_test[i]["class_mask"]) for i in range(len(test)))
+    assert [tuple(int(c) + 1 for c in torch.nonzero(test[i]["labels"]).flatten()) for i in range(4)] == present["val"]
+
+
+def test_voc_aug_refuses_test_images_in_train_aug_and_names_its_layout(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc_aug", "train", image_size=48, data_root=tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and "SegmentationClassAug" in message and "train_aug.txt" in message
+    assert "benchmark.tgz" in message
+    write_voc(tmp_path, train=4, val=2)
+    write_train_aug(tmp_path, extra=2)
+    sets = tmp_path / "VOCdevkit/VOC2012/ImageSets/Segmentation"
+    with open(sets / "train_aug.txt", "a") as handle:
+        handle.write("2007_val_0001\n")  # an image of the test split
+    with pytest.raises(DatasetFormatError, match="1 of its images are in VOC's val list"):
+        build_dataset("voc_aug", "train", image_size=48, data_root=tmp_path)
+    build_dataset("voc_aug", "test", image_size=48, data_root=tmp_path)  # the test split is VOC's val as ever
+
+
 def test_bad_voc_masks_are_named_errors(tmp_path: Path) -> None:
     write_voc(tmp_path, train=3, val=2)
     masks = tmp_path / "VOCdevkit/VOC2012/SegmentationClass"
@@ -191,6 +228,11 @@ def test_train_runs_multi_label_on_several_objects_and_on_a_voc_folder(tmp_path:
     assert cli([*common, "--name", "voc", "--dataset", "voc", "--data-root", str(tmp_path / "voc"), "--weights", "none",
                 "--image-size", "64"]) == 0
     assert load_checkpoint(tmp_path / "ck" / "voc.pt").class_names[14] == "person"
+    write_train_aug(tmp_path / "voc", extra=6)
+    assert cli([*common, "--name", "voc_aug", "--dataset", "voc_aug", "--data-root", str(tmp_path / "voc"),
+                "--weights", "none", "--image-size", "64"]) == 0
+    from crm_core.explain import CamModel
+    assert CamModel.load(tmp_path / "ck" / "voc_aug.pt", "cpu").multi_label
     assert cli([*common, "--name", "bad", "--max-objects", "5"]) == 2  # four classes: four animals at most
     assert cli([*common, "--name", "bad", "--dataset", "voc", "--data-root", str(tmp_path / "none"),
                 "--weights", "none"]) == 2

@@ -1,7 +1,9 @@
 """A tiny PASCAL VOC 2012 folder in the standard layout, made by the tests themselves.
 
 JPEGs of odd sizes; palette PNG masks holding a few rectangles of different classes with the
-255 boundary VOC draws around each object; the train and val lists of ImageSets/Segmentation.
+255 boundary VOC draws around each object; the train and val lists of ImageSets/Segmentation;
+optionally the field's train_aug (VOC's train images and more, as SBD adds them): single-channel
+class PNGs in SegmentationClassAug and ImageSets/Segmentation/train_aug.txt.
 """
 from __future__ import annotations
 
@@ -51,3 +53,30 @@ def write_voc(root: Path, train: int = 10, val: int = 4, seed: int = 0) -> dict[
         (base / "ImageSets" / "Segmentation" / f"{voc_list}.txt").write_text("\n".join(ids) + "\n")
         classes[voc_list] = present
     return classes
+
+
+def write_train_aug(root: Path, extra: int = 9, seed: int = 1) -> list[tuple[int, ...]]:
+    """Add train_aug to a :func:`write_voc` folder: VOC's train images (their masks copied as
+    single-channel PNGs, as SegmentationClassAug ships them) then ``extra`` images of SBD's own;
+    returns each listed image's classes (sorted, 1-20), in the list's order."""
+    base = root / "VOCdevkit" / "VOC2012"
+    (base / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
+    ids = (base / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    present = []
+    for image_id in ids:
+        mask = np.array(Image.open(base / "SegmentationClass" / f"{image_id}.png"))
+        Image.fromarray(mask, mode="L").save(base / "SegmentationClassAug" / f"{image_id}.png")
+        present.append(tuple(sorted(set(np.unique(mask).tolist()) - {0, 255})))
+    rng = np.random.default_rng(seed)
+    for i in range(extra):
+        image_id = f"2008_sbd_{i:04d}"
+        width, height = SIZES[(i + 1) % len(SIZES)]
+        picked = sorted(rng.choice(np.arange(1, 21), size=1 + i % 2, replace=False).tolist())
+        mask = object_mask(width, height, list(zip(picked, [(0.1, 0.1, 0.5, 0.5), (0.5, 0.5, 0.9, 0.9)])))
+        Image.fromarray(mask, mode="L").save(base / "SegmentationClassAug" / f"{image_id}.png")
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+            base / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        ids.append(image_id)
+        present.append(tuple(picked))
+    (base / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("\n".join(ids) + "\n")
+    return present

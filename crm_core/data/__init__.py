@@ -21,7 +21,7 @@ from crm_core.data.superpixels import (
 )
 from crm_core.data.synthetic import PATTERNS, SyntheticPets
 from crm_core.data.transforms import load_image, random_hflip_batch, to_uint8_image
-from crm_core.data.voc import VOCSegmentationData
+from crm_core.data.voc import VOCAugSegmentationData, VOCSegmentationData
 
 __all__ = [
     "DATASETS",
@@ -33,6 +33,7 @@ __all__ = [
     "PATTERNS",
     "SuperpixelCache",
     "SyntheticPets",
+    "VOCAugSegmentationData",
     "VOCSegmentationData",
     "build_dataset",
     "load_image",
@@ -46,6 +47,7 @@ DATASETS: dict[str, type[Dataset]] = {
     "synthetic": SyntheticPets,
     "pets": OxfordPets,
     "voc": VOCSegmentationData,
+    "voc_aug": VOCAugSegmentationData,
 }
 
 DEFAULT_DATA_ROOT = Path("data")  # where `pets` and `voc` look when no data_root is given
@@ -82,8 +84,8 @@ def build_dataset(
     if max_objects != 1:
         raise ValueError(f"max_objects applies to the synthetic dataset only; {name} has its own objects")
     root = DEFAULT_DATA_ROOT if data_root is None else data_root
-    if name == "voc":
-        return VOCSegmentationData(root, split, image_size=image_size, download=download, superpixels=superpixels,
-                                   length=length)
+    if name in ("voc", "voc_aug"):
+        return DATASETS[name](root, split, image_size=image_size, download=download, superpixels=superpixels,
+                              length=length)
     return OxfordPets(root, split, image_size=image_size, download=download,
                       superpixels=superpixels, length=length)

@@ -15,6 +15,16 @@ Splits: the lab chooses thresholds on a val split it never reports, so "train" i
 minus every 10th image, "val" is those held-out images, and "test" is VOC's val list (the split
 the field reports, whose masks are public). Image labels are the classes present in the mask.
 Images are squashed to ``image_size`` square (bilinear; masks nearest), as for Oxford-IIIT Pet.
+
+``voc_aug`` (:class:`VOCAugSegmentationData`) trains on the field's ``train_aug`` instead: VOC's
+train images plus SBD's (Hariharan et al. 2011), 10,582 images, in the folder layout the
+DeepLab and IRN code bases use::
+
+    <root>/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   class-index PNGs (mode L or P)
+    <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt
+
+"train" and "val" are carved out of that list as above; "test" is still VOC's val list, and an
+image of it in ``train_aug.txt`` is refused (it would be scored on what it was trained on).
 """
 
 from __future__ import annotations
@@ -31,11 +41,14 @@ from crm_core.data.errors import DatasetFormatError, DatasetNotFoundError
 from crm_core.data.superpixels import SuperpixelCache
 from crm_core.data.transforms import pil_to_rgb, resize_rgb
 
-__all__ = ["VOC_CLASSES", "VOC_URL", "VOCSegmentationData", "voc_layout", "voc_palette"]
+__all__ = ["SBD_URL", "VOC_CLASSES", "VOC_URL", "VOCAugSegmentationData", "VOCSegmentationData", "voc_layout",
+           "voc_palette"]
 
 logger = logging.getLogger(__name__)
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
+# SBD's images and boundaries; SegmentationClassAug is those masks converted to VOC's class PNGs
+SBD_URL = "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
     "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -65,7 +78,8 @@ def voc_layout(root: Union[str, Path]) -> dict[str, Path]:
     base = Path(root).expanduser() / "VOCdevkit" / "VOC2012"
     sets = base / "ImageSets" / "Segmentation"
     return {"base": base, "images": base / "JPEGImages", "masks": base / "SegmentationClass",
-            "train": sets / "train.txt", "val": sets / "val.txt"}
+            "train": sets / "train.txt", "val": sets / "val.txt",
+            "aug_masks": base / "SegmentationClassAug", "train_aug": sets / "train_aug.txt"}
 
 
 def _check_files(root: Union[str, Path], voc_list: str) -> None:
@@ -77,6 +91,44 @@ def _check_files(root: Union[str, Path], voc_list: str) -> None:
             f"{layout['base']}/{{JPEGImages/<id>.jpg, SegmentationClass/<id>.png, "
             f"ImageSets/Segmentation/{{train,val}}.txt}}: extract {VOC_URL} into {Path(root).expanduser()} "
             "or pass --download on a machine with internet access")
+
+
+def _check_aug_files(root: Union[str, Path]) -> None:
+    layout = voc_layout(root)
+    missing = [p for p in (layout["images"], layout["aug_masks"], layout["train_aug"]) if not p.exists()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"VOC 2012 train_aug not found: missing {', '.join(str(p) for p in missing)}; expected "
+            f"{layout['base']}/{{JPEGImages/<id>.jpg, SegmentationClassAug/<id>.png, "
+            f"ImageSets/Segmentation/train_aug.txt}} (VOC's train images and SBD's, {SBD_URL}, "
+            "with SBD's masks converted to class-index PNGs, as the DeepLab and IRN code bases ship them)")
+
+
+def _read_ids(path: Path) -> list[str]:
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+class _TrainAugList:
+    """train_aug as (image, mask) pairs, read like torchvision's VOCSegmentation (which knows
+    only VOC's own lists): ``images``, ``masks``, ``len`` and ``[i]`` -> (RGB image, mask image)."""
+
+    def __init__(self, root: Union[str, Path]) -> None:
+        layout = voc_layout(root)
+        ids = _read_ids(layout["train_aug"])
+        if layout["val"].is_file():
+            leaked = sorted(set(ids) & set(_read_ids(layout["val"])))
+            if leaked:
+                raise DatasetFormatError(
+                    f"{layout['train_aug']}: {len(leaked)} of its images are in VOC's val list (the lab's test "
+                    f"split), e.g. {leaked[0]}; train_aug must leave them out")
+        self.images = [str(layout["images"] / f"{i}.jpg") for i in ids]
+        self.masks = [str(layout["aug_masks"] / f"{i}.png") for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, Image.Image]:
+        return Image.open(self.images[index]).convert("RGB"), Image.open(self.masks[index])
 
 
 def read_class_mask(target: Image.Image, where: str, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
@@ -104,6 +156,7 @@ class VOCSegmentationData(FolderDataset):
     name = "voc"
     part_names = {1: "object"}
     multi_label = True
+    train_aug = False  # True: train and val come from train_aug (VOC + SBD), see the module's docstring
 
     def __init__(
         self,
@@ -119,17 +172,22 @@ class VOCSegmentationData(FolderDataset):
         if int(image_size) < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         voc_list = _SPLITS[split]
+        if self.train_aug and split != "test":
+            _check_aug_files(root)  # SBD has no download here: torchvision's SBDataset keeps its .mat masks
+            self._settle(_TrainAugList(root), root, split, image_size, superpixels, length, list(VOC_CLASSES),
+                         VAL_EVERY)
+            return
         if not download:
             _check_files(root, voc_list)
 
         from torchvision.datasets import VOCSegmentation  # lazy: only VOC users pay for it
 
         try:
-            self._tv = VOCSegmentation(root=str(Path(root).expanduser()), year="2012", image_set=voc_list,
-                                       download=download)
+            tv = VOCSegmentation(root=str(Path(root).expanduser()), year="2012", image_set=voc_list,
+                                 download=download)
         except RuntimeError as exc:  # torchvision's own "Dataset not found or corrupted"
             raise DatasetNotFoundError(f"{exc} (root: {root})") from exc
-        self._settle(self._tv, root, split, image_size, superpixels, length, list(VOC_CLASSES), VAL_EVERY)
+        self._settle(tv, root, split, image_size, superpixels, length, list(VOC_CLASSES), VAL_EVERY)
         logger.debug("VOCSegmentationData(%s): %d of %d images of VOC's %s list", split, len(self), len(self._tv),
                      voc_list)
 
@@ -160,3 +218,11 @@ class VOCSegmentationData(FolderDataset):
         mask = np.where(classes == IGNORE, IGNORE, classes > 0).astype(np.int64)
         trimap = np.select([classes == IGNORE, classes > 0], [3, 1], 2).astype(np.uint8)
         return SampleArrays(image, label, mask, trimap, mask.astype(np.uint8), classes, labels)
+
+
+class VOCAugSegmentationData(VOCSegmentationData):
+    """VOC 2012 with the field's train_aug (VOC's train images and SBD's, 10,582) as its train and
+    val splits; test is VOC's val list, as for :class:`VOCSegmentationData`."""
+
+    name = "voc_aug"
+    train_aug = True

@@ -85,6 +85,29 @@ def test_superpixel_cache_bench() -> None:
     assert _finite_stats(r["recompute_s"]) and _finite_stats(r["cached_s"]) and r["speedup"] > 0
 
 
+def test_the_voc_sized_folder_reads_as_voc_and_trains_plain_and_with_crm(tmp_path: Path) -> None:
+    from crm_core.data import build_dataset
+
+    root = bench.write_voc_sized_folder(tmp_path / "voc", images=10, size=(50, 37))
+    train = build_dataset("voc", "train", image_size=32, data_root=root)
+    test = build_dataset("voc", "test", image_size=32, data_root=root)
+    assert (len(train), len(test)) == (9, 1)  # VOC's train list minus the lab's val; its val list
+    jpeg = next((root / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
+    from PIL import Image
+
+    assert Image.open(jpeg).size == (50, 37)
+    for i in range(len(train)):
+        sample = train[i]
+        assert 1 <= int(sample["labels"].sum()) <= 3 and (sample["class_mask"] == 255).any()
+    doc = bench.run_all(bench.BenchConfig(tiny=True, sections=("voc_training",)))
+    r = doc["details"]["voc_training"]
+    assert set(r["runs"]) == {"voc_plain", "voc_crm"} and r["runs"]["voc_crm"]["crm"]
+    assert all(math.isfinite(run["images_per_s"]) and run["steps_timed"] >= 1 for run in r["runs"].values())
+    assert doc["voc_crm_step_ratio"] == pytest.approx(r["runs"]["voc_crm"]["step_s"] / r["runs"]["voc_plain"]["step_s"])
+    assert "### 9. Training at VOC's sizes" in bench.format_tables(doc)
+    assert "voc_training" in bench.ALL_SECTIONS and "voc_training" not in bench.BenchConfig.sections  # asked for only
+
+
 def test_training_subprocess_reports_throughput_and_rss() -> None:
     r = bench.bench_training([("tiny_crm", TINY, True, {"crm_preset": "fast", "workers": 0})], steps=3, warmup_steps=1)
     run = r["tiny_crm"]

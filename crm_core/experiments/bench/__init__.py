@@ -20,6 +20,8 @@ them at tiny sizes:
    chose its default architecture.
 8. :mod:`~crm_core.experiments.bench.evaluation` -- what PxAP, faithfulness and the maps from no
    model add to an evaluation, per image.
+9. :mod:`~crm_core.experiments.bench.voc_training` -- only when asked (``--sections voc_training
+   --device cuda``): resnet50 at 448 px, batch 16, plain and with CRM, on a VOC-sized folder it writes.
 
 Around them: :mod:`~crm_core.timing` (the harness), :mod:`~crm_core.experiments.bench.workers`
 (fresh interpreters), :mod:`~crm_core.experiments.bench.suite` (the whole run), :mod:`~crm_core.experiments.bench.report`
@@ -33,7 +35,7 @@ from crm_core.experiments.bench.cams import bench_gradcampp
 from crm_core.experiments.bench.cli import cli, get_args_parser
 from crm_core.experiments.bench.dashboard import dashboard_latencies
 from crm_core.experiments.bench.report import MARK_BEGIN, MARK_END, format_summary, format_tables, machine_line, write_markdown
-from crm_core.experiments.bench.suite import BenchConfig, default_crm_preset, run_all
+from crm_core.experiments.bench.suite import ALL_SECTIONS, BenchConfig, default_crm_preset, run_all
 from crm_core.experiments.bench.evaluation import bench_evaluation
 from crm_core.experiments.bench.segment_step import bench_segment_step
 from crm_core.experiments.bench.superpixels import bench_superpixels
@@ -41,11 +43,13 @@ from crm_core.experiments.bench.throughput import bench_scale, bench_training, r
 from crm_core.timing import Stats, machine_info, time_interleaved
 from crm_core.experiments.bench.train_step import (RECIPES, TINY_RECIPES, Lever, ReferenceLayerNorm, StepRecipe, StepRunner,
                                        bench_crm_step, default_levers, use_reference_norms)
+from crm_core.experiments.bench.voc_training import VOC_RECIPE, bench_voc_training, write_voc_sized_folder
 
 __all__ = [
-    "MARK_BEGIN", "MARK_END", "RECIPES", "TINY_RECIPES", "BenchConfig", "Lever", "ReferenceLayerNorm", "Stats",
+    "ALL_SECTIONS", "MARK_BEGIN", "MARK_END", "RECIPES", "TINY_RECIPES", "BenchConfig", "Lever", "ReferenceLayerNorm", "Stats",
     "StepRecipe", "StepRunner", "bench_crm_step", "bench_evaluation", "bench_gradcampp", "bench_scale", "bench_segment_step", "bench_superpixels",
     "bench_training", "cli", "dashboard_latencies", "default_crm_preset", "default_levers", "format_summary",
     "format_tables", "get_args_parser", "machine_info", "machine_line", "run_all", "run_train_subprocess",
     "time_interleaved", "training_config", "use_reference_norms", "write_markdown",
+    "VOC_RECIPE", "bench_voc_training", "write_voc_sized_folder",
 ]

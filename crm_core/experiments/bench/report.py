@@ -152,6 +152,18 @@ def format_tables(doc: dict[str, Any]) -> str:
                   f"references, {r['references_ratio']:.2f}x"
                   + (f"; with deletion and insertion, {r['deletion_insertion_ratio']:.1f}x"
                      if "deletion_insertion_ratio" in r else "") + ".", ""]
+    if "voc_training" in d:
+        r = d["voc_training"]
+        recipe = r["recipe"]
+        width, height = r["image_size_on_disk"]
+        lines += [f"### 9. Training at VOC's sizes ({recipe['arch']}, {recipe['image_size']} px, batch "
+                  f"{recipe['batch_size']}, on {r['device']}; a folder of {r['images']:,} JPEGs at {width}x{height}, "
+                  f"{r['workers']} data workers, superpixels cached)", "",
+                  "| run | images/s | step s | peak RSS MiB (main process) |", "|---|---|---|---|"]
+        for label, run in r["runs"].items():
+            lines.append(f"| {label} | {_f(run['images_per_s'])} | {_f(run['step_s'])} | "
+                         f"{_f(run['peak_rss_mb']['self'], 0)} |")
+        lines += ["", f"CRM's step over the plain one: **{r['crm_step_ratio']:.2f}x**.", ""]
     return "\n".join(lines)
 
 

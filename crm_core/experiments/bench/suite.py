@@ -15,6 +15,7 @@ from crm_core.experiments.bench.superpixels import bench_superpixels
 from crm_core.experiments.bench.throughput import bench_scale, bench_training
 from crm_core.timing import machine_info
 from crm_core.experiments.bench.train_step import RECIPES, TINY_RECIPES, bench_crm_step, default_levers
+from crm_core.experiments.bench.voc_training import TINY_VOC_RECIPE, bench_voc_training
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,15 @@ class BenchConfig:
 
     quick: bool = False  # small repeat counts and only the levers the summary needs
     sections: tuple[str, ...] = ("gradcampp", "crm_step", "training", "dashboard", "superpixels", "scale", "segment_step",
-                                 "evaluation")
+                                 "evaluation")  # voc_training (ALL_SECTIONS) runs only when asked: minutes on a GPU
     repeats: int | None = None  # timing repeats (default 3 quick / 5 full for fast sections)
     compile: bool = False  # also measure torch.compile (minutes of compilation on a small CPU)
     tiny: bool = False  # every section at toy sizes (resnet18, 64 px, batch 2): for tests of the pipeline
     device: str = "cpu"  # where the CRM-step and stage-2 sections run (cpu | cuda); the other sections measure the CPU
+
+
+#: Every section ``--sections`` may name: the default ones and VOC-sized training (for a GPU).
+ALL_SECTIONS: tuple[str, ...] = (*BenchConfig.sections, "voc_training")
 
 
 def default_crm_preset() -> str:
@@ -129,6 +134,12 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
             dict(image_size=64, images=4, batch_size=2) if cfg.tiny else {})))) is not None:
         summary["eval_faithfulness_ratio"] = r["faithfulness_ratio"]
         summary["eval_ms_per_image"] = 1000 * r["per_image_s"]["with_faithfulness"]
+    if (r := section("voc_training", lambda: bench_voc_training(
+            device=cfg.device, **(dict(steps=4, images=6, recipe=TINY_VOC_RECIPE, workers=0, warmup_steps=1,
+                                       size=(50, 37)) if cfg.tiny else dict(steps=8 if quick else 20))))) is not None:
+        for run, key in (("voc_plain", "voc_images_per_s_resnet50"), ("voc_crm", "voc_images_per_s_resnet50_crm")):
+            summary[key] = r["runs"][run]["images_per_s"]
+        summary["voc_crm_step_ratio"] = r["crm_step_ratio"]
     details["total_s"] = time.perf_counter() - started
     details["default_crm_preset"] = preset
     return {**summary, "details": details}

@@ -1,6 +1,7 @@
 """Sections 3 and 6: training throughput and peak memory, each run in a fresh process.
 
-3. :func:`bench_training` -- images/s and peak RSS of short synthetic training runs.
+3. :func:`bench_training` -- images/s and peak RSS of short training runs (synthetic data unless
+   a run's overrides name another dataset: section 9's VOC-sized folder).
 6. :func:`bench_scale` -- ``torchrun`` with 1 process x 2 threads against 2 processes x 1 thread.
 
 The child is ``python -m crm_core.experiments.bench --worker-train CONFIG``: it trains through
@@ -90,9 +91,10 @@ def run_train_subprocess(config: dict[str, Any], warmup_steps: int = 1, nproc: i
 
 def _prefill_superpixels(config: dict[str, Any], cache_root: Path) -> None:
     """Compute the SLIC labels of the run's training images once (steady state of training:
-    after the first epoch every lookup hits the on-disk cache)."""
+    after the first epoch every lookup hits the on-disk cache, keyed by the pixels)."""
     cache = SuperpixelCache(root=cache_root, n_segments=config.get("n_segments", 64))
-    dataset = build_dataset("synthetic", "train", image_size=config["image_size"], num_classes=config.get("num_classes", 4),
+    dataset = build_dataset(config.get("dataset", "synthetic"), "train", image_size=config["image_size"],
+                            num_classes=config.get("num_classes", 4), data_root=config.get("data_root"),
                             superpixels=cache, length=config["train_size"], seed=config.get("seed", 0))
     for i in range(len(dataset)):
         dataset[i]

@@ -216,6 +216,9 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("informative_resnet_crm_noalign", "informative_resnet", "miou"),
     ("camouflage_resnet_crm_noalign", "camouflage_resnet", "miou"),
     ("informative_stage2_resnet_crm", "informative_stage2_resnet", "miou"),
+    # several objects per image: does CRM's effect hold? (whether it blurs classes into each
+    # other, the confusion column, is read out as exploratory)
+    *((f"{a}_m{MULTI_OBJECTS}_resnet_crm", f"{a}_m{MULTI_OBJECTS}_resnet", "miou") for a in MULTI_OBJECT_APPEARANCES),
 )
 # A run whose median raw CAM peak (before max-normalisation) is below this is flagged: its maps
 # are scaled up from almost nothing (an untrained EfficientNet's peak near 1e-14).
@@ -319,6 +322,13 @@ HEADLINE_LINES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     ("informative: stage-2 network's mIoU", ("informative_stage2_constant", "informative_stage2_intensity", None,
                                              "informative_stage2_resnet", "informative_stage2_resnet_crm",
                                              "informative_stage2_gt")),
+    # several objects per image: mIoU over background + 4 classes (the ceiling: perfect class masks)
+    *((f"{a}, 1-{MULTI_OBJECTS} objects: CAM mIoU", tuple(f"{a}_m{MULTI_OBJECTS}_{r}" for r in (
+        "resnet_floor", "intensity", "colour", "resnet", "resnet_crm", "perfect_object")))
+      for a in MULTI_OBJECT_APPEARANCES),
+    (f"informative, 1-{MULTI_OBJECTS} objects: stage-2 network's mIoU",
+     tuple(f"informative_m{MULTI_OBJECTS}_{r}" if r else None for r in (
+         "stage2_constant", None, None, "stage2_resnet", "stage2_resnet_crm", "stage2_gt"))),
 )
 # The comparisons the results block reads out, per appearance (row, baseline): CRM against none, against
 # brightness and against the colour classifier, the trained plain model against its floor and

@@ -116,6 +116,14 @@ class FolderDataset(PetsDataset):
     _indices: list[int]
     root: Path
 
+    @staticmethod
+    def _check_request(split: str, splits: Any, image_size: int) -> None:
+        """Refuse a split the dataset does not have (``splits``: its names) and a size below 1."""
+        if split not in splits:
+            raise ValueError(f"unknown split {split!r}; choose from {list(splits)}")
+        if int(image_size) < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+
     def _settle(self, tv: Any, root: Union[str, Path], split: str, image_size: int,
                 superpixels: Optional[SuperpixelCache], length: Optional[int], class_names: list[str],
                 every: int) -> None:

@@ -86,10 +86,7 @@ class OxfordPets(FolderDataset):
         superpixels: Optional[SuperpixelCache] = None,
         length: Optional[int] = None,
     ) -> None:
-        if split not in _SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose from {list(_SPLITS)}")
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+        self._check_request(split, _SPLITS, image_size)
         tv_split = "test" if split == "test" else "trainval"
         if not download:
             _check_files(root, tv_split)

@@ -167,10 +167,7 @@ class VOCSegmentationData(FolderDataset):
         superpixels: Optional[SuperpixelCache] = None,
         length: Optional[int] = None,
     ) -> None:
-        if split not in _SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose from {list(_SPLITS)}")
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+        self._check_request(split, _SPLITS, image_size)
         voc_list = _SPLITS[split]
         if self.train_aug and split != "test":
             _check_aug_files(root)  # SBD has no download here: torchvision's SBDataset keeps its .mat masks

@@ -19,6 +19,7 @@ from crm_core.experiments.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TA
                                                 HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE, PLAN_COMMAND,
                                                 REFERENCE_LABELS, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END,
                                                 RESULTS_METRICS, ROW_BY_KEY, ROWS, SEG_RECIPE, SETTINGS,
+                                                setting_label,
                                                 STAGE2_METRICS, TABLE_ORDER, TINY_CAM_PEAK)
 from crm_core.experiments.paired_stats import compare, holm, mean_std
 
@@ -390,7 +391,8 @@ def headline_table(summary: dict[str, Any]) -> list[str]:
         row = rows[e["row"]]
         metric = ("segmentation mIoU (test)" if row["group"] == "stage2" and e["metric"] == "miou"
                   else METRICS[e["metric"]][0])
-        lines.append(f"| {row['appearance']} | {row['label']} − {rows[e['baseline']]['label']} | {metric} | {e['n']} | "
+        lines.append(f"| {setting_label(row.get('setting', row['appearance']))} | {row['label']} − "
+                     f"{rows[e['baseline']]['label']} | {metric} | {e['n']} | "
                      f"{e['diff']:+.3f} | {_p(e['p'])} | {_p(e['p_holm'])} | {'yes' if e['effect'] else 'no'} |")
     return lines
 
@@ -519,8 +521,10 @@ def results_block(report: dict[str, Any]) -> str:
             c = by_pair.get((f"{appearance}_{row}", f"{appearance}_{base}"))
             if c is None:
                 continue
+            read_out = ("miou", "body", "head", "bg_fpr") if appearance in APPEARANCES else (
+                "miou", "body", "head", "bg_fpr", "confusion", "accuracy")  # several objects: classes can mix
             cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(c['metrics'].get(m))}"
-                              for m in ("miou", "body", "head", "bg_fpr") if m in c["metrics"])
+                              for m in read_out if m in c["metrics"])
             lines.append(f"- {summary['rows'][c['row']]['label']} − {summary['rows'][c['baseline']]['label']} "
                          f"(n = {c['metrics']['miou']['n']}): {cells}")
         lines.append("")
@@ -563,7 +567,10 @@ def headline_block(report: dict[str, Any]) -> str:
     lines += ["", f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split; the CAM threshold chosen on "
               "val). Floor: the same network with no training step; for stage 2, the better constant mask. "
               f"Ceiling: a perfect object mask at the {RESULTS.cam_size}×{RESULTS.cam_size} CAM grid. For stage 2 "
-              "each column is the network trained on that column's masks, the ceiling on the ground truth's."]
+              "each column is the network trained on that column's masks, the ceiling on the ground truth's. With "
+              "several objects the mIoU is over the background and the 4 classes: each image's classes compete with "
+              "a background score chosen on val, the cues from no model give each pixel above it to the image's "
+              "first class, and the ceiling is each object's class mask at the CAM grid."]
     headline = headline_table(summary)
     if headline:
         lines += ["", f"The {len(headline) - 2} comparisons the claims rest on (paired over seeds, two-sided "

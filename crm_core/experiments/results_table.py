@@ -150,6 +150,12 @@ MULTI_OBJECT_APPEARANCES = ("informative", "camouflage")
 SETTINGS: tuple[str, ...] = (*APPEARANCES, *(f"{a}_m{MULTI_OBJECTS}" for a in MULTI_OBJECT_APPEARANCES))
 
 
+def setting_label(setting: str) -> str:
+    """A setting in a few words: its appearance, and how many objects when several."""
+    appearance, _, objects = setting.partition("_m")
+    return f"{appearance}, 1-{objects} objects" if objects else appearance
+
+
 ROWS: tuple[Row, ...] = _rows()
 ROW_BY_KEY = {row.key: row for row in ROWS}
 GROUPS = ("main", "floor", "baseline", "ceiling", "ablation", "mechanism", "backbone", "preset", "legacy", "stage2")
@@ -323,10 +329,10 @@ HEADLINE_LINES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
                                              "informative_stage2_resnet", "informative_stage2_resnet_crm",
                                              "informative_stage2_gt")),
     # several objects per image: mIoU over background + 4 classes (the ceiling: perfect class masks)
-    *((f"{a}, 1-{MULTI_OBJECTS} objects: CAM mIoU", tuple(f"{a}_m{MULTI_OBJECTS}_{r}" for r in (
+    *((f"{setting_label(f'{a}_m{MULTI_OBJECTS}')}: CAM mIoU", tuple(f"{a}_m{MULTI_OBJECTS}_{r}" for r in (
         "resnet_floor", "intensity", "colour", "resnet", "resnet_crm", "perfect_object")))
       for a in MULTI_OBJECT_APPEARANCES),
-    (f"informative, 1-{MULTI_OBJECTS} objects: stage-2 network's mIoU",
+    (f"{setting_label(f'informative_m{MULTI_OBJECTS}')}: stage-2 network's mIoU",
      tuple(f"informative_m{MULTI_OBJECTS}_{r}" if r else None for r in (
          "stage2_constant", None, None, "stage2_resnet", "stage2_resnet_crm", "stage2_gt"))),
 )

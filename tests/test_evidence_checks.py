@@ -77,7 +77,8 @@ def test_holm_matches_the_step_down_definition() -> None:
 
 
 def test_headline_family_is_declared_small_and_decided_on_the_adjusted_p() -> None:
-    assert 1 <= len(HEADLINE) <= 8 and all((row, base) in COMPARISONS for row, base, _ in HEADLINE)
+    # few: the claims on one object (8) and whether CRM's effect holds with several (one per appearance)
+    assert 1 <= len(HEADLINE) <= 10 and all((row, base) in COMPARISONS for row, base, _ in HEADLINE)
     row, base, metric = HEADLINE[0]
     # 5 seeds, every headline difference consistent: raw p passes, then Holm over the family decides
     jobs = []

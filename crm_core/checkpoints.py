@@ -47,6 +47,15 @@ class CheckpointSummary:
     weights_source: str
     has_reconstructor: bool
 
+    @property
+    def multi_label(self) -> bool:
+        """Trained on several classes per image (multi-label soft-margin loss): several objects
+        of synthetic data, or a multi-label dataset such as VOC."""
+        from crm_core.data import DATASETS  # lazy: listing checkpoints needs no dataset code
+
+        dataset = DATASETS.get(self.dataset)
+        return int(self.train_config.get("max_objects", 1)) > 1 or bool(getattr(dataset, "multi_label", False))
+
     def describe(self) -> str:
         """One line a person can read: what this checkpoint is."""
         cfg, train = self.model_config, self.train_config

@@ -86,11 +86,7 @@ class CamModel:
     def multi_label(self) -> bool:
         """Trained on several classes per image (multi-label soft-margin loss): its classes are
         scored each on its own (sigmoid), not against each other."""
-        train = self.checkpoint.train_config
-        from crm_core.data import DATASETS
-
-        dataset = DATASETS.get(self.checkpoint.dataset)
-        return int(train.get("max_objects", 1)) > 1 or bool(getattr(dataset, "multi_label", False))
+        return self.checkpoint.multi_label
 
     @property
     def has_reconstructor(self) -> bool:

@@ -175,7 +175,7 @@ class CheckpointStore:
         return self.summary(name).has_reconstructor
 
     def multi_label(self, name: str) -> bool:
-        return self.model(name).multi_label
+        return self.summary(name).multi_label
 
     def variant(self, name: str) -> str:
         return self.summary(name).model_config.variant

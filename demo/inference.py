@@ -207,32 +207,32 @@ class Inference:
 
     def class_cams(self, name: str, image: np.ndarray, classes: Sequence[int] | None = None, top_k: int = 3,
                    drs_delta: float | None = None) -> ClassCams:
-        model = self._store.model(name)
-        count = len(model.class_names)
-        x = model.preprocess(image)[None]
-        logits, maps, _ = model.class_maps(x, drs_delta, size=tuple(image.shape[:2]))
-        scores = (torch.sigmoid(logits) if model.multi_label else F.softmax(logits, dim=1))[0]
-        if classes is None:
-            chosen = scores.topk(min(max(int(top_k), 1), count)).indices.tolist()
-        else:
-            chosen = [int(c) for c in classes]
-            if any(not 0 <= c < count for c in chosen):
-                raise ValueError(f"class indices must be in 0..{count - 1}, got {chosen}")
-        return ClassCams(classes=chosen, names=[model.class_names[c] for c in chosen],
-                         cams=maps[0, chosen].cpu().numpy().astype(np.float32),
-                         scores=[float(scores[c]) for c in chosen], multi_label=model.multi_label)
+        return self._class_cams(self._store.model(name), [image], [classes], drs_delta, top_k)[0]
 
     def class_cams_for_samples(self, name: str, samples: Sequence[Sample],
                                drs_delta: float | None = None) -> list[ClassCams]:
-        model = self._store.model(name)
         if not samples:
             return []
-        images = torch.stack([model.preprocess(s.image) for s in samples])  # (N, 3, S, S)
-        logits, maps, _ = model.class_maps(images, drs_delta, size=tuple(samples[0].image.shape[:2]))
+        own = [s.labels if s.labels is not None else (s.label,) for s in samples]
+        return self._class_cams(self._store.model(name), [s.image for s in samples], own, drs_delta)
+
+    @staticmethod
+    def _class_cams(model: CamModel, images: Sequence[np.ndarray], classes: Sequence[Sequence[int] | None],
+                    drs_delta: float | None, top_k: int = 3) -> list[ClassCams]:
+        """The CAMs of ``classes[i]`` on ``images[i]`` (None: the ``top_k`` the model scores highest),
+        all images in one forward pass, at the first image's size."""
+        count = len(model.class_names)
+        x = torch.stack([model.preprocess(image) for image in images])  # (N, 3, S, S)
+        logits, maps, _ = model.class_maps(x, drs_delta, size=tuple(images[0].shape[:2]))
         scores = torch.sigmoid(logits) if model.multi_label else F.softmax(logits, dim=1)
         out = []
-        for i, sample in enumerate(samples):
-            chosen = [int(c) for c in (sample.labels if sample.labels is not None else (sample.label,))]
+        for i, wanted in enumerate(classes):
+            if wanted is None:
+                chosen = scores[i].topk(min(max(int(top_k), 1), count)).indices.tolist()
+            else:
+                chosen = [int(c) for c in wanted]
+                if any(not 0 <= c < count for c in chosen):
+                    raise ValueError(f"class indices must be in 0..{count - 1}, got {chosen}")
             out.append(ClassCams(classes=chosen, names=[model.class_names[c] for c in chosen],
                                  cams=maps[i, chosen].cpu().numpy().astype(np.float32),
                                  scores=[float(scores[i, c]) for c in chosen], multi_label=model.multi_label))

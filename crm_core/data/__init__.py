@@ -84,8 +84,5 @@ def build_dataset(
     if max_objects != 1:
         raise ValueError(f"max_objects applies to the synthetic dataset only; {name} has its own objects")
     root = DEFAULT_DATA_ROOT if data_root is None else data_root
-    if name in ("voc", "voc_aug"):
-        return DATASETS[name](root, split, image_size=image_size, download=download, superpixels=superpixels,
-                              length=length)
-    return OxfordPets(root, split, image_size=image_size, download=download,
-                      superpixels=superpixels, length=length)
+    return DATASETS[name](root, split, image_size=image_size, download=download, superpixels=superpixels,
+                          length=length)  # the folder datasets (FolderDataset) share one constructor

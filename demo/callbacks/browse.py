@@ -10,7 +10,7 @@ import pandas as pd
 from demo import render
 from demo.callbacks.common import MAX_BROWSE, _model_name, _number, _threshold, user_errors
 from demo.callbacks.compare import load_sample
-from demo.protocol import DashboardEngine
+from demo.protocol import DashboardEngine, Sample
 
 BROWSE_ORDERS = ("worst IoU first", "best IoU first", "dataset order")
 
@@ -28,48 +28,48 @@ def browse(engine: DashboardEngine, model: Any, count: Any, order: Any, threshol
         progress(0.1, desc=f"CAMs of {count} images")
     samples = engine.inference.samples(model, range(count))
     if engine.checkpoints.multi_label(model):
-        return _browse_classes(engine, model, samples, order, threshold)
-    cams, predicted = engine.inference.cams_for_samples(model, samples, classes="label")
-    names = engine.checkpoints.class_names(model)
-    records = []
-    for sample, cam, pred in zip(samples, cams, predicted):
-        scores = engine.inference.mask_scores(cam, sample.mask, threshold)
-        records.append((sample, cam, int(pred), scores["fg_iou"]))
-    if order != "dataset order":
-        records.sort(key=lambda r: (np.nan_to_num(r[3], nan=-1.0), r[0].index), reverse=order == "best IoU first")
-    items, table = [], []
-    for sample, cam, pred, iou in records:
-        wrong = "" if pred == sample.label else f" · predicted {names[pred]}"
-        items.append((render.overlay(sample.image, cam, sample.mask, size=render.THUMB),
-                      f"IoU {iou:.2f} · #{sample.index} {sample.class_name}{wrong}"))
-        table.append({"index": sample.index, "class": sample.class_name, "predicted": names[pred],
-                      "object IoU": round(float(iou), 4)})
-    return items, pd.DataFrame(table, columns=["index", "class", "predicted", "object IoU"]), [r[0].index for r in records]
-
-
-def _browse_classes(engine: DashboardEngine, model: str, samples: list, order: str,
-                    threshold: float) -> tuple[list, pd.DataFrame, list[int]]:
-    """Browse for a multi-label model: each image's class mask (the CAMs of its own classes, the
-    threshold as the background score) in VOC's palette with its legend, scored by the mean IoU
-    over the object classes in the image or the mask; "predicted" lists the classes scored
-    above 0.5."""
-    names = engine.checkpoints.class_names(model)
-    records = []
-    for sample, cams in zip(samples, engine.inference.class_cams_for_samples(model, samples)):
-        scores = engine.inference.class_mask_scores(cams, sample.class_mask, threshold, len(names))
-        records.append((sample, cams, scores["fg_iou"]))
+        records = _class_mask_records(engine, model, samples, threshold)
+    else:
+        records = _cam_records(engine, model, samples, threshold)
     if order != "dataset order":
         records.sort(key=lambda r: (np.nan_to_num(r[2], nan=-1.0), r[0].index), reverse=order == "best IoU first")
     items, table = [], []
-    for sample, cams, iou in records:
-        own = " + ".join(cams.names)
-        predicted = " + ".join(n for n, p in zip(cams.names, cams.scores) if p > 0.5) or "none of them"
-        wrong = "" if predicted == own else f" · predicted {predicted}"
-        items.append((render.class_mask_view(sample.image, cams.cams, cams.classes, cams.names, threshold,
-                                             sample.mask, size=render.THUMB),
-                      f"IoU {iou:.2f} · #{sample.index} {own}{wrong}"))
-        table.append({"index": sample.index, "class": own, "predicted": predicted, "object IoU": round(float(iou), 4)})
+    for sample, picture, iou, shown, predicted in records:
+        wrong = "" if predicted == shown else f" · predicted {predicted}"
+        items.append((picture, f"IoU {iou:.2f} · #{sample.index} {shown}{wrong}"))
+        table.append({"index": sample.index, "class": shown, "predicted": predicted, "object IoU": round(float(iou), 4)})
     return items, pd.DataFrame(table, columns=["index", "class", "predicted", "object IoU"]), [r[0].index for r in records]
+
+
+# One Browse record per image: (sample, thumbnail, its IoU, its class(es), the predicted class(es)).
+BrowseRecord = tuple[Sample, np.ndarray, float, str, str]
+
+
+def _cam_records(engine: DashboardEngine, model: str, samples: list[Sample], threshold: float) -> list[BrowseRecord]:
+    """A single-label model: the CAM of each image's true class over it, scored by its object IoU
+    at ``threshold``."""
+    cams, predicted = engine.inference.cams_for_samples(model, samples, classes="label")
+    names = engine.checkpoints.class_names(model)
+    return [(sample, render.overlay(sample.image, cam, sample.mask, size=render.THUMB),
+             engine.inference.mask_scores(cam, sample.mask, threshold)["fg_iou"], str(sample.class_name),
+             names[int(pred)])
+            for sample, cam, pred in zip(samples, cams, predicted)]
+
+
+def _class_mask_records(engine: DashboardEngine, model: str, samples: list[Sample],
+                        threshold: float) -> list[BrowseRecord]:
+    """A multi-label model: each image's class mask (the CAMs of its own classes, the threshold as
+    the background score) in VOC's palette with its legend, scored by the mean IoU over the object
+    classes in the image or the mask; its prediction: the classes scored above 0.5."""
+    count = len(engine.checkpoints.class_names(model))
+    records = []
+    for sample, cams in zip(samples, engine.inference.class_cams_for_samples(model, samples)):
+        iou = engine.inference.class_mask_scores(cams, sample.class_mask, threshold, count)["fg_iou"]
+        picture = render.class_mask_view(sample.image, cams.cams, cams.classes, cams.names, threshold, sample.mask,
+                                         size=render.THUMB)
+        predicted = " + ".join(n for n, p in zip(cams.names, cams.scores) if p > 0.5) or "none of them"
+        records.append((sample, picture, iou, " + ".join(cams.names), predicted))
+    return records
 
 
 @user_errors

@@ -60,6 +60,7 @@ class EvalConfig:
     drs_delta: float | None = None  # override DRS delta at inference
     cam_method: str = DEFAULT_CAM_METHOD  # CAM method, a name in crm_core.cams.CAM_METHODS
     faithfulness: str = "basic"  # basic | full (adds RISE's deletion and insertion AUCs)
+    deletion_images: int | None = None  # full: the curves of the first N images only (None: all)
     runs_dir: str = "runs"
     device: str = "cpu"
 
@@ -76,8 +77,11 @@ class FaithfulnessScorer:
     in ``references``, all judged by ``model``'s classifier on the image's class."""
 
     def __init__(self, model: CamModel, drs_delta: float | None, references: Mapping[str, ReferenceMap] | None,
-                 deletion_steps: int = 0) -> None:
+                 deletion_steps: int = 0, deletion_images: int | None = None) -> None:
         self.model, self.drs_delta, self.deletion_steps = model, drs_delta, deletion_steps
+        # the deletion and insertion curves cost 2 x (steps + 1) passes per image and per map: only
+        # the split's first ``deletion_images`` images get them (None: every image)
+        self.deletion_left = deletion_images if deletion_images is not None else float("inf")
         self.references = dict(references or {})
         self.cam = Faithfulness()
         self.reference_scores = {name: (ThresholdCurve(THRESHOLDS.grid), Faithfulness()) for name in self.references}
@@ -91,14 +95,22 @@ class FaithfulnessScorer:
         """One batch: ``out`` is the model's Explanation of ``images`` (its class, logits and CAMs)."""
         score = out.logits.softmax(1).gather(1, out.classes[:, None])[:, 0]  # Y: the class on the image
         self.cam.add(score, self._class_score(images * out.cams[:, None], out.classes), out.cams)  # O: on E
-        if self.deletion_steps:
-            self.cam.add_deletion_insertion(*deletion_insertion(
-                lambda x: self._class_score(x, out.classes), images, out.cams, self.deletion_steps))
+        curves = int(min(len(images), self.deletion_left)) if self.deletion_steps else 0
+        self.deletion_left -= curves
+        if curves:
+            self._deletion_insertion(self.cam, images[:curves], out.cams[:curves], out.classes[:curves])
         for name, make in self.references.items():
             maps = make(images.cpu(), tuple(out.features.shape[-2:]), self.generator).to(images.device)
             curve, judged = self.reference_scores[name]
             curve.add(maps, masks)
             judged.add(score, self._class_score(images * maps[:, None], out.classes), maps)
+            if curves:  # the same images, ranked by a map from no model: what doing nothing scores
+                self._deletion_insertion(judged, images[:curves], maps[:curves], out.classes[:curves])
+
+    def _deletion_insertion(self, into: Faithfulness, images: torch.Tensor, maps: torch.Tensor,
+                            classes: torch.Tensor) -> None:
+        into.add_deletion_insertion(*deletion_insertion(
+            lambda x: self._class_score(x, classes), images, maps, self.deletion_steps))
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = self.cam.summary()
@@ -125,6 +137,7 @@ def evaluate_model(
     faithfulness: bool = True,
     references: Mapping[str, ReferenceMap] | None = None,
     deletion_steps: int = 0,
+    deletion_images: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``; returns the eval.json dict.
 
@@ -135,7 +148,8 @@ def evaluate_model(
     :func:`crm_core.metrics.pxap`); ``faithfulness`` adds ``average_drop``,
     ``increase_in_confidence`` and ``cam_area`` (:class:`crm_core.metrics.Faithfulness`: one more
     forward pass per image, on the map times the image) and, with ``deletion_steps``,
-    ``deletion_auc`` and ``insertion_auc``. ``references`` (with ``faithfulness``): maps that come
+    ``deletion_auc`` and ``insertion_auc`` (on the first ``deletion_images`` images, all when None;
+    ``deletion_images`` records how many). ``references`` (with ``faithfulness``): maps that come
     from no model, each scored the same way under the same classifier, in
     ``results["references"][name]`` (what doing nothing scores on these metrics). See
     :class:`FaithfulnessScorer`.
@@ -153,7 +167,8 @@ def evaluate_model(
     correct = 0
     dependence = CamDependence()
     reconstruct = reconstruction and model.reconstructor is not None
-    faithful = FaithfulnessScorer(model, drs_delta, references, deletion_steps) if faithfulness else None
+    faithful = (FaithfulnessScorer(model, drs_delta, references, deletion_steps, deletion_images)
+                if faithfulness else None)
     panels: list[np.ndarray] = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", disable=not progress):
@@ -192,6 +207,7 @@ def evaluate_model(
         ],
         "pxap": curve.pxap(),
         **(faithful.summary() if faithful is not None else {}),
+        **({"deletion_images": faithful.cam.curves} if faithful is not None and faithful.cam.curves else {}),
         "recon_l1": None,
     }
     if val_threshold is not None:
@@ -325,6 +341,7 @@ def evaluate_protocol(
     progress: bool = False,
     references: Mapping[str, ReferenceMap] | None = None,
     faithfulness: str = "basic",
+    deletion_images: int | None = None,
 ) -> dict[str, Any]:
     """The evaluation protocol, the one place it is written: the CAM threshold is chosen on the
     first ``val_limit`` images of ``threshold_split`` (``"none"``: not chosen), and the metrics
@@ -339,7 +356,8 @@ def evaluate_protocol(
     come from no model, scored on the reported split beside the CAM (:func:`evaluate_model`).
     ``faithfulness``: "none" (mIoU and PxAP only: no forward pass beyond the CAM's), "basic"
     (Average Drop, Increase in Confidence, map area) or "full" (and RISE's deletion and insertion
-    AUCs, :data:`crm_core.metrics.DELETION_STEPS` steps).
+    AUCs, :data:`crm_core.metrics.DELETION_STEPS` steps, on the first ``deletion_images`` images
+    of ``split``; all when None).
     """
     if faithfulness not in FAITHFULNESS_LEVELS:
         raise ValueError(f"faithfulness must be one of {FAITHFULNESS_LEVELS}, got {faithfulness!r}")
@@ -354,7 +372,7 @@ def evaluate_protocol(
                              samples_dir=run.samples_dir if run else None, val_threshold=val_threshold,
                              cam_method=cam_method, progress=progress, references=references,
                              deletion_steps=DELETION_STEPS if faithfulness == "full" else 0,
-                             faithfulness=faithfulness != "none")
+                             deletion_images=deletion_images, faithfulness=faithfulness != "none")
     results["split"] = split
     if val_threshold is not None:
         results.update(threshold_split=threshold_split, val_images=val_limit)
@@ -382,7 +400,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
                                threshold_split=cfg.threshold_split, val_limit=cfg.val_limit, data_root=cfg.data_root,
                                threshold=cfg.threshold, batch_size=cfg.batch_size, drs_delta=cfg.drs_delta,
                                cam_method=cfg.cam_method, samples=cfg.samples, runs_dir=cfg.runs_dir, progress=True,
-                               faithfulness=cfg.faithfulness)
+                               faithfulness=cfg.faithfulness, deletion_images=cfg.deletion_images)
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -419,7 +437,8 @@ def format_summary(results: dict[str, Any]) -> str:
                                                   if iou == iou))  # NaN: a class absent from the split
     if "deletion_auc" in results:
         lines.append(f"deletion AUC {results['deletion_auc']:.4f} (lower is better), insertion AUC "
-                     f"{results['insertion_auc']:.4f} (higher is better)")
+                     f"{results['insertion_auc']:.4f} (higher is better), over the first {results['deletion_images']} "
+                     "image(s)")
     if results["recon_l1"] is not None:
         lines.append(f"reconstruction L1   {results['recon_l1']:.4f}, with shuffled CAMs {results['recon_l1_shuffled']:.4f}: "
                      f"{describe_cam_dependence(results['cam_dependence'])}")
@@ -469,15 +488,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="none: mIoU and PxAP only; basic: Average Drop, Increase in Confidence and map area (one more forward pass per image); "
                         f"full: also RISE's deletion_auc and insertion_auc ({2 * (DELETION_STEPS + 1)} forward passes "
                         "per image)")
+    p.add_argument("--deletion-images", type=int, default=None,
+                   help="with --faithfulness full: draw the deletion and insertion curves on the first N images of "
+                        "the split only (default: every image)")
     return p
 
 
 def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        log.error("--limit must be >= 1")
-        return 2
+    for option in ("limit", "deletion_images"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            log.error("--%s must be >= 1", option.replace("_", "-"))
+            return 2
     try:
         results = main(EvalConfig(**vars(args)))
     except (CheckpointError, DatasetNotFoundError, ValueError, OSError) as exc:

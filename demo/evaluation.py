@@ -131,7 +131,7 @@ class Evaluation:
             "accuracy": finite(results["accuracy"]), "miou": finite(at["miou"]), "bg_fpr": finite(at["bg_fpr"]),
             "head": finite(coverage.get("head")), "body": finite(coverage.get("body")),
             "cam_dependence": finite(results.get("cam_dependence")),
-            **{key: finite(results.get(key)) for key in ("pxap", "average_drop", "cam_area")},
+            **{key: finite(results.get(key)) for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area")},
         }
 
     def write_eval(self, checkpoint: Path) -> dict[str, Any]:

@@ -369,6 +369,10 @@ class ResultsService(Protocol):
         """The table's row groups in the report's order: the floor and the no-model cues first,
         the ceilings last."""
 
+    def reference_labels(self) -> dict[str, str]:
+        """Name -> label of the maps from no model that the report scores beside each CAM row under
+        its classifier (a row's ``references``)."""
+
 
 class Stage2Service(Protocol):
     """The stage-2 segmentation networks in the checkpoint folder and the Stage 2 tab's view."""

@@ -97,3 +97,8 @@ class ResultsReader:
         from crm_core.experiments.results_table import TABLE_ORDER
 
         return TABLE_ORDER
+
+    def reference_labels(self) -> dict[str, str]:
+        from crm_core.experiments.results_table import REFERENCE_LABELS
+
+        return dict(REFERENCE_LABELS)

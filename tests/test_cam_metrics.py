@@ -97,10 +97,11 @@ class _OurMaps:
     """torchcam's CAM-extractor interface over CRM Lab's maps, so that torchcam's metric scores
     exactly the maps evaluate scored (its own CAM methods would give other maps)."""
 
-    def __init__(self, model, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, model, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor | None = None) -> None:
         self.model = _Logits(model)  # torchcam calls .model(x) for the logits
         self._labels = labels
-        self.maps = model.explain(images, labels).cams  # (B, H, W), as evaluate_model takes them
+        # (B, H, W), as evaluate_model takes them: the model's CAMs, or the maps given
+        self.maps = model.explain(images, labels).cams if maps is None else maps
 
     def __call__(self, class_idx, scores=None, normalized=True, **kwargs):
         assert list(class_idx) == self._labels.tolist()
@@ -164,7 +165,14 @@ def test_evaluate_writes_the_metrics_and_its_help_explains_them(tmp_path, capsys
                          "--samples", "0", "--runs-dir", str(tmp_path / "runs"), "--faithfulness", "full"]) == 0
     full = json.loads((tmp_path / "runs" / "metrics_cli" / "eval.json").read_text())
     assert 0.0 <= full["deletion_auc"] <= 1.0 and 0.0 <= full["insertion_auc"] <= 1.0
+    assert full["deletion_images"] == 4
     assert "deletion AUC" in capsys.readouterr().out
+    assert evaluate.cli(["--checkpoint", str(checkpoint), "--split", "test", "--limit", "4", "--val-limit", "4",
+                         "--samples", "0", "--runs-dir", str(tmp_path / "runs"), "--faithfulness", "full",
+                         "--deletion-images", "1"]) == 0
+    assert json.loads((tmp_path / "runs" / "metrics_cli" / "eval.json").read_text())["deletion_images"] == 1
+    assert "over the first 1 image(s)" in capsys.readouterr().out
+    assert evaluate.cli(["--checkpoint", str(checkpoint), "--deletion-images", "0"]) == 2
     assert evaluate.cli(["--checkpoint", str(checkpoint), "--split", "test", "--limit", "4", "--val-limit", "4",
                          "--samples", "0", "--runs-dir", str(tmp_path / "runs"), "--faithfulness", "none"]) == 0
     bare = json.loads((tmp_path / "runs" / "metrics_cli" / "eval.json").read_text())
@@ -215,6 +223,42 @@ def test_deletion_and_insertion_match_torchcam(tmp_path) -> None:
     assert ours["insertion_auc"] == pytest.approx(theirs["insertion_auc"], abs=1e-5)
     assert "deletion_auc" not in evaluate_model(model, dataset, limit=4, batch_size=4, progress=False,
                                                 reconstruction=False)  # basic: not measured
+
+
+def test_deletion_on_the_first_images_and_for_a_map_from_no_model_matches_torchcam(tmp_path) -> None:
+    """``deletion_images`` draws the curves of the split's first N images only (here across a batch
+    boundary: batches of 2, N = 3), for the CAM and for each map from no model beside it (ranked by
+    that map, judged by the same classifier): both equal torchcam 0.5's DeletionInsertionMetric on
+    those images and maps to 1e-5."""
+    metrics = require("torchcam.metrics")
+    from crm_core.evaluate import evaluate_model
+    from crm_core.explain import CamModel, dataset_for
+    from crm_core.train import main as train_main
+
+    model = CamModel.load(train_main(tiny_config(tmp_path, name="rise_n", model="resnet", crm=False, steps=3)))
+    dataset = dataset_for(model, "test")
+    size = dataset[0]["image"].shape[-2:]
+    noise = torch.rand(2, *size, generator=torch.Generator().manual_seed(7))  # no ties: a strict order
+
+    def fixed_noise(images, grid, generator):
+        return noise[:len(images)]
+
+    ours = evaluate_model(model, dataset, limit=5, batch_size=2, progress=False, reconstruction=False,
+                          deletion_steps=20, deletion_images=3, references={"noise": fixed_noise})
+    assert ours["deletion_images"] == 3
+    batch = [dataset[i] for i in range(4)]
+    images = torch.stack([b["image"] for b in batch])
+    labels = torch.tensor([int(b["label"]) for b in batch])
+    with torch.no_grad():  # the CAMs as evaluate made them, batch by batch
+        cams = torch.cat([model.explain(images[:2], labels[:2]).cams, model.explain(images[2:], labels[2:]).cams])
+    for maps, scored in ((cams[:3], ours), (torch.cat([noise, noise[:1]]), ours["references"]["noise"])):
+        oracle = metrics.DeletionInsertionMetric(_OurMaps(model, images[:3], labels[:3], maps),
+                                                 partial(torch.softmax, dim=-1), steps=20)
+        with torch.no_grad():
+            oracle.update(images[:3], class_idx=labels[:3].tolist())
+        theirs = oracle.summary()
+        assert scored["deletion_auc"] == pytest.approx(theirs["deletion_auc"], abs=1e-5)
+        assert scored["insertion_auc"] == pytest.approx(theirs["insertion_auc"], abs=1e-5)
 
 
 def test_deletion_of_the_pixels_a_classifier_needs_first_scores_lower() -> None:

@@ -11,7 +11,8 @@ import torch
 
 from crm_core.experiments import results, results_report
 from crm_core.cams.utils import normalize_cams
-from crm_core.experiments.results_report import degenerate_runs, holm, summarise
+from crm_core.experiments.paired_stats import holm
+from crm_core.experiments.results_summary import degenerate_runs, summarise
 from crm_core.experiments.results_table import COMPARISONS, HEADLINE, ROW_BY_KEY
 
 

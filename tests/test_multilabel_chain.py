@@ -114,7 +114,7 @@ def test_bad_voc_files_stop_each_cli_in_one_line(tmp_path: Path, damage: str, ca
 def test_the_results_table_runs_its_multi_object_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The multi-object rows through the results runner: cues, ceiling, floor, models and stage 2,
     scored by the multi-class protocol, in a table of their own with the class confusion."""
-    from crm_core.experiments import results, results_report
+    from crm_core.experiments import results, results_summary
     from crm_core.experiments.results_table import ROW_BY_KEY
 
     monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
@@ -141,5 +141,5 @@ def test_the_results_table_runs_its_multi_object_rows(tmp_path: Path, monkeypatc
     assert results.select_rows(["main"], None, ["informative"], 3) == [ROW_BY_KEY["informative_m3_resnet"],
                                                                       ROW_BY_KEY["informative_m3_resnet_crm"]]
     assert all(r.max_objects == 1 for r in results.select_rows(["main"], None, ["informative"]))
-    summary = results_report.summarise(list(jobs.values()))
+    summary = results_summary.summarise(list(jobs.values()))
     assert summary["rows"]["informative_m3_resnet"]["max_objects"] == 3

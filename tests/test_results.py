@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.experiments import paired_stats, results, results_report, results_table
+from crm_core.experiments import paired_stats, results, results_jobs, results_report, results_summary, results_table
 from crm_core.recipes import CRM
 
 
@@ -46,7 +46,7 @@ def test_summary_calls_an_effect_only_at_p_below_alpha_and_above_the_minimal_siz
     jobs = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     jobs += [{"row": "random_resnet_floor", "seed": s, "miou": 0.3 + d, "body": 0.2 + e}
              for s, (d, e) in enumerate(((0.0, 0.03), (0.005, -0.02), (-0.004, 0.0)))]
-    summary = results_report.summarise(jobs)
+    summary = results_summary.summarise(jobs)
     assert summary["rows"]["random_resnet"]["stats"]["miou"]["mean"] == pytest.approx(0.5)
     assert summary["rows"]["random_resnet"]["stats"]["miou"]["std"] == pytest.approx(0.01)
     (comparison,) = summary["comparisons"]
@@ -58,16 +58,16 @@ def test_summary_calls_an_effect_only_at_p_below_alpha_and_above_the_minimal_siz
     # Mean difference > 2 SE, which the old rule called an effect, on 3 seeds: p = 0.10, no effect now.
     lenient = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d} for s, d in enumerate((0.02, 0.05, 0.08))]
     lenient += [{"row": "random_resnet_floor", "seed": s, "miou": 0.5} for s in range(3)]
-    (comparison,) = results_report.summarise(lenient)["comparisons"]
+    (comparison,) = results_summary.summarise(lenient)["comparisons"]
     m = comparison["metrics"]["miou"]
     assert abs(m["diff"]) > 2 * m["se"] and 0.05 < m["p"] < 0.2 and not m["effect"]
     # A tiny difference that is the same on every seed is significant (no spread) but not a finding.
     tiny = [{"row": "random_resnet", "seed": s, "miou": 0.5 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
     tiny += [{"row": "random_resnet_floor", "seed": s, "miou": 0.499 + d, "body": 0.2} for s, d in enumerate((0.0, 0.01, -0.01))]
-    (comparison,) = results_report.summarise(tiny)["comparisons"]
+    (comparison,) = results_summary.summarise(tiny)["comparisons"]
     miou = comparison["metrics"]["miou"]
     assert miou["negligible"] and not miou["effect"] and miou["diff"] == pytest.approx(0.001, abs=1e-9)
-    table = results_report.markdown({"summary": results_report.summarise(tiny), "jobs": tiny, "meta": META})
+    table = results_report.markdown({"summary": results_summary.summarise(tiny), "jobs": tiny, "meta": META})
     assert "negligible (+0.001" in table
 
 
@@ -79,7 +79,7 @@ def test_tables_read_between_floor_baselines_and_ceiling() -> None:
                   "thresholds": [0.0, 0.999, 109]},
                  {"row": "camouflage_intensity", "seed": s, "miou": 0.54, "threshold": 0.5},
                  {"row": "camouflage_perfect_object", "seed": s, "miou": 0.9, "threshold": 0.4}]
-    summary = results_report.summarise(jobs)
+    summary = results_summary.summarise(jobs)
     assert results_report.ceiling_share(summary, "camouflage_resnet_crm") == pytest.approx((0.61 - 0.5) / 0.4)
     lines = results_report.appearance_table(summary, "camouflage")
     labels = [line.split(" | ")[0] for line in lines[2:]]
@@ -130,7 +130,7 @@ def test_results_cli_runs_rows_floor_reuse_and_merge(tmp_path: Path, monkeypatch
 
 def _report(jobs: list[dict]) -> dict:
     meta = {**META, "revision": "abc", "merged_with": {**META, "wall_s": 120}}
-    return {"meta": meta, "jobs": jobs, "summary": results_report.summarise(jobs),
+    return {"meta": meta, "jobs": jobs, "summary": results_summary.summarise(jobs),
             "oracle": {"camouflage": {"oracle_gain": 0.093, "l1_constant": 0.4, "l1_oracle": 0.36,
                                       "intensity_miou": 0.536, "colour_miou": 0.602}}}
 
@@ -175,7 +175,7 @@ def test_the_generated_blocks_come_from_the_json_and_replace_only_themselves(tmp
 def test_the_repository_readme_and_results_page_match_docs_results_json() -> None:
     root = Path(__file__).resolve().parent.parent
     report = json.loads((root / "docs" / "results.json").read_text())
-    report["summary"] = results_report.summarise(report["jobs"])
+    report["summary"] = results_summary.summarise(report["jobs"])
     stale = "stale: python -m crm_core.experiments.results --readme README.md docs/results.md"
     assert results_report.headline_block(report) in (root / "README.md").read_text(), f"README.md is {stale}"
     assert results_report.results_block(report) in (root / "docs" / "results.md").read_text(), \
@@ -214,7 +214,7 @@ def test_every_number_of_the_results_prose_is_in_docs_results_json() -> None:
     proses = {"docs/results.md": (results_md[results_md.index(results_table.RESULTS_END):], 30),
               "README.md": (after_headline[:after_headline.index("\n## ")], 5)}
     report = json.loads((root / "docs" / "results.json").read_text())
-    summary = results_report.summarise(report["jobs"])
+    summary = results_summary.summarise(report["jobs"])
     values = []
     for key, row in summary["rows"].items():
         values += [stats["mean"] for stats in row["stats"].values()]
@@ -333,7 +333,7 @@ def test_stage2_networks_per_seed_are_averaged_before_pairing_and_rerun_alone() 
             jobs.append({"row": "informative_stage2_resnet_crm", "seed": seed, "stage2_seed": k,
                          "miou": 0.60 + 0.01 * seed + bump})
         jobs.append({"row": "informative_stage2_resnet", "seed": seed, "stage2_seed": 0, "miou": 0.55 + 0.01 * seed})
-    summary = results_report.summarise(jobs)
+    summary = results_summary.summarise(jobs)
     row = summary["rows"]["informative_stage2_resnet_crm"]
     assert row["stats"]["miou"]["n"] == 3 and row["networks_per_seed"] == 3
     assert row["stats"]["miou"]["mean"] == pytest.approx(0.63)  # the mean of per-seed means
@@ -345,7 +345,7 @@ def test_stage2_networks_per_seed_are_averaged_before_pairing_and_rerun_alone() 
     row_def = results_table.ROW_BY_KEY["informative_stage2_resnet_crm"]
     assert results.checkpoint_name(row_def, 2, 1) == "results_informative_stage2_resnet_crm_s2_n1"
     assert results.checkpoint_name(row_def, 2, 0) == "results_informative_stage2_resnet_crm_s2"
-    assert results.stage2_network_seed(2, 0) == 2 and results.stage2_network_seed(2, 1) == 1002
+    assert results_jobs.stage2_network_seed(2, 0) == 2 and results_jobs.stage2_network_seed(2, 1) == 1002
     command = results.job_command("informative_stage2_resnet_crm", 2, 200, 200, 100, "cpu", {}, None,
                                   threads=1, stage2_seed=1)
     assert "--first-stage2-seed 1 --stage2-seeds 1" in command
@@ -387,6 +387,35 @@ def test_a_stage2_source_is_trained_and_evaluated_once_for_all_its_networks(tmp_
     cam_eval = json.loads((tmp_path / "runs" / "results_informative_resnet_s0" / "eval.json").read_text())
     assert {j["cam_miou"] for j in jobs} == {cam_eval["cam_miou_val_threshold"]["miou"]}
     assert "average_drop" not in cam_eval and "references" not in cam_eval and "pxap" in cam_eval
+
+
+def test_faithfulness_full_adds_deletion_and_insertion_beside_the_maps_from_no_model(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--faithfulness full``: a CAM row's job carries RISE's deletion and insertion AUCs of its
+    first ``--deletion-images`` test images, and so does each map from no model scored beside it;
+    its command reruns it the same way, and the report gives them a table of their own."""
+    monkeypatch.setenv("CRM_LAB_NO_PROGRESS", "1")
+    assert results.cli(["--rows", "informative_resnet_floor", "informative_intensity", "--jobs", "1", "--train-size",
+                        "16", "--test-limit", "4", "--val-limit", "4", "--faithfulness", "full", "--deletion-images", "2",
+                        "--checkpoint-dir", str(tmp_path / "ck"), "--runs-dir", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json"), "--allow-dirty"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    job = next(j for j in report["jobs"] if j["row"] == "informative_resnet_floor")
+    assert job["deletion_images"] == 2 and 0.0 <= job["deletion_auc"] <= 1.0 and 0.0 <= job["insertion_auc"] <= 1.0
+    assert job["command"].endswith("--faithfulness full --deletion-images 2")
+    for name in ("random", "intensity", "all_ones"):
+        assert 0.0 <= job["references"][name]["deletion_auc"] <= 1.0, name
+    cue = next(j for j in report["jobs"] if j["row"] == "informative_intensity")
+    assert "--faithfulness" not in cue["command"]  # a map from no model's own row has no classifier to judge it
+    stats = report["summary"]["rows"]["informative_resnet_floor"]
+    assert stats["stats"]["deletion_auc"]["n"] == 1 and stats["references"]["random"]["insertion_auc"]["n"] == 1
+    table = "\n".join(results_report.deletion_table(report["summary"], "informative"))
+    assert "| resnet untrained (floor) | 1 | " in table and "random map: deletion / insertion" in table
+    assert results_report.DELETION_TITLE in (tmp_path / "r.md").read_text()
+    command = results.job_command("informative_resnet", 0, 200, 200, 100, "cpu", {}, None, threads=1,
+                                  faithfulness="full")
+    assert command.endswith("--threads 1 --faithfulness full")  # the default image count goes unsaid
+    assert results.cli(["--rows", "informative_resnet_floor", "--deletion-images", "0", "--allow-dirty"]) == 2
 
 
 def test_a_job_records_the_runners_revision_and_a_tree_that_changed_under_it(tmp_path: Path) -> None:
@@ -433,12 +462,12 @@ def test_a_cam_is_paired_with_each_map_from_no_model_under_its_own_classifier() 
     jobs = [{"row": "informative_resnet", "seed": s, "pxap": 0.5 + 0.01 * s, "average_drop": 4.0 + s,
              "references": {"intensity": {"pxap": 0.45 + 0.012 * s, "average_drop": 4.0 + s},
                             "random": {"pxap": 0.2, "average_drop": 50.0 - s}}} for s in range(4)]
-    versus = results_report.reference_comparisons(jobs, "informative_resnet")
+    versus = results_summary.reference_comparisons(jobs, "informative_resnet")
     assert versus["intensity"]["pxap"]["diff"] == pytest.approx(0.05 - 0.002 * 1.5)
     assert versus["intensity"]["pxap"]["n"] == 4 and versus["intensity"]["pxap"]["effect"]
     assert versus["intensity"]["average_drop"]["diff"] == 0.0 and not versus["intensity"]["average_drop"]["effect"]
     assert versus["random"]["average_drop"]["diff"] == pytest.approx(-46.0 + 3.0)
-    summary = results_report.summarise(jobs)
+    summary = results_summary.summarise(jobs)
     assert summary["rows"]["informative_resnet"]["vs_references"] == versus
     lines = "\n".join(results_report.faithfulness_table(summary, "informative"))
     assert "resnet − brightness under its classifier (exploratory): PxAP" in lines

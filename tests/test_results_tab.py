@@ -322,7 +322,32 @@ def test_engine_reads_the_report_from_the_repo_root_and_scores_a_checkpoint_as_t
     assert calls == [(model, {"limit": 7, "val_limit": 7})]  # the protocol's defaults: val threshold, test report
     assert row == {"name": "mine", "appearance": "informative", "setting": "informative", "model": "resnet_drs",
                    "threshold": 0.35, "accuracy": 0.75, "miou": 0.6, "bg_fpr": 0.12, "head": 0.95, "body": 0.45, "cam_dependence": None,
-                   "pxap": 0.7, "average_drop": 31.5, "cam_area": 0.25}
+                   "pxap": 0.7, "average_drop": 31.5, "increase_in_confidence": 10.0, "cam_area": 0.25}
+
+
+def test_faithfulness_metrics_draw_the_maps_from_no_model_under_the_rows_classifiers(tmp_path: Path) -> None:
+    """Average Drop needs a classifier to judge a map, so its baselines are the maps from no model
+    the report scored beside each CAM row (a row's ``references``): one dotted line per map at its
+    mean over the rows, named as the report names it; the tab says what the metric rewards and
+    its pitfall. The menu offers every faithfulness metric."""
+    report = _report()
+    rows = report["summary"]["rows"]
+    for key, drop in (("random_resnet", 4.0), ("random_resnet_crm", 6.0)):
+        rows[key]["stats"]["average_drop"] = {"mean": drop, "std": 0.5, "n": 3}
+        rows[key]["references"] = {"all_ones": {"average_drop": {"mean": 0.0, "std": 0.0, "n": 3}},
+                                   "random": {"average_drop": {"mean": 40.0 + drop, "std": 1.0, "n": 3}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    _, status, _, figure, _ = _view(FakeEngine(results_path=path), "random", "average_drop")
+    assert sorted((x, name) for _, x, name in _references(figure)) == [
+        (pytest.approx(0.0), "all ones, under the rows' classifiers (2 rows): 0.000"),
+        (pytest.approx(45.0), "random map, under the rows' classifiers (2 rows): 45.000")]
+    assert cb.METRIC_NOTES["average_drop"] in status and "map of ones" in status
+    assert len(_references(_view(FakeEngine(results_path=path), "random", "miou")[3])) == 4  # the rows made by no model
+    assert cb.METRIC_NOTES["average_drop"] not in _view(FakeEngine(results_path=path), "random", "miou")[1]
+    assert {"pxap", "average_drop", "increase_in_confidence", "cam_area", "deletion_auc",
+            "insertion_auc"} <= set(cb.RESULT_METRICS) == set(cb.METRIC_NOTES) | {
+            "miou", "accuracy", "head", "body", "bg_fpr", "cam_dependence"}
 
 
 def test_the_results_tab_reads_the_report_only_when_selected(engine: FakeEngine, monkeypatch) -> None:

@@ -34,7 +34,7 @@ from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
 from crm_core.models.classifier import ModelConfig
 from crm_core.processes import run_jobs, threads_per_job
-from crm_core.experiments.results_report import compare, mean_std
+from crm_core.experiments.paired_stats import compare, mean_std
 from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
 from crm_core.experiments.results_table import ROW_BY_KEY
 

@@ -57,11 +57,15 @@ from tqdm import tqdm
 from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
+from crm_core.metrics import DELETION_STEPS
 from crm_core.processes import run_jobs, threads_per_job
 
-from crm_core.experiments.results_report import fill_blocks, markdown, summarise
+from crm_core.experiments.results_jobs import checkpoint_name, run_stage2, score_constant_floor, score_row_baseline
+from crm_core.experiments.results_report import fill_blocks, markdown
+from crm_core.experiments.results_summary import summarise
 from crm_core.recipes import CRM, DEFAULT_STEPS, RESULTS
-from crm_core.experiments.results_table import GROUPS, MULTI_OBJECTS, README_PLAN, ROW_BY_KEY, ROWS, SEG_RECIPE, Row
+from crm_core.experiments.results_table import (DELETION_IMAGES, FAITHFULNESS_METRICS, GROUPS, MULTI_OBJECTS, README_PLAN,
+                                                ROW_BY_KEY, ROWS, SEG_RECIPE, Row)
 
 log = logging.getLogger("crm_core.experiments.results")
 
@@ -91,7 +95,8 @@ def code_revision() -> str:
 
 def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int, device: str,
                 crm_overrides: dict[str, Any], train_size: int | None, stage2_steps: int | None = None,
-                threads: int | None = None, stage2_seed: int = 0) -> str:
+                threads: int | None = None, stage2_seed: int = 0, faithfulness: str = "basic",
+                deletion_images: int = DELETION_IMAGES) -> str:
     """The command that reruns exactly this (row, seed) and merges it into the table (with the
     thread count it ran on: CPU results depend on it)."""
     parts = ["python -m crm_core.experiments.results --merge --rows", row_key, "--first-seed", str(seed), "--seeds 1"]
@@ -111,20 +116,13 @@ def job_command(row_key: str, seed: int, steps: int, test_limit: int, val_limit:
         parts += ["--stage2-steps", str(stage2_steps)]
     if "crm_preset" in crm_overrides:
         parts += ["--crm-preset", str(crm_overrides["crm_preset"])]
+    if faithfulness != "basic":
+        parts += ["--faithfulness", faithfulness]
+        if deletion_images != DELETION_IMAGES:
+            parts += ["--deletion-images", str(deletion_images)]
     if device != "cpu":
         parts += ["--device", device]
     return " ".join(parts)
-
-
-def checkpoint_name(row: Row, seed: int, stage2_seed: int = 0) -> str:
-    return f"results_{row.key}_s{seed}" + (f"_n{stage2_seed}" if stage2_seed else "")
-
-
-def stage2_network_seed(seed: int, stage2_seed: int) -> int:
-    """The seed of a stage-2 network's weights, batches and flips. The CAM seed ``seed`` draws the
-    data and the CAM model whose masks it learns; ``stage2_seed`` k draws further networks on the
-    same masks (k = 0 is the CAM seed itself)."""
-    return seed + 1000 * stage2_seed
 
 
 def job_key(job: dict[str, Any]) -> tuple[str, int, int]:
@@ -137,7 +135,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
             train_size: int | None = None, stage2_steps: int | None = None,
             table_source: dict[str, Any] | None = None, stage2_seed: int = 0,
             revision: str | None = None, source: dict[str, Any] | None = None,
-            faithfulness: str = "basic") -> dict[str, Any]:
+            faithfulness: str = "basic", deletion_images: int = DELETION_IMAGES) -> dict[str, Any]:
     """Train (unless reused or a floor row) and evaluate one (row, seed); returns its measurements.
 
     ``revision``: the code revision the runner started from (its workers import that code); when
@@ -151,7 +149,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     network seeds that learn its masks); computed here when absent.
 
     ``faithfulness``: the evaluation's faithfulness level (:data:`crm_core.evaluate.FAITHFULNESS_LEVELS`);
-    the maps from no model are scored beside the CAM unless it is "none"."""
+    the maps from no model are scored beside the CAM unless it is "none"; "full" adds the deletion
+    and insertion AUCs of the first ``deletion_images`` test images (the CAM's and those maps')."""
     import torch
 
     from crm_core.evaluate import evaluate_protocol
@@ -170,7 +169,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     provenance = {"revision": revision or found, "thresholds": [min(grid), max(grid), len(grid)],
                   "threads": used_threads,
                   "command": job_command(row_key, seed, steps, test_limit, val_limit, device, crm_overrides,
-                                         train_size, stage2_steps, used_threads, stage2_seed)}
+                                         train_size, stage2_steps, used_threads, stage2_seed,
+                                         "basic" if row.baseline or row.stage2 else faithfulness, deletion_images)}
     if revision and found != revision:
         provenance["tree_changed"] = found
     if row.baseline is not None:
@@ -213,7 +213,7 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
     model = CamModel.load(path, device)
     started = time.perf_counter()
     evaluation = evaluate_protocol(model, limit=test_limit, val_limit=val_limit, samples=5, runs_dir=runs_dir,
-                                   faithfulness=faithfulness,
+                                   faithfulness=faithfulness, deletion_images=deletion_images,
                                    references=None if faithfulness == "none" else FAITHFULNESS_REFERENCES)
     at = evaluation["cam_miou_val_threshold"]
     coverage = evaluation["coverage_val_threshold"]
@@ -223,7 +223,8 @@ def run_job(row_key: str, seed: int, steps: int, test_limit: int, val_limit: int
         "fg_iou": at["fg_iou"], "bg_fpr": at["bg_fpr"], "head": coverage.get("head"), "body": coverage.get("body"),
         "confusion": at.get("confusion"),  # several objects per image: object pixels given another present class
         "miou_best_on_test": evaluation["cam_miou_best"]["miou"],
-        **{key: evaluation.get(key) for key in ("pxap", "average_drop", "increase_in_confidence", "cam_area")},
+        **{key: evaluation.get(key) for key in FAITHFULNESS_METRICS},
+        **({"deletion_images": evaluation["deletion_images"]} if "deletion_images" in evaluation else {}),
         "references": evaluation.get("references"),  # the same metrics of maps from no model, same classifier
         "cam_dependence": evaluation.get("cam_dependence"), "recon_l1": evaluation.get("recon_l1"),
         "recon_l1_shuffled": evaluation.get("recon_l1_shuffled"),
@@ -262,97 +263,6 @@ def raw_cam_peak(model: Any, images: int = 16) -> float:
     return float(raw.flatten(1).amax(dim=1).median())
 
 
-def run_stage2(row: Row, seed: int, source: dict[str, Any] | None, test_limit: int, checkpoint_dir: str,
-               runs_dir: str, device: str, train_size: int | None, steps: int | None = None,
-               stage2_seed: int = 0) -> dict[str, Any]:
-    """A stage-2 row: pseudo masks of the source CAM model (``source``: its job; None for ground
-    truth) on the train split, a segmentation network (SEG_RECIPE, network seed
-    :func:`stage2_network_seed`) trained on them, its test scores."""
-    from crm_core.explain import CamModel
-    from crm_core.postprocess import write_pseudo_masks
-    from crm_core.segment import GT, SegConfig, main as segment_main
-
-    name = checkpoint_name(row, seed, stage2_seed)
-    masks = GT
-    source_row = ROW_BY_KEY[row.stage2] if row.stage2 in ROW_BY_KEY else None
-    if source_row is not None and source_row.baseline is not None:  # a map that comes from no model
-        masks = str(Path(runs_dir) / name / "pseudo_masks")
-        write_baseline_masks(source_row, seed, Path(masks), train_size, source["threshold"],
-                             refine=bool(row.overrides.get("superpixels")))
-    elif source is not None:  # cut at the threshold the source job chose on val (the band moved there)
-        masks = str(Path(runs_dir) / name / "pseudo_masks")
-        write_pseudo_masks(CamModel.load(source["checkpoint"], device), Path(masks), "train", limit=train_size,
-                           refine=bool(row.overrides.get("superpixels")), progress=False,
-                           val_threshold=source["threshold"])
-    data = dict(dataset=RESULTS.dataset, image_size=RESULTS.image_size, num_classes=RESULTS.num_classes,
-                appearance=row.appearance, data_seed=seed, max_objects=row.max_objects) if source is None else {}
-    recipe = {**SEG_RECIPE, **({} if steps is None else {"steps": steps}), **({"steps": 0} if row.untrained else {})}
-    cfg = SegConfig(name=name, masks=masks, seed=stage2_network_seed(seed, stage2_seed), train_size=train_size,
-                    test_limit=test_limit,
-                    checkpoint_dir=checkpoint_dir, runs_dir=runs_dir, device=device, **recipe, **data)
-    started = time.perf_counter()
-    path = segment_main(cfg)
-    evaluation = json.loads((Path(runs_dir) / name / "eval.json").read_text())
-    return {
-        "checkpoint": str(path), "source_checkpoint": None if source is None else source.get("checkpoint"),
-        "miou": evaluation["miou"], "fg_iou": evaluation["fg_iou"], "bg_iou": evaluation["bg_iou"],
-        "bg_fpr": evaluation["bg_fpr"], "head": evaluation["coverage"].get("head"),
-        "body": evaluation["coverage"].get("body"),
-        "masks_miou": None if row.untrained else evaluation["masks"]["miou"],  # an untrained network saw none
-        "cam_miou": None if source is None else source["miou"], "arch": evaluation["arch"],
-        "masks_threshold": None if source is None else source["threshold"],
-        "train_s": evaluation["train_s"], "eval_s": time.perf_counter() - started - evaluation["train_s"],
-    }
-
-
-def recipe_data(row: Row, seed: int) -> dict[str, Any]:
-    """The build_dataset keyword arguments (all but the split) of the recipe's data for ``row`` and
-    ``seed``: what a no-model row is scored on and its stage-2 masks index."""
-    return dict(name=RESULTS.dataset, image_size=RESULTS.image_size, data_root=None,
-                num_classes=RESULTS.num_classes, seed=seed, appearance=row.appearance, max_objects=row.max_objects)
-
-
-def write_baseline_masks(row: Row, seed: int, out: Path, train_size: int | None, threshold: float,
-                         refine: bool = False) -> dict[str, Any]:
-    """Pseudo masks of a no-model row's maps (crm_core.experiments.baselines) on the recipe's train split (same
-    seed), cut at the threshold its job chose on val: the stage-2 baseline a CAM's masks must beat."""
-    from crm_core.experiments.baselines import baseline_maps, fit_colour_classifier
-    from crm_core.data import build_dataset
-    from crm_core.postprocess import write_masks_of
-
-    config = recipe_data(row, seed)
-    train = build_dataset(split="train", **config)
-    colour = fit_colour_classifier(train) if row.baseline == "colour" else None
-    cam_size = RESULTS.cam_size
-    return write_masks_of(lambda batch: baseline_maps(row.baseline, batch, cam_size, colour),
-                          f"baseline {row.baseline}", train, config, out, "train", progress=False,
-                          val_threshold=threshold, limit=train_size, refine=refine)
-
-
-def score_row_baseline(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:
-    """A baseline row: the no-model map on the recipe's data (same seed, size and classes), same protocol."""
-    from crm_core.experiments.baselines import score_baseline
-    from crm_core.data import build_dataset
-
-    started = time.perf_counter()
-    splits = {split: build_dataset(split=split, **recipe_data(row, seed)) for split in ("train", "val", "test")}
-    scores = score_baseline(row.baseline, train=splits["train"], val=splits["val"], test=splits["test"],
-                            cam_size=RESULTS.cam_size, val_limit=val_limit,
-                            test_limit=test_limit)
-    return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
-
-
-def score_constant_floor(row: Row, seed: int, test_limit: int, val_limit: int) -> dict[str, Any]:
-    """The stage-2 floor row: the better constant mask (chosen on val) on the recipe's test split."""
-    from crm_core.experiments.baselines import score_constant_masks
-    from crm_core.data import build_dataset
-
-    started = time.perf_counter()
-    val, test = (build_dataset(split=split, **recipe_data(row, seed)) for split in ("val", "test"))
-    scores = score_constant_masks(val=val, test=test, val_limit=val_limit, test_limit=test_limit)
-    return {**scores, "train_s": 0.0, "eval_s": time.perf_counter() - started}
-
-
 def select_rows(groups: list[str], keys: list[str] | None, appearances: list[str], max_objects: int = 1) -> list[Row]:
     """The rows ``keys`` names, else those of ``groups`` on ``appearances`` with ``max_objects``
     objects per image at most (1: the single-object table; the multi-object rows' own number)."""
@@ -369,19 +279,22 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
         train_size: int | None = None, on_job: Callable[[list[dict[str, Any]]], None] | None = None,
         stage2_steps: int | None = None, threads: int | None = None,
         table: list[dict[str, Any]] | None = None, stage2_seeds: tuple[int, ...] = (0,),
-        revision: str | None = None) -> list[dict[str, Any]]:
+        revision: str | None = None, faithfulness: str = "basic",
+        deletion_images: int = DELETION_IMAGES) -> list[dict[str, Any]]:
     """Run every (row, seed) job, ``jobs`` at a time (a stage-2 row: one per network seed of
     ``stage2_seeds``); results come back in task order.
 
     ``on_job`` gets the jobs finished so far after each one (the CLI rewrites its report, so an
     interrupted run keeps what it measured). ``revision``: the code revision the run started from
-    (default: the tree now), which every job records."""
+    (default: the tree now), which every job records. ``faithfulness`` ("basic" or "full") and
+    ``deletion_images``: the CAM rows' evaluation (:func:`run_job`)."""
     revision = revision or code_revision()
     tasks = [(row.key, seed, k) for seed in seeds for row in rows for k in (stage2_seeds if row.stage2 else (0,))]
     common = dict(steps=steps, test_limit=test_limit, val_limit=val_limit, checkpoint_dir=checkpoint_dir,
                   runs_dir=runs_dir, device=device, crm_overrides=crm_overrides, reuse=reuse,
                   threads=threads or threads_per_job(jobs, device), train_size=train_size, stage2_steps=stage2_steps,
                   revision=revision)
+    cam_evaluation = dict(faithfulness=faithfulness, deletion_images=deletion_images)
 
     logged: set[int] = set()
 
@@ -415,7 +328,7 @@ def run(rows: list[Row], seeds: list[int], *, steps: int, test_limit: int, val_l
     sources = dict(zip(wanted, run_jobs(run_source_job, source_tasks, jobs, desc="stage-2 sources"))) if wanted else {}
 
     return run_jobs(run_job, [dict(row_key=key, seed=seed, table_source=table_source(key, seed), stage2_seed=k,
-                                   source=sources.get((ROW_BY_KEY[key].stage2, seed)), **common)
+                                   source=sources.get((ROW_BY_KEY[key].stage2, seed)), **common, **cam_evaluation)
                               for key, seed, k in tasks], jobs, desc="results", on_done=done)
 
 
@@ -462,6 +375,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage2-seed", type=int, default=0, help="first stage-2 network seed")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
+    p.add_argument("--faithfulness", default="basic", choices=("basic", "full"),
+                   help="the CAM rows' evaluation: basic (PxAP, Average Drop, Increase in Confidence, map area) or "
+                        f"full (also RISE's deletion and insertion AUCs, {2 * (DELETION_STEPS + 1)} forward passes per image and "
+                        "map)")
+    p.add_argument("--deletion-images", type=int, default=DELETION_IMAGES,
+                   help="with --faithfulness full: the test images whose deletion and insertion curves are drawn "
+                        "(the first N; the CAM's and each map from no model's)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each job (default: the cores split between --jobs; results depend on it, "
                         "so every job's recorded command names it)")
@@ -503,9 +423,9 @@ def cli(argv: list[str] | None = None) -> int:
                 return code
         return cli(["--oracle", *common])
     if (args.seeds < 1 or args.jobs < 1 or args.steps < 1 or args.stage2_steps < 1 or (args.threads or 1) < 1
-            or args.stage2_seeds < 1 or args.first_stage2_seed < 0):
-        log.error("--seeds, --jobs, --steps, --stage2-steps, --stage2-seeds and --threads must be >= 1, "
-                  "--first-stage2-seed >= 0")
+            or args.stage2_seeds < 1 or args.first_stage2_seed < 0 or args.deletion_images < 1):
+        log.error("--seeds, --jobs, --steps, --stage2-steps, --stage2-seeds, --threads and --deletion-images must "
+                  "be >= 1, --first-stage2-seed >= 0")
         return 2
     revision = code_revision()
     if "+dirty" in revision and not args.allow_dirty:
@@ -548,7 +468,8 @@ def cli(argv: list[str] | None = None) -> int:
                checkpoint_dir=args.checkpoint_dir, runs_dir=args.runs_dir, device=args.device, jobs=args.jobs,
                crm_overrides=crm_overrides, reuse=args.reuse, train_size=args.train_size,
                on_job=lambda done: write(done, complete=False), stage2_steps=args.stage2_steps, threads=args.threads,
-               table=(old or {}).get("jobs"), revision=revision,
+               table=(old or {}).get("jobs"), revision=revision, faithfulness=args.faithfulness,
+               deletion_images=args.deletion_images,
                stage2_seeds=tuple(range(args.first_stage2_seed, args.first_stage2_seed + args.stage2_seeds)))
     print(write(jobs, complete=True))
     return 0

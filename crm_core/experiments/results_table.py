@@ -1,7 +1,8 @@
 """What the results table is: its rows (:data:`ROWS`, in groups, on the recipes of
 :mod:`crm_core.recipes`), the paired comparisons it reads out, the effect rule (:data:`ALPHA`,
 :data:`NEGLIGIBLE`) and the README's plan (:data:`README_PLAN`). :mod:`crm_core.experiments.results` runs
-it, :mod:`crm_core.experiments.results_report` summarises and writes it.
+it, :mod:`crm_core.experiments.results_summary` summarises it and :mod:`crm_core.experiments.results_report`
+writes it.
 """
 from __future__ import annotations
 
@@ -251,6 +252,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "average_drop": ("Average Drop %", "{:.1f}"),
     "increase_in_confidence": ("Increase in Confidence %", "{:.1f}"),
     "cam_area": ("map area", "{:.2f}"),
+    "deletion_auc": ("deletion AUC", "{:.3f}"),
+    "insertion_auc": ("insertion AUC", "{:.3f}"),
 }
 # The columns of the CAM tables (one per appearance), and of the stage-2 table, whose "miou" is the
 # segmentation network's mask mIoU on the test split.
@@ -260,7 +263,13 @@ COMPARED = ("miou", "head", "body", "bg_fpr", "accuracy", "cam_dependence", "con
 # PxAP, faithfulness and the map's area: their own table, beside the same metrics of maps from no
 # model (crm_core.experiments.baselines.FAITHFULNESS_REFERENCES) judged by the same classifier, and
 # compared over the same pairs (exploratory: none is in the headline family).
-FAITHFULNESS_METRICS = ("pxap", "average_drop", "increase_in_confidence", "cam_area")
+FAITHFULNESS_COLUMNS = ("pxap", "average_drop", "increase_in_confidence", "cam_area")
+# RISE's deletion and insertion AUCs (``--faithfulness full``): a table of their own, as only the
+# rows run with it have them; each drawn on the first DELETION_IMAGES test images (42 forward passes
+# per image and map: on all 200, a CPU job would take four times as long as it trains).
+DELETION_METRICS = ("deletion_auc", "insertion_auc")
+DELETION_IMAGES = 64
+FAITHFULNESS_METRICS = (*FAITHFULNESS_COLUMNS, *DELETION_METRICS)
 REFERENCE_LABELS = {"random": "random map", "intensity": "brightness", "all_ones": "all ones"}
 # Below these sizes a difference is "negligible" even when it clears 2 SE: paired seeds can make
 # the standard error of a tiny, consistent difference ~0 (two runs that differ only in a term too
@@ -269,7 +278,8 @@ ALPHA = 0.05  # significance level of the two-sided paired t-test
 NEGLIGIBLE: dict[str, float] = {"miou": 0.01, "head": 0.01, "body": 0.01, "bg_fpr": 0.005, "accuracy": 0.005,
                                 "confusion": 0.005,
                                 "cam_dependence": 0.01, "pxap": 0.01, "average_drop": 1.0,
-                                "increase_in_confidence": 1.0, "cam_area": 0.01}
+                                "increase_in_confidence": 1.0, "cam_area": 0.01, "deletion_auc": 0.01,
+                                "insertion_auc": 0.01}
 
 
 

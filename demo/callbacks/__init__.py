@@ -24,7 +24,7 @@ from demo.callbacks.finetune import (MAX_STEPS, base_defaults, fine_tune, fine_t
 from demo.callbacks.menus import (NO_BASE, PREFERRED_B, checkpoint_choices, checkpoints_markdown, default_drs,
                                   default_pair, refresh_checkpoints)
 from demo.callbacks.reconstructions import RECON_COLUMNS, reconstructions
-from demo.callbacks.results import (APPEARANCES, RESULT_COLUMNS, RESULT_METRICS, SEGMENTATION_COLUMN,
+from demo.callbacks.results import (APPEARANCES, METRIC_NOTES, RESULT_COLUMNS, RESULT_METRICS, SEGMENTATION_COLUMN,
                                     comparisons_markdown, results_evaluate, results_plot, results_table,
                                     results_view)
 from demo.callbacks.runs import runs_csv, runs_table, runs_view
@@ -44,7 +44,7 @@ __all__ = [
     "superpixel_view",
     "RECON_COLUMNS", "reconstructions",
     "runs_csv", "runs_table", "runs_view",
-    "APPEARANCES", "RESULT_COLUMNS", "RESULT_METRICS", "SEGMENTATION_COLUMN", "comparisons_markdown",
+    "APPEARANCES", "METRIC_NOTES", "RESULT_COLUMNS", "RESULT_METRICS", "SEGMENTATION_COLUMN", "comparisons_markdown",
     "results_evaluate", "results_plot", "results_table", "results_view",
     "MAX_STEPS", "base_defaults", "fine_tune", "fine_tune_request", "select_new_run", "stop_training", "suggest_name",
     "CUTS", "NO_STAGE2", "default_network", "network_defaults", "stage2_choices", "stage2_menu", "stage2_request",

@@ -17,7 +17,28 @@ log = logging.getLogger(__name__)
 #: Metrics of docs/results.json the tab plots (key -> label); the table also shows train time.
 RESULT_METRICS = {"miou": "CAM mIoU (val threshold)", "accuracy": "accuracy", "head": "head covered",
                   "body": "body covered", "bg_fpr": "background FP rate", "cam_dependence": "CAM dependence",
-                  "pxap": "PxAP (no threshold)", "average_drop": "Average Drop %", "cam_area": "map area"}
+                  "pxap": "PxAP (no threshold)", "average_drop": "Average Drop %",
+                  "increase_in_confidence": "Increase in Confidence %", "cam_area": "map area",
+                  "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC"}
+#: What the field's CAM metrics reward, and how a map can win them without being good: the tab says
+#: it under the report's header when one of them is plotted.
+METRIC_NOTES = {
+    "pxap": "PxAP rewards ranking object pixels above background at every threshold at once (no threshold to "
+            "choose); a constant map scores the object's share of the pixels, and an untrained network's map "
+            "already beats brightness on it.",
+    "average_drop": "Average Drop rewards a map that keeps what the classifier needs (lower is better); a map of "
+                    "ones keeps everything and drops nothing, so read it beside the map's area.",
+    "increase_in_confidence": "Increase in Confidence counts images whose class gets likelier on the map × image "
+                              "(higher is better); removing a distracting background can raise it without the map "
+                              "finding the object.",
+    "cam_area": "Map area is the share of the image at or above half the map's peak: no better or worse in itself, "
+                "it says whether a faithfulness score comes from covering everything.",
+    "deletion_auc": "Deletion AUC rewards a map whose top pixels, blacked out first, make the class's probability "
+                    "fall fastest (lower is better); black pixels are themselves off the training images, so part "
+                    "of any fall is the classifier seeing something new.",
+    "insertion_auc": "Insertion AUC rewards a map whose top pixels, put back first on black, restore the class "
+                     "fastest (higher is better); its baseline image is as unnatural as deletion's.",
+}
 # Stage-2 rows (group STAGE2_GROUP) score a segmentation network, not a CAM: their "miou" goes in a
 # column of its own, and the strip plot (CAM metrics) leaves them out.
 STAGE2_GROUP = "stage2"
@@ -85,10 +106,12 @@ def results_table(rows: dict[str, dict[str, Any]], user_rows: Sequence[dict[str,
 
 
 def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]], user_rows: Sequence[dict[str, Any]],
-                 metric: str, order: Sequence[str]) -> Any:
+                 metric: str, order: Sequence[str], reference_labels: dict[str, str] | None = None) -> Any:
     """The strip plot of ``metric``: a dot per (row, seed) of the trained rows from the report's jobs; the
     floors, and the baselines and ceilings that come from no model, as labelled lines at their mean.
-    Stage-2 rows are left out: their metrics are a segmentation network's, not a CAM's."""
+    Stage-2 rows are left out: their metrics are a segmentation network's, not a CAM's. The maps
+    from no model judged by the rows' classifiers (:func:`judged_references`, named by
+    ``reference_labels``) are lines too."""
     points: dict[str, list[tuple[int, float]]] = {}
     for key, row in _in_table_order(rows, order):
         if row.get("group") in (*REFERENCE_GROUPS, STAGE2_GROUP):
@@ -103,8 +126,25 @@ def results_plot(rows: dict[str, dict[str, Any]], jobs: Sequence[dict[str, Any]]
     references = [(str(row["group"]), str(row.get("label", key)), row["stats"][metric]["mean"])
                   for key, row in rows.items() if row.get("group") in REFERENCE_GROUPS
                   and finite((row["stats"].get(metric) or {}).get("mean")) is not None]
+    references += judged_references(rows, metric, reference_labels or {})
     yours = {_yours(u): u[metric] for u in user_rows if finite(u.get(metric)) is not None}
     return plots.results_figure(points, floors, RESULT_METRICS[metric], yours, references=references)
+
+
+def judged_references(rows: dict[str, dict[str, Any]], metric: str,
+                      labels: dict[str, str]) -> list[tuple[str, str, float]]:
+    """The maps from no model that the report scored beside each CAM row, under that row's own
+    classifier (a row's ``references``: the all-ones map, a random map, brightness): one line per map
+    at its mean over the rows that carry ``metric`` for it -- what doing nothing scores on the
+    faithfulness metrics, which need a classifier to judge a map."""
+    judged: dict[str, list[float]] = {}
+    for row in rows.values():
+        for name, stats in (row.get("references") or {}).items():
+            mean = finite(((stats or {}).get(metric) or {}).get("mean"))
+            if mean is not None:
+                judged.setdefault(str(name), []).append(mean)
+    return [("baseline", f"{labels.get(name, name)}, under the rows' classifiers ({len(means)} rows)",
+             sum(means) / len(means)) for name, means in sorted(judged.items())]
 
 
 def _p(p: float) -> str:
@@ -232,10 +272,13 @@ def results_view(engine: DashboardEngine, appearance: Any, metric: Any, user_row
     edges = edges_line(summary, rows)
     if edges:
         status = f"{status} {safe_message(edges)}"
+    if metric in METRIC_NOTES:
+        status = f"{status}\n\n{METRIC_NOTES[metric]}"
     parts = _parts_markdown(made) if made else ""
     if parts:
         status = f"{status}\n\n{parts}"
-    figure = results_plot(rows, (report or {}).get("jobs") or [], mine, metric, order) if rows or mine else None
+    figure = (results_plot(rows, (report or {}).get("jobs") or [], mine, metric, order,
+                           engine.results.reference_labels()) if rows or mine else None)
     return (gr.update(choices=choices, value=appearance), status, results_table(rows, mine, order), figure,
             comparisons_markdown(summary, rows, metric, plan))
 

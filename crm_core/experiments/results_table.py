@@ -184,6 +184,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = tuple(
     ("informative_resnet_drs_crm_sscinput", "informative_resnet_drs_crm"),
     ("informative_resnet_drs_crm_sscalign", "informative_resnet_drs_crm"),
     ("informative_resnet_drs_d03_crm", "informative_resnet_drs_d03"),
+    ("informative_resnet_drs_d03", "informative_resnet"),  # does DRS itself help (CAM mIoU, PxAP, faithfulness)?
     ("informative_resnet_drs_crm_exact", "informative_resnet_drs_crm"),
     ("random_resnet_drs_crm_exact", "random_resnet_drs_crm"),
     *((f"{a}_efficientnet_b0_crm", f"{a}_efficientnet_b0") for a in ("informative", "camouflage")),

@@ -219,6 +219,8 @@ def test_every_number_of_the_results_prose_is_in_docs_results_json() -> None:
     for key, row in summary["rows"].items():
         values += [stats["mean"] for stats in row["stats"].values()]
         values += [s["mean"] for reference in row.get("references", {}).values() for s in reference.values()]
+        values += [v for versus in row.get("vs_references", {}).values() for m in versus.values()
+                   for v in (m["diff"], m["p"])]
         share = ceiling_share(summary, key)
         values += [] if share is None else [100 * share]
     for comparison in summary["comparisons"]:

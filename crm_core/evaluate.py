@@ -473,7 +473,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a CRM Lab checkpoint.", epilog=METRICS_HELP,
-                                parents=[checkpoint_options(), cam_options(), device_option()],
+                                parents=[checkpoint_options(), cam_options(), device_option(), faithfulness_options()],
                                 formatter_class=_HelpFormatter)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to report")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
@@ -484,14 +484,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=5, help="sample panels to save")
     p.add_argument("--drs-delta", type=float, default=None, help="override DRS delta")
     p.add_argument("--runs-dir", default="runs", help="eval.json goes to <runs-dir>/<checkpoint name>/")
-    p.add_argument("--faithfulness", default="basic", choices=FAITHFULNESS_LEVELS,
-                   help="none: mIoU and PxAP only; basic: Average Drop, Increase in Confidence and map area (one more forward pass per image); "
-                        f"full: also RISE's deletion_auc and insertion_auc ({2 * (DELETION_STEPS + 1)} forward passes "
-                        "per image)")
-    p.add_argument("--deletion-images", type=int, default=None,
-                   help="with --faithfulness full: draw the deletion and insertion curves on the first N images of "
-                        "the split only (default: every image)")
     return p
+
+
+def faithfulness_options(levels: tuple[str, ...] = FAITHFULNESS_LEVELS,
+                         deletion_images: int | None = None) -> argparse.ArgumentParser:
+    """``--faithfulness`` (one of ``levels``) and ``--deletion-images`` (default ``deletion_images``;
+    None: every image), as this CLI and the results runner take them: a parent parser."""
+    described = {"none": "mIoU and PxAP only",
+                 "basic": "PxAP, Average Drop, Increase in Confidence and map area (one more forward pass per image)",
+                 "full": f"also RISE's deletion_auc and insertion_auc ({2 * (DELETION_STEPS + 1)} forward passes "
+                         "per image and map)"}
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("faithfulness")
+    group.add_argument("--faithfulness", default="basic", choices=levels,
+                       help="; ".join(f"{level}: {described[level]}" for level in levels))
+    group.add_argument("--deletion-images", type=int, default=deletion_images,
+                       help="with --faithfulness full: draw the deletion and insertion curves on the first N images "
+                            "of the split only" + (" (default: every image)" if deletion_images is None else ""))
+    return parser
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ from tqdm import tqdm
 from crm_core.atomic import atomic_write_json, atomic_write_text
 from crm_core.cli_options import device_option, job_options
 from crm_core.data.synthetic import APPEARANCES
-from crm_core.metrics import DELETION_STEPS
+from crm_core.evaluate import faithfulness_options
 from crm_core.processes import run_jobs, threads_per_job
 
 from crm_core.experiments.results_jobs import checkpoint_name, run_stage2, score_constant_floor, score_row_baseline
@@ -355,7 +355,8 @@ def oracle_report(appearances: tuple[str, ...] = APPEARANCES) -> dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train and evaluate the results table over several seeds.",
-                                parents=[job_options(DEFAULT_STEPS), device_option()],
+                                parents=[job_options(DEFAULT_STEPS), device_option(),
+                                         faithfulness_options(("basic", "full"), DELETION_IMAGES)],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
@@ -375,13 +376,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage2-seed", type=int, default=0, help="first stage-2 network seed")
     p.add_argument("--test-limit", type=int, default=200, help="test images evaluated")
     p.add_argument("--val-limit", type=int, default=100, help="val images the CAM threshold is chosen on")
-    p.add_argument("--faithfulness", default="basic", choices=("basic", "full"),
-                   help="the CAM rows' evaluation: basic (PxAP, Average Drop, Increase in Confidence, map area) or "
-                        f"full (also RISE's deletion and insertion AUCs, {2 * (DELETION_STEPS + 1)} forward passes per image and "
-                        "map)")
-    p.add_argument("--deletion-images", type=int, default=DELETION_IMAGES,
-                   help="with --faithfulness full: the test images whose deletion and insertion curves are drawn "
-                        "(the first N; the CAM's and each map from no model's)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each job (default: the cores split between --jobs; results depend on it, "
                         "so every job's recorded command names it)")

@@ -34,18 +34,7 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
             and "pxap" in summary["rows"].get(r.key, {}).get("stats", {})]
     if not any("average_drop" in summary["rows"][k]["stats"] for k in keys):
         return []
-    refs = list(REFERENCE_LABELS)
-    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in FAITHFULNESS_COLUMNS) + " | "
-             + " | ".join(f"{REFERENCE_LABELS[r]}: PxAP / Average Drop % / area" for r in refs) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in (*FAITHFULNESS_COLUMNS, *refs)) + " |"]
-    for key in keys:
-        row = summary["rows"][key]
-        n = row["stats"]["pxap"]["n"]
-        ref_cells = [" / ".join(_cell(row.get("references", {}).get(r, {}), m) for m in ("pxap", "average_drop", "cam_area"))
-                     for r in refs]
-        lines.append(f"| {row['label']} | {n} | " + " | ".join(_cell(row["stats"], m) for m in FAITHFULNESS_COLUMNS)
-                     + " | " + " | ".join(ref_cells) + " |")
-    lines.append("")
+    lines = [*beside_references(summary, keys, FAITHFULNESS_COLUMNS, ("pxap", "average_drop", "cam_area")), ""]
     for key in keys:
         for name, metrics in summary["rows"][key].get("vs_references", {}).items():
             cells = ", ".join(f"{METRICS[m][0]} {comparison_cell(metrics[m])}" for m in FAITHFULNESS_METRICS
@@ -72,18 +61,24 @@ def deletion_table(summary: dict[str, Any], appearance: str) -> list[str]:
     random order, brightness, and raster order: the all-ones map's ties)."""
     keys = [r.key for g in TABLE_ORDER for r in ROWS if r.group == g and r.setting == appearance
             and "deletion_auc" in summary["rows"].get(r.key, {}).get("stats", {})]
-    if not keys:
-        return []
+    return beside_references(summary, keys, DELETION_METRICS, DELETION_METRICS) if keys else []
+
+
+def beside_references(summary: dict[str, Any], keys: list[str], columns: tuple[str, ...],
+                      reference_metrics: tuple[str, ...]) -> list[str]:
+    """A table of ``keys``' rows: their ``columns`` (mean ± std over seeds), then, for each map from
+    no model scored beside them under the same classifier, its ``reference_metrics`` in one cell."""
     refs = list(REFERENCE_LABELS)
-    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in DELETION_METRICS) + " | "
-             + " | ".join(f"{REFERENCE_LABELS[r]}: deletion / insertion" for r in refs) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in (*DELETION_METRICS, *refs)) + " |"]
+    named = " / ".join(METRICS[m][0] for m in reference_metrics)
+    lines = ["| row | seeds | " + " | ".join(METRICS[m][0] for m in columns) + " | "
+             + " | ".join(f"{REFERENCE_LABELS[r]}: {named}" for r in refs) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in (*columns, *refs)) + " |"]
     for key in keys:
         row = summary["rows"][key]
-        ref_cells = [" / ".join(_cell(row.get("references", {}).get(r, {}), m) for m in DELETION_METRICS)
+        ref_cells = [" / ".join(_cell(row.get("references", {}).get(r, {}), m) for m in reference_metrics)
                      for r in refs]
-        lines.append(f"| {row['label']} | {row['stats']['deletion_auc']['n']} | "
-                     + " | ".join(_cell(row["stats"], m) for m in DELETION_METRICS) + " | " + " | ".join(ref_cells) + " |")
+        lines.append(f"| {row['label']} | {row['stats'][columns[0]]['n']} | "
+                     + " | ".join(_cell(row["stats"], m) for m in columns) + " | " + " | ".join(ref_cells) + " |")
     return lines
 
 

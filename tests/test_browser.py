@@ -211,6 +211,10 @@ def test_first_visit_shows_the_evidence(demo_set: dict, tmp_path: Path) -> None:
             expect(page.locator("#results-table")).to_contain_text("floor", timeout=60_000)
             expect(page.locator("#results-table")).to_contain_text("PxAP (no threshold)")  # its column
             expect(page.locator("#results-table")).to_contain_text("Average Drop %")
+            # a faithfulness metric picked from the menu: the tab says what it rewards and its pitfall
+            page.get_by_label("Metric").click()
+            page.get_by_role("option", name="Average Drop %").click()
+            expect(page.locator("#results-info")).to_contain_text("a map of ones keeps everything", timeout=60_000)
             page.screenshot(path=str(shots / "4_results.png"), full_page=True)
         finally:
             browser.close()

@@ -413,6 +413,7 @@ def test_faithfulness_full_adds_deletion_and_insertion_beside_the_maps_from_no_m
     assert stats["stats"]["deletion_auc"]["n"] == 1 and stats["references"]["random"]["insertion_auc"]["n"] == 1
     table = "\n".join(results_report.deletion_table(report["summary"], "informative"))
     assert "| resnet untrained (floor) | 1 | " in table and "random map: deletion AUC / insertion AUC" in table
+    assert "| test images with curves |" in table and " | 2 | " in table  # the count the job recorded, not the default
     assert results_report.DELETION_TITLE in (tmp_path / "r.md").read_text()
     command = results.job_command("informative_resnet", 0, 200, 200, 100, "cpu", {}, None, threads=1,
                                   faithfulness="full")

@@ -15,7 +15,7 @@ from crm_core.data.synthetic import APPEARANCES
 from crm_core.metrics import DELETION_STEPS
 from crm_core.recipes import RESULTS
 from crm_core.experiments.results_table import (ALPHA, APPEARANCE_TITLES, CAM_TABLE_METRICS, COMPARED,
-                                                DELETION_IMAGES, DELETION_METRICS, FAITHFULNESS_COLUMNS,
+                                                DELETION_METRICS, FAITHFULNESS_COLUMNS,
                                                 FAITHFULNESS_METRICS, HEADLINE_BEGIN, HEADLINE_COLUMNS,
                                                 HEADLINE_END, HEADLINE_LINES, METRICS, NEGLIGIBLE, PLAN_COMMAND,
                                                 REFERENCE_LABELS, RESULTS_BEGIN, RESULTS_COMPARISONS, RESULTS_END,
@@ -50,9 +50,9 @@ def faithfulness_table(summary: dict[str, Any], appearance: str) -> list[str]:
     return lines
 
 
-DELETION_TITLE = (f"Deletion and insertion (RISE, {DELETION_STEPS} steps, black baseline; `--faithfulness full`, first "
-                  f"{DELETION_IMAGES} test images): the area under the class's probability as the map's top pixels are "
-                  "blacked out (lower is better) or put back on black (higher is better)")
+DELETION_TITLE = (f"Deletion and insertion (RISE, {DELETION_STEPS} steps, black baseline; `--faithfulness full`, on "
+                  "the first test images, as many as its images column says): the area under the class's probability "
+                  "as the map's top pixels are blacked out (lower is better) or put back on black (higher is better)")
 
 
 def deletion_table(summary: dict[str, Any], appearance: str) -> list[str]:
@@ -61,7 +61,7 @@ def deletion_table(summary: dict[str, Any], appearance: str) -> list[str]:
     random order, brightness, and raster order: the all-ones map's ties)."""
     keys = [r.key for g in TABLE_ORDER for r in ROWS if r.group == g and r.setting == appearance
             and "deletion_auc" in summary["rows"].get(r.key, {}).get("stats", {})]
-    return beside_references(summary, keys, DELETION_METRICS, DELETION_METRICS) if keys else []
+    return beside_references(summary, keys, (*DELETION_METRICS, "deletion_images"), DELETION_METRICS) if keys else []
 
 
 def beside_references(summary: dict[str, Any], keys: list[str], columns: tuple[str, ...],

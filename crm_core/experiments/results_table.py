@@ -255,6 +255,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "cam_area": ("map area", "{:.2f}"),
     "deletion_auc": ("deletion AUC", "{:.3f}"),
     "insertion_auc": ("insertion AUC", "{:.3f}"),
+    "deletion_images": ("test images with curves", "{:.0f}"),  # --deletion-images, as each job records it
 }
 # The columns of the CAM tables (one per appearance), and of the stage-2 table, whose "miou" is the
 # segmentation network's mask mIoU on the test split.
